@@ -1,0 +1,168 @@
+"""Export a zoo model with chosen taps as extra ONNX graph outputs, cut after the deepest tap.
+
+The written file is self-describing: ``metadata_props["featuremaps"]`` holds JSON with the
+model, taps (name, alias, shape, channels), weights source and SHA-256, preprocessing,
+precision and tool versions. :func:`read_metadata` reads it back with onnxruntime alone.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import json
+import logging
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from .taps import IMAGENET_MEAN, IMAGENET_STD, Tap, parse_taps
+
+log = logging.getLogger(__name__)
+
+METADATA_KEY = "featuremaps"
+INPUT_NAME = "input"
+LOGITS_NAME = "logits"
+OPSET = 20
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    path: Path
+    taps: tuple[Tap, ...]
+    metadata: dict
+    size_bytes: int
+
+
+def _tap_module(features, taps: tuple[Tap, ...], classifier_head=None):
+    """An nn.Module returning the taps (in the order given), plus logits if a head is given."""
+    import torch
+    from torch import nn
+
+    deepest = max(t.index for t in taps)
+    last = len(features) - 1 if classifier_head is not None else deepest
+    # Copy, then turn in-place ops off: traced in place, ReLU would overwrite a conv tap
+    # before it is returned (the seed's hazard, now inside the graph).
+    body = copy.deepcopy(features[: last + 1])
+    for m in body.modules():
+        if getattr(m, "inplace", False):
+            m.inplace = False
+    wanted = {t.index: t.name for t in taps}
+    order = [t.name for t in taps]
+
+    class TapNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.features = body
+            self.head = classifier_head
+
+        def forward(self, x: torch.Tensor):
+            outs = {}
+            for i, layer in enumerate(self.features):
+                x = layer(x)
+                if i in wanted:
+                    outs[wanted[i]] = x
+            result = [outs[name] for name in order]
+            if self.head is not None:
+                result.append(self.head(x))
+            return tuple(result)
+
+    return TapNet().eval()
+
+
+def _classifier_head(net):
+    from torch import nn
+
+    return nn.Sequential(copy.deepcopy(net.avgpool), nn.Flatten(1), copy.deepcopy(net.classifier)).eval()
+
+
+def _versions() -> dict:
+    import onnx
+    import torch
+    import torchvision
+
+    from .. import __version__
+
+    return {"featuremaps": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "onnx": onnx.__version__, "opset": OPSET}
+
+
+def build_metadata(model: str, taps: tuple[Tap, ...], input_size: int, weights: dict,
+                   logits: bool) -> dict:
+    from ..engine.preprocess import Preprocessing
+
+    pre = Preprocessing(size=(input_size, input_size), mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    outputs = [t.name for t in taps] + ([LOGITS_NAME] if logits else [])
+    return {"format": "featuremaps/1", "model": model, "input": INPUT_NAME, "input_size": input_size,
+            "outputs": outputs, "taps": [t.to_dict() for t in taps], "logits": logits,
+            "cut_after": None if logits else max(t.index for t in taps),
+            "weights": weights, "preprocessing": pre.to_dict(), "precision": "fp32",
+            "reductions": {}, "versions": _versions(),
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+
+
+def export_model(taps="0,5,10,17,28", output="models/vgg16.onnx", *, model: str = "vgg16",
+                 weights: str = "random", seed: int = 0, input_size: int = 224,
+                 logits: bool = False, net=None, weights_info=None) -> ExportResult:
+    """Export ``model`` with ``taps`` as ONNX outputs named ``features.i``; batch is dynamic.
+
+    The graph stops at the deepest tap unless ``logits=True``. ``weights`` is ``"random"``
+    (seeded by ``seed``), ``"imagenet"`` or a ``.pth``/``.safetensors`` path; pass ``net``
+    (and ``weights_info``) to export an already built torchvision model instead.
+
+    >>> from featuremaps import export_model, Extractor
+    >>> res = export_model("0,conv4_1", "/tmp/vgg16-demo.onnx", input_size=64)
+    >>> [t.name for t in res.taps]
+    ['features.0', 'features.17']
+    """
+    import onnx
+    import torch
+
+    from .zoo import build_model
+
+    taps = parse_taps(taps, model, input_size)
+    if net is None:
+        net, weights_info = build_model(model, weights, seed, need_classifier=logits)
+    module = _tap_module(net.features, taps, _classifier_head(net) if logits else None)
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    names = [t.name for t in taps] + ([LOGITS_NAME] if logits else [])
+    example = torch.zeros(2, 3, input_size, input_size)
+    with warnings.catch_warnings(), tempfile.TemporaryDirectory() as tmp:
+        warnings.simplefilter("ignore")
+        logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+        prog = torch.onnx.export(module, (example,), dynamo=True, external_data=False,
+                                 input_names=[INPUT_NAME], output_names=names, opset_version=OPSET,
+                                 dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},),
+                                 verbose=False, report=False, artifacts_dir=tmp)
+    proto = prog.model_proto
+    meta = build_metadata(model, taps, input_size, weights_info.to_dict(), logits)
+    del proto.metadata_props[:]
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, json.dumps(meta)
+    proto.producer_name = "featuremaps"
+    onnx.checker.check_model(proto)
+    # Write to a temporary name, then rename: a crash never leaves a half-written model.
+    tmp_out = output.with_name(output.name + ".partial")
+    onnx.save_model(proto, str(tmp_out))
+    os.replace(tmp_out, output)
+    return ExportResult(path=output, taps=taps, metadata=meta, size_bytes=output.stat().st_size)
+
+
+def read_metadata(model_path: str | Path) -> dict:
+    """The featuremaps metadata of an exported model, read with onnxruntime (no torch, no onnx)."""
+    import onnxruntime as ort
+
+    ort.set_default_logger_severity(3)
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(str(model_path), sess_options=so, providers=["CPUExecutionProvider"])
+    return metadata_from_session(sess, model_path)
+
+
+def metadata_from_session(sess, model_path="model") -> dict:
+    raw = sess.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+    if raw is None:
+        raise ValueError(f"{model_path} has no featuremaps metadata; export it with `featuremaps export`")
+    return json.loads(raw)

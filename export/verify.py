@@ -1,0 +1,42 @@
+"""Check an exported model against the clone-hook PyTorch reference on the same input tensor."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..bench.stats import TapError, compare
+from .taps import Tap
+
+FP32_REL_L2_TOL = 1e-5
+
+
+@dataclass(frozen=True)
+class Verification:
+    rows: list[TapError]
+    tolerance: float
+    provider: str
+
+    @property
+    def ok(self) -> bool:
+        return all(r.passes(self.tolerance) for r in self.rows)
+
+    @property
+    def failures(self) -> list[str]:
+        return [r.tap for r in self.rows if not r.passes(self.tolerance)]
+
+
+def verify_export(model_path: str | Path, net, taps: tuple[Tap, ...], batch: np.ndarray, *,
+                  tolerance: float = FP32_REL_L2_TOL, provider: str = "cpu") -> Verification:
+    """Run ``model_path`` with ONNX Runtime and ``net`` with clone hooks on ``batch``
+    ``(N, 3, H, W) float32``; per-tap max abs and relative L2 error (rel L2 <= ``tolerance`` passes)."""
+    from ..bench.reference import reference_features
+    from ..engine.extractor import Extractor
+
+    with Extractor(model_path, provider=provider) as ex:
+        outs = ex.run(batch)
+        used = ex.provider
+    ref = reference_features(net, batch, taps)
+    return Verification(rows=compare(outs, ref), tolerance=tolerance, provider=used)

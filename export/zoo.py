@@ -1,0 +1,168 @@
+"""Model zoo: build a torchvision model with weights from ImageNet, a file, or a seeded init.
+
+Imports torch lazily (inside functions) so ``featuremaps.export`` stays importable without it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from .taps import MODELS, LayerError
+
+log = logging.getLogger(__name__)
+
+# torchvision's checkpoint file names, as they appear in the torch hub cache.
+IMAGENET_FILES = {"vgg11": "vgg11-8a719046.pth", "vgg13": "vgg13-19584684.pth",
+                  "vgg16": "vgg16-397923af.pth", "vgg19": "vgg19-dcbb9e9d.pth"}
+
+
+class WeightsError(ValueError):
+    """Weights that cannot be had or do not fit the model."""
+
+
+@dataclass(frozen=True)
+class WeightsInfo:
+    """Where the weights came from. ``sha256`` is over the state_dict tensors (key order),
+    so the same weights hash alike whether they came from a file or a seeded init."""
+
+    source: str  # "imagenet", "random", or the file path
+    sha256: str
+    seed: int | None = None
+    file_sha256: str | None = None
+
+    def to_dict(self) -> dict:
+        return {"source": self.source, "sha256": self.sha256, "seed": self.seed,
+                "file_sha256": self.file_sha256}
+
+
+def hub_checkpoint_path(model: str) -> Path:
+    """Where torchvision keeps (or would keep) the ImageNet checkpoint for ``model``."""
+    import torch
+
+    return Path(torch.hub.get_dir()) / "checkpoints" / IMAGENET_FILES[model]
+
+
+def state_dict_sha256(state: dict) -> str:
+    h = hashlib.sha256()
+    for k in sorted(state):
+        t = state[k].detach().cpu().contiguous()
+        h.update(k.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _imagenet_state(model: str) -> dict:
+    import contextlib
+    import io
+
+    import torchvision
+
+    enum = getattr(torchvision.models, f"{model.upper()}_Weights").IMAGENET1K_V1
+    try:
+        # torch.hub writes a "Downloading ..." line to stderr even with progress=False
+        with contextlib.redirect_stderr(io.StringIO()):
+            return enum.get_state_dict(progress=False, check_hash=False)
+    except Exception as e:  # URLError, socket errors, HTTP errors: all mean "cannot fetch"
+        raise WeightsError(
+            f"ImageNet weights for {model} are not available offline ({type(e).__name__}); put "
+            f"{IMAGENET_FILES[model]} into {hub_checkpoint_path(model).parent} or use "
+            "--weights random [--seed N] or --weights PATH.pth|.safetensors") from None
+
+
+def load_state_file(path: str | Path) -> dict:
+    """Load a state_dict from ``.pth``/``.pt`` (``weights_only=True``, no fallback) or ``.safetensors``.
+
+    A pickle that would run code is refused by ``weights_only=True``; nothing in it runs.
+    A checkpoint dict holding the weights under ``state_dict`` or ``model`` is unwrapped, and a
+    ``module.`` prefix (DataParallel) is stripped.
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file {str(path)!r} not found; pass an existing .pth/.safetensors "
+                           "file, or --weights random|imagenet")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise WeightsError(
+                f"refusing to load {path.name}: it is not a plain tensor state_dict "
+                f"(weights_only load failed: {first[:160]}); re-save it with "
+                "torch.save(model.state_dict(), PATH) or as .safetensors") from None
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsError(f"{path.name} does not hold a state_dict of tensors; "
+                           "save one with torch.save(model.state_dict(), PATH)")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def _check_keys(model, state: dict, needed_prefixes: tuple[str, ...], source: str) -> None:
+    want = {k for k in model.state_dict() if k.startswith(needed_prefixes)}
+    missing = sorted(want - set(state))
+    unknown = sorted(set(state) - set(model.state_dict()))
+    if missing or unknown:
+        what = (f"missing {', '.join(missing[:3])}" if missing else "") + \
+               (" and " if missing and unknown else "") + \
+               (f"unexpected {', '.join(unknown[:3])}" if unknown else "")
+        raise WeightsError(f"weights from {source} do not fit {type(model).__name__}: {what}; "
+                           "use a state_dict saved from the same torchvision architecture")
+    for k in want:
+        if tuple(state[k].shape) != tuple(model.state_dict()[k].shape):
+            raise WeightsError(f"weights from {source}: {k} has shape {tuple(state[k].shape)}, "
+                               f"the model needs {tuple(model.state_dict()[k].shape)}")
+
+
+def build_model(model: str = "vgg16", weights: str = "random", seed: int = 0,
+                need_classifier: bool = True):
+    """A torchvision model in eval mode with the given weights.
+
+    ``weights``: ``"random"`` (seeded torchvision init), ``"imagenet"`` (torchvision's
+    IMAGENET1K_V1, from the torch hub cache when offline) or a ``.pth``/``.safetensors`` path.
+    ``need_classifier=False`` lets a file hold only ``features.*`` (enough for a cut graph).
+    Returns ``(module, WeightsInfo)``.
+    """
+    import torch
+    import torchvision
+
+    name = model.lower()
+    if name not in MODELS:
+        raise LayerError(f"unknown model {model!r}; the zoo has {', '.join(MODELS)}")
+    torch.manual_seed(seed)
+    net = getattr(torchvision.models, name)(weights=None)
+    file_hash = None
+    prefixes = ("features.", "classifier.") if need_classifier else ("features.",)
+    if weights == "random":
+        source = "random"
+    else:
+        if weights == "imagenet":
+            state, source = _imagenet_state(name), "imagenet"
+        else:
+            state, source = load_state_file(weights), str(weights)
+            file_hash = file_sha256(weights)
+        _check_keys(net, state, prefixes, source)
+        net.load_state_dict(state, strict=False)
+    net.eval()
+    used = {k: v for k, v in net.state_dict().items() if k.startswith(prefixes)}
+    info = WeightsInfo(source=source, sha256=state_dict_sha256(used),
+                       seed=seed if weights == "random" else None, file_sha256=file_hash)
+    return net, info

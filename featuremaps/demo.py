@@ -1,0 +1,96 @@
+"""``featuremaps demo``: the whole job in one command on a fresh machine."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _choose_weights(weights: str, model: str) -> str:
+    if weights != "auto":
+        return weights
+    from .export.zoo import WeightsError, _imagenet_state
+
+    try:
+        _imagenet_state(model)
+        return "imagenet"
+    except WeightsError as e:
+        print(f"WARNING: {e}", file=sys.stderr)
+        print("WARNING: using seeded random weights (--seed): the maps show an untrained network, "
+              "not what VGG16 learned", file=sys.stderr)
+        return "random"
+
+
+def _interleaved_rates(fns: dict, n_images: int, repeats: int) -> dict[str, float]:
+    """Images/s per function from the median of ``repeats`` runs, taken in turns (noise hits all)."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for fn in fns.values():
+        fn()  # warm-up
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {k: n_images / float(np.median(v)) for k, v in times.items()}
+
+
+def run_demo(out_dir: Path, layers: str = "0,5,10,17,28", weights: str = "auto", seed: int = 0,
+             model: str = "vgg16", repeats: int = 3) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from .bench.reference import reference_features
+    from .bench.stats import compare, format_parity_table
+    from .engine.extractor import Extractor
+    from .engine.preprocess import load_batch
+    from .export.onnx_export import export_model
+    from .export.taps import parse_taps
+    from .export.verify import FP32_REL_L2_TOL
+    from .export.zoo import build_model
+    from .figures import seed_figure
+    from .samples import sample_images
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    taps = parse_taps(layers, model)
+    weights = _choose_weights(weights, model)
+    net, info = build_model(model, weights, seed, need_classifier=True)
+    t0 = time.perf_counter()
+    res = export_model(taps, out_dir / f"{model}-taps.onnx", model=model, seed=seed, net=net, weights_info=info)
+    print(f"exported {res.path} ({res.size_bytes / 1e6:.1f} MB, {len(taps)} taps, cut after "
+          f"{max(taps, key=lambda t: t.index).name}, weights {info.source}) in {time.perf_counter() - t0:.1f} s")
+
+    images = sample_images()
+    with Extractor(res.path) as ex:
+        print(f"engine: {ex.info.note}")
+        batch = load_batch(images, ex.preprocessing)
+        maps = ex.run(batch)
+        ref = reference_features(net, batch, taps)
+        rows = compare(maps, ref)
+        print(f"\nparity on {len(images)} sample photos ({', '.join(p.name for p in images)}), "
+              f"ONNX Runtime vs PyTorch clone-hook reference, same input tensor:")
+        print(format_parity_table(rows, FP32_REL_L2_TOL))
+        import torch
+
+        rates = _interleaved_rates({"ort": lambda: ex.run(batch),
+                                    "torch": lambda: reference_features(net, batch, taps, full=True)},
+                                   len(images), repeats)
+    print(f"\ntiming (batch {len(images)}, 224x224, {torch.get_num_threads()} threads, median of {repeats}): "
+          f"ONNX Runtime {rates['ort']:.1f} img/s vs PyTorch eager + hooks (the seed's approach) "
+          f"{rates['torch']:.1f} img/s -> {rates['ort'] / rates['torch']:.2f}x")
+
+    print("\nfigures:")
+    for i, path in enumerate(images):
+        fig = seed_figure({k: v[i] for k, v in maps.items()}, taps,
+                          suptitle=f"{path.name}: VGG16 feature maps, first 8 channels per layer "
+                                   f"(weights: {info.source}; each tile on its own colour scale)")
+        png = out_dir / f"{path.stem}-layers.png"
+        fig.savefig(png, dpi=80)
+        print(f"  {png}")
+    failed = [r.tap for r in rows if not r.passes(FP32_REL_L2_TOL)]
+    if failed:
+        print(f"featuremaps: error: parity failed for {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
