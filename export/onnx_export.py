@@ -116,7 +116,6 @@ def export_model(taps="0,5,10,17,28", output="models/vgg16.onnx", *, model: str 
     >>> [t.name for t in res.taps]
     ['features.0', 'features.17']
     """
-    import onnx
     import torch
 
     from .zoo import build_model
@@ -137,17 +136,41 @@ def export_model(taps="0,5,10,17,28", output="models/vgg16.onnx", *, model: str 
                                  dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},),
                                  verbose=False, report=False, artifacts_dir=tmp)
     proto = prog.model_proto
-    meta = build_metadata(model, taps, input_size, weights_info.to_dict(), logits)
-    del proto.metadata_props[:]
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = METADATA_KEY, json.dumps(meta)
     proto.producer_name = "featuremaps"
+    meta = build_metadata(model, taps, input_size, weights_info.to_dict(), logits)
+    write_model(proto, meta, output)
+    return ExportResult(path=output, taps=taps, metadata=meta, size_bytes=output.stat().st_size)
+
+
+def set_metadata(proto, meta: dict) -> None:
+    """Replace the featuremaps JSON in ``proto.metadata_props`` (other keys are kept)."""
+    keep = [(p.key, p.value) for p in proto.metadata_props if p.key != METADATA_KEY]
+    del proto.metadata_props[:]
+    for key, value in keep + [(METADATA_KEY, json.dumps(meta))]:
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+
+
+def write_model(proto, meta: dict, output: str | Path) -> Path:
+    """Set ``meta``, run ``onnx.checker``, and write ``proto`` to ``output`` atomically
+    (temporary name, then rename: a crash never leaves a half-written model)."""
+    import onnx
+
+    set_metadata(proto, meta)
     onnx.checker.check_model(proto)
-    # Write to a temporary name, then rename: a crash never leaves a half-written model.
+    output = Path(output)
     tmp_out = output.with_name(output.name + ".partial")
     onnx.save_model(proto, str(tmp_out))
     os.replace(tmp_out, output)
-    return ExportResult(path=output, taps=taps, metadata=meta, size_bytes=output.stat().st_size)
+    return output
+
+
+def load_proto_metadata(proto) -> dict:
+    """The featuremaps metadata of an in-memory ``onnx.ModelProto``."""
+    for p in proto.metadata_props:
+        if p.key == METADATA_KEY:
+            return json.loads(p.value)
+    raise ValueError("model has no featuremaps metadata; export it with `featuremaps export`")
 
 
 def read_metadata(model_path: str | Path) -> dict:

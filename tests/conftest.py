@@ -1,0 +1,50 @@
+"""Shared fixtures. Models are small (64x64 input) unless a test is about full size."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+SMALL = 64  # input size for most tests: every VGG stage still has >= 2x2 pixels
+ALL_TAPS = tuple(range(31))
+
+
+@pytest.fixture(scope="session")
+def vgg_net():
+    """Seeded random VGG16 (features + classifier), eval mode, and its WeightsInfo."""
+    from featuremaps.export.zoo import build_model
+
+    return build_model("vgg16", "random", seed=0, need_classifier=True)
+
+
+@pytest.fixture(scope="session")
+def small_model(tmp_path_factory, vgg_net):
+    """VGG16 exported with taps 0,5,10,17,28 at 64x64 from ``vgg_net``: ExportResult."""
+    from featuremaps.export.onnx_export import export_model
+
+    net, info = vgg_net
+    path = tmp_path_factory.mktemp("models") / "vgg16-small.onnx"
+    return export_model("0,5,10,17,28", path, input_size=SMALL, net=net, weights_info=info)
+
+
+@pytest.fixture(scope="session")
+def sample_paths():
+    from featuremaps.samples import sample_images
+
+    return sample_images()
+
+
+@pytest.fixture(scope="session")
+def small_batch(sample_paths):
+    """Two real photos preprocessed to (2, 3, 64, 64) float32."""
+    from featuremaps.engine.preprocess import Preprocessing, load_batch
+
+    return load_batch(sample_paths[:2], Preprocessing(size=(SMALL, SMALL)))
+
+
+def random_batch(n: int, size: int = SMALL, seed: int = 0) -> np.ndarray:
+    return np.random.RandomState(seed).randn(n, 3, size, size).astype(np.float32)
