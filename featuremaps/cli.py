@@ -15,6 +15,11 @@ from .export.taps import MODELS, LayerError, model_layers, parse_taps
 DEFAULT_LAYERS = "0,5,10,17,28"
 log = logging.getLogger("featuremaps")
 
+# Subcommands that live in their own modules: each has register(subparsers), which adds its
+# parser and sets func. Keep one module per line.
+COMMAND_MODULES: list[str] = [
+]
+
 
 class CLIError(Exception):
     """A user-facing error: printed as one line, exit status 2."""
@@ -185,6 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed for random weights (default: 0)")
     p.add_argument("-o", "--output", default="featuremaps-demo", help="output folder (default: ./featuremaps-demo)")
     p.set_defaults(func=cmd_demo)
+
+    import importlib
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
     return parser
 
 
