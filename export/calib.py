@@ -1,0 +1,78 @@
+"""Which real photos calibrate an int8 model and which, never seen by calibration, gate it.
+
+Default calibration set: the sample photos (:func:`featuremaps.samples.sample_images`).
+Default hold-out set: other real photos that ship with scikit-image (a motorcycle, the Hubble
+deep field, a retina, a microscopy slide, the cameraman, gravel), disjoint from the calibration
+set. No downloads.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+HOLDOUT_SKIMAGE = ("motorcycle_left.png", "hubble_deep_field.jpg", "retina.jpg", "ihc.png", "camera.png",
+                   "gravel.png")
+
+
+class CalibrationError(ValueError):
+    """No usable calibration or hold-out images."""
+
+
+def _skimage_data() -> Path | None:
+    import importlib.util
+
+    spec = importlib.util.find_spec("skimage")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))) / "data"
+
+
+def default_holdout() -> list[Path]:
+    """scikit-image's extra real photos (empty when scikit-image is not installed)."""
+    data = _skimage_data()
+    return [data / f for f in HOLDOUT_SKIMAGE if data is not None and (data / f).is_file()]
+
+
+def resolve_images(spec: str | Path | list | tuple | None) -> list[Path]:
+    """Image files from a folder, a comma-separated list of files/folders, or a list of paths;
+    folders contribute their image files in sorted order (not recursive)."""
+    if spec is None:
+        return []
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    paths: list[Path] = []
+    for item in items:
+        p = Path(str(item).strip())
+        if p.is_dir():
+            paths += sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        elif p.is_file():
+            paths.append(p)
+        else:
+            raise CalibrationError(f"calibration image or folder {str(p)!r} not found; pass a folder of photos "
+                                   "or image files, comma-separated")
+    return paths
+
+
+def split_images(calib=None, holdout=None, *, calib_count: int | None = None,
+                 min_holdout: int = 2) -> tuple[list[Path], list[Path]]:
+    """``(calibration, hold-out)`` image paths, disjoint (by resolved path).
+
+    ``calib``/``holdout``: see :func:`resolve_images`; ``None`` means the defaults (module
+    docstring). ``calib_count`` caps the calibration set (first N).
+    """
+    from ..samples import sample_images
+
+    cal = resolve_images(calib) if calib is not None else sample_images()
+    if calib_count is not None:
+        if calib_count < 1:
+            raise CalibrationError(f"--calib-count must be >= 1, got {calib_count}")
+        cal = cal[:calib_count]
+    if not cal:
+        raise CalibrationError("no calibration images; pass --calib DIR or a list of photos")
+    seen = {p.resolve() for p in cal}
+    hold = [p for p in (resolve_images(holdout) if holdout is not None else default_holdout())
+            if p.resolve() not in seen]
+    if len(hold) < min_holdout:
+        raise CalibrationError(f"need >= {min_holdout} held-back images not used for calibration, found "
+                               f"{len(hold)}; install scikit-image or pass --holdout DIR")
+    return cal, hold
