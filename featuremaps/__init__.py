@@ -14,9 +14,10 @@ __version__ = "0.1.0"
 
 __all__ = ["Extractor", "LayerError", "Tap", "export_model", "load_batch", "model_layers", "parse_taps",
            "preprocess_bytes", "read_metadata", "reference_features", "sample_images", "seed_features",
-           "__version__"]
+           "open_store", "__version__"]
 
 _LAZY = {
+    "open_store": "featuremaps.engine.store",
     "Extractor": "featuremaps.engine.extractor",
     "load_batch": "featuremaps.engine.preprocess",
     "preprocess_bytes": "featuremaps.engine.preprocess",

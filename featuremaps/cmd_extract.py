@@ -1,0 +1,115 @@
+"""``featuremaps extract``: bulk extraction into a resumable Zarr store (the CLI side; it prints)."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from .cli import CLIError, add_model_args, resolve_model
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "extract", help="extract feature maps of many images into a resumable Zarr store",
+        description="Decode images in worker threads, run the exported model, and write one array per tap "
+                    "into a Zarr v3 store (chunked by batch, resumable). Bad images become error rows; "
+                    "the run goes on unless --strict. Exit status: 0 all ok, 1 some images failed, "
+                    "2 usage error, 130 interrupted (re-run with --resume).")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="image files, folders (searched recursively) or @list.txt (one path per line)")
+    add_model_args(p)
+    p.add_argument("-o", "--output", required=True, help="store path (a new folder, e.g. OUT.zarr)")
+    p.add_argument("--batch-size", type=int, default=8, help="images per model call and per chunk (default: 8)")
+    p.add_argument("--workers", type=int, default=2, help="decode threads (default: 2)")
+    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all cores)")
+    p.add_argument("--provider", default="auto", choices=("auto", "cpu", "cuda", "tensorrt"),
+                   help="ONNX Runtime provider (default: auto)")
+    p.add_argument("--dtype", choices=("fp32", "fp16"), default=None,
+                   help="stored dtype (default: the model's output dtype)")
+    p.add_argument("--compression", choices=("zstd", "none"), default="zstd",
+                   help="chunk compression (default: zstd)")
+    p.add_argument("--resume", action="store_true", help="complete an existing store (redo unfinished batches)")
+    p.add_argument("--strict", action="store_true", help="stop at the first bad image instead of recording it")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_extract)
+
+
+def _open_or_create(args, paths: list[str], model_path: Path, extractor):
+    from .engine.store import FeatureStore, StoreError, file_sha256, output_shapes
+
+    out = Path(args.output)
+    sha = file_sha256(model_path)
+    if out.exists():
+        if not args.resume:
+            raise CLIError(f"{out} already exists; add --resume to complete it, or choose a new -o path")
+        try:
+            store = FeatureStore.open(out, mode="r+")
+        except StoreError as e:
+            raise CLIError(str(e)) from None
+        if store.info.get("model_sha256") != sha:
+            raise CLIError(f"{out} was written with another model ({store.info.get('model_path')}); "
+                           "resume with the same --model, or choose a new -o path")
+        if store.paths != paths:
+            raise CLIError(f"the inputs differ from the list stored in {out} ({len(paths)} vs {len(store.paths)} "
+                           "images); resume with the same inputs, or choose a new -o path")
+        store.clean_partials()
+        return store
+    meta = extractor.metadata
+    dtype = args.dtype or ("fp16" if meta.get("output_dtype") == "fp16" else "fp32")
+    try:
+        return FeatureStore.create(out, paths=paths, metadata=meta, shapes=output_shapes(meta, extractor.session),
+                                   batch_size=args.batch_size, dtype=dtype, compression=args.compression,
+                                   model_path=model_path.resolve(), model_sha256=sha)
+    except StoreError as e:
+        raise CLIError(str(e)) from None
+
+
+def _resume_command() -> str:
+    argv = [a for a in sys.argv[1:] if a != "--resume"]
+    return "featuremaps " + " ".join(shlex.quote(a) for a in argv) + " --resume"
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .engine.extractor import Extractor
+    from .engine.inputs import InputError, collect_inputs
+    from .engine.pipeline import ExtractionError, run_extraction
+
+    try:
+        paths = collect_inputs(args.inputs)
+    except InputError as e:
+        raise CLIError(str(e)) from None
+    if args.batch_size < 1 or args.workers < 1:
+        raise CLIError("--batch-size and --workers must be >= 1")
+    model_path = resolve_model(args)
+    with Extractor(model_path, provider=args.provider, threads=args.threads, max_batch=args.batch_size) as ex:
+        store = _open_or_create(args, paths, model_path, ex)
+        done = len(store) - sum(b - a for a, b in map(store.batch_rows, store.pending_batches()))
+        print(f"extracting {len(store)} images ({done} already done) with {ex.info.note} "
+              f"-> {store.path} [{store.dtype}, batch {store.batch_size}]", file=sys.stderr)
+        bar = tqdm(total=len(store), initial=done, unit="img", file=sys.stderr, disable=args.no_progress,
+                   dynamic_ncols=True, smoothing=0.1)
+        try:
+            summary = run_extraction(store, ex.run, ex.preprocessing, workers=args.workers, strict=args.strict,
+                                     progress=bar.update)
+        except ExtractionError as e:
+            bar.close()
+            raise CLIError(f"{e}; completed batches are kept, re-run with --resume") from None
+        bar.close()
+    mb = summary.bytes_written / 1e6
+    print(f"{summary.ok} ok, {summary.errors} errors, {summary.pending} pending; {summary.images} images this run "
+          f"at {summary.images_per_s:.1f} img/s; {mb:.1f} MB of features written "
+          f"({store.nbytes_on_disk() / 1e6:.1f} MB on disk) -> {store.path}")
+    for row in store.errors[:5]:
+        print(f"  error: {row.path}: {row.message}", file=sys.stderr)
+    if summary.errors > 5:
+        print(f"  ... and {summary.errors - 5} more (featuremaps.open_store({str(store.path)!r}).errors)",
+              file=sys.stderr)
+    if summary.interrupted:
+        print(f"featuremaps: interrupted; completed batches are kept. Resume with: {_resume_command()}",
+              file=sys.stderr)
+        return 130
+    return 1 if summary.errors else 0

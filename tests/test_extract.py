@@ -1,0 +1,228 @@
+"""Bulk extraction: input list, Zarr store, pipeline, bad files, resume after kill -9, CLI."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from featuremaps.cli import main
+from featuremaps.engine.inputs import InputError, collect_inputs
+from featuremaps.engine.store import FeatureStore, StoreError, open_store
+
+BAD = {"empty.jpg": "empty file", "text.png": "not a decodable image", "trunc.jpg": "truncated JPEG",
+       "trunc.png": "truncated PNG"}
+
+
+def _small_copies(sample_paths, folder: Path, n: int, size: int = 96) -> list[Path]:
+    """``n`` small real photos (JPEG and PNG) so decoding costs ~1 ms each."""
+    import cv2
+
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i in range(n):
+        bgr = cv2.imread(str(sample_paths[i % len(sample_paths)]))
+        img = cv2.resize(bgr, (size + 7 * (i % 5), size), interpolation=cv2.INTER_AREA)
+        path = folder / (f"img{i:03d}.jpg" if i % 2 else f"img{i:03d}.PNG")
+        cv2.imwrite(str(path), img)
+        out.append(path)
+    return out
+
+
+@pytest.fixture(scope="module")
+def image_dir(tmp_path_factory, sample_paths):
+    """A folder tree of good images plus one of each kind of bad file."""
+    root = tmp_path_factory.mktemp("images")
+    _small_copies(sample_paths, root / "sub", 5)
+    (root / "a.jpg").write_bytes(Path(sample_paths[0]).read_bytes())
+    (root / "empty.jpg").write_bytes(b"")
+    (root / "text.png").write_text("not an image\n")
+    (root / "trunc.jpg").write_bytes(Path(sample_paths[0]).read_bytes()[:20000])
+    (root / "trunc.png").write_bytes((root / "sub" / "img000.PNG").read_bytes()[:3000])
+    (root / "notes.txt").write_text("ignored: not an image extension")
+    return root
+
+
+def _extract(*args) -> int:
+    return main(["extract", *map(str, args), "--no-progress"])
+
+
+def _same_store(a: FeatureStore, b: FeatureStore) -> None:
+    assert a.paths == b.paths
+    np.testing.assert_array_equal(a.status_codes, b.status_codes)
+    assert a.errors == b.errors
+    assert a.outputs == b.outputs
+    for name in a.outputs:
+        np.testing.assert_array_equal(a[name][:], b[name][:], err_msg=name)
+
+
+# ---------------------------------------------------------------- input list
+
+
+def test_collect_inputs_recursive_sorted_case_insensitive(image_dir):
+    paths = collect_inputs([image_dir])
+    names = [Path(p).name for p in paths]
+    assert paths == sorted(paths) and all(os.path.isabs(p) for p in paths)
+    assert "img000.PNG" in names and "notes.txt" not in names
+    assert len(paths) == 10
+
+
+def test_collect_inputs_list_file_and_missing(image_dir, tmp_path):
+    lst = tmp_path / "list.txt"
+    lst.write_text(f"{image_dir / 'a.jpg'}\n# comment\n\n{image_dir / 'a.jpg'}\nmissing.jpg\n")
+    paths = collect_inputs([f"@{lst}"])
+    assert paths == sorted([str(image_dir / "a.jpg"), str(tmp_path / "missing.jpg")])
+    with pytest.raises(InputError, match="not found; pass image files"):
+        collect_inputs([tmp_path / "nope.jpg"])
+    (tmp_path / "empty-dir").mkdir()
+    with pytest.raises(InputError, match="no images found"):
+        collect_inputs([tmp_path / "empty-dir"])
+
+
+# ---------------------------------------------------------------- end to end
+
+
+@pytest.fixture(scope="module")
+def extracted(tmp_path_factory, small_model, image_dir):
+    out = tmp_path_factory.mktemp("stores") / "out.zarr"
+    rc = _extract(image_dir, "--model", small_model.path, "-o", out, "--batch-size", "3", "--workers", "2")
+    return rc, open_store(out)
+
+
+def test_extract_good_images_equal_extractor(extracted, small_model):
+    from featuremaps.engine.extractor import Extractor
+
+    rc, st = extracted
+    assert rc == 1  # some images failed
+    ok = [i for i, s in enumerate(st.status) if s == "ok"]
+    assert len(ok) == 6
+    with Extractor(small_model.path, provider="cpu") as ex:
+        for i in ok:
+            ref = ex.run_files([st.paths[i]])
+            for name in st.outputs:
+                np.testing.assert_allclose(st[name][i], ref[name][0], rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def test_extract_bad_files_become_error_rows(extracted):
+    _, st = extracted
+    errors = {Path(e.path).name: e.message for e in st.errors}
+    assert set(errors) == set(BAD)
+    for name, reason in BAD.items():
+        assert reason in errors[name]
+    for e in st.errors:  # error rows hold zeros, not stale data
+        assert not np.any(st["features.28"][e.index])
+
+
+def test_open_store_api(extracted, small_model):
+    _, st = extracted
+    assert [t.name for t in st.taps] == [t.name for t in small_model.taps]
+    assert st.metadata["weights"] == small_model.metadata["weights"]
+    assert st["features.17"].shape == (len(st.paths), *small_model.taps[3].shape)
+    assert st["features.17"].chunks[0] == 3 == st.batch_size
+    assert st.maps(0)["features.0"].shape == small_model.taps[0].shape
+    with pytest.raises(KeyError, match="no output 'features.3'"):
+        st["features.3"]
+
+
+def test_existing_store_without_resume_is_an_error(extracted, small_model, image_dir, capsys):
+    _, st = extracted
+    before = st.status_codes.copy()
+    assert _extract(image_dir, "--model", small_model.path, "-o", st.path) == 2
+    assert "already exists; add --resume" in capsys.readouterr().err
+    np.testing.assert_array_equal(open_store(st.path).status_codes, before)
+
+
+def test_resume_rejects_other_inputs(extracted, small_model, image_dir, capsys):
+    _, st = extracted
+    assert _extract(image_dir / "sub", "--model", small_model.path, "-o", st.path, "--resume") == 2
+    assert "inputs differ" in capsys.readouterr().err
+
+
+def test_strict_stops_at_first_bad_image(small_model, image_dir, tmp_path, capsys):
+    rc = _extract(image_dir, "--model", small_model.path, "-o", tmp_path / "s.zarr", "--strict",
+                  "--batch-size", "2")
+    assert rc == 2
+    assert "--strict stops at the first bad image" in capsys.readouterr().err
+    assert (open_store(tmp_path / "s.zarr").status == "pending").any()
+
+
+def test_fp16_store(small_model, image_dir, extracted, tmp_path):
+    _, ref = extracted
+    assert _extract(image_dir, "--model", small_model.path, "-o", tmp_path / "h.zarr", "--dtype", "fp16",
+                    "--compression", "none", "--batch-size", "3") == 1
+    st = open_store(tmp_path / "h.zarr")
+    assert st["features.5"].dtype == np.float16
+    np.testing.assert_array_equal(st.status_codes, ref.status_codes)
+    a, b = st["features.5"][:].astype(np.float32), ref["features.5"][:]
+    np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-3 * np.abs(b).max())
+
+
+def test_store_create_refuses_existing(tmp_path):
+    (tmp_path / "x.zarr").mkdir()
+    with pytest.raises(StoreError, match="already exists; add --resume"):
+        FeatureStore.create(tmp_path / "x.zarr", paths=["a"], metadata={}, shapes={}, batch_size=1)
+
+
+# ---------------------------------------------------------------- interruption
+
+
+def test_interrupted_run_resumes_identically(small_model, image_dir, extracted, tmp_path):
+    """Ctrl-C inside the model loop: committed batches stay, the rest resumes to the same store."""
+    from featuremaps.engine.extractor import Extractor
+    from featuremaps.engine.pipeline import run_extraction
+
+    _, ref = extracted
+    out = tmp_path / "i.zarr"
+    with Extractor(small_model.path, provider="cpu") as ex:
+        st = FeatureStore.create(out, paths=ref.paths, metadata=ex.metadata, shapes=dict(
+            (k, tuple(v)) for k, v in ref.info["outputs"].items()), batch_size=3)
+        calls = []
+
+        def flaky(batch):
+            calls.append(len(batch))
+            if len(calls) == 2:
+                raise KeyboardInterrupt
+            return ex.run(batch)
+
+        s = run_extraction(st, flaky, ex.preprocessing)
+        assert s.interrupted and 0 < s.pending < len(ref.paths)
+        s = run_extraction(FeatureStore.open(out, "r+"), ex.run, ex.preprocessing)
+        assert not s.interrupted and s.pending == 0
+    _same_store(open_store(out), ref)
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume_gives_identical_store(small_model, sample_paths, tmp_path):
+    imgs = tmp_path / "imgs"
+    _small_copies(sample_paths, imgs, 40, size=72)
+    (imgs / "img017.jpg").write_bytes(b"")
+    # one intra-op thread and batch 1: many small commits, and CPU left for this test to poll
+    args = [imgs, "--model", small_model.path, "--batch-size", "1", "--workers", "1", "--threads", "1",
+            "--compression", "none"]
+    assert _extract(*args, "-o", tmp_path / "ref.zarr") == 1
+
+    out = tmp_path / "killed.zarr"
+    cmd = [sys.executable, "-m", "featuremaps", "extract", *map(str, args), "-o", str(out), "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    status_dir = out / "status" / "c"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if status_dir.is_dir() and len(os.listdir(status_dir)) >= 3:
+            break
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    partial = open_store(out)
+    assert (partial.status == "pending").any() and (partial.status == "ok").any()
+
+    assert _extract(*args, "-o", out) == 2  # not without --resume
+    assert _extract(*args, "-o", out, "--resume") == 1
+    _same_store(open_store(out), open_store(tmp_path / "ref.zarr"))
+    assert not list(out.rglob("*.partial"))
