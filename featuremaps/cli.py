@@ -132,15 +132,17 @@ def cmd_export(args: argparse.Namespace) -> int:
     cut = "full network with logits" if args.logits else f"cut after {max(taps, key=lambda t: t.index).name}"
     print(f"wrote {res.path} ({res.size_bytes / 1e6:.1f} MB; outputs {', '.join(res.metadata['outputs'])}; "
           f"{cut}; weights {info.source}, sha256 {info.sha256[:12]})")
+    from .precision_cli import run_precision_step  # --precision/--format: convert, gate, size report
+
     if args.no_verify:
-        return 0
+        return run_precision_step(args, res)
     ver = _verify_on_photo(res.path, net, taps, args.input_size)
     _print_verification(ver)
     if not ver.ok:
         print(f"featuremaps: error: {', '.join(ver.failures)} exceed the fp32 tolerance; "
               f"the exported file is kept at {res.path} for inspection", file=sys.stderr)
         return 1
-    return 0
+    return run_precision_step(args, res)
 
 
 # ---------------------------------------------------------------- demo
@@ -179,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--logits", action="store_true", help="keep the classifier and add a 'logits' output")
     p.add_argument("-o", "--output", default="models/vgg16.onnx", help="output .onnx path (default: models/vgg16.onnx)")
     p.add_argument("--no-verify", action="store_true", help="skip the parity check after writing")
+    from .precision_cli import add_precision_args
+
+    add_precision_args(p)
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("demo", help="export VGG16, extract from sample photos, check parity, time it, draw",
