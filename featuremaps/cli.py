@@ -18,6 +18,8 @@ log = logging.getLogger("featuremaps")
 # Subcommands that live in their own modules: each has register(subparsers), which adds its
 # parser and sets func. Keep one module per line.
 COMMAND_MODULES: list[str] = [
+    "featuremaps.cmd_parity",
+    "featuremaps.cmd_bench",
     "featuremaps.cmd_extract",
     "featuremaps.cmd_show",
 ]

@@ -1,0 +1,225 @@
+"""The things ``featuremaps bench`` times: each backend turns a ``(N, 3, H, W) float32`` batch
+into the tap feature maps (on the host), the way a user of that stack would.
+
+Build, then run: each ``make_*`` function builds the backend (session, compiled module) and
+returns a :class:`Backend` whose ``run(batch)`` does one batch, or a :class:`Skipped` with
+the one-line reason it cannot run here. torch is imported only by the torch backends.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..export.taps import Tap
+
+log = logging.getLogger(__name__)
+
+# name -> what it is, for the table legend and the JSON
+DESCRIPTIONS = {
+    "torch-hooks": "PyTorch eager, full network incl. classifier, clone forward hooks (the seed's approach)",
+    "torch-cut": "PyTorch eager, clone hooks, forward stopped after the deepest tap",
+    "torch-compile": "torch.compile (inductor) of the features cut after the deepest tap",
+    "ort-cpu": "ONNX Runtime CPU, exported graph cut after the deepest tap",
+    "ort-cpu-full": "ONNX Runtime CPU, exported graph with the classifier (logits output too)",
+    "ort-cuda": "ONNX Runtime CUDA, cut graph, IO binding (input copied in, taps copied out per batch)",
+    "ort-tensorrt": "ONNX Runtime TensorRT, cut graph, engine cache + explicit batch profile",
+}
+BACKENDS = tuple(DESCRIPTIONS)
+DEFAULT_BACKENDS = BACKENDS
+
+
+@dataclass
+class Backend:
+    """A ready backend. ``run(batch)`` extracts every tap of one batch to host memory.
+
+    ``setup_s`` is the build time (session creation, model copy); ``first_call_s`` maps batch
+    size -> seconds of the first call at that size (compilation, TensorRT engine build,
+    algorithm search), reported apart from the steady state.
+    """
+
+    name: str
+    run: Callable[[np.ndarray], object]
+    setup_s: float
+    description: str
+    provider: str = ""
+    model_path: str | None = None
+    first_call_s: dict = field(default_factory=dict)
+    note: str = ""
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "description": self.description, "provider": self.provider,
+                "model": self.model_path, "setup_s": self.setup_s,
+                "first_call_s": {str(k): v for k, v in self.first_call_s.items()}, "note": self.note}
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A backend that cannot run here, and why (one line)."""
+
+    name: str
+    reason: str
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "skipped": self.reason}
+
+
+# ---------------------------------------------------------------- torch
+
+
+def _torch_run(net, taps: tuple[Tap, ...], *, full: bool):
+    import torch
+
+    from .reference import reference_features
+
+    def run(batch: np.ndarray):
+        return reference_features(net, torch.from_numpy(batch), taps, full=full)
+
+    return run
+
+
+def make_torch_hooks(net, taps: tuple[Tap, ...]) -> Backend:
+    """The seed's approach: the whole network (classifier included) with clone hooks."""
+    return Backend("torch-hooks", _torch_run(net, taps, full=True), 0.0, DESCRIPTIONS["torch-hooks"],
+                   provider="torch-cpu")
+
+
+def make_torch_cut(net, taps: tuple[Tap, ...]) -> Backend:
+    """Clone hooks, stopping the forward pass after the deepest tap."""
+    return Backend("torch-cut", _torch_run(net, taps, full=False), 0.0, DESCRIPTIONS["torch-cut"],
+                   provider="torch-cpu")
+
+
+class _TimeBox(Exception):
+    pass
+
+
+@contextmanager
+def time_box(seconds: float):
+    """Raise :class:`TimeoutError` if the block runs longer than ``seconds`` (main thread, POSIX).
+
+    Where SIGALRM is unavailable (Windows, worker threads) the block runs unboxed.
+    """
+    def _alarm(_sig, _frame):
+        raise _TimeBox
+
+    try:
+        old = signal.signal(signal.SIGALRM, _alarm)
+    except (ValueError, AttributeError):  # not the main thread, or no SIGALRM
+        yield
+        return
+    signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.001))
+    try:
+        yield
+    except _TimeBox:
+        raise TimeoutError(f"took longer than {seconds:g} s") from None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def make_torch_compile(net, taps: tuple[Tap, ...], *, batch_sizes: tuple[int, ...], input_size: int,
+                       budget_s: float = 240.0) -> Backend | Skipped:
+    """``torch.compile`` of the cut tap module, compiled for every batch size up front.
+
+    Compilation (C++ code generation with the system compiler) is time-boxed to ``budget_s``
+    in total; a failure or overrun gives :class:`Skipped` with the reason.
+    """
+    import torch
+
+    from ..export.onnx_export import _tap_module
+
+    t0 = time.perf_counter()
+    try:
+        module = _tap_module(net.features, taps)
+        compiled = torch.compile(module, dynamic=False)
+    except Exception as e:  # noqa: BLE001 - any failure means "cannot run here"
+        return Skipped("torch-compile", f"torch.compile failed: {type(e).__name__}: {_first_line(e)}")
+    names = [t.name for t in taps]
+
+    def run(batch: np.ndarray):
+        with torch.inference_mode():
+            outs = compiled(torch.from_numpy(batch))
+        return {n: o.numpy() for n, o in zip(names, outs)}
+
+    first: dict = {}
+    try:
+        with time_box(budget_s):
+            for b in batch_sizes:
+                x = np.zeros((b, 3, input_size, input_size), np.float32)
+                t1 = time.perf_counter()
+                run(x)
+                first[b] = time.perf_counter() - t1
+    except TimeoutError:
+        return Skipped("torch-compile", f"compilation exceeded the {budget_s:g} s time box "
+                                        "(raise it with --compile-budget)")
+    except Exception as e:  # noqa: BLE001
+        return Skipped("torch-compile", f"compiled module failed: {type(e).__name__}: {_first_line(e)}")
+    return Backend("torch-compile", run, time.perf_counter() - t0 - sum(first.values()),
+                   DESCRIPTIONS["torch-compile"], provider="torch-cpu (inductor)", first_call_s=first,
+                   note=f"compile {sum(first.values()):.1f} s over {len(first)} batch sizes")
+
+
+def _first_line(e: BaseException) -> str:
+    s = str(e).strip()
+    return s.splitlines()[0][:200] if s else ""
+
+
+# ---------------------------------------------------------------- ONNX Runtime
+
+
+def make_ort(name: str, model_path: str | Path, provider: str, *, threads: int | None = None,
+             max_batch: int = 32) -> Backend | Skipped:
+    """An ONNX Runtime backend on ``provider`` (``cpu``, ``cuda`` with IO binding, ``tensorrt``)."""
+    from ..engine.extractor import Extractor
+    from ..engine.session import ProviderError, provider_unavailable_reason
+
+    reason = provider_unavailable_reason(provider)
+    if reason is not None:
+        return Skipped(name, reason)
+    t0 = time.perf_counter()
+    try:
+        ex = Extractor(model_path, provider=provider, threads=threads, max_batch=max_batch)
+    except ProviderError as e:
+        return Skipped(name, _first_line(e))
+    setup = time.perf_counter() - t0
+    run = _io_binding_run(ex) if provider == "cuda" else ex.run
+    desc = DESCRIPTIONS.get(name, f"ONNX Runtime {provider}, {Path(model_path).name}")
+    return Backend(name, run, setup, desc, provider=ex.provider, model_path=str(model_path),
+                   note=ex.info.note)
+
+
+def _io_binding_run(ex) -> Callable[[np.ndarray], object]:
+    """CUDA with IO binding: the input is copied to the device once per batch by ORT's binding,
+    the outputs are allocated on the device and copied to the host at the end (the extraction
+    needs them there), so no per-output implicit copies happen inside ``run``."""
+    sess, names = ex.session, ex.output_names
+
+    def run(batch: np.ndarray):
+        io = sess.io_binding()
+        io.bind_cpu_input(ex.input_name, np.ascontiguousarray(batch, dtype=np.float32))
+        for n in names:
+            io.bind_output(n, "cuda")
+        sess.run_with_iobinding(io)
+        return dict(zip(names, io.copy_outputs_to_cpu()))
+
+    return run
+
+
+def measure_first_calls(backend: Backend, batch_sizes: tuple[int, ...], input_size: int) -> None:
+    """Time the first call of ``backend`` at each batch size not yet timed (engine builds,
+    algorithm searches and allocator growth happen here) into ``backend.first_call_s``."""
+    for b in batch_sizes:
+        if b in backend.first_call_s:
+            continue
+        x = np.zeros((b, 3, input_size, input_size), np.float32)
+        t0 = time.perf_counter()
+        backend.run(x)
+        backend.first_call_s[b] = time.perf_counter() - t0

@@ -1,0 +1,254 @@
+"""``featuremaps bench``: the seed's PyTorch hooks against the exported graph on ONNX Runtime (and
+torch.compile, CUDA, TensorRT where they run), interleaved, with the machine's fp32 bound."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from .cli import CLIError, DEFAULT_LAYERS, add_model_args, cache_root, is_onnx_path
+
+SCALING_DEPTHS = (0, 5, 10, 17, 28)
+
+
+def register(sub) -> None:
+    from .bench.backends import BACKENDS, DESCRIPTIONS
+
+    legend = "; ".join(f"{k}: {v}" for k, v in DESCRIPTIONS.items())
+    p = sub.add_parser(
+        "bench", help="time PyTorch hooks vs ONNX Runtime (and GPU providers), with the fp32 bound",
+        description="Time every backend on the same random batches, interleaved (so ratios hold on a "
+                    "noisy machine), after warm-up: median/p90/p99 latency and images/s per batch size, "
+                    "ratio to torch-hooks, share of the machine's fp32 bound (sgemm GFLOP/s / FLOPs to the "
+                    "deepest tap); then images/s as the deepest tap moves 0->5->10->17->28 and as more taps "
+                    f"become outputs. Backends: {legend}. Unavailable ones are skipped with the reason. "
+                    "Writes JSON (with an environment block), markdown and a PNG with -o.")
+    add_model_args(p)
+    p.set_defaults(weights=None, seed=None)  # None: from the .onnx metadata, else random/0
+    p.add_argument("--batch-sizes", default="1,8", help="comma list (default: 1,8)")
+    p.add_argument("--backends", default=",".join(BACKENDS),
+                   help=f"comma list of {', '.join(BACKENDS)} (default: all)")
+    p.add_argument("--repeats", type=int, default=5, help="timed rounds per batch size (default: 5)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed rounds first (default: 1)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="intra-op threads for torch and ONNX Runtime (default: usable CPUs)")
+    p.add_argument("--no-scaling", action="store_true", help="skip the depth / tap-count study")
+    p.add_argument("--scaling-batch", type=int, default=8, help="batch size of the scaling study (default: 8)")
+    p.add_argument("--scaling-repeats", type=int, default=None, help="(default: --repeats)")
+    p.add_argument("--compile-budget", type=float, default=240.0,
+                   help="seconds torch.compile may take for all batch sizes before it is skipped (default: 240)")
+    p.add_argument("--extra-model", action="append", default=[], metavar="PATH.onnx",
+                   help="also time another exported variant of the same model on ort-cpu (e.g. an int8 or "
+                        "fp16 export); repeatable")
+    p.add_argument("--gemm-size", type=int, default=2048, help="matrix size for the sgemm bound (default: 2048)")
+    p.add_argument("-o", "--output", default=None,
+                   help="write OUT.json, OUT.md and OUT.png (e.g. bench/results/NAME.json)")
+    p.set_defaults(func=cmd_bench)
+
+
+def _int_list(spec: str, what: str) -> tuple[int, ...]:
+    try:
+        vals = tuple(int(s) for s in spec.split(",") if s.strip())
+    except ValueError:
+        raise CLIError(f"{what} must be a comma list of integers, got {spec!r}") from None
+    if not vals or min(vals) < 1:
+        raise CLIError(f"{what} must be positive integers, got {spec!r}")
+    return vals
+
+
+def _backend_names(spec: str) -> list[str]:
+    from .bench.backends import BACKENDS
+
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    bad = [n for n in names if n not in BACKENDS]
+    if bad or not names:
+        raise CLIError(f"unknown backend {', '.join(bad) or spec!r}; choose from {', '.join(BACKENDS)}")
+    return names
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def export_cached(net, info, model: str, taps, input_size: int, *, logits: bool) -> Path:
+    """Export ``net`` with ``taps`` into the model cache (keyed by weights SHA-256), once."""
+    from . import __version__
+    from .export.onnx_export import export_model
+
+    key = "|".join([model, ",".join(t.name for t in taps), info.sha256, str(input_size), str(logits),
+                    __version__])
+    path = cache_root() / f"{model}-bench-{hashlib.sha256(key.encode()).hexdigest()[:16]}.onnx"
+    if not path.is_file():
+        _say(f"exporting {model} taps {','.join(t.name.split('.')[-1] for t in taps)}"
+             f"{' + logits' if logits else ''} at {input_size}² -> {path}")
+        export_model(taps, path, model=model, input_size=input_size, logits=logits, net=net,
+                     weights_info=info)
+    return path
+
+
+def _prepare(args):
+    """(model name, taps, input size, net, WeightsInfo, cut model path) for --model."""
+    from .bench.parity import ReferenceWeightsError, load_reference_net
+    from .export.onnx_export import read_metadata
+    from .export.taps import Tap, parse_taps
+    from .export.zoo import build_model
+
+    if is_onnx_path(args.model):
+        path = Path(args.model)
+        if not path.is_file():
+            raise CLIError(f"model file {args.model!r} not found; pass a zoo name (vgg16) or an exported .onnx")
+        meta = read_metadata(path)
+        try:
+            net, info = load_reference_net(meta, args.weights)
+        except ReferenceWeightsError as e:
+            raise CLIError(str(e)) from None
+        taps = tuple(Tap.from_dict(d) for d in meta["taps"])
+        return meta["model"], taps, int(meta["input_size"]), net, info, path
+    taps = parse_taps(args.layers or DEFAULT_LAYERS, args.model, args.input_size)
+    net, info = build_model(args.model, args.weights or "random", 0 if args.seed is None else args.seed,
+                            need_classifier=True)
+    return args.model, taps, args.input_size, net, info, None
+
+
+def _scaling_models(model, taps, net, info, input_size, threads, max_batch, full_path):
+    from .bench.backends import make_ort
+    from .bench.suite import ScalingModel
+    from .export.taps import parse_taps
+
+    out = []
+    for d in SCALING_DEPTHS:
+        t = parse_taps(str(d), model, input_size)
+        p = export_cached(net, info, model, t, input_size, logits=False)
+        out.append(ScalingModel("depth", f"to features.{d}", t, make_ort(f"d{d}", p, "cpu", threads=threads,
+                                                                         max_batch=max_batch)))
+    for label, spec in (("5 outputs 0,5,10,17,28", DEFAULT_LAYERS), ("29 outputs 0..28", ",".join(map(str, range(29))))):
+        t = parse_taps(spec, model, input_size)
+        p = export_cached(net, info, model, t, input_size, logits=False)
+        out.append(ScalingModel("taps", label, t, make_ort(label, p, "cpu", threads=threads, max_batch=max_batch)))
+    out.append(ScalingModel("full", f"full + logits ({len(taps)} taps)", taps,
+                            make_ort("full", full_path, "cpu", threads=threads, max_batch=max_batch), full=True))
+    return out
+
+
+def _build_backends(names, *, model, taps, net, info, input_size, cut_path, full_path, threads, batch_sizes,
+                    compile_budget):
+    from .bench import backends as B
+
+    max_batch = max(batch_sizes)
+    built = []
+    for name in names:
+        _say(f"building {name} ...")
+        if name == "torch-hooks":
+            built.append(B.make_torch_hooks(net, taps))
+        elif name == "torch-cut":
+            built.append(B.make_torch_cut(net, taps))
+        elif name == "torch-compile":
+            built.append(B.make_torch_compile(net, taps, batch_sizes=batch_sizes, input_size=input_size,
+                                              budget_s=compile_budget))
+        elif name == "ort-cpu":
+            built.append(B.make_ort(name, cut_path, "cpu", threads=threads, max_batch=max_batch))
+        elif name == "ort-cpu-full":
+            built.append(B.make_ort(name, full_path, "cpu", threads=threads, max_batch=max_batch))
+        elif name == "ort-cuda":
+            built.append(B.make_ort(name, cut_path, "cuda", max_batch=max_batch))
+        elif name == "ort-tensorrt":
+            built.append(B.make_ort(name, cut_path, "tensorrt", max_batch=max_batch))
+        if isinstance(built[-1], B.Skipped):
+            _say(f"  skipped {name}: {built[-1].reason}")
+    return built
+
+
+def _extra_backends(paths, threads, max_batch, input_size):
+    from .bench.backends import Skipped, make_ort
+    from .export.onnx_export import read_metadata
+
+    out = []
+    for p in paths:
+        if not Path(p).is_file():
+            raise CLIError(f"--extra-model {p!r} not found")
+        meta = read_metadata(p)
+        if int(meta["input_size"]) != input_size:
+            out.append(Skipped(f"ort-cpu:{Path(p).stem}", f"input size {meta['input_size']} != {input_size}"))
+            continue
+        name = f"ort-cpu-{meta.get('precision', 'fp32')}:{Path(p).stem}"
+        out.append(make_ort(name, p, "cpu", threads=threads, max_batch=max_batch))
+    return out
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import torch
+
+    from .bench.backends import Backend, measure_first_calls
+    from .bench.suite import BenchConfig, assemble, environment, format_markdown, run_scaling, time_backends
+    from .bench.timing import sgemm_gflops
+
+    batch_sizes = _int_list(args.batch_sizes, "--batch-sizes")
+    names = _backend_names(args.backends)
+    if args.repeats < 1 or args.warmup < 0:
+        raise CLIError("--repeats must be >= 1 and --warmup >= 0")
+    threads = args.threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
+    torch.set_num_threads(threads)
+    t_start = time.perf_counter()
+    model, taps, input_size, net, info, cut_path = _prepare(args)
+    cfg = BenchConfig(batch_sizes=batch_sizes, repeats=args.repeats, warmup=args.warmup, input_size=input_size,
+                      threads=threads, scaling_batch=args.scaling_batch,
+                      scaling_repeats=args.scaling_repeats or args.repeats)
+    if cut_path is None:
+        cut_path = export_cached(net, info, model, taps, input_size, logits=False)
+    needs_full = "ort-cpu-full" in names or not args.no_scaling
+    full_path = export_cached(net, info, model, taps, input_size, logits=True) if needs_full else None
+
+    _say(f"sgemm {args.gemm_size}² ...")
+    gemm_before = sgemm_gflops(args.gemm_size, torch_threads=threads)
+    backends = _build_backends(names, model=model, taps=taps, net=net, info=info, input_size=input_size,
+                               cut_path=cut_path, full_path=full_path, threads=threads,
+                               batch_sizes=batch_sizes, compile_budget=args.compile_budget)
+    backends += _extra_backends(args.extra_model, threads, max(batch_sizes), input_size)
+    ready = [b for b in backends if isinstance(b, Backend)]
+    for b in ready:
+        _say(f"first calls: {b.name}")
+        measure_first_calls(b, batch_sizes, input_size)
+    times = time_backends(ready, batch_sizes, input_size=input_size, warmup=args.warmup, repeats=args.repeats,
+                          progress=_say) if ready else {}
+    scaling = None
+    if not args.no_scaling:
+        models = _scaling_models(model, taps, net, info, input_size, threads, max(args.scaling_batch, 1), full_path)
+        scaling = run_scaling(models, batch=args.scaling_batch, input_size=input_size, warmup=args.warmup,
+                              repeats=cfg.scaling_repeats, gemm=gemm_before, progress=_say)
+    gemm_after = sgemm_gflops(args.gemm_size, torch_threads=threads)
+    gemm = max(gemm_before, gemm_after, key=lambda g: g.gflops)
+    if scaling is not None and gemm is not gemm_before:  # the bound uses the best sgemm of the run
+        from .bench.stats import bound_images_per_s, ratio
+
+        for r in scaling["rows"]:
+            if "bound_images_per_s" in r:
+                r["bound_images_per_s"] = bound_images_per_s(gemm.gflops, r["flops_per_image"])
+                r["bound_share"] = ratio(r["images_per_s"], r["bound_images_per_s"])
+    result = assemble(cfg=cfg, model=model, taps=taps, weights=info.to_dict(), env=environment(threads),
+                      gemm=gemm, backends=backends, times=times, scaling=scaling)
+    result["gemm"]["runs_gflops"] = [gemm_before.gflops, gemm_after.gflops]
+    result["wall_s"] = time.perf_counter() - t_start
+    md = format_markdown(result)
+    print(md)
+    if args.output:
+        _write(result, md, Path(args.output))
+    return 0
+
+
+def _write(result: dict, md: str, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from .bench.plot import throughput_figure
+
+    out = out.with_suffix(".json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, default=float))
+    out.with_suffix(".md").write_text(md)
+    throughput_figure(result).savefig(out.with_suffix(".png"), dpi=110)
+    print(f"wrote {out}, {out.with_suffix('.md')}, {out.with_suffix('.png')}")
