@@ -134,6 +134,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     cut = "full network with logits" if args.logits else f"cut after {max(taps, key=lambda t: t.index).name}"
     print(f"wrote {res.path} ({res.size_bytes / 1e6:.1f} MB; outputs {', '.join(res.metadata['outputs'])}; "
           f"{cut}; weights {info.source}, sha256 {info.sha256[:12]})")
+    if args.reduce or args.fp16_outputs:  # in-graph reductions: verify, reduce, check again
+        from .cmd_extract import export_reduced
+
+        return export_reduced(args, res, net, taps)
     from .precision_cli import run_precision_step  # --precision/--format: convert, gate, size report
 
     if args.no_verify:
@@ -186,6 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .precision_cli import add_precision_args
 
     add_precision_args(p)
+    from .cmd_extract import add_reduce_args
+
+    add_reduce_args(p)
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("demo", help="export VGG16, extract from sample photos, check parity, time it, draw",

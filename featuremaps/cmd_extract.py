@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import sys
 from pathlib import Path
@@ -113,3 +114,55 @@ def cmd_extract(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 130
     return 1 if summary.errors else 0
+
+
+# ---------------------------------------------------------------- export --reduce / --fp16-outputs
+
+
+def add_reduce_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("in-graph reductions (bulk extraction)")
+    g.add_argument("--reduce", default=None, metavar="TAP=OP,...",
+                   help="reduce taps inside the graph: OP is mean or max (global, -> (C,)) or avgpool:K "
+                        "(K x K average pool), e.g. features.0=mean,features.17=avgpool:4")
+    g.add_argument("--fp16-outputs", action="store_true",
+                   help="cast every output to float16 inside the graph (half the bytes leave the model)")
+
+
+def export_reduced(args: argparse.Namespace, res, net, taps) -> int:
+    """``featuremaps export --reduce/--fp16-outputs``: verify the plain export, compile the
+    reductions into it (same path), then check the reduced outputs against NumPy reductions
+    of the PyTorch reference."""
+    from .cli import _print_verification, _verify_on_photo
+    from .bench.stats import format_parity_table
+    from .engine.preprocess import Preprocessing, load_batch
+    from .export.reduce import parse_reductions, reduce_model, verify_reduced
+    from .samples import sample_images
+
+    if getattr(args, "precision", "fp32") != "fp32" or getattr(args, "model_format", "onnx") != "onnx":
+        raise CLIError("--reduce/--fp16-outputs work on the fp32 ONNX export; drop --precision/--format "
+                       "(use --fp16-outputs to store fp16)")
+    try:
+        reductions = parse_reductions(args.reduce or "", taps, args.model)
+    except ValueError as e:
+        raise CLIError(str(e)) from None
+    if not args.no_verify:
+        ver = _verify_on_photo(res.path, net, taps, args.input_size)
+        _print_verification(ver)
+        if not ver.ok:
+            print(f"featuremaps: error: {', '.join(ver.failures)} exceed the fp32 tolerance", file=sys.stderr)
+            return 1
+    meta = reduce_model(res.path, res.path, reductions, args.fp16_outputs)
+    kept = ", ".join(f"{d['name']} {'x'.join(map(str, d['shape']))}" for d in meta["taps"])
+    per_image = sum(math.prod(d["shape"]) for d in meta["taps"]) * (2 if args.fp16_outputs else 4)
+    print(f"reduced in the graph: {kept} ({meta['output_dtype']}; {per_image / 1e6:.3f} MB per image) -> {res.path}")
+    if args.no_verify:
+        return 0
+    batch = load_batch(sample_images()[:1], Preprocessing(size=(args.input_size, args.input_size)))
+    rows, tol = verify_reduced(res.path, net, taps, batch, reductions, args.fp16_outputs)
+    print(f"reduced outputs vs NumPy reductions of the PyTorch reference (rel L2 <= {tol:g}):")
+    print(format_parity_table(rows, tol))
+    failed = [r.tap for r in rows if not r.passes(tol)]
+    if failed:
+        print(f"featuremaps: error: {', '.join(failed)} exceed the tolerance", file=sys.stderr)
+        return 1
+    return 0
