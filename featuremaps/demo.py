@@ -82,13 +82,26 @@ def run_demo(out_dir: Path, layers: str = "0,5,10,17,28", weights: str = "auto",
           f"{rates['torch']:.1f} img/s -> {rates['ort'] / rates['torch']:.2f}x")
 
     print("\nfigures:")
+    from .cmd_show import ShowOptions, draw_figures, load_image, save_figure, save_figures, weights_label
+    from .figures import overview_figure
+
+    wlabel = weights_label(info.to_dict())
     for i, path in enumerate(images):
-        fig = seed_figure({k: v[i] for k, v in maps.items()}, taps,
-                          suptitle=f"{path.name}: VGG16 feature maps, first 8 channels per layer "
-                                   f"(weights: {info.source}; each tile on its own colour scale)")
-        png = out_dir / f"{path.stem}-layers.png"
-        fig.savefig(png, dpi=80)
+        one = {k: v[i] for k, v in maps.items()}
+        fig = seed_figure(one, taps, suptitle=f"{path.name}: VGG16 feature maps, first 8 channels per layer "
+                                              f"(weights: {wlabel})")
+        png = save_figure(fig, out_dir / f"{path.stem}-layers.png")
         print(f"  {png}")
+        image = load_image(path, ex.preprocessing.size)
+        fig = overview_figure(one, taps, image, weights=wlabel,
+                              title=f"{path.name}: what VGG16 sees, from the first conv to the deepest tap")
+        print(f"  {save_figure(fig, out_dir / f'{path.stem}-overview.png')}")
+        if i == 0:  # the other figures once: strongest channels, one full montage, parity
+            opts = ShowOptions(select="top", scale="layer", montage=taps[1:2] or taps[:1], overview=False)
+            figs = draw_figures(one, taps, image, name=path.name, weights=wlabel, options=opts,
+                                reference={k: v[i] for k, v in ref.items()})
+            for png in save_figures(figs, out_dir):
+                print(f"  {png}")
     failed = [r.tap for r in rows if not r.passes(FP32_REL_L2_TOL)]
     if failed:
         print(f"featuremaps: error: parity failed for {', '.join(failed)}", file=sys.stderr)
