@@ -207,6 +207,19 @@ def assemble(*, cfg: BenchConfig, model: str, taps: tuple[Tap, ...], weights: di
     return result
 
 
+def json_ready(obj):
+    """``obj`` with non-finite floats (a ratio without a baseline) as ``None``: strict JSON has no NaN."""
+    if isinstance(obj, dict):
+        return {k: json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_ready(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
 def _row(result: dict, backend: str, batch: int) -> dict | None:
     return next((r for r in result["results"] if r["backend"] == backend and r["batch"] == batch), None)
 

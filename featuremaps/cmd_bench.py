@@ -245,10 +245,11 @@ def _write(result: dict, md: str, out: Path) -> None:
 
     matplotlib.use("Agg")
     from .bench.plot import throughput_figure
+    from .bench.suite import json_ready
 
     out = out.with_suffix(".json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2, default=float))
+    out.write_text(json.dumps(json_ready(result), indent=2, allow_nan=False))
     out.with_suffix(".md").write_text(md)
     throughput_figure(result).savefig(out.with_suffix(".png"), dpi=110)
     print(f"wrote {out}, {out.with_suffix('.md')}, {out.with_suffix('.png')}")
