@@ -189,10 +189,10 @@ def png_bytes(fig, dpi: int = DPI, max_bytes: int = PALETTE_ABOVE) -> bytes:
     fig.savefig(buf, format="png", dpi=dpi)
     img = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")  # alpha is always opaque here
     out = io.BytesIO()
-    img.save(out, format="png", optimize=True)
+    img.save(out, format="png")
     if out.tell() > max_bytes:
         out = io.BytesIO()
-        img.quantize(colors=256, method=Image.Quantize.FASTOCTREE).save(out, format="png", optimize=True)
+        img.quantize(colors=256, method=Image.Quantize.FASTOCTREE).save(out, format="png")
     return out.getvalue()
 
 
@@ -219,13 +219,17 @@ def save_figures(figs: dict[str, object], out_dir: Path, dpi: int = DPI) -> list
 
 def show_maps(maps: dict[str, np.ndarray], taps: tuple[Tap, ...], image: np.ndarray, *, name: str,
               weights: str, options: ShowOptions, out_dir: Path,
-              reference: dict[str, np.ndarray] | None = None) -> list[Path]:
-    """Draw every figure for one image's maps and write them into ``out_dir``; returns the paths."""
+              reference: dict[str, np.ndarray] | None = None, model: str = "VGG16") -> list[Path]:
+    """Draw every figure for one image's maps and write them into ``out_dir``; returns the paths.
+
+    The entry point for maps from anywhere: ``maps`` is ``{tap name: (C, H, W)}`` for this
+    image (a model run, or one row of a store), the other arguments as in :func:`draw_figures`.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     return save_figures(draw_figures(maps, taps, image, name=name, weights=weights, options=options,
-                                     reference=reference), out_dir)
+                                     reference=reference, model=model), out_dir)
 
 
 # ---------------------------------------------------------------- the command
@@ -265,7 +269,7 @@ def cmd_show(args: argparse.Namespace) -> int:
             print(f"parity {t.name}: max |ONNX Runtime - PyTorch| = {err:.3g}")
     options = ShowOptions(channels=args.channels, select=args.select, scale=args.scale, montage=tiled)
     for path in show_maps(maps, taps, image, name=image_path.name, weights=weights, options=options,
-                          out_dir=out_dir, reference=reference):
+                          out_dir=out_dir, reference=reference, model=meta["model"].upper()):
         print(path)
     return 0
 
@@ -287,7 +291,10 @@ def register(subparsers) -> None:
                     "prints their paths.")
     p.add_argument("image", help="image file (JPEG, PNG, ...)")
     add_model_args(p, layers_default=None)
-    p.set_defaults(layers=None)
+    for action in p._actions:
+        if action.dest == "layers":
+            action.help = (f"taps to draw (default: {DEFAULT_LAYERS} for a zoo model, every tap of an .onnx "
+                           "file); indices, features.17 or aliases, see `featuremaps layers`")
     p.add_argument("--channels", type=_positive, default=8, help="channels per layer row (default: 8)")
     p.add_argument("--select", choices=SELECT_MODES, default="first",
                    help="which channels: first (the seed's), top (most activation energy for this image), "

@@ -176,7 +176,7 @@ def overview_figure(maps: dict[str, np.ndarray], taps: tuple[Tap, ...], image: n
         im = _overlay(ax, grey, heat, f"overlay {tap.name}")
         ax.set_title(f"{tap.name} ({tap.alias})\n{st.channels} ch \u00b7 {st.height}\u00d7{st.width}", fontsize=9)
     if im is not None:
-        cb = top.colorbar(im, ax=axes[1:], orientation="horizontal", shrink=0.45, aspect=40, pad=0.02)
+        cb = top.colorbar(im, ax=axes, orientation="horizontal", shrink=0.45, aspect=40, pad=0.02)
         cb.ax.set_label("colorbar")
         cb.set_label("mean over channels after ReLU, upsampled; each panel scaled to its own min \u2192 max",
                      fontsize=8)
