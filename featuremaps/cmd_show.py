@@ -246,6 +246,10 @@ def format_stats(maps: dict[str, np.ndarray], taps: tuple[Tap, ...]) -> str:
 
 def cmd_show(args: argparse.Namespace) -> int:
     out_dir = prepare_out_dir(args.output)
+    if args.store or args.image is None:  # maps from a bulk store: no model run
+        from .store_show import show_from_store
+
+        return show_from_store(args, out_dir)
     image_path = Path(args.image)
     if not image_path.is_file():
         raise CLIError(f"image {args.image!r} not found")
@@ -289,7 +293,10 @@ def register(subparsers) -> None:
                     "size / fraction active / mean activation across depth), optional full montages of "
                     "chosen layers and a parity panel against the PyTorch reference. Writes PNGs to -o and "
                     "prints their paths.")
-    p.add_argument("image", help="image file (JPEG, PNG, ...)")
+    p.add_argument("image", nargs="?", help="image file (JPEG, PNG, ...); or draw stored maps with --store")
+    from .store_show import add_store_args
+
+    add_store_args(p)
     add_model_args(p, layers_default=None)
     for action in p._actions:
         if action.dest == "layers":

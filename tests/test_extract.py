@@ -226,3 +226,19 @@ def test_kill_9_then_resume_gives_identical_store(small_model, sample_paths, tmp
     assert _extract(*args, "-o", out, "--resume") == 1
     _same_store(open_store(out), open_store(tmp_path / "ref.zarr"))
     assert not list(out.rglob("*.partial"))
+
+
+# ---------------------------------------------------------------- show --store
+
+
+def test_show_from_store_draws_without_model(extracted, tmp_path, capsys):
+    _, st = extracted
+    ok = int(np.flatnonzero(st.status == "ok")[0])
+    assert main(["show", "--store", str(st.path), "--index", str(ok), "-o", str(tmp_path), "--layers", "0,17"]) == 0
+    pngs = sorted(p.name for p in tmp_path.glob("*.png"))
+    stem = Path(st.paths[ok]).stem
+    assert pngs == sorted([f"{stem}-layers-first-channel.png", f"{stem}-overview.png"])
+    assert all((tmp_path / p).stat().st_size > 10_000 for p in pngs)
+    bad = st.errors[0]
+    assert main(["show", "--store", str(st.path), "--index", str(bad.index), "-o", str(tmp_path)]) == 2
+    assert f"is error: {bad.message}" in capsys.readouterr().err
