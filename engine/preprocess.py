@@ -106,11 +106,16 @@ def _pil_coeffs(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _resample_axis(img: np.ndarray, out_size: int, axis: int) -> np.ndarray:
     idx, wts = _pil_coeffs(img.shape[axis], out_size)
-    src = np.moveaxis(img, axis, 0).astype(np.int64)  # (in, other, C)
-    acc = np.full((out_size,) + src.shape[1:], 1 << (_PRECISION_BITS - 1), np.int64)
+    # int32 on a contiguous (in, rest) copy: 3-5x faster than int64 on a strided view, and
+    # exact: triangle weights are >= 0 and sum to ~2**22, so 255 * 2**22 + 2**21 < 2**31.
+    src = np.ascontiguousarray(np.moveaxis(img, axis, 0))
+    rest = src.shape[1:]
+    src = src.reshape(src.shape[0], -1).astype(np.int32)
+    w32 = wts.astype(np.int32)
+    acc = np.full((out_size, src.shape[1]), 1 << (_PRECISION_BITS - 1), np.int32)
     for k in range(idx.shape[1]):
-        acc += src[idx[:, k]] * wts[:, k].reshape((-1,) + (1,) * (src.ndim - 1))
-    out = np.clip(acc >> _PRECISION_BITS, 0, 255).astype(np.uint8)
+        acc += src[idx[:, k]] * w32[:, k:k + 1]
+    out = np.clip(acc >> _PRECISION_BITS, 0, 255).astype(np.uint8).reshape((out_size, *rest))
     return np.moveaxis(out, 0, axis)
 
 
