@@ -74,27 +74,30 @@ class Skipped:
 # ---------------------------------------------------------------- torch
 
 
-def _torch_run(net, taps: tuple[Tap, ...], *, full: bool):
+def _torch_run(net, taps: tuple[Tap, ...], *, full: bool, device: str):
     import torch
 
     from .reference import reference_features
 
     def run(batch: np.ndarray):
-        return reference_features(net, torch.from_numpy(batch), taps, full=full)
+        # the input crosses to the device and the taps come back to the host (.cpu() in the
+        # reference), as for the ONNX Runtime backends: same work, same synchronisation
+        return reference_features(net, torch.from_numpy(batch).to(device), taps, full=full)
 
     return run
 
 
-def make_torch_hooks(net, taps: tuple[Tap, ...]) -> Backend:
-    """The seed's approach: the whole network (classifier included) with clone hooks."""
-    return Backend("torch-hooks", _torch_run(net, taps, full=True), 0.0, DESCRIPTIONS["torch-hooks"],
-                   provider="torch-cpu")
+def make_torch_hooks(net, taps: tuple[Tap, ...], *, device: str = "cpu") -> Backend:
+    """The seed's approach: the whole network (classifier included) with clone hooks.
+    ``net`` must already be on ``device``."""
+    return Backend("torch-hooks", _torch_run(net, taps, full=True, device=device), 0.0,
+                   DESCRIPTIONS["torch-hooks"], provider=f"torch-{device}")
 
 
-def make_torch_cut(net, taps: tuple[Tap, ...]) -> Backend:
+def make_torch_cut(net, taps: tuple[Tap, ...], *, device: str = "cpu") -> Backend:
     """Clone hooks, stopping the forward pass after the deepest tap."""
-    return Backend("torch-cut", _torch_run(net, taps, full=False), 0.0, DESCRIPTIONS["torch-cut"],
-                   provider="torch-cpu")
+    return Backend("torch-cut", _torch_run(net, taps, full=False, device=device), 0.0,
+                   DESCRIPTIONS["torch-cut"], provider=f"torch-{device}")
 
 
 class _TimeBox(Exception):
@@ -126,7 +129,7 @@ def time_box(seconds: float):
 
 
 def make_torch_compile(net, taps: tuple[Tap, ...], *, batch_sizes: tuple[int, ...], input_size: int,
-                       budget_s: float = 240.0) -> Backend | Skipped:
+                       budget_s: float = 240.0, device: str = "cpu") -> Backend | Skipped:
     """``torch.compile`` of the cut tap module, compiled for every batch size up front.
 
     Compilation (C++ code generation with the system compiler) is time-boxed to ``budget_s``
@@ -138,7 +141,7 @@ def make_torch_compile(net, taps: tuple[Tap, ...], *, batch_sizes: tuple[int, ..
 
     t0 = time.perf_counter()
     try:
-        module = _tap_module(net.features, taps)
+        module = _tap_module(net.features, taps).to(device)
         compiled = torch.compile(module, dynamic=False)
     except Exception as e:  # noqa: BLE001 - any failure means "cannot run here"
         return Skipped("torch-compile", f"torch.compile failed: {type(e).__name__}: {_first_line(e)}")
@@ -146,8 +149,8 @@ def make_torch_compile(net, taps: tuple[Tap, ...], *, batch_sizes: tuple[int, ..
 
     def run(batch: np.ndarray):
         with torch.inference_mode():
-            outs = compiled(torch.from_numpy(batch))
-        return {n: o.numpy() for n, o in zip(names, outs)}
+            outs = compiled(torch.from_numpy(batch).to(device))
+        return {n: o.cpu().numpy() for n, o in zip(names, outs)}
 
     first: dict = {}
     try:
@@ -163,7 +166,7 @@ def make_torch_compile(net, taps: tuple[Tap, ...], *, batch_sizes: tuple[int, ..
     except Exception as e:  # noqa: BLE001
         return Skipped("torch-compile", f"compiled module failed: {type(e).__name__}: {_first_line(e)}")
     return Backend("torch-compile", run, time.perf_counter() - t0 - sum(first.values()),
-                   DESCRIPTIONS["torch-compile"], provider="torch-cpu (inductor)", first_call_s=first,
+                   DESCRIPTIONS["torch-compile"], provider=f"torch-{device} (inductor)", first_call_s=first,
                    note=f"compile {sum(first.values()):.1f} s over {len(first)} batch sizes")
 
 

@@ -18,7 +18,7 @@ import numpy as np
 from ..export.taps import Tap
 from .backends import Backend, Skipped
 from .stats import bound_images_per_s, ratio, summarize_latency
-from .timing import GemmRate, interleaved
+from .timing import GEMM_KEY, GemmRate, interleaved
 
 log = logging.getLogger(__name__)
 
@@ -126,12 +126,18 @@ def _batches(batch_sizes, input_size: int) -> dict[int, np.ndarray]:
 
 
 def time_backends(backends: list[Backend], batch_sizes, *, input_size: int, warmup: int, repeats: int,
-                  progress: Callable[[str], None] | None = None) -> dict[int, dict[str, list[float]]]:
-    """Per batch size, every backend timed interleaved. Returns batch -> name -> seconds."""
+                  progress: Callable[[str], None] | None = None,
+                  gemm_probe: Callable[[], object] | None = None) -> dict[int, dict[str, list[float]]]:
+    """Per batch size, every backend timed interleaved. Returns batch -> name -> seconds.
+
+    ``gemm_probe`` (one fixed-size sgemm) joins the rounds under the key ``GEMM_KEY``, so the
+    bound is measured under the same load as the backends it judges."""
     data = _batches(batch_sizes, input_size)
     out = {}
     for b in batch_sizes:
         fns = {be.name: (lambda be=be, x=data[b]: be.run(x)) for be in backends}
+        if gemm_probe is not None:
+            fns[GEMM_KEY] = gemm_probe
         cb = (lambda d, n, b=b: progress(f"batch {b}: round {d}/{n}")) if progress else None
         out[b] = interleaved(fns, warmup=warmup, repeats=repeats, on_round=cb)
     return out
@@ -142,32 +148,48 @@ def _backend_flops(name: str, taps: tuple[Tap, ...]) -> float:
     return flops_per_image(taps, full=name in ("torch-hooks", "ort-cpu-full"))
 
 
-def summarize_main(times: dict[int, dict[str, list[float]]], taps: tuple[Tap, ...],
-                   bound_img_s: float) -> list[dict]:
-    """Rows: backend, batch, latency summary, img/s, ratio to torch-hooks, share of the bound."""
+def interleaved_gflops(times: dict[str, list[float]], gemm_size: int) -> float | None:
+    """GFLOP/s of the sgemm probe timed among the backends (median), or None without one."""
+    t = times.get(GEMM_KEY)
+    return 2.0 * gemm_size ** 3 / float(np.median(t)) / 1e9 if t else None
+
+
+def summarize_main(times: dict[int, dict[str, list[float]]], taps: tuple[Tap, ...], gemm: GemmRate) -> list[dict]:
+    """Rows: backend, batch, latency summary, img/s, ratio to torch-hooks, share of the bound.
+
+    The bound at each batch size uses the sgemm rate measured interleaved with that batch size's
+    backends when there is one (same load), else ``gemm.gflops``."""
     rows = []
+    flops = flops_per_image(taps)
     for b, per in times.items():
-        summaries = {name: summarize_latency(t, b) for name, t in per.items()}
+        g = interleaved_gflops(per, gemm.size) or gemm.gflops
+        bound_img_s = bound_images_per_s(g, flops)
+        summaries = {name: summarize_latency(t, b) for name, t in per.items() if name != GEMM_KEY}
         base = summaries.get(BASELINE)
         for name, s in summaries.items():
             rows.append(dict(s.to_dict(), backend=name,
                              vs_torch_hooks=ratio(s.images_per_s, base.images_per_s if base else None),
-                             bound_share=ratio(s.images_per_s, bound_img_s),
+                             bound_share=ratio(s.images_per_s, bound_img_s), bound_images_per_s=bound_img_s,
+                             gemm_gflops=g,
                              achieved_gflops=s.images_per_s * _backend_flops(name, taps) / 1e9))
     return rows
 
 
 def run_scaling(models: list[ScalingModel], *, batch: int, input_size: int, warmup: int, repeats: int,
-                gemm: GemmRate, progress: Callable[[str], None] | None = None) -> dict:
+                gemm: GemmRate, progress: Callable[[str], None] | None = None,
+                gemm_probe: Callable[[], object] | None = None) -> dict:
     """Images/s of each variant at ``batch``, interleaved: depth of the deepest tap, number of tap
     outputs, and the full network, each with its bound and speed relative to the full graph."""
     ready = [m for m in models if isinstance(m.backend, Backend)]
     x = _batches((batch,), input_size)[batch]
     fns = {m.label: (lambda m=m: m.backend.run(x)) for m in ready}
+    if fns and gemm_probe is not None:
+        fns[GEMM_KEY] = gemm_probe
     cb = (lambda d, n: progress(f"scaling: round {d}/{n}")) if progress else None
     times = interleaved(fns, warmup=warmup, repeats=repeats, on_round=cb) if fns else {}
     full = next((m for m in ready if m.full), None)
     full_rate = summarize_latency(times[full.label], batch).images_per_s if full else None
+    g = interleaved_gflops(times, gemm.size) or gemm.gflops
     rows = []
     for m in models:
         row = {"group": m.group, "label": m.label, "taps": [t.name for t in m.taps],
@@ -178,10 +200,10 @@ def run_scaling(models: list[ScalingModel], *, batch: int, input_size: int, warm
             rows.append(dict(row, skipped=m.backend.reason))
             continue
         s = summarize_latency(times[m.label], batch)
-        bound = bound_images_per_s(gemm.gflops, row["flops_per_image"])
+        bound = bound_images_per_s(g, row["flops_per_image"])
         rows.append(dict(row, **s.to_dict(), vs_full=ratio(s.images_per_s, full_rate),
                          bound_images_per_s=bound, bound_share=ratio(s.images_per_s, bound)))
-    return {"batch": batch, "repeats": repeats, "rows": rows}
+    return {"batch": batch, "repeats": repeats, "gemm_gflops": g, "rows": rows}
 
 
 def assemble(*, cfg: BenchConfig, model: str, taps: tuple[Tap, ...], weights: dict, env: dict,
@@ -189,7 +211,7 @@ def assemble(*, cfg: BenchConfig, model: str, taps: tuple[Tap, ...], weights: di
     """The whole result as a JSON-ready dict (see ``bench/results/*.json``)."""
     flops = flops_per_image(taps)
     bound = bound_images_per_s(gemm.gflops, flops)
-    rows = summarize_main(times, taps, bound) if times else []
+    rows = summarize_main(times, taps, gemm) if times else []
     result = {
         "format": FORMAT, "environment": env, "config": cfg.to_dict(),
         "model": {"name": model, "taps": [t.name for t in taps],
@@ -199,7 +221,8 @@ def assemble(*, cfg: BenchConfig, model: str, taps: tuple[Tap, ...], weights: di
         "gemm": gemm.to_dict(),
         "bound": {"images_per_s": bound, "full_images_per_s": bound_images_per_s(
             gemm.gflops, flops_per_image(taps, full=True)),
-            "definition": "sgemm GFLOP/s / FLOPs per image up to the deepest tap (2 x conv MACs)"},
+            "definition": "sgemm GFLOP/s / FLOPs per image up to the deepest tap (2 x conv MACs); per "
+                          "batch size the sgemm timed interleaved with the backends (results[].gemm_gflops)"},
         "backends": [b.to_dict() for b in backends],
         "results": rows, "scaling": scaling,
     }
@@ -235,7 +258,7 @@ def headline(result: dict) -> dict:
            "torch_hooks_images_per_s": hooks["images_per_s"] if hooks else None,
            "ort_cpu_vs_torch_hooks": ort["vs_torch_hooks"] if ort and hooks else None,
            "ort_cpu_bound_share": ort["bound_share"] if ort else None,
-           "bound_images_per_s": result["bound"]["images_per_s"]}
+           "bound_images_per_s": ort["bound_images_per_s"] if ort else result["bound"]["images_per_s"]}
     rows = (result.get("scaling") or {}).get("rows", [])
     d10 = next((r for r in rows if r["group"] == "depth" and r["deepest"] == "features.10"
                 and "vs_full" in r), None)
@@ -259,19 +282,21 @@ def format_markdown(result: dict) -> str:
              f" · torch {env['versions'].get('torch')} · onnxruntime "
              f"{env['versions'].get('onnxruntime-gpu') or env['versions'].get('onnxruntime')}"
              + (f" · GPU {env['gpu']}" if env.get("gpu") else ""), "",
-             f"fp32 bound: sgemm {g['size']}² {g['gflops']:.1f} GFLOP/s "
+             f"fp32 bound: sgemm {g['size']}² best {g['gflops']:.1f} GFLOP/s before/after "
              f"({', '.join(f'{k} {v:.1f}' for k, v in g['by_library'].items())}) / "
              f"{m['flops_per_image'] / 1e9:.1f} GFLOP per image to {m['deepest']} = "
              f"**{result['bound']['images_per_s']:.2f} img/s** "
              f"(full network {m['full_flops_per_image'] / 1e9:.1f} GFLOP: "
              f"{result['bound']['full_images_per_s']:.2f} img/s)", "",
              f"Warm-up {cfg['warmup']} round(s), {cfg['repeats']} interleaved repeats per batch size; "
-             "latency per batch; img/s from the median; percentiles over few repeats are close to the max.", "",
-             "| backend | batch | median ms | p90 ms | p99 ms | img/s | vs torch-hooks | share of bound | GFLOP/s |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "latency per batch; img/s from the median; percentiles over few repeats are close to the max. "
+             "The bound per batch size uses the sgemm timed in the same interleaved rounds.", "",
+             "| backend | batch | median ms | p90 ms | p99 ms | img/s | vs torch-hooks | bound img/s | share of bound | GFLOP/s |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in sorted(result["results"], key=lambda r: (r["batch"], -r["images_per_s"])):
         lines.append(f"| {r['backend']} | {r['batch']} | {r['median_s'] * 1e3:.1f} | {r['p90_s'] * 1e3:.1f} | "
                      f"{r['p99_s'] * 1e3:.1f} | {r['images_per_s']:.2f} | {_f(r['vs_torch_hooks'], '.2f')}x | "
+                     f"{r['bound_images_per_s']:.2f} | "
                      f"{_f(r['bound_share'], '.0%')} | {r['achieved_gflops']:.1f} |")
     once = [b for b in result["backends"] if b.get("first_call_s")]
     if once:
@@ -282,7 +307,8 @@ def format_markdown(result: dict) -> str:
             lines.append(f"- {b['name']}: setup {b['setup_s']:.2f} s; {calls}")
     sc = result.get("scaling")
     if sc:
-        lines += ["", f"## Scaling (ort-cpu, batch {sc['batch']}, {sc['repeats']} interleaved repeats)", "",
+        lines += ["", f"## Scaling (ort-cpu, batch {sc['batch']}, {sc['repeats']} interleaved repeats, "
+                      f"sgemm {sc.get('gemm_gflops') or 0:.1f} GFLOP/s in the same rounds)", "",
                   "| variant | deepest | outputs | GFLOP/img | output MB/img | img/s | vs full | bound img/s | share |",
                   "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
         for r in sc["rows"]:

@@ -65,11 +65,14 @@ def _best_rate(fn, flop: float, repeats: int) -> float:
     return flop / min(time_call(fn) for _ in range(repeats)) / 1e9
 
 
-def sgemm_gflops(size: int = 4096, repeats: int = 3, *, torch_threads: int | None = None) -> GemmRate:
+def sgemm_gflops(size: int = 4096, repeats: int = 3, *, torch_threads: int | None = None,
+                 cuda: bool = False) -> GemmRate:
     """GFLOP/s of a ``size x size`` float32 matrix product (``2 size^3`` FLOP), best of ``repeats``.
 
-    Measured with NumPy's BLAS and, when torch is importable, ``torch.mm``; the faster one is
-    the machine's fp32 rate, since a conv library can do no better than its best GEMM.
+    Measured with NumPy's BLAS, ONNX Runtime's MatMul (MLAS, the GEMM its convolutions use) and,
+    when torch is importable, ``torch.mm`` (also on the GPU
+    with ``cuda=True``); the fastest is the machine's fp32 rate, since a conv library can do
+    no better than its best GEMM.
     """
     rng = np.random.default_rng(0)
     a = rng.standard_normal((size, size), dtype=np.float32)
@@ -80,6 +83,9 @@ def sgemm_gflops(size: int = 4096, repeats: int = 3, *, torch_threads: int | Non
         import torch
     except ImportError:
         torch = None
+    ort_rate = _ort_matmul_rate(a, b, flop, repeats, torch_threads)
+    if ort_rate is not None:
+        rates["onnxruntime"] = ort_rate
     if torch is not None:
         ta, tb = torch.from_numpy(a), torch.from_numpy(b)
         old = torch.get_num_threads()
@@ -89,5 +95,72 @@ def sgemm_gflops(size: int = 4096, repeats: int = 3, *, torch_threads: int | Non
             rates["torch"] = _best_rate(lambda: torch.mm(ta, tb), flop, repeats)
         finally:
             torch.set_num_threads(old)
+        if cuda and torch.cuda.is_available():
+            # plain fp32 (TF32 off, torch's default for matmul): the bound of an fp32 engine
+            ga, gb = ta.cuda(), tb.cuda()
+
+            def mm():
+                torch.mm(ga, gb)
+                torch.cuda.synchronize()
+
+            rates["torch-cuda"] = _best_rate(mm, flop, repeats)
     log.info("sgemm %d: %s", size, ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in rates.items()))
     return GemmRate(gflops=max(rates.values()), size=size, by_library=rates)
+
+
+def _ort_matmul_rate(a: np.ndarray, b: np.ndarray, flop: float, repeats: int, threads: int | None,
+                     keep: list | None = None) -> float | None:
+    """GFLOP/s of ONNX Runtime's CPU MatMul on ``a @ b`` (None if onnx/onnxruntime are missing)."""
+    try:
+        import onnx
+        import onnxruntime as ort
+        from onnx import TensorProto, helper, numpy_helper
+    except ImportError:
+        return None
+    n = a.shape[0]
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["A", "B"], ["C"])], "sgemm",
+        [helper.make_tensor_value_info("A", TensorProto.FLOAT, [n, n])],
+        [helper.make_tensor_value_info("C", TensorProto.FLOAT, [n, n])],
+        initializer=[numpy_helper.from_array(b, "B")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = min(model.ir_version, 10)
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    if threads:
+        so.intra_op_num_threads = threads
+    sess = ort.InferenceSession(model.SerializeToString(), sess_options=so, providers=["CPUExecutionProvider"])
+    del onnx
+    if keep is not None:
+        keep.append(sess)
+    return _best_rate(lambda: sess.run(None, {"A": a}), flop, repeats)
+
+
+GEMM_KEY = "__sgemm__"
+
+
+def gemm_probe(library: str, size: int, *, threads: int | None = None) -> Callable[[], object]:
+    """One ``size x size`` float32 product with ``library`` (a key of :attr:`GemmRate.by_library`),
+    to time interleaved with the backends so the bound sees the same machine load they do."""
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((size, size), dtype=np.float32)
+    b = rng.standard_normal((size, size), dtype=np.float32)
+    if library == "numpy":
+        return lambda: a @ b
+    if library == "onnxruntime":
+        box: list = []
+        _ort_matmul_rate(a, b, 2.0 * size ** 3, 1, threads, keep=box)
+        sess = box[0]
+        return lambda: sess.run(None, {"A": a})
+    import torch
+
+    if library == "torch":
+        ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+        return lambda: torch.mm(ta, tb)
+    ga, gb = torch.from_numpy(a).cuda(), torch.from_numpy(b).cuda()
+
+    def mm():
+        torch.mm(ga, gb)
+        torch.cuda.synchronize()
+
+    return mm

@@ -45,6 +45,8 @@ def register(sub) -> None:
     p.add_argument("--extra-model", action="append", default=[], metavar="PATH.onnx",
                    help="also time another exported variant of the same model on ort-cpu (e.g. an int8 or "
                         "fp16 export); repeatable")
+    p.add_argument("--torch-device", default="cpu", choices=("cpu", "cuda"),
+                   help="device of the torch backends (default: cpu; cuda on a GPU machine)")
     p.add_argument("--gemm-size", type=int, default=2048, help="matrix size for the sgemm bound (default: 2048)")
     p.add_argument("-o", "--output", default=None,
                    help="write OUT.json, OUT.md and OUT.png (e.g. bench/results/NAME.json)")
@@ -115,28 +117,31 @@ def _prepare(args):
     return args.model, taps, args.input_size, net, info, None
 
 
-def _scaling_models(model, taps, net, info, input_size, threads, max_batch, full_path):
-    from .bench.backends import make_ort
-    from .bench.suite import ScalingModel
+def _scaling_exports(model, taps, net, info, input_size, full_path) -> list[tuple]:
+    """(group, label, taps, path, full) for the scaling study, exported (once, cached)."""
     from .export.taps import parse_taps
 
+    specs = [("depth", f"to features.{d}", str(d)) for d in SCALING_DEPTHS]
+    specs += [("taps", "5 outputs 0,5,10,17,28", DEFAULT_LAYERS),
+              ("taps", "29 outputs 0..28", ",".join(map(str, range(29))))]
     out = []
-    for d in SCALING_DEPTHS:
-        t = parse_taps(str(d), model, input_size)
-        p = export_cached(net, info, model, t, input_size, logits=False)
-        out.append(ScalingModel("depth", f"to features.{d}", t, make_ort(f"d{d}", p, "cpu", threads=threads,
-                                                                         max_batch=max_batch)))
-    for label, spec in (("5 outputs 0,5,10,17,28", DEFAULT_LAYERS), ("29 outputs 0..28", ",".join(map(str, range(29))))):
+    for group, label, spec in specs:
         t = parse_taps(spec, model, input_size)
-        p = export_cached(net, info, model, t, input_size, logits=False)
-        out.append(ScalingModel("taps", label, t, make_ort(label, p, "cpu", threads=threads, max_batch=max_batch)))
-    out.append(ScalingModel("full", f"full + logits ({len(taps)} taps)", taps,
-                            make_ort("full", full_path, "cpu", threads=threads, max_batch=max_batch), full=True))
+        out.append((group, label, t, export_cached(net, info, model, t, input_size, logits=False), False))
+    out.append(("full", f"full + logits ({len(taps)} taps)", taps, full_path, True))
     return out
 
 
+def _scaling_models(exports, threads, max_batch):
+    from .bench.backends import make_ort
+    from .bench.suite import ScalingModel
+
+    return [ScalingModel(group, label, t, make_ort(label, path, "cpu", threads=threads, max_batch=max_batch),
+                         full=full) for group, label, t, path, full in exports]
+
+
 def _build_backends(names, *, model, taps, net, info, input_size, cut_path, full_path, threads, batch_sizes,
-                    compile_budget):
+                    compile_budget, device):
     from .bench import backends as B
 
     max_batch = max(batch_sizes)
@@ -144,12 +149,12 @@ def _build_backends(names, *, model, taps, net, info, input_size, cut_path, full
     for name in names:
         _say(f"building {name} ...")
         if name == "torch-hooks":
-            built.append(B.make_torch_hooks(net, taps))
+            built.append(B.make_torch_hooks(net, taps, device=device))
         elif name == "torch-cut":
-            built.append(B.make_torch_cut(net, taps))
+            built.append(B.make_torch_cut(net, taps, device=device))
         elif name == "torch-compile":
             built.append(B.make_torch_compile(net, taps, batch_sizes=batch_sizes, input_size=input_size,
-                                              budget_s=compile_budget))
+                                              budget_s=compile_budget, device=device))
         elif name == "ort-cpu":
             built.append(B.make_ort(name, cut_path, "cpu", threads=threads, max_batch=max_batch))
         elif name == "ort-cpu-full":
@@ -185,7 +190,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     from .bench.backends import Backend, measure_first_calls
     from .bench.suite import BenchConfig, assemble, environment, format_markdown, run_scaling, time_backends
-    from .bench.timing import sgemm_gflops
+    from .bench.timing import gemm_probe, sgemm_gflops
 
     batch_sizes = _int_list(args.batch_sizes, "--batch-sizes")
     names = _backend_names(args.backends)
@@ -203,35 +208,39 @@ def cmd_bench(args: argparse.Namespace) -> int:
     needs_full = "ort-cpu-full" in names or not args.no_scaling
     full_path = export_cached(net, info, model, taps, input_size, logits=True) if needs_full else None
 
+    exports = None if args.no_scaling else _scaling_exports(model, taps, net, info, input_size, full_path)
+    cuda = args.torch_device == "cuda"
+    if cuda:  # after every export: the exporter traces on the CPU
+        if not torch.cuda.is_available():
+            raise CLIError("--torch-device cuda needs a CUDA build of torch and a GPU; use --torch-device cpu")
+        net = net.to("cuda")
     _say(f"sgemm {args.gemm_size}² ...")
-    gemm_before = sgemm_gflops(args.gemm_size, torch_threads=threads)
+    gemm_before = sgemm_gflops(args.gemm_size, torch_threads=threads, cuda=cuda)
     backends = _build_backends(names, model=model, taps=taps, net=net, info=info, input_size=input_size,
                                cut_path=cut_path, full_path=full_path, threads=threads,
-                               batch_sizes=batch_sizes, compile_budget=args.compile_budget)
+                               batch_sizes=batch_sizes, compile_budget=args.compile_budget,
+                               device=args.torch_device)
     backends += _extra_backends(args.extra_model, threads, max(batch_sizes), input_size)
     ready = [b for b in backends if isinstance(b, Backend)]
     for b in ready:
         _say(f"first calls: {b.name}")
         measure_first_calls(b, batch_sizes, input_size)
+    # the fastest sgemm library joins every interleaved round: the bound sees the same load
+    best_lib = max(gemm_before.by_library, key=gemm_before.by_library.get)
+    probe = gemm_probe(best_lib, args.gemm_size, threads=threads)
     times = time_backends(ready, batch_sizes, input_size=input_size, warmup=args.warmup, repeats=args.repeats,
-                          progress=_say) if ready else {}
+                          progress=_say, gemm_probe=probe) if ready else {}
     scaling = None
     if not args.no_scaling:
-        models = _scaling_models(model, taps, net, info, input_size, threads, max(args.scaling_batch, 1), full_path)
+        models = _scaling_models(exports, threads, max(args.scaling_batch, 1))
         scaling = run_scaling(models, batch=args.scaling_batch, input_size=input_size, warmup=args.warmup,
-                              repeats=cfg.scaling_repeats, gemm=gemm_before, progress=_say)
-    gemm_after = sgemm_gflops(args.gemm_size, torch_threads=threads)
+                              repeats=cfg.scaling_repeats, gemm=gemm_before, progress=_say, gemm_probe=probe)
+    gemm_after = sgemm_gflops(args.gemm_size, torch_threads=threads, cuda=cuda)
     gemm = max(gemm_before, gemm_after, key=lambda g: g.gflops)
-    if scaling is not None and gemm is not gemm_before:  # the bound uses the best sgemm of the run
-        from .bench.stats import bound_images_per_s, ratio
-
-        for r in scaling["rows"]:
-            if "bound_images_per_s" in r:
-                r["bound_images_per_s"] = bound_images_per_s(gemm.gflops, r["flops_per_image"])
-                r["bound_share"] = ratio(r["images_per_s"], r["bound_images_per_s"])
     result = assemble(cfg=cfg, model=model, taps=taps, weights=info.to_dict(), env=environment(threads),
                       gemm=gemm, backends=backends, times=times, scaling=scaling)
     result["gemm"]["runs_gflops"] = [gemm_before.gflops, gemm_after.gflops]
+    result["gemm"]["interleaved_library"] = best_lib
     result["wall_s"] = time.perf_counter() - t_start
     md = format_markdown(result)
     print(md)

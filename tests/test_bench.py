@@ -162,6 +162,21 @@ def test_assemble_ratios_bound_share_and_headline():
     assert {b["name"]: b.get("skipped") for b in res["backends"]}["ort-cuda"] == "no NVIDIA driver"
 
 
+def test_bound_uses_the_interleaved_sgemm():
+    from featuremaps.bench.suite import summarize_main
+    from featuremaps.bench.timing import GEMM_KEY
+
+    taps = parse_taps("28", "vgg16", 224)
+    gemm = GemmRate(gflops=1000.0, size=1024, by_library={"numpy": 1000.0})
+    # the probe took 0.02 s for 2 * 1024^3 FLOP in these rounds: 107.4 GFLOP/s, not the 1000 measured alone
+    rows = summarize_main({8: {"ort-cpu": [2.0, 2.0], GEMM_KEY: [0.02, 0.02]}}, taps, gemm)
+    (row,) = rows  # the probe is not a backend row
+    g = 2 * 1024 ** 3 / 0.02 / 1e9
+    assert row["gemm_gflops"] == pytest.approx(g)
+    assert row["bound_images_per_s"] == pytest.approx(g * 1e9 / flops_per_image(taps))
+    assert row["bound_share"] == pytest.approx(4.0 / row["bound_images_per_s"])
+
+
 def test_scaling_rows_and_json_roundtrip(tmp_path):
     res = _fake_result()
     rows = {r["label"]: r for r in res["scaling"]["rows"]}
