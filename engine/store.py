@@ -228,25 +228,35 @@ class FeatureStore:
         the batch, in order); ``errors`` maps row offsets to reasons. Tap chunks first, then
         the error chunk, then the status chunk (the commit). Returns feature bytes written
         (uncompressed)."""
+        written = self.write_maps(b, outputs, ok_rows)
+        self.commit_batch(b, errors)
+        return written
+
+    def write_maps(self, b: int, outputs: dict[str, np.ndarray], ok_rows) -> int:
+        """Write batch ``b``'s chunk of every output (zeros for rows not in ``ok_rows``); no commit.
+        Any process may do this for a batch it owns: batches never share a chunk."""
         start, stop = self.batch_rows(b)
-        n = stop - start
         ok_rows = list(ok_rows)
         dtype = DTYPES[self.dtype]
         written = 0
         for name in self.outputs:
-            shape = tuple(self.info["outputs"][name])
-            full = np.zeros((n, *shape), dtype)
+            full = np.zeros((stop - start, *self.info["outputs"][name]), dtype)
             if ok_rows:
                 full[ok_rows] = outputs[name]
             self._group[name][start:stop] = full
             written += full.nbytes
-        msgs = np.full(n, "", dtype=object)
-        status = np.full(n, OK, np.uint8)
+        return written
+
+    def commit_batch(self, b: int, errors: dict[int, str]) -> None:
+        """Mark batch ``b`` done: its error chunk, then its status chunk (ok, or error for the
+        row offsets in ``errors``). Call only after :meth:`write_maps` returned for ``b``."""
+        start, stop = self.batch_rows(b)
+        msgs = np.full(stop - start, "", dtype=object)
+        status = np.full(stop - start, OK, np.uint8)
         for row, msg in errors.items():
-            msgs[row], status[row] = msg, ERROR
+            msgs[int(row)], status[int(row)] = msg, ERROR
         self._group["errors"][start:stop] = msgs.astype(str)
         self._group["status"][start:stop] = status
-        return written
 
     def clean_partials(self) -> int:
         """Remove ``*.partial`` files a killed writer left behind (never read by zarr)."""

@@ -34,6 +34,14 @@ def register(sub) -> None:
     p.add_argument("--resume", action="store_true", help="complete an existing store (redo unfinished batches)")
     p.add_argument("--strict", action="store_true", help="stop at the first bad image instead of recording it")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g = p.add_argument_group("scale-out (Ray Data)")
+    g.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local: threads in this process; ray: Ray Data tasks + an actor pool (default: local)")
+    g.add_argument("--ray-address", default=None,
+                   help="join this Ray cluster (e.g. ray://head:10001 or auto); default: a local instance on "
+                        "127.0.0.1. -o must then be an absolute path every node can reach")
+    g.add_argument("--actors", type=int, default=1, help="model actors, one ONNX Runtime session each (default: 1)")
+    g.add_argument("--gpus-per-actor", type=float, default=0.0, help="GPUs each actor reserves (default: 0)")
     p.set_defaults(func=cmd_extract)
 
 
@@ -67,6 +75,36 @@ def _open_or_create(args, paths: list[str], model_path: Path, extractor):
         raise CLIError(str(e)) from None
 
 
+def _check_ray_args(args) -> None:
+    if args.engine != "ray":
+        return
+    if args.actors < 1:
+        raise CLIError("--actors must be >= 1")
+    if "://" in args.output:
+        raise CLIError(f"store URLs ({args.output}) are not supported yet; use a shared filesystem path")
+    if args.ray_address and not Path(args.output).is_absolute():
+        raise CLIError(f"-o {args.output} is relative; on a Ray cluster pass an absolute path on a filesystem "
+                       "every node mounts (e.g. /shared/out.zarr)")
+
+
+def _run_ray(args, store, model_path: Path, bar):
+    from .engine.ray_engine import RayUnavailableError, init_ray, run_extraction_ray
+
+    try:
+        started = init_ray(args.ray_address, verbose=args.verbose)
+    except RayUnavailableError as e:
+        raise CLIError(str(e)) from None
+    try:
+        return run_extraction_ray(store, model_path, actors=args.actors, gpus_per_actor=args.gpus_per_actor,
+                                  provider=args.provider, threads=args.threads, strict=args.strict,
+                                  progress=bar.update)
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+
+
 def _resume_command() -> str:
     argv = [a for a in sys.argv[1:] if a != "--resume"]
     return "featuremaps " + " ".join(shlex.quote(a) for a in argv) + " --resume"
@@ -85,6 +123,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
         raise CLIError(str(e)) from None
     if args.batch_size < 1 or args.workers < 1:
         raise CLIError("--batch-size and --workers must be >= 1")
+    _check_ray_args(args)
     model_path = resolve_model(args)
     with Extractor(model_path, provider=args.provider, threads=args.threads, max_batch=args.batch_size) as ex:
         store = _open_or_create(args, paths, model_path, ex)
@@ -94,8 +133,11 @@ def cmd_extract(args: argparse.Namespace) -> int:
         bar = tqdm(total=len(store), initial=done, unit="img", file=sys.stderr, disable=args.no_progress,
                    dynamic_ncols=True, smoothing=0.1)
         try:
-            summary = run_extraction(store, ex.run, ex.preprocessing, workers=args.workers, strict=args.strict,
-                                     progress=bar.update)
+            if args.engine == "ray":
+                summary = _run_ray(args, store, model_path, bar)
+            else:
+                summary = run_extraction(store, ex.run, ex.preprocessing, workers=args.workers,
+                                         strict=args.strict, progress=bar.update)
         except ExtractionError as e:
             bar.close()
             raise CLIError(f"{e}; completed batches are kept, re-run with --resume") from None

@@ -1,0 +1,92 @@
+"""--engine ray: the same store as the local engine, on a local Ray instance with 2 CPUs (127.0.0.1)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("ray.data")
+
+from featuremaps.cli import main  # noqa: E402
+from featuremaps.engine.store import open_store  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    import ray
+
+    from featuremaps.engine.ray_engine import init_ray
+
+    started = init_ray(None, num_cpus=2)
+    yield
+    if started:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory, sample_paths):
+    import cv2
+
+    root = tmp_path_factory.mktemp("ray-images")
+    for i in range(7):
+        bgr = cv2.imread(str(sample_paths[i % len(sample_paths)]))
+        cv2.imwrite(str(root / f"img{i}.jpg"), cv2.resize(bgr, (90 + i, 80), interpolation=cv2.INTER_AREA))
+    (root / "empty.jpg").write_bytes(b"")
+    (root / "text.png").write_text("not an image")
+    return root
+
+
+def _same_store(a, b) -> None:
+    assert a.paths == b.paths
+    np.testing.assert_array_equal(a.status_codes, b.status_codes)
+    assert a.errors == b.errors
+    for name in a.outputs:
+        np.testing.assert_array_equal(a[name][:], b[name][:], err_msg=name)
+
+
+def test_ray_store_equals_local_store(local_ray, small_model, images, tmp_path):
+    args = ["extract", str(images), "--model", str(small_model.path), "--batch-size", "3", "--no-progress"]
+    assert main([*args, "-o", str(tmp_path / "local.zarr")]) == 1
+    assert main([*args, "-o", str(tmp_path / "ray.zarr"), "--engine", "ray", "--actors", "1"]) == 1
+    local, ray_store = open_store(tmp_path / "local.zarr"), open_store(tmp_path / "ray.zarr")
+    assert len(ray_store.errors) == 2 and (ray_store.status == "ok").sum() == 7
+    _same_store(local, ray_store)
+
+
+def test_ray_resume_completes_a_partial_store(local_ray, small_model, images, tmp_path):
+    """A job that stopped part-way (batches left pending, as after a killed worker that Ray gave
+    up on) is completed by --resume with the Ray engine to the local engine's store."""
+    from featuremaps.engine.extractor import Extractor
+    from featuremaps.engine.pipeline import run_extraction
+    from featuremaps.engine.inputs import collect_inputs
+    from featuremaps.engine.store import FeatureStore, file_sha256, output_shapes
+
+    out = tmp_path / "partial.zarr"
+    with Extractor(small_model.path, provider="cpu") as ex:
+        st = FeatureStore.create(out, paths=collect_inputs([images]), metadata=ex.metadata,
+                                 shapes=output_shapes(ex.metadata, ex.session), batch_size=3,
+                                 model_path=small_model.path.resolve(),
+                                 model_sha256=file_sha256(small_model.path))
+        calls = []
+
+        def stop_after_one(batch):
+            calls.append(1)
+            if len(calls) == 2:
+                raise KeyboardInterrupt
+            return ex.run(batch)
+
+        assert run_extraction(st, stop_after_one, ex.preprocessing).interrupted
+    assert (open_store(out).status == "pending").any()
+    args = ["extract", str(images), "--model", str(small_model.path), "--batch-size", "3", "--no-progress"]
+    assert main([*args, "-o", str(out), "--engine", "ray", "--resume"]) == 1
+    assert main([*args, "-o", str(tmp_path / "local.zarr")]) == 1
+    _same_store(open_store(out), open_store(tmp_path / "local.zarr"))
+
+
+def test_ray_address_needs_absolute_store(small_model, images, capsys):
+    rc = main(["extract", str(images), "--model", str(small_model.path), "-o", "rel.zarr", "--engine", "ray",
+               "--ray-address", "auto"])
+    assert rc == 2
+    assert "is relative; on a Ray cluster pass an absolute path" in capsys.readouterr().err
