@@ -150,6 +150,10 @@ def model_parity(model_path: str | Path, reference: dict[str, np.ndarray], batch
         except ProviderError as e:
             results.append(ProviderParity(prov, "skipped", reason=str(e).splitlines()[0]))
             continue
+        except Exception as e:  # noqa: BLE001 - an ORT runtime error on an available provider is a failure
+            msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            results.append(ProviderParity(prov, "fail", reason=f"{type(e).__name__}: {msg}"))
+            continue
         rows = compare({k: outs[k] for k in reference}, reference)
         status = "ok" if all(budget.passes(r) for r in rows) else "fail"
         results.append(ProviderParity(prov, status, rows=rows, note=note))

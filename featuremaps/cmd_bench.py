@@ -188,7 +188,7 @@ def _extra_backends(paths, threads, max_batch, input_size):
 def cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
-    from .bench.backends import Backend, measure_first_calls
+    from .bench.backends import Backend, Skipped, measure_first_calls
     from .bench.suite import BenchConfig, assemble, environment, format_markdown, run_scaling, time_backends
     from .bench.timing import gemm_probe, sgemm_gflops
 
@@ -221,10 +221,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
                                batch_sizes=batch_sizes, compile_budget=args.compile_budget,
                                device=args.torch_device)
     backends += _extra_backends(args.extra_model, threads, max(batch_sizes), input_size)
-    ready = [b for b in backends if isinstance(b, Backend)]
-    for b in ready:
+    for i, b in enumerate(backends):
+        if not isinstance(b, Backend):
+            continue
         _say(f"first calls: {b.name}")
-        measure_first_calls(b, batch_sizes, input_size)
+        try:
+            measure_first_calls(b, batch_sizes, input_size)
+        except Exception as e:  # noqa: BLE001 - one broken backend must not sink the whole run
+            msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+            backends[i] = Skipped(b.name, f"failed on its first batch: {type(e).__name__}: {msg}")
+            _say(f"  skipped {b.name}: {backends[i].reason}")
+    ready = [b for b in backends if isinstance(b, Backend)]
     # the fastest sgemm library joins every interleaved round: the bound sees the same load
     best_lib = max(gemm_before.by_library, key=gemm_before.by_library.get)
     probe = gemm_probe(best_lib, args.gemm_size, threads=threads)

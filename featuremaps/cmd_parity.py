@@ -91,7 +91,7 @@ def cmd_parity(args: argparse.Namespace) -> int:
         if r.status == "skipped":
             print(f"\n[{r.provider}] skipped: {r.reason}")
             continue
-        print(f"\n[{r.provider}] {r.status.upper()}")
+        print(f"\n[{r.provider}] {r.status.upper()}" + (f": {r.reason}" if r.reason else ""))
         print(format_parity_table(r.rows, budget.rel_l2))
         if budget.cosine is not None:
             low = [row.tap for row in r.rows if row.cosine < budget.cosine]
@@ -126,6 +126,7 @@ def cmd_parity(args: argparse.Namespace) -> int:
         return 1
     if not ok:
         bad = [f"{r.provider}:{row.tap}" for r in ran for row in r.rows if not budget.passes(row)]
+        bad += [f"{r.provider} ({r.reason})" for r in ran if r.status == "fail" and not r.rows]
         print(f"featuremaps: error: parity FAILED for {', '.join(bad)} ({precision} budget: {limits})",
               file=sys.stderr)
         return 1
