@@ -141,6 +141,10 @@ def cmd_extract(args: argparse.Namespace) -> int:
         except ExtractionError as e:
             bar.close()
             raise CLIError(f"{e}; completed batches are kept, re-run with --resume") from None
+        except OSError as e:  # disk full, store folder removed, ...: the model's work so far is kept
+            bar.close()
+            raise CLIError(f"writing {store.path} failed ({e.strerror or e}); completed batches are kept: "
+                           "fix that and re-run with --resume") from None
         bar.close()
     mb = summary.bytes_written / 1e6
     print(f"{summary.ok} ok, {summary.errors} errors, {summary.pending} pending; {summary.images} images this run "

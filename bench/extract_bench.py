@@ -1,0 +1,228 @@
+"""Bulk extraction benchmark: model-only vs end-to-end ``extract`` throughput, and bytes per image.
+
+    python -m featuremaps.bench.extract_bench [--images 32] [--batch-size 8] [--repeats 3]
+
+On the same image files, in one run, rounds interleaved (model-only, end-to-end, ...):
+
+* **model-only**: the Extractor on pre-decoded batches (the ceiling the pipeline can reach);
+* **end-to-end**: :func:`run_extraction` from files to a fresh Zarr store (read, decode,
+  resize, model, write, commit);
+* **decode-only**: the decode threads alone, to show what competes with the model for CPU.
+
+for two configurations: VGG16 taps 0,5,10,17,28 stored as fp16, and a reduced configuration
+compiled into the graph with fp16 outputs. Writes ``extract_bench.json`` and
+``extract_bench.md`` into ``--out`` (default ``bench/results``) and prints the table.
+Weights are seeded random: speed does not depend on them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import shutil
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+TAPS = "0,5,10,17,28"
+REDUCED = "features.0=mean,features.5=mean,features.10=avgpool:4,features.17=avgpool:2,features.28=max"
+
+
+def _images(folder: Path, n: int) -> list[str]:
+    from ..samples import sample_images
+
+    src = sample_images()
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i in range(n):
+        s = Path(src[i % len(src)])
+        dst = folder / f"img{i:04d}{s.suffix}"
+        shutil.copyfile(s, dst)
+        out.append(str(dst))
+    return out
+
+
+def _decoded_batches(paths, pre, batch_size: int) -> list[np.ndarray]:
+    from ..engine.preprocess import load_batch
+
+    return [load_batch(paths[i:i + batch_size], pre) for i in range(0, len(paths), batch_size)]
+
+
+def _decode_rate(paths, pre, workers: int) -> float:
+    from ..engine.inputs import read_image_bytes
+    from ..engine.preprocess import preprocess_bytes
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(lambda p: preprocess_bytes(read_image_bytes(p), pre), paths))
+    return len(paths) / (time.perf_counter() - t0)
+
+
+def _store_bytes(outputs: dict, shapes: dict, dtype: str, compression: str, tmp: Path, meta: dict) -> float:
+    """On-disk bytes per image of one batch of ``outputs`` stored with ``dtype``/``compression``."""
+    from ..engine.store import FeatureStore
+
+    n = len(next(iter(outputs.values())))
+    path = Path(tempfile.mkdtemp(dir=tmp)) / "s.zarr"
+    st = FeatureStore.create(path, paths=[f"x{i}" for i in range(n)], metadata=meta, shapes=shapes,
+                             batch_size=n, dtype=dtype, compression=compression)
+    empty = st.nbytes_on_disk()
+    st.write_batch(0, outputs, range(n), {})
+    size = (st.nbytes_on_disk() - empty) / n
+    shutil.rmtree(path.parent)
+    return size
+
+
+def bench_config(label: str, model_path: Path, paths: list[str], tmp: Path, *, batch_size: int, workers: int,
+                 repeats: int, threads: int | None, compression: str = "zstd") -> dict:
+    from ..engine.extractor import Extractor
+    from ..engine.pipeline import run_extraction
+    from ..engine.store import FeatureStore, output_shapes
+    from .timing import interleaved
+
+    with Extractor(model_path, provider="cpu", threads=threads, max_batch=batch_size) as ex:
+        shapes = output_shapes(ex.metadata, ex.session)
+        out_dtype = "fp16" if ex.metadata.get("output_dtype") == "fp16" else "fp32"
+        batches = _decoded_batches(paths, ex.preprocessing, batch_size)
+        runs = {"n": 0}
+
+        def model_only():
+            for b in batches:
+                ex.run(b)
+
+        def end_to_end():
+            runs["n"] += 1
+            st = FeatureStore.create(tmp / f"{label}-{runs['n']}.zarr", paths=paths, metadata=ex.metadata,
+                                     shapes=shapes, batch_size=batch_size, dtype="fp16", compression=compression)
+            s = run_extraction(st, ex.run, ex.preprocessing, workers=workers)
+            if s.ok != len(paths):
+                raise RuntimeError(f"end-to-end run stored {s.ok} of {len(paths)} images: {s}")
+            return st
+
+        times = interleaved({"model_only": model_only, "end_to_end": end_to_end}, warmup=1, repeats=repeats)
+        disk = FeatureStore.open(tmp / f"{label}-{runs['n']}.zarr").nbytes_on_disk() / len(paths)
+        sample = ex.run(batches[0])
+        decode = _decode_rate(paths, ex.preprocessing, workers)
+    model_rate = len(paths) / float(np.median(times["model_only"]))
+    e2e_rate = len(paths) / float(np.median(times["end_to_end"]))
+    raw = {dt: sum(math.prod(s) for s in shapes.values()) * (2 if dt == "fp16" else 4) for dt in ("fp32", "fp16")}
+    storage = {"fp32 raw": raw["fp32"], "fp16 raw": raw["fp16"]} if compression == "zstd" else {}
+    for dt in ("fp32", "fp16") if compression == "zstd" else ():
+        if dt == "fp32" and out_dtype == "fp16":
+            continue
+        storage[f"{dt} zstd on disk"] = _store_bytes(sample, shapes, dt, "zstd", tmp, ex.metadata)
+    return {"config": label, "model": str(model_path.name), "output_dtype": out_dtype,
+            "shapes": {k: list(v) for k, v in shapes.items()},
+            "model_only_img_s": model_rate, "end_to_end_img_s": e2e_rate, "ratio": e2e_rate / model_rate,
+            "decode_only_img_s": decode, "end_to_end_store": f"fp16 {compression}",
+            "end_to_end_disk_bytes_per_image": disk, "bytes_per_image": storage,
+            "seconds": {k: v for k, v in times.items()}}
+
+
+def bench_ray(model_path: Path, paths: list[str], tmp: Path, *, batch_size: int, actors: int) -> dict:
+    """End-to-end img/s of the local engine and the Ray engine (local Ray, already started) on
+    the same files, one run each after a warm-up run; Ray's time includes starting its actors."""
+    from ..engine.extractor import Extractor
+    from ..engine.pipeline import run_extraction
+    from ..engine.ray_engine import run_extraction_ray
+    from ..engine.store import FeatureStore, output_shapes
+
+    def fresh(name):
+        return FeatureStore.create(tmp / name, paths=paths, metadata=ex.metadata, batch_size=batch_size,
+                                   shapes=output_shapes(ex.metadata, ex.session), dtype="fp16")
+
+    with Extractor(model_path, provider="cpu", max_batch=batch_size) as ex:
+        run_extraction(fresh("warm-local.zarr"), ex.run, ex.preprocessing)
+        local = run_extraction(fresh("local.zarr"), ex.run, ex.preprocessing)
+        ray_s = run_extraction_ray(fresh("ray.zarr"), model_path, actors=actors, provider="cpu")
+    return {"images": len(paths), "actors": actors, "local_img_s": local.images_per_s,
+            "ray_img_s": ray_s.images_per_s, "ray_over_local": ray_s.images_per_s / local.images_per_s}
+
+
+def markdown(result: dict) -> str:
+    lines = [f"# Bulk extraction benchmark ({result['images']} images, batch {result['batch_size']}, "
+             f"{result['workers']} decode threads, {result['cpu']})", "",
+             "| configuration | model-only img/s | end-to-end img/s | ratio | decode-only img/s |",
+             "|---|---:|---:|---:|---:|"]
+    for c in result["configs"]:
+        lines.append(f"| {c['config']} | {c['model_only_img_s']:.2f} | {c['end_to_end_img_s']:.2f} | "
+                     f"{c['ratio']:.2f} | {c['decode_only_img_s']:.1f} |")
+    lines += ["", "Bytes per image written to the store (raw = uncompressed; zstd measured on one batch):", "",
+              "| configuration | storage | MB per image |", "|---|---|---:|"]
+    for c in result["configs"]:
+        for k, v in c["bytes_per_image"].items():
+            lines.append(f"| {c['config']} | {k} | {v / 1e6:.3f} |")
+    if result.get("ray"):
+        r = result["ray"]
+        lines += ["", f"Ray engine (local Ray, {r['actors']} actor) vs local engine, end-to-end, taps {TAPS}, "
+                      "fp16 store:", "", "| engine | img/s |", "|---|---:|",
+                  f"| local (threads) | {r['local_img_s']:.2f} |",
+                  f"| ray (tasks + actor pool, incl. actor start) | {r['ray_img_s']:.2f} |",
+                  f"| ratio ray / local | {r['ray_over_local']:.2f} |"]
+    lines += ["", f"Command: `{result['command']}`", ""]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m featuremaps.bench.extract_bench", description=__doc__.split("\n")[0])
+    p.add_argument("--images", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all)")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--input-size", type=int, default=224)
+    p.add_argument("--out", default="bench/results")
+    p.add_argument("--ray", action="store_true", help="also compare the Ray engine (local Ray) with the local one")
+    p.add_argument("--actors", type=int, default=1, help="Ray model actors for --ray (default: 1)")
+    args = p.parse_args(argv)
+
+    from ..export.onnx_export import export_model
+    from ..export.reduce import parse_reductions, reduce_model
+
+    with tempfile.TemporaryDirectory(prefix="fm-extract-bench-") as tmp_s:
+        tmp = Path(tmp_s)
+        paths = _images(tmp / "images", args.images)
+        full = export_model(TAPS, tmp / "vgg16-taps.onnx", weights="random", input_size=args.input_size)
+        reduced = tmp / "vgg16-reduced.onnx"
+        reduce_model(full.path, reduced, parse_reductions(REDUCED, full.taps), fp16_outputs=True)
+        kw = dict(batch_size=args.batch_size, workers=args.workers, repeats=args.repeats, threads=args.threads)
+        configs = [bench_config(f"taps {TAPS}, fp16 store, zstd", full.path, paths, tmp, **kw),
+                   bench_config(f"taps {TAPS}, fp16 store, uncompressed", full.path, paths, tmp,
+                                compression="none", **kw),
+                   bench_config("reduced (0,5 mean; 10 avgpool:4; 17 avgpool:2; 28 max), fp16 outputs, zstd",
+                                reduced, paths, tmp, **kw)]
+        ray_result = None
+        if args.ray:
+            from ..engine.ray_engine import init_ray
+
+            import ray
+
+            init_ray(None)
+            try:
+                ray_result = bench_ray(full.path, paths, tmp, batch_size=args.batch_size, actors=args.actors)
+            finally:
+                ray.shutdown()
+    result = {"benchmark": "extract", "images": args.images, "batch_size": args.batch_size,
+              "workers": args.workers, "threads": args.threads, "input_size": args.input_size,
+              "repeats": args.repeats, "cpu": f"{platform.machine()}, {os.cpu_count()} cores",
+              "reduced_spec": REDUCED, "configs": configs, "ray": ray_result,
+              "command": " ".join(["python -m featuremaps.bench.extract_bench",
+                                   *(sys.argv[1:] if argv is None else argv)])}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "extract_bench.json").write_text(json.dumps(result, indent=2) + "\n")
+    md = markdown(result)
+    (out / "extract_bench.md").write_text(md)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
