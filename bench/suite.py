@@ -127,17 +127,16 @@ def _batches(batch_sizes, input_size: int) -> dict[int, np.ndarray]:
 
 def time_backends(backends: list[Backend], batch_sizes, *, input_size: int, warmup: int, repeats: int,
                   progress: Callable[[str], None] | None = None,
-                  gemm_probe: Callable[[], object] | None = None) -> dict[int, dict[str, list[float]]]:
+                  gemm_probes: dict[str, Callable[[], object]] | None = None) -> dict[int, dict[str, list[float]]]:
     """Per batch size, every backend timed interleaved. Returns batch -> name -> seconds.
 
-    ``gemm_probe`` (one fixed-size sgemm) joins the rounds under the key ``GEMM_KEY``, so the
-    bound is measured under the same load as the backends it judges."""
+    ``gemm_probes`` (library -> one fixed-size sgemm) join the rounds under ``GEMM_KEY + library``,
+    so the bound is measured under the same load as the backends it judges."""
     data = _batches(batch_sizes, input_size)
     out = {}
     for b in batch_sizes:
         fns = {be.name: (lambda be=be, x=data[b]: be.run(x)) for be in backends}
-        if gemm_probe is not None:
-            fns[GEMM_KEY] = gemm_probe
+        fns.update({GEMM_KEY + lib: fn for lib, fn in (gemm_probes or {}).items()})
         cb = (lambda d, n, b=b: progress(f"batch {b}: round {d}/{n}")) if progress else None
         out[b] = interleaved(fns, warmup=warmup, repeats=repeats, on_round=cb)
     return out
@@ -149,12 +148,13 @@ def _backend_flops(name: str, taps: tuple[Tap, ...]) -> float:
 
 
 def interleaved_gflops(times: dict[str, list[float]], gemm_size: int) -> float | None:
-    """GFLOP/s of the sgemm probe timed among the backends, or None without one.
+    """GFLOP/s of the sgemm probes timed among the backends, or None without any.
 
-    The *fastest* probe, not the median: a bound is what the machine can do, and the best
-    sgemm of these rounds is the least disturbed measurement of it under this run's load."""
-    t = times.get(GEMM_KEY)
-    return 2.0 * gemm_size ** 3 / float(np.min(t)) / 1e9 if t else None
+    The *fastest* probe of the fastest library, not a median: a bound is what the machine can
+    do, and the best sgemm of these rounds is the least disturbed measurement of it under this
+    run's load."""
+    best = [float(np.min(t)) for k, t in times.items() if k.startswith(GEMM_KEY) and t]
+    return 2.0 * gemm_size ** 3 / min(best) / 1e9 if best else None
 
 
 def summarize_main(times: dict[int, dict[str, list[float]]], taps: tuple[Tap, ...], gemm: GemmRate) -> list[dict]:
@@ -167,7 +167,7 @@ def summarize_main(times: dict[int, dict[str, list[float]]], taps: tuple[Tap, ..
     for b, per in times.items():
         g = interleaved_gflops(per, gemm.size) or gemm.gflops
         bound_img_s = bound_images_per_s(g, flops)
-        summaries = {name: summarize_latency(t, b) for name, t in per.items() if name != GEMM_KEY}
+        summaries = {name: summarize_latency(t, b) for name, t in per.items() if not name.startswith(GEMM_KEY)}
         base = summaries.get(BASELINE)
         for name, s in summaries.items():
             rows.append(dict(s.to_dict(), backend=name,
@@ -180,14 +180,14 @@ def summarize_main(times: dict[int, dict[str, list[float]]], taps: tuple[Tap, ..
 
 def run_scaling(models: list[ScalingModel], *, batch: int, input_size: int, warmup: int, repeats: int,
                 gemm: GemmRate, progress: Callable[[str], None] | None = None,
-                gemm_probe: Callable[[], object] | None = None) -> dict:
+                gemm_probes: dict[str, Callable[[], object]] | None = None) -> dict:
     """Images/s of each variant at ``batch``, interleaved: depth of the deepest tap, number of tap
     outputs, and the full network, each with its bound and speed relative to the full graph."""
     ready = [m for m in models if isinstance(m.backend, Backend)]
     x = _batches((batch,), input_size)[batch]
     fns = {m.label: (lambda m=m: m.backend.run(x)) for m in ready}
-    if fns and gemm_probe is not None:
-        fns[GEMM_KEY] = gemm_probe
+    if fns:
+        fns.update({GEMM_KEY + lib: fn for lib, fn in (gemm_probes or {}).items()})
     cb = (lambda d, n: progress(f"scaling: round {d}/{n}")) if progress else None
     times = interleaved(fns, warmup=warmup, repeats=repeats, on_round=cb) if fns else {}
     full = next((m for m in ready if m.full), None)

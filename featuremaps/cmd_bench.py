@@ -232,22 +232,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
             backends[i] = Skipped(b.name, f"failed on its first batch: {type(e).__name__}: {msg}")
             _say(f"  skipped {b.name}: {backends[i].reason}")
     ready = [b for b in backends if isinstance(b, Backend)]
-    # the fastest sgemm library joins every interleaved round: the bound sees the same load
-    best_lib = max(gemm_before.by_library, key=gemm_before.by_library.get)
-    probe = gemm_probe(best_lib, args.gemm_size, threads=threads)
+    # an sgemm per library joins every interleaved round: the bound sees the same load
+    probes = {lib: gemm_probe(lib, args.gemm_size, threads=threads) for lib in gemm_before.by_library}
     times = time_backends(ready, batch_sizes, input_size=input_size, warmup=args.warmup, repeats=args.repeats,
-                          progress=_say, gemm_probe=probe) if ready else {}
+                          progress=_say, gemm_probes=probes) if ready else {}
     scaling = None
     if not args.no_scaling:
         models = _scaling_models(exports, threads, max(args.scaling_batch, 1))
         scaling = run_scaling(models, batch=args.scaling_batch, input_size=input_size, warmup=args.warmup,
-                              repeats=cfg.scaling_repeats, gemm=gemm_before, progress=_say, gemm_probe=probe)
+                              repeats=cfg.scaling_repeats, gemm=gemm_before, progress=_say, gemm_probes=probes)
     gemm_after = sgemm_gflops(args.gemm_size, torch_threads=threads, cuda=cuda)
     gemm = max(gemm_before, gemm_after, key=lambda g: g.gflops)
     result = assemble(cfg=cfg, model=model, taps=taps, weights=info.to_dict(), env=environment(threads),
                       gemm=gemm, backends=backends, times=times, scaling=scaling)
     result["gemm"]["runs_gflops"] = [gemm_before.gflops, gemm_after.gflops]
-    result["gemm"]["interleaved_library"] = best_lib
+    result["gemm"]["interleaved_libraries"] = list(probes)
     result["wall_s"] = time.perf_counter() - t_start
     md = format_markdown(result)
     print(md)
