@@ -167,8 +167,8 @@ def test_bound_uses_the_interleaved_sgemm():
     from featuremaps.bench.timing import GEMM_KEY
 
     taps = parse_taps("28", "vgg16", 224)
-    gemm = GemmRate(gflops=1000.0, size=1024, by_library={"numpy": 1000.0})
-    # the probe took 0.02 s for 2 * 1024^3 FLOP in these rounds: 107.4 GFLOP/s, not the 1000 measured alone
+    gemm = GemmRate(gflops=50.0, size=1024, by_library={"numpy": 50.0})
+    # the probe took 0.02 s for 2 * 1024^3 FLOP in these rounds: 107.4 GFLOP/s beats the 50 measured alone
     # (numpy's best round, 0.02 s, beats torch's 0.03 s; the slower 0.05 s round does not count)
     times = {8: {"ort-cpu": [2.0, 2.0], GEMM_KEY + "numpy": [0.05, 0.02], GEMM_KEY + "torch": [0.03, 0.04]}}
     (row,) = summarize_main(times, taps, gemm)  # the probes are not backend rows
@@ -176,6 +176,9 @@ def test_bound_uses_the_interleaved_sgemm():
     assert row["gemm_gflops"] == pytest.approx(g)
     assert row["bound_images_per_s"] == pytest.approx(g * 1e9 / flops_per_image(taps))
     assert row["bound_share"] == pytest.approx(4.0 / row["bound_images_per_s"])
+    # and a faster sgemm measured alone wins over a slow interleaved one (a bound is never lowered)
+    (row,) = summarize_main(times, taps, GemmRate(gflops=500.0, size=1024, by_library={"numpy": 500.0}))
+    assert row["gemm_gflops"] == 500.0
 
 
 def test_scaling_rows_and_json_roundtrip(tmp_path):
