@@ -72,7 +72,22 @@ class _ModelWriter:
             ok_rows = json.loads(str(ok_json))
             outputs = self.extractor.run(np.asarray(inputs, np.float32)) if ok_rows else {}
             self.store.write_maps(int(b), outputs, ok_rows)
+            _maybe_die_for_test(int(b))
         return {"batch": batch["batch"], "n": batch["n"], "errors": batch["errors"]}
+
+
+_FAULT_ENV = "FEATUREMAPS_TEST_KILL_ACTOR"
+
+
+def _maybe_die_for_test(batch: int) -> None:
+    """Fault injection for the failure test: with ``FEATUREMAPS_TEST_KILL_ACTOR=MARKER`` set, the
+    first actor to finish writing a batch's chunks dies hard (before the driver can commit it),
+    once: the marker file records that it happened."""
+    marker = os.environ.get(_FAULT_ENV)
+    if marker and batch > 0 and not os.path.exists(marker):
+        with open(marker, "w") as f:
+            f.write(str(batch))
+        os._exit(1)
 
 
 def init_ray(address: str | None, *, num_cpus: int | None = None, verbose: bool = False) -> bool:
