@@ -128,16 +128,17 @@ def cmd_export(args: argparse.Namespace) -> int:
     if is_onnx_path(args.model):
         raise CLIError("export takes a zoo model name (--model vgg16), not an .onnx file")
     taps = parse_taps(args.layers, args.model, args.input_size)
+    from .cmd_extract import check_reduce_args, export_reduced
+
+    reductions = check_reduce_args(args, taps)  # before the slow part: a bad spec fails at once
     net, info = build_model(args.model, args.weights, args.seed, need_classifier=args.logits)
     res = export_model(taps, args.output, model=args.model, seed=args.seed, input_size=args.input_size,
                        logits=args.logits, net=net, weights_info=info)
     cut = "full network with logits" if args.logits else f"cut after {max(taps, key=lambda t: t.index).name}"
     print(f"wrote {res.path} ({res.size_bytes / 1e6:.1f} MB; outputs {', '.join(res.metadata['outputs'])}; "
           f"{cut}; weights {info.source}, sha256 {info.sha256[:12]})")
-    if args.reduce or args.fp16_outputs:  # in-graph reductions: verify, reduce, check again
-        from .cmd_extract import export_reduced
-
-        return export_reduced(args, res, net, taps)
+    if reductions is not None:  # in-graph reductions: verify, reduce, check again
+        return export_reduced(args, res, net, taps, reductions)
     from .precision_cli import run_precision_step  # --precision/--format: convert, gate, size report
 
     if args.no_verify:

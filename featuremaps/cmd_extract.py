@@ -174,23 +174,31 @@ def add_reduce_args(p: argparse.ArgumentParser) -> None:
                    help="cast every output to float16 inside the graph (half the bytes leave the model)")
 
 
-def export_reduced(args: argparse.Namespace, res, net, taps) -> int:
-    """``featuremaps export --reduce/--fp16-outputs``: verify the plain export, compile the
-    reductions into it (same path), then check the reduced outputs against NumPy reductions
-    of the PyTorch reference."""
-    from .cli import _print_verification, _verify_on_photo
-    from .bench.stats import format_parity_table
-    from .engine.preprocess import Preprocessing, load_batch
-    from .export.reduce import parse_reductions, reduce_model, verify_reduced
-    from .samples import sample_images
+def check_reduce_args(args: argparse.Namespace, taps) -> dict | None:
+    """Validate ``--reduce/--fp16-outputs`` before any slow work; None when neither is given."""
+    from .export.reduce import parse_reductions
 
+    if not (args.reduce or args.fp16_outputs):
+        return None
     if getattr(args, "precision", "fp32") != "fp32" or getattr(args, "model_format", "onnx") != "onnx":
         raise CLIError("--reduce/--fp16-outputs work on the fp32 ONNX export; drop --precision/--format "
                        "(use --fp16-outputs to store fp16)")
     try:
-        reductions = parse_reductions(args.reduce or "", taps, args.model)
+        return parse_reductions(args.reduce or "", taps, args.model)
     except ValueError as e:
         raise CLIError(str(e)) from None
+
+
+def export_reduced(args: argparse.Namespace, res, net, taps, reductions: dict) -> int:
+    """``featuremaps export --reduce/--fp16-outputs``: verify the plain export, compile the
+    ``reductions`` (from :func:`check_reduce_args`) into it (same path), then check the reduced
+    outputs against NumPy reductions of the PyTorch reference."""
+    from .cli import _print_verification, _verify_on_photo
+    from .bench.stats import format_parity_table
+    from .engine.preprocess import Preprocessing, load_batch
+    from .export.reduce import reduce_model, verify_reduced
+    from .samples import sample_images
+
     if not args.no_verify:
         ver = _verify_on_photo(res.path, net, taps, args.input_size)
         _print_verification(ver)
