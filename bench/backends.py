@@ -29,6 +29,7 @@ DESCRIPTIONS = {
     "torch-compile": "torch.compile (inductor) of the features cut after the deepest tap",
     "ort-cpu": "ONNX Runtime CPU, exported graph cut after the deepest tap",
     "ort-cpu-full": "ONNX Runtime CPU, exported graph with the classifier (logits output too)",
+    "ort-cpu-int8": "ONNX Runtime CPU, cut graph quantized to int8 (calibrated, passed the per-tap gate)",
     "ort-cuda": "ONNX Runtime CUDA, cut graph, IO binding (input copied in, taps copied out per batch)",
     "ort-tensorrt": "ONNX Runtime TensorRT, cut graph, engine cache + explicit batch profile",
 }

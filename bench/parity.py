@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..export.gate import DEFAULT_MAX_REL_L2, DEFAULT_MIN_COSINE
 from ..export.taps import Tap
 from .stats import TapError, compare, max_abs_error
 
@@ -49,9 +50,9 @@ PRECISION_BUDGETS: dict[str, Budget] = {
     "fp16": Budget(1e-2, 0.9999,
                    "fp16 unit roundoff is 4.9e-4; rounding weights and activations over up to 13 "
                    "conv layers accumulates to ~1e-3 rel L2, the budget allows 10x that"),
-    "int8": Budget(0.1, 0.99,
-                   "the calibrated int8 export gate (issue 6): every tap cosine >= 0.99 and "
-                   "rel L2 <= 0.1 against fp32"),
+    "int8": Budget(DEFAULT_MAX_REL_L2, DEFAULT_MIN_COSINE,
+                   "the calibrated int8 export gate's defaults (export/gate.py): every tap "
+                   "cosine >= 0.99 and rel L2 <= 0.1 against fp32"),
 }
 
 

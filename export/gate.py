@@ -26,21 +26,6 @@ class GateThresholds:
         return row.cosine >= self.min_cosine and row.rel_l2 <= self.max_rel_l2
 
 
-# Per-precision parity budgets vs fp32 (for `featuremaps parity` and benchmarks). fp32 is the
-# export's own tolerance against PyTorch; fp16 measured ~6e-4 rel L2 on VGG16 taps.
-PRECISION_BUDGETS = {"fp32": GateThresholds(min_cosine=0.999999, max_rel_l2=1e-5),
-                     "fp16": GateThresholds(min_cosine=0.9999, max_rel_l2=1e-2),
-                     "int8": GateThresholds()}
-
-
-def budget_for(precision: str) -> GateThresholds:
-    """The parity budget for ``precision`` (fp32, fp16, int8) against fp32."""
-    try:
-        return PRECISION_BUDGETS[precision]
-    except KeyError:
-        raise ValueError(f"unknown precision {precision!r}; use one of {', '.join(PRECISION_BUDGETS)}") from None
-
-
 @dataclass(frozen=True)
 class GateResult:
     """Per-tap parity of ``precision`` against fp32 on ``images`` held-back images."""

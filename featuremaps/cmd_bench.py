@@ -93,6 +93,22 @@ def export_cached(net, info, model: str, taps, input_size: int, *, logits: bool)
     return path
 
 
+def int8_cached(fp32_path: Path) -> Path | str:
+    """The int8 variant of ``fp32_path`` (calibrated and gated, built once next to it), or the
+    reason it could not be built."""
+    from .export.gate import GateError
+    from .export.variants import build_variant
+
+    path = fp32_path.with_name(fp32_path.stem + "-int8.onnx")
+    if not path.is_file():
+        _say(f"quantizing {fp32_path.name} to int8 (calibration + per-tap gate) -> {path}")
+        try:
+            build_variant(fp32_path, path, precision="int8")
+        except GateError as e:
+            return f"int8 export failed its gate: {e}"
+    return path
+
+
 def _prepare(args):
     """(model name, taps, input size, net, WeightsInfo, cut model path) for --model."""
     from .bench.parity import ReferenceWeightsError, load_reference_net
@@ -159,6 +175,10 @@ def _build_backends(names, *, model, taps, net, info, input_size, cut_path, full
             built.append(B.make_ort(name, cut_path, "cpu", threads=threads, max_batch=max_batch))
         elif name == "ort-cpu-full":
             built.append(B.make_ort(name, full_path, "cpu", threads=threads, max_batch=max_batch))
+        elif name == "ort-cpu-int8":
+            int8 = int8_cached(cut_path)
+            built.append(B.make_ort(name, int8, "cpu", threads=threads, max_batch=max_batch)
+                         if isinstance(int8, Path) else B.Skipped(name, int8))
         elif name == "ort-cuda":
             built.append(B.make_ort(name, cut_path, "cuda", max_batch=max_batch))
         elif name == "ort-tensorrt":

@@ -231,3 +231,18 @@ def test_bench_cli_writes_json_markdown_png(small_model, tmp_path, capsys):
     cuda = next(b for b in res["backends"] if b["name"] == "ort-cuda")
     assert "skipped" in cuda or cuda["provider"] == "cuda"
     assert "| ort-cpu |" in capsys.readouterr().out
+
+
+def test_int8_backend_model_is_built_once_and_gated(small_model, tmp_path):
+    import shutil
+
+    from featuremaps.cmd_bench import int8_cached
+    from featuremaps.export.onnx_export import read_metadata
+
+    fp32 = tmp_path / "cut.onnx"
+    shutil.copyfile(small_model.path, fp32)
+    int8 = int8_cached(fp32)
+    assert int8 == tmp_path / "cut-int8.onnx" and int8.is_file()
+    assert read_metadata(int8)["precision"] == "int8"
+    mtime = int8.stat().st_mtime_ns
+    assert int8_cached(fp32) == int8 and int8.stat().st_mtime_ns == mtime  # cached, not rebuilt
