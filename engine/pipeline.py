@@ -88,19 +88,9 @@ class _Worker(threading.Thread):
             self.error = e
 
 
-def _put(q: queue.Queue, item, stop: threading.Event) -> bool:
-    while not stop.is_set():
-        try:
-            q.put(item, timeout=0.1)
-            return True
-        except queue.Full:
-            continue
-    return False
-
-
-def _put_while(q: queue.Queue, item, worker: threading.Thread) -> bool:
-    """Put ``item`` on ``q`` as long as ``worker`` (its consumer) is alive."""
-    while worker.is_alive():
+def _put(q: queue.Queue, item, keep_trying) -> bool:
+    """Put ``item`` on the bounded ``q``, retrying while ``keep_trying()``; False if given up."""
+    while keep_trying():
         try:
             q.put(item, timeout=0.1)
             return True
@@ -148,9 +138,9 @@ def run_extraction(store: FeatureStore, run_model, preprocessing, *, workers: in
                 raise ExtractionError(f"{paths[store.batch_rows(b)[0] + r]}: {msg} (--strict stops at the first "
                                       "bad image; drop --strict to record it as an error row and go on)")
             inputs = np.stack([decoded[r] for r in ok_rows]) if ok_rows else None
-            if not _put(batches, _Batch(b, inputs, ok_rows, errors), stop):
+            if not _put(batches, _Batch(b, inputs, ok_rows, errors), lambda: not stop.is_set()):
                 return
-        _put(batches, _DONE, stop)
+        _put(batches, _DONE, lambda: not stop.is_set())
 
     def write():
         while True:
@@ -181,13 +171,13 @@ def run_extraction(store: FeatureStore, run_model, preprocessing, *, workers: in
             if item is _DONE:
                 break
             outputs = run_model(item.inputs) if item.inputs is not None else {}
-            if not _put_while(results, (item, outputs), writer):
+            if not _put(results, (item, outputs), writer.is_alive):
                 break
     except KeyboardInterrupt:
         summary.interrupted = True
     finally:
         stop.set()
-        _put_while(results, _DONE, writer)  # the writer finishes what the model already produced
+        _put(results, _DONE, writer.is_alive)  # the writer finishes what the model already produced
         writer.join()
         reader.join()
         pool.shutdown(wait=True, cancel_futures=True)

@@ -20,7 +20,6 @@ its status chunk is simply redone, and the rewrite yields the same bytes.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import logging
 import os
 from dataclasses import dataclass
@@ -50,14 +49,6 @@ class ErrorRow:
     index: int
     path: str
     message: str
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def output_shapes(metadata: dict, session=None) -> dict[str, tuple[int, ...]]:

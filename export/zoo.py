@@ -10,6 +10,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..engine.hashing import file_sha256
 from .taps import MODELS, LayerError
 
 log = logging.getLogger(__name__)
@@ -52,14 +53,6 @@ def state_dict_sha256(state: dict) -> str:
         h.update(k.encode())
         h.update(str(tuple(t.shape)).encode())
         h.update(t.numpy().tobytes())
-    return h.hexdigest()
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
     return h.hexdigest()
 
 

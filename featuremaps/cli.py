@@ -73,7 +73,7 @@ def resolve_model(args: argparse.Namespace) -> Path:
         return path
     from . import __version__
     from .export.onnx_export import export_model
-    from .export.zoo import file_sha256
+    from .engine.hashing import file_sha256
 
     taps = parse_taps(args.layers, args.model, args.input_size)
     weights_key = file_sha256(args.weights) if Path(args.weights).is_file() else f"{args.weights}:{args.seed}"

@@ -74,7 +74,8 @@ def test_ray_resume_completes_a_partial_store(local_ray, small_model, images, tm
     from featuremaps.engine.extractor import Extractor
     from featuremaps.engine.pipeline import run_extraction
     from featuremaps.engine.inputs import collect_inputs
-    from featuremaps.engine.store import FeatureStore, file_sha256, output_shapes
+    from featuremaps.engine.hashing import file_sha256
+    from featuremaps.engine.store import FeatureStore, output_shapes
 
     out = tmp_path / "partial.zarr"
     with Extractor(small_model.path, provider="cpu") as ex:
