@@ -190,7 +190,8 @@ def make_ort(name: str, model_path: str | Path, provider: str, *, threads: int |
         return Skipped(name, reason)
     t0 = time.perf_counter()
     try:
-        ex = Extractor(model_path, provider=provider, threads=threads, max_batch=max_batch)
+        # spin=False: backends are interleaved; a session spinning after its run would slow the next one
+        ex = Extractor(model_path, provider=provider, threads=threads, max_batch=max_batch, spin=False)
     except ProviderError as e:
         return Skipped(name, _first_line(e))
     setup = time.perf_counter() - t0

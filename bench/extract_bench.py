@@ -87,7 +87,7 @@ def bench_config(label: str, model_path: Path, paths: list[str], tmp: Path, *, b
     from ..engine.store import FeatureStore, output_shapes
     from .timing import interleaved
 
-    with Extractor(model_path, provider="cpu", threads=threads, max_batch=batch_size) as ex:
+    with Extractor(model_path, provider="cpu", threads=threads, max_batch=batch_size, spin=False) as ex:
         shapes = output_shapes(ex.metadata, ex.session)
         out_dtype = "fp16" if ex.metadata.get("output_dtype") == "fp16" else "fp32"
         batches = _decoded_batches(paths, ex.preprocessing, batch_size)
@@ -138,7 +138,7 @@ def bench_ray(model_path: Path, paths: list[str], tmp: Path, *, batch_size: int,
         return FeatureStore.create(tmp / name, paths=paths, metadata=ex.metadata, batch_size=batch_size,
                                    shapes=output_shapes(ex.metadata, ex.session), dtype="fp16")
 
-    with Extractor(model_path, provider="cpu", max_batch=batch_size) as ex:
+    with Extractor(model_path, provider="cpu", max_batch=batch_size, spin=False) as ex:
         run_extraction(fresh("warm-local.zarr"), ex.run, ex.preprocessing)
         local = run_extraction(fresh("local.zarr"), ex.run, ex.preprocessing)
         ray_s = run_extraction_ray(fresh("ray.zarr"), model_path, actors=actors, provider="cpu")

@@ -52,7 +52,7 @@ def time_round_robin(paths: dict[str, Path], batch: np.ndarray, *, repeats: int,
     """Seconds per ``batch`` run for each model, interleaved so load drifts hit all alike."""
     from ..engine.extractor import Extractor
 
-    exs = {k: Extractor(p, provider="cpu", threads=threads) for k, p in paths.items()}
+    exs = {k: Extractor(p, provider="cpu", threads=threads, spin=False) for k, p in paths.items()}  # interleaved
     times: dict[str, list[float]] = {k: [] for k in exs}
     for ex in exs.values():
         ex.run(batch)  # warm-up: allocations, kernel selection

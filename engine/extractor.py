@@ -18,7 +18,9 @@ log = logging.getLogger(__name__)
 class Extractor:
     """Feature-map extraction from a self-describing exported model.
 
-    Taps, input size and preprocessing come from the model's metadata.
+    Taps, input size and preprocessing come from the model's metadata. ``spin=False`` keeps
+    ONNX Runtime's idle threads from busy-waiting between runs (for pipelines that decode on the
+    same CPUs).
 
     >>> from featuremaps import export_model, Extractor
     >>> import numpy as np
@@ -30,13 +32,13 @@ class Extractor:
     """
 
     def __init__(self, model_path: str | Path, provider: str = "auto", threads: int | None = None,
-                 max_batch: int = 32):
+                 max_batch: int = 32, spin: bool = True):
         self.model_path = Path(model_path)
         if not self.model_path.is_file():
             raise FileNotFoundError(f"model {str(model_path)!r} not found; export one with "
                                     "`featuremaps export -o PATH.onnx`")
         size = self._profile_input_size(provider)
-        self.session, self.info = make_session(self.model_path, provider, threads=threads,
+        self.session, self.info = make_session(self.model_path, provider, threads=threads, spin=spin,
                                                input_shape=(3, size, size), max_batch=max_batch)
         self.metadata = metadata_from_session(self.session, self.model_path)
         self.taps: tuple[Tap, ...] = tuple(Tap.from_dict(d) for d in self.metadata["taps"])

@@ -64,7 +64,8 @@ class _ModelWriter:
     def __init__(self, model_path: str, store_path: str, provider: str, threads: int | None, batch_size: int):
         from .extractor import Extractor
 
-        self.extractor = Extractor(model_path, provider=provider, threads=threads, max_batch=batch_size)
+        self.extractor = Extractor(model_path, provider=provider, threads=threads, max_batch=batch_size,
+                                   spin=False)  # decode tasks share the node's CPUs
         self.store = FeatureStore.open(store_path, mode="r+")
 
     def __call__(self, batch: dict) -> dict:

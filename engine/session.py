@@ -10,11 +10,12 @@ line what was used and why anything was skipped.
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from .hashing import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +69,8 @@ def cache_dir_for(model_path: str | Path, key: str = "") -> Path:
     The model hash covers the graph, weights and the taps (they are graph outputs); ``key``
     carries what else changes the engine (shape profile, precision).
     """
-    h = hashlib.sha256()
-    with open(model_path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    h.update(key.encode())
-    return Path(model_path).with_suffix("").parent / "trt-cache" / h.hexdigest()[:16]
+    digest = file_sha256(model_path, key.encode())
+    return Path(model_path).with_suffix("").parent / "trt-cache" / digest[:16]
 
 
 def provider_options(provider: str, *, model_path: str | Path | None = None, input_name: str = "input",
@@ -108,7 +105,7 @@ def provider_options(provider: str, *, model_path: str | Path | None = None, inp
     return opts
 
 
-def _session_options(threads: int | None):
+def _session_options(threads: int | None, spin: bool):
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -116,16 +113,22 @@ def _session_options(threads: int | None):
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:
         so.intra_op_num_threads = threads
+    if not spin:
+        # Idle intra-op threads otherwise busy-wait after each run, taking CPU from whatever
+        # shares the machine: decode threads in a pipeline, or other sessions in a benchmark.
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return so
 
 
 def make_session(model_path: str | Path, provider: str = "auto", *, threads: int | None = None,
-                 input_shape: tuple[int, int, int] = (3, 224, 224), max_batch: int = 32):
+                 input_shape: tuple[int, int, int] = (3, 224, 224), max_batch: int = 32,
+                 spin: bool = True):
     """Build an ``onnxruntime.InferenceSession`` for ``model_path``.
 
     ``provider``: ``auto`` (TensorRT, then CUDA, then CPU), ``tensorrt``, ``cuda`` or ``cpu``.
     An explicit GPU provider that cannot run raises :class:`ProviderError` with the reason;
-    ``auto`` falls back and says why in :attr:`SessionInfo.note`.
+    ``auto`` falls back and says why in :attr:`SessionInfo.note`. ``spin=False`` stops idle
+    intra-op threads from busy-waiting (use it when other work shares the CPUs).
     Returns ``(session, SessionInfo)``.
     """
     import onnxruntime as ort
@@ -146,7 +149,7 @@ def make_session(model_path: str | Path, provider: str = "auto", *, threads: int
         chain = [(PROVIDERS[n], provider_options(n, model_path=model_path, input_shape=input_shape,
                                                  max_batch=max_batch))
                  for n in _AUTO_ORDER[_AUTO_ORDER.index(name):]]
-        sess = ort.InferenceSession(str(model_path), sess_options=_session_options(threads),
+        sess = ort.InferenceSession(str(model_path), sess_options=_session_options(threads, spin),
                                     providers=chain)
         used = next(k for k, v in PROVIDERS.items() if v == sess.get_providers()[0])
         if used != name:
