@@ -281,3 +281,22 @@ def test_variants_run_without_torch_or_onnx(tmp_path, small_model, int8_variant,
     for model, _ in jobs:
         assert set(report[model]["max_abs"]) == set(TAPS)
         assert max(report[model]["max_abs"].values()) == 0.0, (model, report[model])
+
+
+def test_parity_command_judges_int8_by_its_budget(int8_variant, tmp_path, capsys):
+    """`featuremaps parity` on the int8 file: against the PyTorch reference, with the int8 budget
+    (rel L2 <= 0.1, cosine >= 0.99) that its metadata's precision selects, and passing."""
+    from featuremaps.cli import main
+
+    out = tmp_path / "parity.json"
+    rc = main(["parity", "--model", str(int8_variant.path), "--providers", "cpu", "--max-images", "2",
+               "--json", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    rep = json.loads(out.read_text())
+    assert rep["precision"] == "int8"
+    assert rep["budget"]["rel_l2"] == GATE_REL_L2 and rep["budget"]["cosine"] == GATE_COSINE
+    (cpu,) = rep["providers"]
+    assert [t["tap"] for t in cpu["taps"]] == list(TAPS)
+    for t in cpu["taps"]:
+        assert t["ok"] and t["rel_l2"] <= GATE_REL_L2 and t["cosine"] >= GATE_COSINE
+    assert max(t["rel_l2"] for t in cpu["taps"]) > 1e-5  # really quantized, not an fp32 copy
