@@ -236,16 +236,15 @@ def pipeline_gap(paths, pre, engine_batch: np.ndarray, engine_outputs: dict[str,
 # ---------------------------------------------------------------- images
 
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-
-
 def list_images(folder: str | Path, limit: int | None = None) -> list[Path]:
     """Image files directly in ``folder`` (sorted), at most ``limit``."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"image folder {str(folder)!r} not found; pass a folder of "
                                 "JPEG/PNG files or leave --images out to use the sample photos")
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    from ..engine.inputs import IMAGE_EXTENSIONS, images_in
+
+    paths = images_in(folder)
     if not paths:
-        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {str(folder)!r}")
+        raise FileNotFoundError(f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) in {str(folder)!r}")
     return paths[:limit] if limit else paths

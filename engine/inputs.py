@@ -1,9 +1,7 @@
 """The input list of a bulk extraction: files, folders and ``@list.txt`` files -> sorted paths.
 
 The list is fixed at the start of a run and stored with the results, so a resumed run means
-the same images in the same rows. Reading an image's bytes and checking that the file is
-complete live here too: a truncated JPEG decodes "successfully" in OpenCV (the missing part
-comes out grey), so completeness is checked from the file's end markers before decoding.
+the same images in the same rows.
 """
 
 from __future__ import annotations
@@ -21,6 +19,11 @@ class InputError(ValueError):
 
 def _is_image_name(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def images_in(folder: str | Path) -> list[Path]:
+    """Image files directly in ``folder`` (not recursive), sorted."""
+    return sorted(p for p in Path(folder).iterdir() if p.is_file() and _is_image_name(p))
 
 
 def _walk(folder: Path) -> list[str]:
@@ -66,23 +69,8 @@ def collect_inputs(items) -> list[str]:
     return sorted(paths)
 
 
-def truncation_reason(data: bytes) -> str | None:
-    """Why ``data`` looks cut short (JPEG without its end marker, PNG without IEND), or None."""
-    if data[:2] == b"\xff\xd8" and data.rfind(b"\xff\xd9") < 2:
-        return "truncated JPEG (no end-of-image marker)"
-    if data[:8] == b"\x89PNG\r\n\x1a\n" and b"IEND" not in data[-64:]:
-        return "truncated PNG (no IEND chunk)"
-    return None
-
-
 def read_image_bytes(path: str) -> bytes:
-    """The complete bytes of an image file; raises ``OSError`` (unreadable) or ``ValueError``
-    (zero bytes, truncated) with a one-line reason."""
+    """The bytes of an image file; raises ``OSError`` with the reason when it cannot be read.
+    Empty and truncated files are caught where bytes are decoded (:func:`.preprocess.decode_image`)."""
     with open(path, "rb") as f:
-        data = f.read()
-    if not data:
-        raise ValueError("empty file (0 bytes)")
-    reason = truncation_reason(data)
-    if reason:
-        raise ValueError(reason)
-    return data
+        return f.read()

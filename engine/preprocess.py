@@ -51,16 +51,30 @@ class Preprocessing:
                    layout=d.get("layout", "NCHW float32"))
 
 
+def truncation_reason(data: bytes) -> str | None:
+    """Why ``data`` looks cut short (JPEG without its end marker, PNG without IEND), or None."""
+    if data[:2] == b"\xff\xd8" and data.rfind(b"\xff\xd9") < 2:
+        return "truncated JPEG (no end-of-image marker)"
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and b"IEND" not in data[-64:]:
+        return "truncated PNG (no IEND chunk)"
+    return None
+
+
 def decode_image(data: bytes) -> np.ndarray:
     """Decode encoded image bytes to ``(H, W, 3) uint8`` RGB, EXIF orientation applied.
 
     Greyscale and alpha images become 3-channel RGB (alpha dropped, as PIL's ``convert("RGB")``).
-    Raises :class:`ImageDecodeError` for empty or undecodable bytes.
+    Raises :class:`ImageDecodeError` for empty, truncated or undecodable bytes.
     """
     import cv2
 
     if not data:
         raise ImageDecodeError("empty file (0 bytes)")
+    # A truncated JPEG decodes "successfully" in OpenCV (the missing part comes out grey), so
+    # completeness is checked from the file's end markers first.
+    reason = truncation_reason(data)
+    if reason:
+        raise ImageDecodeError(reason)
     buf = np.frombuffer(data, dtype=np.uint8)
     # IMREAD_COLOR applies the EXIF orientation tag and converts grey/alpha/16-bit to 8-bit BGR.
     bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+from ..engine.inputs import images_in
+from ..samples import skimage_data_dir
+
 HOLDOUT_SKIMAGE = ("motorcycle_left.png", "hubble_deep_field.jpg", "retina.jpg", "ihc.png", "camera.png",
                    "gravel.png")
 
@@ -19,18 +21,9 @@ class CalibrationError(ValueError):
     """No usable calibration or hold-out images."""
 
 
-def _skimage_data() -> Path | None:
-    import importlib.util
-
-    spec = importlib.util.find_spec("skimage")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(next(iter(spec.submodule_search_locations))) / "data"
-
-
 def default_holdout() -> list[Path]:
     """scikit-image's extra real photos (empty when scikit-image is not installed)."""
-    data = _skimage_data()
+    data = skimage_data_dir()
     return [data / f for f in HOLDOUT_SKIMAGE if data is not None and (data / f).is_file()]
 
 
@@ -44,7 +37,7 @@ def resolve_images(spec: str | Path | list | tuple | None) -> list[Path]:
     for item in items:
         p = Path(str(item).strip())
         if p.is_dir():
-            paths += sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+            paths += images_in(p)
         elif p.is_file():
             paths.append(p)
         else:

@@ -6,8 +6,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 
 def _choose_weights(weights: str, model: str) -> str:
     if weights != "auto":
@@ -24,26 +22,13 @@ def _choose_weights(weights: str, model: str) -> str:
         return "random"
 
 
-def _interleaved_rates(fns: dict, n_images: int, repeats: int) -> dict[str, float]:
-    """Images/s per function from the median of ``repeats`` runs, taken in turns (noise hits all)."""
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for fn in fns.values():
-        fn()  # warm-up
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    return {k: n_images / float(np.median(v)) for k, v in times.items()}
-
-
 def run_demo(out_dir: Path, layers: str = "0,5,10,17,28", weights: str = "auto", seed: int = 0,
              model: str = "vgg16", repeats: int = 3) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
     from .bench.reference import reference_features
-    from .bench.stats import compare, format_parity_table
+    from .bench.stats import compare, format_parity_table, median_rate
     from .engine.extractor import Extractor
     from .engine.preprocess import load_batch
     from .export.onnx_export import export_model
@@ -74,9 +59,11 @@ def run_demo(out_dir: Path, layers: str = "0,5,10,17,28", weights: str = "auto",
         print(format_parity_table(rows, FP32_REL_L2_TOL))
         import torch
 
-        rates = _interleaved_rates({"ort": lambda: ex.run(batch),
-                                    "torch": lambda: reference_features(net, batch, taps, full=True)},
-                                   len(images), repeats)
+        from .bench.timing import interleaved
+
+        times = interleaved({"ort": lambda: ex.run(batch),
+                             "torch": lambda: reference_features(net, batch, taps, full=True)}, repeats=repeats)
+        rates = {k: median_rate(len(images), v) for k, v in times.items()}
     print(f"\ntiming (batch {len(images)}, 224x224, {torch.get_num_threads()} threads, median of {repeats}): "
           f"ONNX Runtime {rates['ort']:.1f} img/s vs PyTorch eager + hooks (the seed's approach) "
           f"{rates['torch']:.1f} img/s -> {rates['ort'] / rates['torch']:.2f}x")
