@@ -21,6 +21,7 @@ import numpy as np
 from ..export.gate import DEFAULT_MAX_REL_L2, DEFAULT_MIN_COSINE
 from ..export.taps import Tap
 from .stats import TapError, compare, max_abs_error
+from ..errors import InputError, ReferenceWeightsError
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +67,6 @@ def budget_for(precision: str) -> Budget:
 
 
 # ---------------------------------------------------------------- reference weights
-
-
-class ReferenceWeightsError(ValueError):
-    """The reference network's weights are not the ones the model was exported from."""
 
 
 def load_reference_net(meta: dict, weights: str | None = None):
@@ -240,11 +237,11 @@ def list_images(folder: str | Path, limit: int | None = None) -> list[Path]:
     """Image files directly in ``folder`` (sorted), at most ``limit``."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"image folder {str(folder)!r} not found; pass a folder of "
+        raise InputError(f"image folder {str(folder)!r} not found; pass a folder of "
                                 "JPEG/PNG files or leave --images out to use the sample photos")
     from ..engine.inputs import IMAGE_EXTENSIONS, images_in
 
     paths = images_in(folder)
     if not paths:
-        raise FileNotFoundError(f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) in {str(folder)!r}")
+        raise InputError(f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) in {str(folder)!r}")
     return paths[:limit] if limit else paths

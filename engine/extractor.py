@@ -11,6 +11,7 @@ from ..export.onnx_export import metadata_from_session
 from ..export.taps import Tap
 from .preprocess import Preprocessing, load_batch
 from .session import make_session, provider_unavailable_reason
+from ..errors import ModelFileError
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ class Extractor:
                  max_batch: int = 32, spin: bool = True):
         self.model_path = Path(model_path)
         if not self.model_path.is_file():
-            raise FileNotFoundError(f"model {str(model_path)!r} not found; export one with "
+            raise ModelFileError(f"model {str(model_path)!r} not found; export one with "
                                     "`featuremaps export -o PATH.onnx`")
         size = self._profile_input_size(provider)
         self.session, self.info = make_session(self.model_path, provider, threads=threads, spin=spin,

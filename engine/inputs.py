@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from ..errors import InputError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm",
                               ".pbm", ".jp2"})
-
-
-class InputError(ValueError):
-    """An input argument names nothing usable."""
 
 
 def _is_image_name(path: Path) -> bool:

@@ -27,13 +27,10 @@ import numpy as np
 from .inputs import read_image_bytes
 from .preprocess import preprocess_bytes
 from .store import ERROR, OK, FeatureStore
+from ..errors import ExtractionError
 
 log = logging.getLogger(__name__)
 _DONE = object()
-
-
-class ExtractionError(RuntimeError):
-    """``strict=True`` and an image failed: the message names it and the reason."""
 
 
 @dataclass

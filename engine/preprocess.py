@@ -17,13 +17,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+from ..errors import ImageDecodeError
 
 RESIZE_METHOD = "pil-bilinear-antialias"
 _PRECISION_BITS = 32 - 8 - 2  # Pillow's Resample.c
-
-
-class ImageDecodeError(ValueError):
-    """Bytes that are not a decodable image."""
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ import time
 
 import numpy as np
 
+from ..errors import DependencyError
 from .pipeline import ExtractionError, Summary, _decode
 from .preprocess import Preprocessing
 from .store import ERROR, OK, FeatureStore
@@ -33,7 +34,7 @@ from .store import ERROR, OK, FeatureStore
 log = logging.getLogger(__name__)
 
 
-class RayUnavailableError(RuntimeError):
+class RayUnavailableError(DependencyError):
     """Ray is not installed."""
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .hashing import file_sha256
+from ..errors import ProviderError
 
 log = logging.getLogger(__name__)
 
@@ -23,10 +24,6 @@ PROVIDERS = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProv
              "cpu": "CPUExecutionProvider"}
 _AUTO_ORDER = ("tensorrt", "cuda", "cpu")
 _ORT_LOG_ERROR = 3
-
-
-class ProviderError(RuntimeError):
-    """An explicitly requested provider cannot run here."""
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..export.taps import Tap
+from ..errors import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +39,6 @@ STATUS_NAMES = ("pending", "ok", "error")
 DTYPES = {"fp32": np.float32, "fp16": np.float16}
 COMPRESSIONS = ("zstd", "none")
 _ROW_ARRAYS = ("paths", "status", "errors")
-
-
-class StoreError(ValueError):
-    """The store cannot be created, opened or resumed as asked."""
 
 
 @dataclass(frozen=True)

@@ -12,13 +12,10 @@ from pathlib import Path
 
 from ..engine.inputs import images_in
 from ..samples import skimage_data_dir
+from ..errors import CalibrationError
 
 HOLDOUT_SKIMAGE = ("motorcycle_left.png", "hubble_deep_field.jpg", "retina.jpg", "ihc.png", "camera.png",
                    "gravel.png")
-
-
-class CalibrationError(ValueError):
-    """No usable calibration or hold-out images."""
 
 
 def default_holdout() -> list[Path]:

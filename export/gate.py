@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..bench.stats import TapError, compare
+from ..errors import FeaturemapsError
 
 DEFAULT_MIN_COSINE = 0.99
 DEFAULT_MAX_REL_L2 = 0.1
@@ -50,7 +51,7 @@ class GateResult:
                 "taps": [r.to_dict() for r in self.rows]}
 
 
-class GateError(ValueError):
+class GateError(FeaturemapsError, ValueError):
     """A converted model missed its parity gate; ``result`` holds the per-tap table."""
 
     def __init__(self, result: GateResult, kept: Path | None = None):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from ..errors import LayerError
 
 # torchvision's VGG configurations: channel counts, "M" = MaxPool2d(2, 2).
 _VGG_CFGS: dict[str, tuple] = {
@@ -26,10 +27,6 @@ MODELS = tuple(_VGG_CFGS)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 _CLASSIFIER_MACS = 512 * 7 * 7 * 4096 + 4096 * 4096 + 4096 * 1000
-
-
-class LayerError(ValueError):
-    """A layer selection names something the model does not have."""
 
 
 @dataclass(frozen=True)

@@ -12,16 +12,13 @@ from pathlib import Path
 
 from ..engine.hashing import file_sha256
 from .taps import MODELS, LayerError
+from ..errors import WeightsError
 
 log = logging.getLogger(__name__)
 
 # torchvision's checkpoint file names, as they appear in the torch hub cache.
 IMAGENET_FILES = {"vgg11": "vgg11-8a719046.pth", "vgg13": "vgg13-19584684.pth",
                   "vgg16": "vgg16-397923af.pth", "vgg19": "vgg19-dcbb9e9d.pth"}
-
-
-class WeightsError(ValueError):
-    """Weights that cannot be had or do not fit the model."""
 
 
 @dataclass(frozen=True)

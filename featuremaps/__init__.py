@@ -12,7 +12,7 @@ Heavy modules (torch) load only when a function needs them.
 
 __version__ = "0.1.0"
 
-__all__ = ["Extractor", "LayerError", "Tap", "export_model", "load_batch", "model_layers", "parse_taps",
+__all__ = ["Extractor", "FeaturemapsError", "LayerError", "Tap", "export_model", "load_batch", "model_layers", "parse_taps",
            "preprocess_bytes", "read_metadata", "reference_features", "sample_images", "seed_features",
            "open_store", "__version__"]
 
@@ -23,7 +23,8 @@ _LAZY = {
     "preprocess_bytes": "featuremaps.engine.preprocess",
     "export_model": "featuremaps.export.onnx_export",
     "read_metadata": "featuremaps.export.onnx_export",
-    "LayerError": "featuremaps.export.taps",
+    "FeaturemapsError": "featuremaps.errors",
+    "LayerError": "featuremaps.errors",
     "Tap": "featuremaps.export.taps",
     "model_layers": "featuremaps.export.taps",
     "parse_taps": "featuremaps.export.taps",

@@ -10,7 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from .export.taps import MODELS, LayerError, model_layers, parse_taps
+from .errors import ArgumentError, FeaturemapsError, one_line
+from .export.taps import MODELS, model_layers, parse_taps
 
 DEFAULT_LAYERS = "0,5,10,17,28"
 log = logging.getLogger("featuremaps")
@@ -25,16 +26,8 @@ COMMAND_MODULES: list[str] = [
 ]
 
 
-class CLIError(Exception):
-    """A user-facing error: printed as one line, exit status 2."""
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from .engine.preprocess import ImageDecodeError
-    from .engine.session import ProviderError
-    from .export.zoo import WeightsError
-
-    return (CLIError, LayerError, WeightsError, ProviderError, ImageDecodeError, FileNotFoundError)
+class CLIError(ArgumentError):
+    """A command-line usage error: printed as one line, exit status 2."""
 
 
 # ---------------------------------------------------------------- model resolution
@@ -224,7 +217,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("featuremaps: interrupted", file=sys.stderr)
         return 130
-    except _user_errors() as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"featuremaps: error: {msg}", file=sys.stderr)
+    except FeaturemapsError as e:  # the one place user errors become a line and exit 2
+        print(f"featuremaps: error: {one_line(e)}", file=sys.stderr)
         return 2

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from featuremaps.engine.extractor import Extractor
+from featuremaps.errors import ModelFileError
 from featuremaps.engine.preprocess import (ImageDecodeError, Preprocessing, decode_image, preprocess_bytes,
                                            resize_pil_bilinear)
 from featuremaps.engine.session import PROVIDERS, ProviderError, make_session, provider_options
@@ -88,7 +89,7 @@ def test_run_rejects_wrong_shapes_with_the_fix(small_model):
 
 
 def test_missing_model_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="featuremaps export"):
+    with pytest.raises(ModelFileError, match="featuremaps export"):
         Extractor(tmp_path / "none.onnx")
 
 

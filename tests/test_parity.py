@@ -11,6 +11,7 @@ import pytest
 from featuremaps.bench.parity import (PRECISION_BUDGETS, Budget, ReferenceWeightsError, budget_for, list_images,
                                       load_reference_net)
 from featuremaps.bench.stats import TapError
+from featuremaps.errors import InputError
 from featuremaps.cli import main
 
 
@@ -108,9 +109,9 @@ def test_reference_net_needs_the_recorded_file(small_model):
 
 
 def test_list_images(tmp_path, sample_paths):
-    with pytest.raises(FileNotFoundError, match="no images"):
+    with pytest.raises(InputError, match="no images"):
         list_images(tmp_path)
-    with pytest.raises(FileNotFoundError, match="not found"):
+    with pytest.raises(InputError, match="not found"):
         list_images(tmp_path / "missing")
     (tmp_path / "b.jpg").write_bytes(sample_paths[0].read_bytes())
     (tmp_path / "a.PNG").write_bytes(b"x")
