@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..export.taps import Tap
+from ..contracts import Tap
 
 log = logging.getLogger(__name__)
 

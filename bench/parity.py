@@ -3,7 +3,7 @@
 Two different questions, kept apart:
 
 * **model parity**: ONNX Runtime and PyTorch on the *same* input tensor (engine-preprocessed
-  photos). Judged against the budget of the model's precision (:data:`PRECISION_BUDGETS`).
+  photos). Judged against the budget of the model's precision (:data:`featuremaps.compare.PRECISION_BUDGETS`).
 * **pipeline gap** (:func:`pipeline_gap`): the engine's decode/resize/normalize (OpenCV +
   PIL-exact resize) against the seed's PIL + torchvision transforms, in pixels and in tap
   error end to end. Informational: two JPEG decoders may legitimately differ by a level.
@@ -18,52 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..export.gate import DEFAULT_MAX_REL_L2, DEFAULT_MIN_COSINE
-from ..export.taps import Tap
-from .stats import TapError, compare, max_abs_error
+from ..compare import PRECISION_BUDGETS, Budget, TapError, budget_for, compare, max_abs_error  # noqa: F401
+from ..contracts import Tap
 from ..errors import InputError, ReferenceWeightsError
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Budget:
-    """Pass/fail limits for one precision: rel L2 at most ``rel_l2``; cosine at least ``cosine``."""
-
-    rel_l2: float
-    cosine: float | None
-    why: str
-
-    def passes(self, row: TapError) -> bool:
-        return row.rel_l2 <= self.rel_l2 and (self.cosine is None or row.cosine >= self.cosine)
-
-    def to_dict(self) -> dict:
-        return {"rel_l2": self.rel_l2, "cosine": self.cosine, "why": self.why}
-
-
-# The one table of budgets; a new precision adds a row here. Measured against the fp32
-# PyTorch reference on the same input tensor.
-PRECISION_BUDGETS: dict[str, Budget] = {
-    "fp32": Budget(1e-5, None,
-                   "same arithmetic, different summation order and conv algorithms; measured "
-                   "rel L2 is ~1e-7..1e-6 for VGG16 taps, so 1e-5 leaves 10x margin and still "
-                   "catches any real bug (a wrong tap, a missing ReLU, a perturbed weight)"),
-    "fp16": Budget(1e-2, 0.9999,
-                   "fp16 unit roundoff is 4.9e-4; rounding weights and activations over up to 13 "
-                   "conv layers accumulates to ~1e-3 rel L2, the budget allows 10x that"),
-    "int8": Budget(DEFAULT_MAX_REL_L2, DEFAULT_MIN_COSINE,
-                   "the calibrated int8 export gate's defaults (export/gate.py): every tap "
-                   "cosine >= 0.99 and rel L2 <= 0.1 against fp32"),
-}
-
-
-def budget_for(precision: str) -> Budget:
-    """The budget for ``precision`` (``fp32``, ``fp16``, ``int8``)."""
-    try:
-        return PRECISION_BUDGETS[precision]
-    except KeyError:
-        raise ValueError(f"no parity budget for precision {precision!r}; known: "
-                         f"{', '.join(PRECISION_BUDGETS)} (add a row to PRECISION_BUDGETS)") from None
 
 
 # ---------------------------------------------------------------- reference weights

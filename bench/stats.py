@@ -1,4 +1,7 @@
-"""Error and timing statistics on plain NumPy arrays (no torch)."""
+"""Timing statistics on plain NumPy arrays (no torch).
+
+The error statistics live in :mod:`featuremaps.compare` (re-exported here).
+"""
 
 from __future__ import annotations
 
@@ -6,71 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-
-def max_abs_error(out: np.ndarray, ref: np.ndarray) -> float:
-    return float(np.max(np.abs(out.astype(np.float64) - ref.astype(np.float64)))) if ref.size else 0.0
-
-
-def rel_l2_error(out: np.ndarray, ref: np.ndarray) -> float:
-    """``||out - ref||_2 / ||ref||_2`` over the whole array (0 when both are all zero)."""
-    diff = np.linalg.norm((out.astype(np.float64) - ref.astype(np.float64)).ravel())
-    norm = np.linalg.norm(ref.astype(np.float64).ravel())
-    if norm == 0.0:
-        return 0.0 if diff == 0.0 else float("inf")
-    return float(diff / norm)
-
-
-def cosine_similarity(out: np.ndarray, ref: np.ndarray) -> float:
-    a, b = out.astype(np.float64).ravel(), ref.astype(np.float64).ravel()
-    na, nb = np.linalg.norm(a), np.linalg.norm(b)
-    if na == 0.0 or nb == 0.0:
-        return 1.0 if na == nb else 0.0
-    return float(a @ b / (na * nb))
-
-
-@dataclass(frozen=True)
-class TapError:
-    """Parity of one tap: ``out`` compared with the reference ``ref``."""
-
-    tap: str
-    shape: tuple[int, ...]
-    max_abs: float
-    rel_l2: float
-    cosine: float
-    ref_max_abs: float
-
-    def passes(self, rel_l2_tol: float) -> bool:
-        return self.rel_l2 <= rel_l2_tol
-
-    def to_dict(self) -> dict:
-        return {"tap": self.tap, "shape": list(self.shape), "max_abs": self.max_abs,
-                "rel_l2": self.rel_l2, "cosine": self.cosine, "ref_max_abs": self.ref_max_abs}
-
-
-def compare(outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> list[TapError]:
-    """Per-tap errors of ``outputs`` against ``reference`` (same keys, same shapes)."""
-    rows = []
-    for name, ref in reference.items():
-        out = outputs[name]
-        if out.shape != ref.shape:
-            raise ValueError(f"{name}: output shape {out.shape} differs from reference {ref.shape}")
-        rows.append(TapError(tap=name, shape=tuple(ref.shape), max_abs=max_abs_error(out, ref),
-                             rel_l2=rel_l2_error(out, ref), cosine=cosine_similarity(out, ref),
-                             ref_max_abs=float(np.max(np.abs(ref))) if ref.size else 0.0))
-    return rows
-
-
-def format_parity_table(rows: list[TapError], rel_l2_tol: float | None = None) -> str:
-    """A fixed-width table: tap, shape, max |err|, max |ref|, rel L2, cosine[, pass/FAIL]."""
-    head = f"{'tap':<13}{'shape':<18}{'max abs err':>12}{'max |ref|':>11}{'rel L2':>11}{'cosine':>11}"
-    lines = [head + ("  result" if rel_l2_tol is not None else ""), "-" * (len(head) + 8)]
-    for r in rows:
-        line = (f"{r.tap:<13}{'x'.join(map(str, r.shape)):<18}{r.max_abs:>12.3e}{r.ref_max_abs:>11.3g}"
-                f"{r.rel_l2:>11.2e}{r.cosine:>11.8f}")
-        if rel_l2_tol is not None:
-            line += "  ok" if r.passes(rel_l2_tol) else f"  FAIL (> {rel_l2_tol:g})"
-        lines.append(line)
-    return "\n".join(lines)
+from ..compare import (TapError, compare, cosine_similarity, format_parity_table,  # noqa: F401 - re-exported
+                       max_abs_error, rel_l2_error)
 
 
 def median_rate(count: int, seconds: list[float]) -> float:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..export.taps import Tap
+from ..contracts import Tap
 from .backends import Backend, Skipped
 from .stats import bound_images_per_s, ratio, summarize_latency
 from .timing import GEMM_KEY, GemmRate, interleaved

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..export.onnx_export import metadata_from_session
-from ..export.taps import Tap
+from ..contracts import Tap, metadata_from_session, read_metadata
 from .preprocess import Preprocessing, load_batch
 from .session import make_session, provider_unavailable_reason
 from ..errors import ModelFileError
@@ -52,8 +51,6 @@ class Extractor:
         # metadata with a CPU session just then, not on every CPU-only start.
         if provider not in ("auto", "tensorrt") or provider_unavailable_reason("tensorrt") is not None:
             return 224  # unused by the CPU and CUDA providers
-        from ..export.onnx_export import read_metadata
-
         return int(read_metadata(self.model_path)["input_size"])
 
     @property

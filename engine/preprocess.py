@@ -13,39 +13,13 @@ gap is the JPEG decoder (and EXIF orientation, which OpenCV applies and the seed
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+from ..contracts import RESIZE_METHOD, Preprocessing  # noqa: F401 - Preprocessing re-exported
 from ..errors import ImageDecodeError
 
-RESIZE_METHOD = "pil-bilinear-antialias"
 _PRECISION_BITS = 32 - 8 - 2  # Pillow's Resample.c
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """What the model expects; stored in the exported model's metadata.
-
-    ``size`` is ``(H, W)``; mean/std are per RGB channel on the 0..1 scale.
-    """
-
-    size: tuple[int, int] = (224, 224)
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
-    colour_order: str = "RGB"
-    resize: str = RESIZE_METHOD
-    layout: str = "NCHW float32"
-
-    def to_dict(self) -> dict:
-        return {"size": list(self.size), "mean": list(self.mean), "std": list(self.std),
-                "colour_order": self.colour_order, "resize": self.resize, "layout": self.layout}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Preprocessing":
-        return cls(size=tuple(d["size"]), mean=tuple(d["mean"]), std=tuple(d["std"]),
-                   colour_order=d.get("colour_order", "RGB"), resize=d.get("resize", RESIZE_METHOD),
-                   layout=d.get("layout", "NCHW float32"))
 
 
 def truncation_reason(data: bytes) -> str | None:

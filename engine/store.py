@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..export.taps import Tap
+from ..contracts import Tap
 from ..errors import StoreError
 
 log = logging.getLogger(__name__)

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..bench.stats import TapError, compare
+from ..compare import PRECISION_BUDGETS, TapError, compare
 from ..errors import FeaturemapsError
 
-DEFAULT_MIN_COSINE = 0.99
-DEFAULT_MAX_REL_L2 = 0.1
+# the int8 row of the one budget table (featuremaps/compare.py)
+DEFAULT_MIN_COSINE = PRECISION_BUDGETS["int8"].cosine
+DEFAULT_MAX_REL_L2 = PRECISION_BUDGETS["int8"].rel_l2
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,13 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from .taps import IMAGENET_MEAN, IMAGENET_STD, Tap, parse_taps
+# the metadata readers live with the contract types; re-exported here for older imports
+from ..contracts import (METADATA_KEY, Preprocessing, Tap, load_proto_metadata,  # noqa: F401
+                         metadata_from_session, read_metadata)
+from .taps import IMAGENET_MEAN, IMAGENET_STD, parse_taps
 
 log = logging.getLogger(__name__)
 
-METADATA_KEY = "featuremaps"
 INPUT_NAME = "input"
 LOGITS_NAME = "logits"
 OPSET = 20
@@ -90,8 +92,6 @@ def _versions() -> dict:
 
 def build_metadata(model: str, taps: tuple[Tap, ...], input_size: int, weights: dict,
                    logits: bool) -> dict:
-    from ..engine.preprocess import Preprocessing
-
     pre = Preprocessing(size=(input_size, input_size), mean=IMAGENET_MEAN, std=IMAGENET_STD)
     outputs = [t.name for t in taps] + ([LOGITS_NAME] if logits else [])
     return {"format": "featuremaps/1", "model": model, "input": INPUT_NAME, "input_size": input_size,
@@ -163,29 +163,3 @@ def write_model(proto, meta: dict, output: str | Path) -> Path:
     onnx.save_model(proto, str(tmp_out))
     os.replace(tmp_out, output)
     return output
-
-
-def load_proto_metadata(proto) -> dict:
-    """The featuremaps metadata of an in-memory ``onnx.ModelProto``."""
-    for p in proto.metadata_props:
-        if p.key == METADATA_KEY:
-            return json.loads(p.value)
-    raise ValueError("model has no featuremaps metadata; export it with `featuremaps export`")
-
-
-def read_metadata(model_path: str | Path) -> dict:
-    """The featuremaps metadata of an exported model, read with onnxruntime (no torch, no onnx)."""
-    import onnxruntime as ort
-
-    ort.set_default_logger_severity(3)
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(str(model_path), sess_options=so, providers=["CPUExecutionProvider"])
-    return metadata_from_session(sess, model_path)
-
-
-def metadata_from_session(sess, model_path="model") -> dict:
-    raw = sess.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
-    if raw is None:
-        raise ValueError(f"{model_path} has no featuremaps metadata; export it with `featuremaps export`")
-    return json.loads(raw)

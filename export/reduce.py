@@ -19,7 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .taps import LayerError, Tap, parse_taps
+from ..contracts import Tap
+from ..errors import ArgumentError, LayerError, ModelFileError
+from .taps import parse_taps
 
 OPS = ("mean", "max", "avgpool")
 _SPEC = re.compile(r"^(mean|max|avgpool:(\d+))$")
@@ -63,7 +65,7 @@ def parse_reductions(spec: str, taps: tuple[Tap, ...], model: str = "vgg16") -> 
         key, sep, what = item.partition("=")
         m = _SPEC.match(what.strip())
         if not sep or not m:
-            raise ValueError(f"bad reduction {item!r}; write TAP=mean, TAP=max or TAP=avgpool:K, "
+            raise ArgumentError(f"bad reduction {item!r}; write TAP=mean, TAP=max or TAP=avgpool:K, "
                              "e.g. --reduce features.0=mean,features.17=avgpool:4")
         name = parse_taps(key.strip(), model, 224)[0].name  # canonical name; shapes come from taps
         if name not in by_name:
@@ -72,7 +74,7 @@ def parse_reductions(spec: str, taps: tuple[Tap, ...], model: str = "vgg16") -> 
         red = Reduction("avgpool", int(m.group(2))) if m.group(2) else Reduction(m.group(1))
         _, h, w = by_name[name].shape
         if red.op == "avgpool" and (red.k < 1 or h % red.k or w % red.k):
-            raise ValueError(f"avgpool:{red.k} does not divide {name}'s {h}x{w} map; "
+            raise ArgumentError(f"avgpool:{red.k} does not divide {name}'s {h}x{w} map; "
                              f"pick a divisor of {h}")
         out[name] = red
     return out
@@ -99,7 +101,7 @@ def add_reductions(proto, meta: dict, reductions: dict[str, Reduction], fp16_out
     graph = proto.graph
     opset = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
     if opset < 18:
-        raise ValueError(f"reductions need opset >= 18 (axes as inputs); this model has opset {opset}")
+        raise ModelFileError(f"reductions need opset >= 18 (axes as inputs); this model has opset {opset}")
     meta = dict(meta)
     taps = {d["name"]: dict(d) for d in meta["taps"]}
     axes = f"featuremaps_reduce_axes_{len(graph.initializer)}"
@@ -166,10 +168,10 @@ def verify_reduced(model_path, net, taps: tuple[Tap, ...], batch: np.ndarray, re
                    fp16_outputs: bool = False, provider: str = "cpu"):
     """Parity of a reduced model's outputs against NumPy reductions of the PyTorch clone-hook
     reference on ``batch (N, 3, H, W) float32``: ``(rows, tolerance)`` (rows as
-    :func:`featuremaps.bench.stats.compare`)."""
-    from ..bench.reference import reference_features
-    from ..bench.stats import compare
+    :func:`featuremaps.compare.compare`)."""
+    from ..compare import compare
     from ..engine.extractor import Extractor
+    from .reference import reference_features
     from .verify import FP32_REL_L2_TOL
 
     ref = reference_reduced(reference_features(net, batch, taps), reductions, fp16_outputs)

@@ -5,15 +5,14 @@ model's taps must not import torch (the engine runs on machines without it).
 
 A *tap* is the output of one module, named by its module path (``features.17``). A layer
 selection such as ``"0,5,conv4_1,features.28"`` is parsed once, here, into a tuple of
-frozen :class:`Tap` objects; everything downstream (export, engine, store, figures) reads
+frozen :class:`featuremaps.contracts.Tap` objects; everything downstream (export, engine, store, figures) reads
 those and never re-parses strings.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
-from ..errors import LayerError
+from ..contracts import Tap
+from ..errors import LayerError  # noqa: F401 - re-exported (featuremaps.export.LayerError)
 
 # torchvision's VGG configurations: channel counts, "M" = MaxPool2d(2, 2).
 _VGG_CFGS: dict[str, tuple] = {
@@ -27,45 +26,6 @@ MODELS = tuple(_VGG_CFGS)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 _CLASSIFIER_MACS = 512 * 7 * 7 * 4096 + 4096 * 4096 + 4096 * 1000
-
-
-@dataclass(frozen=True)
-class Tap:
-    """One tappable module output.
-
-    ``shape`` is ``(C, H, W)`` at the input size the spec was built for; ``macs`` is the
-    number of multiply-accumulates per image needed to compute this output (cumulative from
-    the input), ``total_macs`` those of the whole network including the classifier.
-    """
-
-    name: str  # canonical module path, e.g. "features.17"; also the ONNX output name
-    index: int  # position inside ``features``
-    alias: str  # VGG alias: conv4_1, relu4_1, pool4
-    kind: str  # torch module type: Conv2d, ReLU, MaxPool2d
-    shape: tuple[int, int, int]
-    macs: int
-    total_macs: int
-
-    @property
-    def channels(self) -> int:
-        return self.shape[0]
-
-    @property
-    def mac_share(self) -> float:
-        """Share of the full network's MACs needed to reach this tap (0..1)."""
-        return self.macs / self.total_macs
-
-    def to_dict(self) -> dict:
-        return {"name": self.name, "index": self.index, "alias": self.alias, "kind": self.kind,
-                "shape": list(self.shape), "channels": self.channels, "macs": self.macs,
-                "total_macs": self.total_macs}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Tap":
-        fields = {f.name for f in dataclasses.fields(cls)}
-        kw = {k: v for k, v in d.items() if k in fields}
-        kw["shape"] = tuple(kw["shape"])
-        return cls(**kw)
 
 
 def model_layers(model: str = "vgg16", input_size: int = 224) -> tuple[Tap, ...]:

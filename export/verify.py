@@ -7,10 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..bench.stats import TapError, compare
-from .taps import Tap
+from ..compare import PRECISION_BUDGETS, TapError, compare
+from ..contracts import Tap
+from .reference import reference_features
 
-FP32_REL_L2_TOL = 1e-5
+FP32_REL_L2_TOL = PRECISION_BUDGETS["fp32"].rel_l2
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,6 @@ def verify_export(model_path: str | Path, net, taps: tuple[Tap, ...], batch: np.
                   tolerance: float = FP32_REL_L2_TOL, provider: str = "cpu") -> Verification:
     """Run ``model_path`` with ONNX Runtime and ``net`` with clone hooks on ``batch``
     ``(N, 3, H, W) float32``; per-tap max abs and relative L2 error (rel L2 <= ``tolerance`` passes)."""
-    from ..bench.reference import reference_features
     from ..engine.extractor import Extractor
 
     with Extractor(model_path, provider=provider) as ex:

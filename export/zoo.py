@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..engine.hashing import file_sha256
 from .taps import MODELS, LayerError
-from ..errors import WeightsError
+from ..errors import WeightsError, require
 
 log = logging.getLogger(__name__)
 
@@ -129,10 +129,10 @@ def build_model(model: str = "vgg16", weights: str = "random", seed: int = 0,
     ``weights``: ``"random"`` (seeded torchvision init), ``"imagenet"`` (torchvision's
     IMAGENET1K_V1, from the torch hub cache when offline) or a ``.pth``/``.safetensors`` path.
     ``need_classifier=False`` lets a file hold only ``features.*`` (enough for a cut graph).
-    Returns ``(module, WeightsInfo)``.
+    Returns ``(module, WeightsInfo)``. Without torch: :class:`DependencyError` naming the extra.
     """
-    import torch
-    import torchvision
+    torch = require("torch", extra="export", what="building a PyTorch model")
+    torchvision = require("torchvision", extra="export", what="building a PyTorch model")
 
     name = model.lower()
     if name not in MODELS:

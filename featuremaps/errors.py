@@ -19,7 +19,7 @@ from __future__ import annotations
 __all__ = [
     "FeaturemapsError", "ArgumentError", "LayerError", "InputError", "ImageDecodeError",
     "ModelFileError", "WeightsError", "StoreError", "ProviderError", "DependencyError",
-    "ExtractionError", "CalibrationError", "ReferenceWeightsError", "one_line",
+    "ExtractionError", "CalibrationError", "ReferenceWeightsError", "one_line", "require",
 ]
 
 
@@ -73,6 +73,23 @@ class CalibrationError(FeaturemapsError, ValueError):
 
 class ReferenceWeightsError(FeaturemapsError, ValueError):
     """The reference network's weights are not the ones the model was exported from."""
+
+
+def require(module: str, *, extra: str, what: str):
+    """Import ``module`` (an optional package of the ``extra`` install), or raise one line that says
+    which extra to install. ``what`` names the operation that needs it.
+
+    >>> require("featuremaps_no_such_package", extra="export", what="exporting a model")
+    Traceback (most recent call last):
+    ...
+    featuremaps.errors.DependencyError: exporting a model needs featuremaps_no_such_package: pip install 'featuremaps[export]'
+    """
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise DependencyError(f"{what} needs {module}: pip install 'featuremaps[{extra}]'") from None
 
 
 def one_line(err: BaseException) -> str:

@@ -1,0 +1,94 @@
+"""The PyTorch forward-hook reference that every exported graph is checked against.
+
+:func:`reference_features` hooks the *unmodified* torchvision model and ``clone()``s each
+tapped module output, so a later ``ReLU(inplace=True)`` cannot overwrite it.
+:func:`seed_features` keeps the seed article's behaviour (``output.detach()`` without a
+clone) for comparison: for a conv tap followed by an in-place ReLU it returns the
+post-ReLU map, so the seed's "layer 0" pictures are really ``features.1``.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import numpy as np
+
+from ..contracts import Tap
+
+
+class _StopForward(Exception):
+    """Raised by the deepest tap's hook: nothing after it is needed."""
+
+
+def _module(model, tap: Tap):
+    return model.get_submodule(tap.name)
+
+
+@contextmanager
+def tap_hooks(model, taps: tuple[Tap, ...], *, clone: bool = True, stop_after_deepest: bool = False):
+    """Register forward hooks on ``taps``; yields the dict they fill (tap name -> tensor).
+
+    Hooks are removed on exit, whatever happens inside the block.
+    """
+    store: dict = {}
+    deepest = max(t.index for t in taps)
+    handles = []
+
+    def make_hook(tap: Tap):
+        def hook(_module, _inputs, output):
+            # clone: the next ReLU(inplace=True) would overwrite this tensor
+            store[tap.name] = output.detach().clone() if clone else output.detach()
+            if stop_after_deepest and tap.index == deepest:
+                raise _StopForward
+
+        return hook
+
+    try:
+        for t in taps:
+            handles.append(_module(model, t).register_forward_hook(make_hook(t)))
+        yield store
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _to_tensor(x):
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)) if isinstance(x, np.ndarray) else x
+
+
+def reference_features(model, batch, taps: tuple[Tap, ...], *, full: bool = False) -> dict[str, np.ndarray]:
+    """Tap outputs of ``model`` on ``batch`` ``(N, 3, H, W) float32``, cloned at the hook.
+
+    The forward pass stops after the deepest tap unless ``full=True`` (which also runs the
+    classifier, as the seed does). Returns tap name -> ``(N, C, H, W) float32`` numpy array.
+
+    >>> import torch, torchvision
+    >>> from featuremaps.export.taps import parse_taps
+    >>> net = torchvision.models.vgg16().eval()
+    >>> maps = reference_features(net, torch.zeros(1, 3, 64, 64), parse_taps("0,5", input_size=64))
+    >>> maps["features.5"].shape
+    (1, 128, 32, 32)
+    """
+    import torch
+
+    with torch.inference_mode(), tap_hooks(model, taps, stop_after_deepest=not full) as store:
+        try:
+            model(_to_tensor(batch))
+        except _StopForward:
+            pass
+    return {t.name: store[t.name].cpu().numpy() for t in taps}
+
+
+def seed_features(model, batch, taps: tuple[Tap, ...]) -> dict[str, np.ndarray]:
+    """The seed article's hooks: ``output.detach()`` without a clone, full network.
+
+    Kept to document the hazard: a tap followed by ``ReLU(inplace=True)`` comes back
+    post-ReLU. Use :func:`reference_features` for the true module output.
+    """
+    import torch
+
+    with torch.no_grad(), tap_hooks(model, taps, clone=False) as store:
+        model(_to_tensor(batch))
+    return {t.name: store[t.name].cpu().numpy() for t in taps}

@@ -1,0 +1,134 @@
+"""The contract types every layer shares: taps, preprocessing, and the exported model's metadata.
+
+A *tap* is one module output, named by its module path (``features.17``); a layer selection is
+parsed once (``featuremaps.export.taps.parse_taps``) into a tuple of frozen :class:`Tap` objects
+and everything downstream (export, engine, store, figures) reads those. :class:`Preprocessing`
+says what the model expects; both are stored as JSON in the exported ``.onnx`` file
+(``metadata_props["featuremaps"]``), and the helpers here read that back for the engine and the
+export side alike.
+
+This module sits just above :mod:`featuremaps.errors` and imports nothing else from the
+project; onnxruntime is imported only inside :func:`read_metadata`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ModelFileError
+
+__all__ = ["METADATA_KEY", "RESIZE_METHOD", "Preprocessing", "Tap", "load_proto_metadata",
+           "metadata_from_session", "parse_metadata", "read_metadata"]
+
+METADATA_KEY = "featuremaps"
+RESIZE_METHOD = "pil-bilinear-antialias"
+
+
+@dataclass(frozen=True)
+class Tap:
+    """One tappable module output.
+
+    ``shape`` is ``(C, H, W)`` at the input size the spec was built for; ``macs`` is the
+    number of multiply-accumulates per image needed to compute this output (cumulative from
+    the input), ``total_macs`` those of the whole network including the classifier.
+    """
+
+    name: str  # canonical module path, e.g. "features.17"; also the ONNX output name
+    index: int  # position inside ``features``
+    alias: str  # VGG alias: conv4_1, relu4_1, pool4
+    kind: str  # torch module type: Conv2d, ReLU, MaxPool2d
+    shape: tuple[int, int, int]
+    macs: int
+    total_macs: int
+
+    @property
+    def channels(self) -> int:
+        return self.shape[0]
+
+    @property
+    def mac_share(self) -> float:
+        """Share of the full network's MACs needed to reach this tap (0..1)."""
+        return self.macs / self.total_macs
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "index": self.index, "alias": self.alias, "kind": self.kind,
+                "shape": list(self.shape), "channels": self.channels, "macs": self.macs,
+                "total_macs": self.total_macs}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Tap":
+        fields = {f.name for f in dataclasses.fields(cls)}
+        kw = {k: v for k, v in d.items() if k in fields}
+        kw["shape"] = tuple(kw["shape"])
+        return cls(**kw)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """What the model expects; stored in the exported model's metadata.
+
+    ``size`` is ``(H, W)``; mean/std are per RGB channel on the 0..1 scale.
+    """
+
+    size: tuple[int, int] = (224, 224)
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    colour_order: str = "RGB"
+    resize: str = RESIZE_METHOD
+    layout: str = "NCHW float32"
+
+    def to_dict(self) -> dict:
+        return {"size": list(self.size), "mean": list(self.mean), "std": list(self.std),
+                "colour_order": self.colour_order, "resize": self.resize, "layout": self.layout}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Preprocessing":
+        return cls(size=tuple(d["size"]), mean=tuple(d["mean"]), std=tuple(d["std"]),
+                   colour_order=d.get("colour_order", "RGB"), resize=d.get("resize", RESIZE_METHOD),
+                   layout=d.get("layout", "NCHW float32"))
+
+
+# ---------------------------------------------------------------- metadata (JSON in metadata_props)
+
+
+def parse_metadata(raw: str | None, model_path: str | Path = "model") -> dict:
+    """The metadata dict from its JSON text ``raw`` (None: the key is absent)."""
+    if raw is None:
+        raise ModelFileError(f"{model_path} has no featuremaps metadata; export it with `featuremaps export`")
+    try:
+        meta = json.loads(raw)
+    except (ValueError, RecursionError) as e:
+        raise ModelFileError(f"{model_path} has malformed featuremaps metadata ({type(e).__name__}); "
+                             "re-export it with `featuremaps export`") from None
+    if not isinstance(meta, dict):
+        raise ModelFileError(f"{model_path}: featuremaps metadata is not a JSON object; re-export it")
+    return meta
+
+
+def metadata_from_session(sess, model_path: str | Path = "model") -> dict:
+    """The metadata of an open ``onnxruntime.InferenceSession``."""
+    return parse_metadata(sess.get_modelmeta().custom_metadata_map.get(METADATA_KEY), model_path)
+
+
+def load_proto_metadata(proto) -> dict:
+    """The featuremaps metadata of an in-memory ``onnx.ModelProto`` (no onnx import needed)."""
+    raw = next((p.value for p in proto.metadata_props if p.key == METADATA_KEY), None)
+    return parse_metadata(raw)
+
+
+def read_metadata(model_path: str | Path) -> dict:
+    """The featuremaps metadata of an exported model, read with onnxruntime (no torch, no onnx)."""
+    import onnxruntime as ort
+
+    ort.set_default_logger_severity(3)
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    try:
+        sess = ort.InferenceSession(str(model_path), sess_options=so, providers=["CPUExecutionProvider"])
+    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own unrelated types for bad files
+        raise ModelFileError(f"{model_path} is not a loadable ONNX model ({type(e).__name__}); "
+                             "export one with `featuremaps export`") from None
+    return metadata_from_session(sess, model_path)
