@@ -236,7 +236,7 @@ def test_bench_cli_writes_json_markdown_png(small_model, tmp_path, capsys):
 def test_int8_backend_model_is_built_once_and_gated(small_model, tmp_path):
     import shutil
 
-    from featuremaps.cmd_bench import int8_cached
+    from featuremaps.cli.bench import int8_cached
     from featuremaps.export.onnx_export import read_metadata
 
     fp32 = tmp_path / "cut.onnx"

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 
 from featuremaps import cli
-from featuremaps.cmd_show import ShowOptions, draw_figures, load_image, save_figure
+from featuremaps.errors import ArgumentError
+from featuremaps.viz.draw import ShowOptions, draw_figures, load_image, save_figure
 from featuremaps.export.taps import parse_taps
-from featuremaps.figures import channel_figure, diff_figure, montage_figure, overview_figure, seed_figure
-from featuremaps.mapstats import (channel_energy, channel_mean, montage_grid, normalize, select_channels,
+from featuremaps.viz.figures import channel_figure, diff_figure, montage_figure, overview_figure, seed_figure
+from featuremaps.viz.mapstats import (channel_energy, channel_mean, montage_grid, normalize, select_channels,
                                   tap_stats, tile_montage, upsample)
 
 from conftest import SMALL
@@ -192,7 +193,7 @@ def test_draw_figures_from_an_extracted_dict(extracted):
     figs = draw_figures(maps, taps, image, name="cat.png", weights="random", options=opts)
     assert list(figs) == ["cat-layers-spread-layer.png", "cat-overview.png", "cat-montage-features.0-layer.png"]
     reduced = dict(maps, **{"features.28": maps["features.28"].mean(axis=(1, 2))})
-    with pytest.raises(cli.CLIError, match="features.28 has shape .* figures need unreduced maps"):
+    with pytest.raises(ArgumentError, match="features.28 has shape .* figures need unreduced maps"):
         draw_figures(reduced, taps, image, name="cat.png", weights="random", options=opts)
 
 
@@ -260,9 +261,9 @@ def test_show_rejects_unknown_layer(tmp_path, small_model, sample_paths, capsys,
 
 
 def test_show_rejects_unknown_layer_for_zoo_model_before_exporting(tmp_path, sample_paths, capsys, monkeypatch):
-    import featuremaps.cmd_show
+    import featuremaps.cli.show
 
-    monkeypatch.setattr(featuremaps.cmd_show, "resolve_model", lambda args: pytest.fail("exported despite a bad layer"))
+    monkeypatch.setattr(featuremaps.cli.show, "resolve_model", lambda spec: pytest.fail("exported despite a bad layer"))
     rc = cli.main(["show", str(sample_paths[0]), "--layers", "0,99", "-o", str(tmp_path)])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and "99" in err

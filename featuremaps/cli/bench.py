@@ -11,13 +11,14 @@ import sys
 import time
 from pathlib import Path
 
-from .cli import CLIError, DEFAULT_LAYERS, add_model_args, cache_root, is_onnx_path
+from ..errors import ArgumentError, ModelFileError, require
+from ._args import DEFAULT_LAYERS, ModelSpec, add_model_args, cache_root, file_arg, is_onnx_path
 
 SCALING_DEPTHS = (0, 5, 10, 17, 28)
 
 
 def register(sub) -> None:
-    from .bench.backends import BACKENDS, DESCRIPTIONS
+    from ..bench.backends import BACKENDS, DESCRIPTIONS
 
     legend = "; ".join(f"{k}: {v}" for k, v in DESCRIPTIONS.items())
     p = sub.add_parser(
@@ -28,8 +29,7 @@ def register(sub) -> None:
                     "deepest tap); then images/s as the deepest tap moves 0->5->10->17->28 and as more taps "
                     f"become outputs. Backends: {legend}. Unavailable ones are skipped with the reason. "
                     "Writes JSON (with an environment block), markdown and a PNG with -o.")
-    add_model_args(p)
-    p.set_defaults(weights=None, seed=None)  # None: from the .onnx metadata, else random/0
+    add_model_args(p, weights_default=None, seed_default=None)  # None: from the .onnx metadata, else random/0
     p.add_argument("--batch-sizes", default="1,8", help="comma list (default: 1,8)")
     p.add_argument("--backends", default=",".join(BACKENDS),
                    help=f"comma list of {', '.join(BACKENDS)} (default: all)")
@@ -48,7 +48,7 @@ def register(sub) -> None:
     p.add_argument("--torch-device", default="cpu", choices=("cpu", "cuda"),
                    help="device of the torch backends (default: cpu; cuda on a GPU machine)")
     p.add_argument("--gemm-size", type=int, default=2048, help="matrix size for the sgemm bound (default: 2048)")
-    p.add_argument("-o", "--output", default=None,
+    p.add_argument("-o", "--output", type=file_arg, default=None,
                    help="write OUT.json, OUT.md and OUT.png (e.g. bench/results/NAME.json)")
     p.set_defaults(func=cmd_bench)
 
@@ -57,19 +57,19 @@ def _int_list(spec: str, what: str) -> tuple[int, ...]:
     try:
         vals = tuple(int(s) for s in spec.split(",") if s.strip())
     except ValueError:
-        raise CLIError(f"{what} must be a comma list of integers, got {spec!r}") from None
+        raise ArgumentError(f"{what} must be a comma list of integers, got {spec!r}") from None
     if not vals or min(vals) < 1:
-        raise CLIError(f"{what} must be positive integers, got {spec!r}")
+        raise ArgumentError(f"{what} must be positive integers, got {spec!r}")
     return vals
 
 
 def _backend_names(spec: str) -> list[str]:
-    from .bench.backends import BACKENDS
+    from ..bench.backends import BACKENDS
 
     names = [s.strip() for s in spec.split(",") if s.strip()]
     bad = [n for n in names if n not in BACKENDS]
     if bad or not names:
-        raise CLIError(f"unknown backend {', '.join(bad) or spec!r}; choose from {', '.join(BACKENDS)}")
+        raise ArgumentError(f"unknown backend {', '.join(bad) or spec!r}; choose from {', '.join(BACKENDS)}")
     return names
 
 
@@ -79,8 +79,8 @@ def _say(msg: str) -> None:
 
 def export_cached(net, info, model: str, taps, input_size: int, *, logits: bool) -> Path:
     """Export ``net`` with ``taps`` into the model cache (keyed by weights SHA-256), once."""
-    from . import __version__
-    from .export.onnx_export import export_model
+    from .. import __version__
+    from ..export.onnx_export import export_model
 
     key = "|".join([model, ",".join(t.name for t in taps), info.sha256, str(input_size), str(logits),
                     __version__])
@@ -96,8 +96,8 @@ def export_cached(net, info, model: str, taps, input_size: int, *, logits: bool)
 def int8_cached(fp32_path: Path) -> Path | str:
     """The int8 variant of ``fp32_path`` (calibrated and gated, built once next to it), or the
     reason it could not be built."""
-    from .export.gate import GateError
-    from .export.variants import build_variant
+    from ..export.gate import GateError
+    from ..export.variants import build_variant
 
     path = fp32_path.with_name(fp32_path.stem + "-int8.onnx")
     if not path.is_file():
@@ -111,31 +111,29 @@ def int8_cached(fp32_path: Path) -> Path | str:
 
 def _prepare(args):
     """(model name, taps, input size, net, WeightsInfo, cut model path) for --model."""
-    from .bench.parity import ReferenceWeightsError, load_reference_net
-    from .export.onnx_export import read_metadata
-    from .export.taps import Tap, parse_taps
-    from .export.zoo import build_model
+    from ..bench.parity import load_reference_net
+    from ..export.onnx_export import read_metadata
+    from ..export.taps import Tap, parse_taps
+    from ..export.zoo import build_model
 
-    if is_onnx_path(args.model):
-        path = Path(args.model)
+    spec = ModelSpec.from_args(args)
+    if spec.is_file:
+        path = Path(spec.model)
         if not path.is_file():
-            raise CLIError(f"model file {args.model!r} not found; pass a zoo name (vgg16) or an exported .onnx")
+            raise ModelFileError(f"model file {spec.model!r} not found; pass a zoo name (vgg16) or an exported .onnx")
         meta = read_metadata(path)
-        try:
-            net, info = load_reference_net(meta, args.weights)
-        except ReferenceWeightsError as e:
-            raise CLIError(str(e)) from None
+        net, info = load_reference_net(meta, spec.weights)
         taps = tuple(Tap.from_dict(d) for d in meta["taps"])
         return meta["model"], taps, int(meta["input_size"]), net, info, path
-    taps = parse_taps(args.layers or DEFAULT_LAYERS, args.model, args.input_size)
-    net, info = build_model(args.model, args.weights or "random", 0 if args.seed is None else args.seed,
+    taps = parse_taps(spec.layers or DEFAULT_LAYERS, spec.model, spec.input_size)
+    net, info = build_model(spec.model, spec.weights or "random", 0 if spec.seed is None else spec.seed,
                             need_classifier=True)
-    return args.model, taps, args.input_size, net, info, None
+    return spec.model, taps, spec.input_size, net, info, None
 
 
 def _scaling_exports(model, taps, net, info, input_size, full_path) -> list[tuple]:
     """(group, label, taps, path, full) for the scaling study, exported (once, cached)."""
-    from .export.taps import parse_taps
+    from ..export.taps import parse_taps
 
     specs = [("depth", f"to features.{d}", str(d)) for d in SCALING_DEPTHS]
     specs += [("taps", "5 outputs 0,5,10,17,28", DEFAULT_LAYERS),
@@ -149,8 +147,8 @@ def _scaling_exports(model, taps, net, info, input_size, full_path) -> list[tupl
 
 
 def _scaling_models(exports, threads, max_batch):
-    from .bench.backends import make_ort
-    from .bench.suite import ScalingModel
+    from ..bench.backends import make_ort
+    from ..bench.suite import ScalingModel
 
     return [ScalingModel(group, label, t, make_ort(label, path, "cpu", threads=threads, max_batch=max_batch),
                          full=full) for group, label, t, path, full in exports]
@@ -158,7 +156,7 @@ def _scaling_models(exports, threads, max_batch):
 
 def _build_backends(names, *, model, taps, net, info, input_size, cut_path, full_path, threads, batch_sizes,
                     compile_budget, device):
-    from .bench import backends as B
+    from ..bench import backends as B
 
     max_batch = max(batch_sizes)
     built = []
@@ -189,13 +187,13 @@ def _build_backends(names, *, model, taps, net, info, input_size, cut_path, full
 
 
 def _extra_backends(paths, threads, max_batch, input_size):
-    from .bench.backends import Skipped, make_ort
-    from .export.onnx_export import read_metadata
+    from ..bench.backends import Skipped, make_ort
+    from ..export.onnx_export import read_metadata
 
     out = []
     for p in paths:
         if not Path(p).is_file():
-            raise CLIError(f"--extra-model {p!r} not found")
+            raise ModelFileError(f"--extra-model {p!r} not found")
         meta = read_metadata(p)
         if int(meta["input_size"]) != input_size:
             out.append(Skipped(f"ort-cpu:{Path(p).stem}", f"input size {meta['input_size']} != {input_size}"))
@@ -206,16 +204,16 @@ def _extra_backends(paths, threads, max_batch, input_size):
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    import torch
+    torch = require("torch", extra="export", what="featuremaps bench (the PyTorch baselines)")
 
-    from .bench.backends import Backend, Skipped, measure_first_calls
-    from .bench.suite import BenchConfig, assemble, environment, format_markdown, run_scaling, time_backends
-    from .bench.timing import gemm_probe, sgemm_gflops
+    from ..bench.backends import Backend, Skipped, measure_first_calls
+    from ..bench.suite import BenchConfig, assemble, environment, format_markdown, run_scaling, time_backends
+    from ..bench.timing import gemm_probe, sgemm_gflops
 
     batch_sizes = _int_list(args.batch_sizes, "--batch-sizes")
     names = _backend_names(args.backends)
     if args.repeats < 1 or args.warmup < 0:
-        raise CLIError("--repeats must be >= 1 and --warmup >= 0")
+        raise ArgumentError("--repeats must be >= 1 and --warmup >= 0")
     threads = args.threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
     torch.set_num_threads(threads)
     t_start = time.perf_counter()
@@ -232,7 +230,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     cuda = args.torch_device == "cuda"
     if cuda:  # after every export: the exporter traces on the CPU
         if not torch.cuda.is_available():
-            raise CLIError("--torch-device cuda needs a CUDA build of torch and a GPU; use --torch-device cpu")
+            raise ArgumentError("--torch-device cuda needs a CUDA build of torch and a GPU; use --torch-device cpu")
         net = net.to("cuda")
     _say(f"sgemm {args.gemm_size}² ...")
     gemm_before = sgemm_gflops(args.gemm_size, torch_threads=threads, cuda=cuda)
@@ -279,8 +277,8 @@ def _write(result: dict, md: str, out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    from .bench.plot import throughput_figure
-    from .bench.suite import json_ready
+    from ..bench.plot import throughput_figure
+    from ..bench.suite import json_ready
 
     out = out.with_suffix(".json")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -2,16 +2,52 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
+
+from ..bench.stats import median_rate
+from ..bench.timing import interleaved
+from ..compare import PRECISION_BUDGETS, compare, format_parity_table
+from ..engine.extractor import Extractor
+from ..engine.preprocess import load_batch
+from ..errors import WeightsError
+from ..export.onnx_export import export_model
+from ..export.reference import reference_features
+from ..export.taps import parse_taps
+from ..export.zoo import _imagenet_state, build_model
+from ..samples import sample_images
+from ..viz.draw import ShowOptions, draw_figures, load_image, save_figure, save_figures, weights_label
+from ..viz.figures import overview_figure, seed_figure
+from ._args import DEFAULT_LAYERS, folder_arg, need_export_extra, seed_arg
+
+FP32_REL_L2_TOL = PRECISION_BUDGETS["fp32"].rel_l2
+
+
+def register(sub) -> None:
+    p = sub.add_parser("demo", help="export VGG16, extract from sample photos, check parity, time it, draw",
+                       description="The whole job on a fresh machine: export VGG16 with taps 0,5,10,17,28 "
+                                   "(ImageNet weights if cached, else seeded random weights with a warning), "
+                                   "extract from the sample photos shipped with installed packages, print the "
+                                   "parity table and ONNX Runtime vs PyTorch-hooks timing, write figures.")
+    p.add_argument("--layers", default=DEFAULT_LAYERS, help=f"taps (default: {DEFAULT_LAYERS})")
+    p.add_argument("--weights", default="auto",
+                   help="auto (imagenet if available, else random), imagenet, random, or a state_dict path")
+    p.add_argument("--seed", type=seed_arg, default=0, help="seed for random weights (default: 0)")
+    p.add_argument("-o", "--output", type=folder_arg, default="featuremaps-demo",
+                   help="output folder (default: ./featuremaps-demo)")
+    p.set_defaults(func=cmd_demo)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    need_export_extra("featuremaps demo")
+    return run_demo(out_dir=Path(args.output), layers=args.layers, weights=args.weights, seed=args.seed)
 
 
 def _choose_weights(weights: str, model: str) -> str:
     if weights != "auto":
         return weights
-    from .export.zoo import WeightsError, _imagenet_state
-
     try:
         _imagenet_state(model)
         return "imagenet"
@@ -27,16 +63,6 @@ def run_demo(out_dir: Path, layers: str = "0,5,10,17,28", weights: str = "auto",
     import matplotlib
 
     matplotlib.use("Agg")
-    from .bench.reference import reference_features
-    from .bench.stats import compare, format_parity_table, median_rate
-    from .engine.extractor import Extractor
-    from .engine.preprocess import load_batch
-    from .export.onnx_export import export_model
-    from .export.taps import parse_taps
-    from .export.verify import FP32_REL_L2_TOL
-    from .export.zoo import build_model
-    from .figures import seed_figure
-    from .samples import sample_images
 
     out_dir.mkdir(parents=True, exist_ok=True)
     taps = parse_taps(layers, model)
@@ -59,8 +85,6 @@ def run_demo(out_dir: Path, layers: str = "0,5,10,17,28", weights: str = "auto",
         print(format_parity_table(rows, FP32_REL_L2_TOL))
         import torch
 
-        from .bench.timing import interleaved
-
         times = interleaved({"ort": lambda: ex.run(batch),
                              "torch": lambda: reference_features(net, batch, taps, full=True)}, repeats=repeats)
         rates = {k: median_rate(len(images), v) for k, v in times.items()}
@@ -69,9 +93,6 @@ def run_demo(out_dir: Path, layers: str = "0,5,10,17,28", weights: str = "auto",
           f"{rates['torch']:.1f} img/s -> {rates['ort'] / rates['torch']:.2f}x")
 
     print("\nfigures:")
-    from .cmd_show import ShowOptions, draw_figures, load_image, save_figure, save_figures, weights_label
-    from .figures import overview_figure
-
     wlabel = weights_label(info.to_dict())
     for i, path in enumerate(images):
         one = {k: v[i] for k, v in maps.items()}

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import math
 import shlex
 import sys
 from pathlib import Path
 
-from .cli import CLIError, add_model_args, resolve_model
+from tqdm import tqdm
+
+from ..engine.extractor import Extractor
+from ..engine.hashing import file_sha256
+from ..engine.inputs import collect_inputs
+from ..engine.pipeline import run_extraction
+from ..engine.store import FeatureStore, output_shapes
+from ..errors import ArgumentError, ExtractionError, StoreError
+from ._args import ModelSpec, add_model_args, folder_arg, positive_int, resolve_model
 
 
 def register(sub) -> None:
@@ -21,9 +28,9 @@ def register(sub) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="image files, folders (searched recursively) or @list.txt (one path per line)")
     add_model_args(p)
-    p.add_argument("-o", "--output", required=True, help="store path (a new folder, e.g. OUT.zarr)")
-    p.add_argument("--batch-size", type=int, default=8, help="images per model call and per chunk (default: 8)")
-    p.add_argument("--workers", type=int, default=2, help="decode threads (default: 2)")
+    p.add_argument("-o", "--output", type=folder_arg, required=True, help="store path (a new folder, e.g. OUT.zarr)")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="images per model call and per chunk (default: 8)")
+    p.add_argument("--workers", type=positive_int, default=2, help="decode threads (default: 2)")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all cores)")
     p.add_argument("--provider", default="auto", choices=("auto", "cpu", "cuda", "tensorrt"),
                    help="ONNX Runtime provider (default: auto)")
@@ -49,55 +56,43 @@ def register(sub) -> None:
 
 
 def _open_or_create(args, paths: list[str], model_path: Path, extractor):
-    from .engine.hashing import file_sha256
-    from .engine.store import FeatureStore, StoreError, output_shapes
-
     out = Path(args.output)
     sha = file_sha256(model_path)
     if out.exists():
         if not args.resume:
-            raise CLIError(f"{out} already exists; add --resume to complete it, or choose a new -o path")
-        try:
-            store = FeatureStore.open(out, mode="r+")
-        except StoreError as e:
-            raise CLIError(str(e)) from None
+            raise StoreError(f"{out} already exists; add --resume to complete it, or choose a new -o path")
+        store = FeatureStore.open(out, mode="r+")
         if store.info.get("model_sha256") != sha:
-            raise CLIError(f"{out} was written with another model ({store.info.get('model_path')}); "
+            raise StoreError(f"{out} was written with another model ({store.info.get('model_path')}); "
                            "resume with the same --model, or choose a new -o path")
         if store.paths != paths:
-            raise CLIError(f"the inputs differ from the list stored in {out} ({len(paths)} vs {len(store.paths)} "
+            raise StoreError(f"the inputs differ from the list stored in {out} ({len(paths)} vs {len(store.paths)} "
                            "images); resume with the same inputs, or choose a new -o path")
         store.clean_partials()
         return store
     meta = extractor.metadata
     dtype = args.dtype or ("fp16" if meta.get("output_dtype") == "fp16" else "fp32")
-    try:
-        return FeatureStore.create(out, paths=paths, metadata=meta, shapes=output_shapes(meta, extractor.session),
-                                   batch_size=args.batch_size, dtype=dtype, compression=args.compression,
-                                   model_path=model_path.resolve(), model_sha256=sha)
-    except StoreError as e:
-        raise CLIError(str(e)) from None
+    return FeatureStore.create(out, paths=paths, metadata=meta, shapes=output_shapes(meta, extractor.session),
+                               batch_size=args.batch_size, dtype=dtype, compression=args.compression,
+                               model_path=model_path.resolve(), model_sha256=sha)
 
 
 def _check_ray_args(args) -> None:
     if args.engine != "ray":
         return
     if args.actors < 1:
-        raise CLIError("--actors must be >= 1")
+        raise ArgumentError("--actors must be >= 1")
     if "://" in args.output:
-        raise CLIError(f"store URLs ({args.output}) are not supported yet; use a shared filesystem path")
+        raise ArgumentError(f"store URLs ({args.output}) are not supported yet; use a shared filesystem path")
     if args.ray_address and not Path(args.output).is_absolute():
-        raise CLIError(f"-o {args.output} is relative; on a Ray cluster pass an absolute path on a filesystem "
+        raise ArgumentError(f"-o {args.output} is relative; on a Ray cluster pass an absolute path on a filesystem "
                        "every node mounts (e.g. /shared/out.zarr)")
 
 
 def _run_ray(args, store, model_path: Path, bar):
-    from .engine.ray_engine import RayUnavailableError, init_ray, run_extraction_ray
+    from ..engine.ray_engine import init_ray, run_extraction_ray  # imports ray only when called
 
-    try:
-        started = init_ray(args.ray_address, verbose=args.verbose)
-    except RayUnavailableError as e:
-        raise CLIError(str(e)) from None
+    started = init_ray(args.ray_address, verbose=args.verbose)
     try:
         return run_extraction_ray(store, model_path, actors=args.actors, gpus_per_actor=args.gpus_per_actor,
                                   provider=args.provider, threads=args.threads, strict=args.strict,
@@ -115,20 +110,9 @@ def _resume_command() -> str:
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from .engine.extractor import Extractor
-    from .engine.inputs import InputError, collect_inputs
-    from .engine.pipeline import ExtractionError, run_extraction
-
-    try:
-        paths = collect_inputs(args.inputs)
-    except InputError as e:
-        raise CLIError(str(e)) from None
-    if args.batch_size < 1 or args.workers < 1:
-        raise CLIError("--batch-size and --workers must be >= 1")
+    paths = collect_inputs(args.inputs)
     _check_ray_args(args)
-    model_path = resolve_model(args)
+    model_path = resolve_model(ModelSpec.from_args(args))
     # spin=False: idle ONNX Runtime threads must not busy-wait while decode threads need the CPUs
     with Extractor(model_path, provider=args.provider, threads=args.threads, max_batch=args.batch_size,
                    spin=False) as ex:
@@ -146,10 +130,10 @@ def cmd_extract(args: argparse.Namespace) -> int:
                                          strict=args.strict, progress=bar.update)
         except ExtractionError as e:
             bar.close()
-            raise CLIError(f"{e}; completed batches are kept, re-run with --resume") from None
+            raise ExtractionError(f"{e}; completed batches are kept, re-run with --resume") from None
         except OSError as e:  # disk full, store folder removed, ...: the model's work so far is kept
             bar.close()
-            raise CLIError(f"writing {store.path} failed ({e.strerror or e}); completed batches are kept: "
+            raise StoreError(f"writing {store.path} failed ({e.strerror or e}); completed batches are kept: "
                            "fix that and re-run with --resume") from None
         bar.close()
     mb = summary.bytes_written / 1e6
@@ -166,63 +150,3 @@ def cmd_extract(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 130
     return 1 if summary.errors else 0
-
-
-# ---------------------------------------------------------------- export --reduce / --fp16-outputs
-
-
-def add_reduce_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("in-graph reductions (bulk extraction)")
-    g.add_argument("--reduce", default=None, metavar="TAP=OP,...",
-                   help="reduce taps inside the graph: OP is mean or max (global, -> (C,)) or avgpool:K "
-                        "(K x K average pool), e.g. features.0=mean,features.17=avgpool:4")
-    g.add_argument("--fp16-outputs", action="store_true",
-                   help="cast every output to float16 inside the graph (half the bytes leave the model)")
-
-
-def check_reduce_args(args: argparse.Namespace, taps) -> dict | None:
-    """Validate ``--reduce/--fp16-outputs`` before any slow work; None when neither is given."""
-    from .export.reduce import parse_reductions
-
-    if not (args.reduce or args.fp16_outputs):
-        return None
-    if getattr(args, "precision", "fp32") != "fp32" or getattr(args, "model_format", "onnx") != "onnx":
-        raise CLIError("--reduce/--fp16-outputs work on the fp32 ONNX export; drop --precision/--format "
-                       "(use --fp16-outputs to store fp16)")
-    try:
-        return parse_reductions(args.reduce or "", taps, args.model)
-    except ValueError as e:
-        raise CLIError(str(e)) from None
-
-
-def export_reduced(args: argparse.Namespace, res, net, taps, reductions: dict) -> int:
-    """``featuremaps export --reduce/--fp16-outputs``: verify the plain export, compile the
-    ``reductions`` (from :func:`check_reduce_args`) into it (same path), then check the reduced
-    outputs against NumPy reductions of the PyTorch reference."""
-    from .cli import _print_verification, _verify_on_photo
-    from .bench.stats import format_parity_table
-    from .engine.preprocess import Preprocessing, load_batch
-    from .export.reduce import reduce_model, verify_reduced
-    from .samples import sample_images
-
-    if not args.no_verify:
-        ver = _verify_on_photo(res.path, net, taps, args.input_size)
-        _print_verification(ver)
-        if not ver.ok:
-            print(f"featuremaps: error: {', '.join(ver.failures)} exceed the fp32 tolerance", file=sys.stderr)
-            return 1
-    meta = reduce_model(res.path, res.path, reductions, args.fp16_outputs)
-    kept = ", ".join(f"{d['name']} {'x'.join(map(str, d['shape']))}" for d in meta["taps"])
-    per_image = sum(math.prod(d["shape"]) for d in meta["taps"]) * (2 if args.fp16_outputs else 4)
-    print(f"reduced in the graph: {kept} ({meta['output_dtype']}; {per_image / 1e6:.3f} MB per image) -> {res.path}")
-    if args.no_verify:
-        return 0
-    batch = load_batch(sample_images()[:1], Preprocessing(size=(args.input_size, args.input_size)))
-    rows, tol = verify_reduced(res.path, net, taps, batch, reductions, args.fp16_outputs)
-    print(f"reduced outputs vs NumPy reductions of the PyTorch reference (rel L2 <= {tol:g}):")
-    print(format_parity_table(rows, tol))
-    failed = [r.tap for r in rows if not r.passes(tol)]
-    if failed:
-        print(f"featuremaps: error: {', '.join(failed)} exceed the tolerance", file=sys.stderr)
-        return 1
-    return 0

@@ -7,7 +7,15 @@ import json
 import sys
 from pathlib import Path
 
-from .cli import CLIError, add_model_args, is_onnx_path, resolve_model
+from ..bench.parity import list_images, load_reference_net, model_parity, pipeline_gap
+from ..compare import budget_for, format_parity_table
+from ..contracts import Preprocessing, Tap, read_metadata
+from ..engine.preprocess import load_batch
+from ..engine.session import PROVIDERS
+from ..errors import ArgumentError
+from ..export.reference import reference_features
+from ..samples import sample_images
+from ._args import ModelSpec, add_model_args, file_arg, positive_int, resolve_model
 
 
 def register(sub) -> None:
@@ -20,62 +28,44 @@ def register(sub) -> None:
                     "cosine >= 0.9999; int8: rel L2 <= 0.1 and cosine >= 0.99). The reference weights are "
                     "rebuilt from the model's metadata (seed, ImageNet cache or --weights FILE) and must "
                     "match its recorded SHA-256. Exit 1 if any tap fails.")
-    add_model_args(p)
     # None = "what the model's metadata says" for an .onnx file, random/0 for a zoo model
-    p.set_defaults(weights=None, seed=None)
+    add_model_args(p, weights_default=None, seed_default=None)
     p.add_argument("--images", default=None,
                    help="folder of photos (default: the sample photos shipped with installed packages)")
-    p.add_argument("--max-images", type=int, default=8, help="use at most this many photos (default: 8)")
+    p.add_argument("--max-images", type=positive_int, default=8, help="use at most this many photos (default: 8)")
     p.add_argument("--providers", default="cpu,cuda,tensorrt",
                    help="comma list of cpu, cuda, tensorrt; unavailable ones are skipped with the reason "
                         "(default: cpu,cuda,tensorrt)")
     p.add_argument("--pipeline", action="store_true",
                    help="also measure the preprocessing gap: engine decode/resize/normalize vs the seed's "
                         "PIL + torchvision Resize/ToTensor/Normalize (pixels and per-tap error)")
-    p.add_argument("--json", metavar="OUT", default=None, help="also write the full report as JSON")
+    p.add_argument("--json", metavar="OUT", type=file_arg, default=None, help="also write the full report as JSON")
     p.set_defaults(func=cmd_parity)
 
 
 def _providers(spec: str) -> tuple[str, ...]:
-    from .engine.session import PROVIDERS
-
     names = tuple(s.strip() for s in spec.split(",") if s.strip())
     bad = [n for n in names if n not in PROVIDERS]
     if bad or not names:
-        raise CLIError(f"unknown provider {', '.join(bad) or spec!r}; use a comma list of "
+        raise ArgumentError(f"unknown provider {', '.join(bad) or spec!r}; use a comma list of "
                        f"{', '.join(PROVIDERS)}")
     return names
 
 
 def _image_paths(args) -> list[Path]:
-    from .bench.parity import list_images
-    from .samples import sample_images
-
     if args.images:
         return list_images(args.images, args.max_images)
     return sample_images()[: args.max_images]
 
 
 def cmd_parity(args: argparse.Namespace) -> int:
-    from .bench.parity import ReferenceWeightsError, budget_for, load_reference_net, model_parity, pipeline_gap
-    from .bench.reference import reference_features
-    from .bench.stats import format_parity_table
-    from .engine.preprocess import Preprocessing, load_batch
-    from .export.onnx_export import read_metadata
-    from .export.taps import Tap
-
     providers = _providers(args.providers)
-    if not is_onnx_path(args.model):
-        args.weights = args.weights or "random"
-        args.seed = 0 if args.seed is None else args.seed
-    path = resolve_model(args)
+    spec = ModelSpec.from_args(args)
+    path = resolve_model(spec)  # a zoo model: exported with weights random/0 unless given
     meta = read_metadata(path)
     precision = meta.get("precision", "fp32")
-    try:
-        budget = budget_for(precision)
-        net, info = load_reference_net(meta, args.weights)
-    except (ValueError, ReferenceWeightsError) as e:
-        raise CLIError(str(e)) from None
+    budget = budget_for(precision)
+    net, info = load_reference_net(meta, spec.weights if spec.is_file else spec.weights or "random")
     taps = tuple(Tap.from_dict(d) for d in meta["taps"])
     pre = Preprocessing.from_dict(meta["preprocessing"])
     paths = _image_paths(args)
@@ -101,7 +91,7 @@ def cmd_parity(args: argparse.Namespace) -> int:
     gap = None
     if args.pipeline:
         if not engine_outs:
-            raise CLIError("--pipeline needs at least one provider that ran; add cpu to --providers")
+            raise ArgumentError("--pipeline needs at least one provider that ran; add cpu to --providers")
         gap = pipeline_gap(paths, pre, batch, engine_outs, net, taps)
         print(f"\npipeline gap (engine OpenCV decode + PIL-exact resize vs PIL + torchvision, "
               f"informational): pixels max |diff| {gap.pixel_max_abs} levels, mean {gap.pixel_mean_abs:.4f}, "

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .export.taps import Tap
+from ..contracts import Tap
 from .mapstats import (SCALE_MODES, channel_mean, check_map, montage_grid, normalize, select_channels,
                        tap_stats, tile_montage, upsample)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .export.taps import Tap
+from ..contracts import Tap
 
 SELECT_MODES = ("first", "top", "spread")
 SCALE_MODES = ("channel", "layer")

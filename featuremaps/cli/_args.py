@@ -1,0 +1,172 @@
+"""Options several commands share, each checked at parse time, and the model spec they parse into.
+
+``--model/--layers/--weights/--seed/--input-size`` are added by :func:`add_model_args` and read
+once into a frozen :class:`ModelSpec` (:meth:`ModelSpec.from_args`); commands pass its fields as
+keywords into library functions, which never see an ``argparse.Namespace``. Range checks run as
+argparse ``type=`` functions, so a bad value is one line and exit status 2 before any work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ArgumentError, InputError, ModelFileError, require
+from ..export.taps import MODELS, parse_taps
+
+DEFAULT_LAYERS = "0,5,10,17,28"
+SEED_MAX = 2**32 - 1  # numpy and torch seeds are 32-bit
+INPUT_SIZE_MIN, INPUT_SIZE_MAX = 32, 4096  # VGG halves the input five times; 4096² is ~2 GB of fp32 maps
+CHANNELS_MAX = 64  # one figure row; --montage TAP shows every channel of a tap
+
+# kept for cmd_<name>.py modules written against the old featuremaps/cli.py; raise ArgumentError
+CLIError = ArgumentError
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line (``featuremaps CMD: error: ...``), exit 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# ---------------------------------------------------------------- argparse types (parse time)
+
+
+def int_in(lo: int, hi: int | None, what: str):
+    """An argparse ``type`` accepting integers in ``lo..hi`` (``hi`` None: no upper bound)."""
+
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be an integer, got {text!r}") from None
+        if n < lo or (hi is not None and n > hi):
+            span = f"{lo}..{hi}" if hi is not None else f">= {lo}"
+            raise argparse.ArgumentTypeError(f"{what} must be in {span}, got {n}")
+        return n
+
+    parse.__name__ = what
+    return parse
+
+
+seed_arg = int_in(0, SEED_MAX, "seed")
+input_size_arg = int_in(INPUT_SIZE_MIN, INPUT_SIZE_MAX, "input size")
+positive_int = int_in(1, None, "value")
+
+
+def file_arg(text: str) -> str:
+    """An output *file* path: not an existing folder (its parent is created when written)."""
+    if Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder; give a file path (e.g. {text.rstrip('/')}/out.onnx)")
+    return text
+
+
+def folder_arg(text: str) -> str:
+    """An output *folder* path: not an existing file."""
+    if Path(text).exists() and not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is an existing file; give a folder path")
+    return text
+
+
+# ---------------------------------------------------------------- the model spec
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What ``--model`` names: a zoo model (exported on the fly with these settings) or an .onnx file.
+
+    ``layers`` None means the command's own default; ``weights``/``seed`` None mean "what an
+    .onnx file's metadata says" (random/0 for a zoo model).
+    """
+
+    model: str = "vgg16"
+    layers: str | None = DEFAULT_LAYERS
+    weights: str | None = "random"
+    seed: int | None = 0
+    input_size: int = 224
+    logits: bool = False
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "ModelSpec":
+        return cls(model=args.model, layers=args.layers, weights=args.weights, seed=args.seed,
+                   input_size=args.input_size, logits=bool(getattr(args, "logits", False)))
+
+    @property
+    def is_file(self) -> bool:
+        return is_onnx_path(self.model)
+
+
+def add_model_args(p: argparse.ArgumentParser, *, layers_default: str | None = DEFAULT_LAYERS,
+                   layers_help: str | None = None, weights_default: str | None = "random",
+                   seed_default: int | None = 0) -> None:
+    """``--model/--layers/--weights/--seed/--input-size``: the convention every command shares."""
+    p.add_argument("--model", default="vgg16",
+                   help=f"zoo name ({', '.join(MODELS)}; exported on the fly) or an exported .onnx file "
+                        "(default: vgg16)")
+    p.add_argument("--layers", default=layers_default,
+                   help=layers_help or ("taps for a zoo model: indices (0,5,17), features.17 or aliases (conv4_1, "
+                                        f"relu4_1, pool4); see `featuremaps layers` (default: {layers_default})"))
+    p.add_argument("--weights", default=weights_default,
+                   help="zoo weights: random (seeded), imagenet (torchvision, cached), or a .pth/.safetensors "
+                        "state_dict (default: " + (weights_default or "the .onnx metadata's, else random") + ")")
+    p.add_argument("--seed", type=seed_arg, default=seed_default,
+                   help=f"seed for --weights random, 0..{SEED_MAX} (default: {seed_default if seed_default is not None else 0})")
+    p.add_argument("--input-size", type=input_size_arg, default=224,
+                   help=f"square input size, {INPUT_SIZE_MIN}..{INPUT_SIZE_MAX} (default: 224)")
+
+
+def is_onnx_path(model: str) -> bool:
+    return model.endswith(".onnx") or os.sep in model or Path(model).is_file()
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "featuremaps" / "models"
+
+
+def resolve_model(spec: ModelSpec | argparse.Namespace) -> Path:
+    """The .onnx file ``spec.model`` names, exporting a zoo model into the cache first if needed."""
+    if not isinstance(spec, ModelSpec):  # cmd_<name>.py modules written against the old cli.py
+        spec = ModelSpec.from_args(spec)
+    if spec.is_file:
+        path = Path(spec.model)
+        if not path.is_file():
+            raise ModelFileError(f"model file {spec.model!r} not found; export one with "
+                                 "`featuremaps export -o PATH.onnx` or pass a zoo name (vgg16)")
+        return path
+    from .. import __version__
+    from ..engine.hashing import file_sha256
+    from ..export.onnx_export import export_model
+
+    need_export_extra(f"exporting zoo model {spec.model!r} (or pass an exported .onnx file)")
+    weights = spec.weights or "random"
+    seed = 0 if spec.seed is None else spec.seed
+    taps = parse_taps(spec.layers or DEFAULT_LAYERS, spec.model, spec.input_size)
+    weights_key = file_sha256(weights) if Path(weights).is_file() else f"{weights}:{seed}"
+    key = "|".join([spec.model, ",".join(t.name for t in taps), weights_key, str(spec.input_size),
+                    str(spec.logits), __version__])
+    path = cache_root() / f"{spec.model}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.onnx"
+    if not path.is_file():
+        print(f"exporting {spec.model} ({', '.join(t.name for t in taps)}, weights {weights}) "
+              f"to {path} ...", file=sys.stderr)
+        export_model(taps, path, model=spec.model, weights=weights, seed=seed,
+                     input_size=spec.input_size, logits=spec.logits)
+    return path
+
+
+def need_export_extra(what: str) -> None:
+    """One line naming the extra when torch/torchvision/onnx/onnxscript are missing (base install)."""
+    for module in ("torch", "torchvision", "onnx", "onnxscript"):
+        require(module, extra="export", what=what)
+
+
+def check_not_both(image: str | None, store: str | None) -> None:
+    """``show IMAGE --store X``: one source of maps, not two."""
+    if image is not None and store:
+        raise ArgumentError(f"pass IMAGE ({image}) or --store {store}, not both")
+    if image is None and not store:
+        raise InputError("pass an IMAGE file, or --store OUT.zarr --index I to draw stored maps")
