@@ -22,14 +22,14 @@ _LAZY = {
     "load_batch": "featuremaps.engine.preprocess",
     "preprocess_bytes": "featuremaps.engine.preprocess",
     "export_model": "featuremaps.export.onnx_export",
-    "read_metadata": "featuremaps.export.onnx_export",
+    "read_metadata": "featuremaps.contracts",
     "FeaturemapsError": "featuremaps.errors",
     "LayerError": "featuremaps.errors",
-    "Tap": "featuremaps.export.taps",
+    "Tap": "featuremaps.contracts",
     "model_layers": "featuremaps.export.taps",
     "parse_taps": "featuremaps.export.taps",
-    "reference_features": "featuremaps.bench.reference",
-    "seed_features": "featuremaps.bench.reference",
+    "reference_features": "featuremaps.export.reference",
+    "seed_features": "featuremaps.export.reference",
     "sample_images": "featuremaps.samples",
 }
 

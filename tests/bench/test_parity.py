@@ -10,7 +10,7 @@ import pytest
 
 from featuremaps.bench.parity import (PRECISION_BUDGETS, Budget, ReferenceWeightsError, budget_for, list_images,
                                       load_reference_net)
-from featuremaps.bench.stats import TapError
+from featuremaps.compare import TapError
 from featuremaps.errors import InputError
 from featuremaps.cli import main
 

@@ -5,7 +5,7 @@ import pickle
 import numpy as np
 import pytest
 
-from featuremaps.bench.reference import reference_features
+from featuremaps.export.reference import reference_features
 from featuremaps.engine.extractor import Extractor
 from featuremaps.export.onnx_export import export_model
 from featuremaps.export.taps import parse_taps

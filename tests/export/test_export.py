@@ -6,8 +6,8 @@ import numpy as np
 import onnx
 import pytest
 
-from featuremaps.bench.reference import reference_features
-from featuremaps.bench.stats import rel_l2_error
+from featuremaps.export.reference import reference_features
+from featuremaps.compare import rel_l2_error
 from featuremaps.engine.extractor import Extractor
 from featuremaps.export.onnx_export import METADATA_KEY, export_model, read_metadata
 from featuremaps.export.taps import model_layers, parse_taps

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from featuremaps.bench.reference import reference_features
-from featuremaps.bench.stats import rel_l2_error
+from featuremaps.export.reference import reference_features
+from featuremaps.compare import rel_l2_error
 from featuremaps.engine.extractor import Extractor
 from featuremaps.export.reduce import Reduction, parse_reductions, reduce_model, reference_reduced
 from featuremaps.export.taps import LayerError

@@ -139,7 +139,7 @@ def test_int8_tap_inside_gate_vs_fp32(int8_variant, tap):
 
 @pytest.fixture(scope="module")
 def torch_reference(vgg_net, holdout_batch):
-    from featuremaps.bench.reference import reference_features
+    from featuremaps.export.reference import reference_features
     from featuremaps.export.taps import parse_taps
 
     net, _ = vgg_net
@@ -157,7 +157,7 @@ def int8_outputs(int8_variant, holdout_batch):
 @pytest.mark.parametrize("tap", TAPS)
 def test_int8_tap_close_to_pytorch_reference(int8_outputs, torch_reference, tap):
     """Against the independent clone-hook PyTorch reference, not just the fp32 ONNX model."""
-    from featuremaps.bench.stats import cosine_similarity, rel_l2_error
+    from featuremaps.compare import cosine_similarity, rel_l2_error
 
     assert rel_l2_error(int8_outputs[tap], torch_reference[tap]) <= GATE_REL_L2
     assert cosine_similarity(int8_outputs[tap], torch_reference[tap]) >= GATE_COSINE
@@ -249,11 +249,12 @@ def _minimal_env(root: Path) -> Path:
     for libs in Path(cv2.__file__).parent.parent.glob("opencv_python_headless*.libs"):
         if not (site / libs.name).exists():
             (site / libs.name).symlink_to(libs)
-    repo = Path(__file__).resolve().parent.parent
+    repo = Path(__file__).resolve().parents[2]
     pkg = site / "featuremaps"
     pkg.mkdir()
-    for f in (repo / "featuremaps").glob("*.py"):
-        (pkg / f.name).symlink_to(f)
+    for f in (repo / "featuremaps").iterdir():  # modules and subpackages (cli/, viz/)
+        if f.suffix == ".py" or (f / "__init__.py").is_file():
+            (pkg / f.name).symlink_to(f)
     for sub in ("engine", "export", "bench"):
         (pkg / sub).symlink_to(repo / sub)
     return root / "bin" / "python"

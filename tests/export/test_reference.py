@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from featuremaps.bench.reference import reference_features, seed_features, tap_hooks
+from featuremaps.export.reference import reference_features, seed_features, tap_hooks
 from featuremaps.engine.extractor import Extractor
 from featuremaps.export.taps import parse_taps
 
