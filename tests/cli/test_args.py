@@ -1,0 +1,114 @@
+"""Arguments are checked when parsed: each bad value is one line on stderr and exit status 2,
+before any model is built or file written."""
+
+from __future__ import annotations
+
+import pytest
+
+from featuremaps.cli import main
+from featuremaps.cli.show import check_channels
+from featuremaps.contracts import Tap
+from featuremaps.errors import ArgumentError
+
+
+def _exit_line(capsys, argv) -> str:
+    """Run ``argv``; the usage error must exit 2 with one line on stderr, which is returned."""
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(err.splitlines()) == 1, err
+    return err
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**32), "1e26", "x"])
+def test_seed_out_of_range(capsys, seed):
+    err = _exit_line(capsys, ["export", "--seed", seed, "-o", "never.onnx"])
+    assert "--seed" in err and "seed must be" in err
+
+
+def test_seed_limits_are_accepted():
+    from featuremaps.cli._args import seed_arg
+
+    assert seed_arg("0") == 0 and seed_arg(str(2**32 - 1)) == 2**32 - 1
+
+
+@pytest.mark.parametrize("size", ["31", "4097", "100000", "0"])
+@pytest.mark.parametrize("command", ["layers", "export", "extract"])
+def test_input_size_out_of_range(capsys, tmp_path, command, size):
+    argv = {"layers": ["layers"], "export": ["export", "-o", str(tmp_path / "m.onnx")],
+            "extract": ["extract", "x.jpg", "-o", str(tmp_path / "s.zarr")]}[command]
+    err = _exit_line(capsys, argv + ["--input-size", size])
+    assert "input size must be in 32..4096" in err and size in err
+
+
+def test_export_output_that_is_a_folder(capsys, tmp_path):
+    err = _exit_line(capsys, ["export", "-o", str(tmp_path)])
+    assert "is a folder" in err
+
+
+@pytest.mark.parametrize("argv", [["bench", "-o", "DIR"], ["parity", "--json", "DIR"]], ids=["bench", "parity"])
+def test_other_output_files_that_are_folders(capsys, tmp_path, argv):
+    err = _exit_line(capsys, [str(tmp_path) if a == "DIR" else a for a in argv])
+    assert "is a folder" in err
+
+
+@pytest.mark.parametrize("argv", [["demo", "-o", "FILE"], ["show", "img.jpg", "-o", "FILE"],
+                                  ["extract", "img.jpg", "-o", "FILE"]], ids=["demo", "show", "extract"])
+def test_output_folders_that_are_files(capsys, tmp_path, argv):
+    f = tmp_path / "a-file"
+    f.write_text("keep me")
+    err = _exit_line(capsys, [str(f) if a == "FILE" else a for a in argv])
+    assert "is an existing file" in err and f.read_text() == "keep me"
+
+
+def test_export_without_o_never_overwrites(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    existing = tmp_path / "models" / "vgg16.onnx"
+    existing.write_bytes(b"an earlier export")
+    rc = main(["export", "--layers", "0", "--input-size", "32", "--no-verify"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1
+    assert "models/vgg16.onnx exists" in err and "-o" in err and "--force" in err
+    assert existing.read_bytes() == b"an earlier export"
+
+
+@pytest.mark.slow
+def test_export_force_overwrites_the_default(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    existing = tmp_path / "models" / "vgg16.onnx"
+    existing.write_bytes(b"an earlier export")
+    assert main(["export", "--layers", "0", "--input-size", "32", "--no-verify", "--force"]) == 0
+    assert existing.read_bytes()[:20] != b"an earlier export"[:20]
+
+
+def test_show_image_and_store_conflict(capsys, tmp_path, sample_paths):
+    rc = main(["show", str(sample_paths[0]), "--store", str(tmp_path / "s.zarr"), "-o", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "not both" in err
+
+
+def test_show_needs_image_or_store(capsys, tmp_path):
+    rc = main(["show", "-o", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "pass an IMAGE file, or --store" in err
+
+
+@pytest.mark.parametrize("n", ["0", "65", "1000"])
+def test_show_channels_out_of_range_at_parse_time(capsys, n):
+    err = _exit_line(capsys, ["show", "img.jpg", "--channels", n])
+    assert "--channels must be in 1..64" in err
+
+
+def test_show_channels_larger_than_the_widest_tap():
+    narrow = Tap(name="t", index=0, alias="t", kind="Conv2d", shape=(8, 4, 4), macs=1, total_macs=2)
+    check_channels(8, (narrow,))
+    with pytest.raises(ArgumentError, match="--channels 9 is more than the 8 channels"):
+        check_channels(9, (narrow,))
+
+
+def test_errors_are_one_line_not_usage(capsys):
+    """A usage error names the command and points to --help, in one line (no usage block)."""
+    err = _exit_line(capsys, ["layers", "--model", "nope"])
+    assert err.startswith("featuremaps layers: error:") and err.endswith("(see featuremaps layers --help)")
