@@ -19,9 +19,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..contracts import Tap
+from ..compare import compare
+from ..contracts import Tap, load_proto_metadata
+from ..engine.extractor import Extractor
 from ..errors import ArgumentError, LayerError, ModelFileError
+from .onnx_export import write_model
+from .reference import reference_features
 from .taps import parse_taps
+from .verify import FP32_REL_L2_TOL
 
 OPS = ("mean", "max", "avgpool")
 _SPEC = re.compile(r"^(mean|max|avgpool:(\d+))$")
@@ -146,8 +151,6 @@ def reduce_model(src, dst, reductions: dict[str, Reduction], fp16_outputs: bool 
     """Load ``src``, add the reductions and cast, write ``dst`` (checked, atomic); returns metadata."""
     import onnx
 
-    from .onnx_export import load_proto_metadata, write_model
-
     proto = onnx.load(str(src))
     meta = add_reductions(proto, load_proto_metadata(proto), reductions, fp16_outputs)
     write_model(proto, meta, dst)
@@ -169,11 +172,6 @@ def verify_reduced(model_path, net, taps: tuple[Tap, ...], batch: np.ndarray, re
     """Parity of a reduced model's outputs against NumPy reductions of the PyTorch clone-hook
     reference on ``batch (N, 3, H, W) float32``: ``(rows, tolerance)`` (rows as
     :func:`featuremaps.compare.compare`)."""
-    from ..compare import compare
-    from ..engine.extractor import Extractor
-    from .reference import reference_features
-    from .verify import FP32_REL_L2_TOL
-
     ref = reference_reduced(reference_features(net, batch, taps), reductions, fp16_outputs)
     with Extractor(model_path, provider=provider) as ex:
         out = ex.run(batch)

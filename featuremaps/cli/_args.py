@@ -15,7 +15,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import __version__
+from ..engine.hashing import file_sha256
 from ..errors import ArgumentError, InputError, ModelFileError, require
+from ..export.onnx_export import export_model
 from ..export.taps import MODELS, parse_taps
 
 DEFAULT_LAYERS = "0,5,10,17,28"
@@ -138,10 +141,6 @@ def resolve_model(spec: ModelSpec | argparse.Namespace) -> Path:
             raise ModelFileError(f"model file {spec.model!r} not found; export one with "
                                  "`featuremaps export -o PATH.onnx` or pass a zoo name (vgg16)")
         return path
-    from .. import __version__
-    from ..engine.hashing import file_sha256
-    from ..export.onnx_export import export_model
-
     need_export_extra(f"exporting zoo model {spec.model!r} (or pass an exported .onnx file)")
     weights = spec.weights or "random"
     seed = 0 if spec.seed is None else spec.seed

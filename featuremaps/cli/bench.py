@@ -11,15 +11,27 @@ import sys
 import time
 from pathlib import Path
 
+from .. import __version__
+from ..bench import backends as B
+from ..bench.backends import BACKENDS, DESCRIPTIONS, Backend, Skipped, make_ort, measure_first_calls
+from ..bench.parity import load_reference_net
+from ..bench.plot import throughput_figure
+from ..bench.suite import (BenchConfig, ScalingModel, assemble, environment, format_markdown, json_ready,
+                           run_scaling, time_backends)
+from ..bench.timing import gemm_probe, sgemm_gflops
+from ..contracts import Tap, read_metadata
 from ..errors import ArgumentError, ModelFileError, require
+from ..export.gate import GateError
+from ..export.onnx_export import export_model
+from ..export.taps import parse_taps
+from ..export.variants import build_variant
+from ..export.zoo import build_model
 from ._args import DEFAULT_LAYERS, ModelSpec, add_model_args, cache_root, file_arg, is_onnx_path
 
 SCALING_DEPTHS = (0, 5, 10, 17, 28)
 
 
 def register(sub) -> None:
-    from ..bench.backends import BACKENDS, DESCRIPTIONS
-
     legend = "; ".join(f"{k}: {v}" for k, v in DESCRIPTIONS.items())
     p = sub.add_parser(
         "bench", help="time PyTorch hooks vs ONNX Runtime (and GPU providers), with the fp32 bound",
@@ -64,8 +76,6 @@ def _int_list(spec: str, what: str) -> tuple[int, ...]:
 
 
 def _backend_names(spec: str) -> list[str]:
-    from ..bench.backends import BACKENDS
-
     names = [s.strip() for s in spec.split(",") if s.strip()]
     bad = [n for n in names if n not in BACKENDS]
     if bad or not names:
@@ -79,9 +89,6 @@ def _say(msg: str) -> None:
 
 def export_cached(net, info, model: str, taps, input_size: int, *, logits: bool) -> Path:
     """Export ``net`` with ``taps`` into the model cache (keyed by weights SHA-256), once."""
-    from .. import __version__
-    from ..export.onnx_export import export_model
-
     key = "|".join([model, ",".join(t.name for t in taps), info.sha256, str(input_size), str(logits),
                     __version__])
     path = cache_root() / f"{model}-bench-{hashlib.sha256(key.encode()).hexdigest()[:16]}.onnx"
@@ -96,9 +103,6 @@ def export_cached(net, info, model: str, taps, input_size: int, *, logits: bool)
 def int8_cached(fp32_path: Path) -> Path | str:
     """The int8 variant of ``fp32_path`` (calibrated and gated, built once next to it), or the
     reason it could not be built."""
-    from ..export.gate import GateError
-    from ..export.variants import build_variant
-
     path = fp32_path.with_name(fp32_path.stem + "-int8.onnx")
     if not path.is_file():
         _say(f"quantizing {fp32_path.name} to int8 (calibration + per-tap gate) -> {path}")
@@ -111,11 +115,6 @@ def int8_cached(fp32_path: Path) -> Path | str:
 
 def _prepare(args):
     """(model name, taps, input size, net, WeightsInfo, cut model path) for --model."""
-    from ..bench.parity import load_reference_net
-    from ..export.onnx_export import read_metadata
-    from ..export.taps import Tap, parse_taps
-    from ..export.zoo import build_model
-
     spec = ModelSpec.from_args(args)
     if spec.is_file:
         path = Path(spec.model)
@@ -133,8 +132,6 @@ def _prepare(args):
 
 def _scaling_exports(model, taps, net, info, input_size, full_path) -> list[tuple]:
     """(group, label, taps, path, full) for the scaling study, exported (once, cached)."""
-    from ..export.taps import parse_taps
-
     specs = [("depth", f"to features.{d}", str(d)) for d in SCALING_DEPTHS]
     specs += [("taps", "5 outputs 0,5,10,17,28", DEFAULT_LAYERS),
               ("taps", "29 outputs 0..28", ",".join(map(str, range(29))))]
@@ -147,16 +144,12 @@ def _scaling_exports(model, taps, net, info, input_size, full_path) -> list[tupl
 
 
 def _scaling_models(exports, threads, max_batch):
-    from ..bench.backends import make_ort
-    from ..bench.suite import ScalingModel
-
     return [ScalingModel(group, label, t, make_ort(label, path, "cpu", threads=threads, max_batch=max_batch),
                          full=full) for group, label, t, path, full in exports]
 
 
 def _build_backends(names, *, model, taps, net, info, input_size, cut_path, full_path, threads, batch_sizes,
                     compile_budget, device):
-    from ..bench import backends as B
 
     max_batch = max(batch_sizes)
     built = []
@@ -187,9 +180,6 @@ def _build_backends(names, *, model, taps, net, info, input_size, cut_path, full
 
 
 def _extra_backends(paths, threads, max_batch, input_size):
-    from ..bench.backends import Skipped, make_ort
-    from ..export.onnx_export import read_metadata
-
     out = []
     for p in paths:
         if not Path(p).is_file():
@@ -205,11 +195,6 @@ def _extra_backends(paths, threads, max_batch, input_size):
 
 def cmd_bench(args: argparse.Namespace) -> int:
     torch = require("torch", extra="export", what="featuremaps bench (the PyTorch baselines)")
-
-    from ..bench.backends import Backend, Skipped, measure_first_calls
-    from ..bench.suite import BenchConfig, assemble, environment, format_markdown, run_scaling, time_backends
-    from ..bench.timing import gemm_probe, sgemm_gflops
-
     batch_sizes = _int_list(args.batch_sizes, "--batch-sizes")
     names = _backend_names(args.backends)
     if args.repeats < 1 or args.warmup < 0:
@@ -277,9 +262,6 @@ def _write(result: dict, md: str, out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    from ..bench.plot import throughput_figure
-    from ..bench.suite import json_ready
-
     out = out.with_suffix(".json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(json_ready(result), indent=2, allow_nan=False))

@@ -13,13 +13,14 @@ from pathlib import Path
 from ..compare import format_parity_table
 from ..engine.preprocess import Preprocessing, load_batch
 from ..errors import ArgumentError
-from ..export.calib import CalibrationError  # noqa: F401 - a FeaturemapsError; main() prints it
 from ..export.gate import DEFAULT_MAX_REL_L2, DEFAULT_MIN_COSINE, GateError, GateThresholds, format_gate_table
+from ..export.onnx_export import export_model
 from ..export.quantize import CALIB_METHODS, FORMATS, PRECISIONS, Int8Options
 from ..export.reduce import parse_reductions, reduce_model, verify_reduced
 from ..export.taps import parse_taps
 from ..export.variants import build_variant
 from ..export.verify import verify_export
+from ..export.zoo import build_model
 from ..samples import sample_images
 from ._args import ModelSpec, add_model_args, file_arg, is_onnx_path, need_export_extra
 
@@ -96,9 +97,6 @@ def check_reduce_args(args: argparse.Namespace, taps) -> dict | None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from ..export.onnx_export import export_model
-    from ..export.zoo import build_model
-
     spec = ModelSpec.from_args(args)
     if is_onnx_path(spec.model):
         raise ArgumentError("export takes a zoo model name (--model vgg16), not an .onnx file")

@@ -23,7 +23,9 @@ from ..engine.extractor import Extractor
 from ..engine.preprocess import to_input
 from ..engine.store import open_store
 from ..errors import ArgumentError, InputError, StoreError
+from ..export.reference import reference_features
 from ..export.taps import parse_taps
+from ..export.zoo import build_model, state_dict_sha256
 from ..viz.draw import ShowOptions, load_image, show_maps, weights_label
 from ..viz.mapstats import SCALE_MODES, SELECT_MODES, tap_stats
 from ._args import (CHANNELS_MAX, DEFAULT_LAYERS, ModelSpec, add_model_args, check_not_both, folder_arg,
@@ -77,9 +79,6 @@ def extract_maps(model_path: Path, image_path: Path, *, layers: str | None, mont
 def reference_maps(meta: dict, batch: np.ndarray, taps: tuple[Tap, ...]) -> dict[str, np.ndarray]:
     """The PyTorch clone-hook reference for ``batch``, rebuilding the net from the metadata's
     weights (its SHA-256 must match, so the reference is the exported network)."""
-    from ..export.reference import reference_features  # torch: imported only for --diff
-    from ..export.zoo import build_model, state_dict_sha256
-
     w = meta["weights"]
     source = w.get("source")
     if source not in ("random", "imagenet") and not Path(str(source)).is_file():
