@@ -53,7 +53,7 @@ def state_dict_sha256(state: dict) -> str:
     return h.hexdigest()
 
 
-def _imagenet_state(model: str) -> dict:
+def imagenet_state(model: str) -> dict:
     import contextlib
     import io
 
@@ -145,7 +145,7 @@ def build_model(model: str = "vgg16", weights: str = "random", seed: int = 0,
         source = "random"
     else:
         if weights == "imagenet":
-            state, source = _imagenet_state(name), "imagenet"
+            state, source = imagenet_state(name), "imagenet"
         else:
             state, source = load_state_file(weights), str(weights)
             file_hash = file_sha256(weights)

@@ -16,7 +16,7 @@ from ..errors import WeightsError
 from ..export.onnx_export import export_model
 from ..export.reference import reference_features
 from ..export.taps import parse_taps
-from ..export.zoo import _imagenet_state, build_model
+from ..export.zoo import imagenet_state, build_model
 from ..samples import sample_images
 from ..viz.draw import ShowOptions, draw_figures, load_image, save_figure, save_figures, weights_label
 from ..viz.figures import overview_figure, seed_figure
@@ -49,7 +49,7 @@ def _choose_weights(weights: str, model: str) -> str:
     if weights != "auto":
         return weights
     try:
-        _imagenet_state(model)
+        imagenet_state(model)
         return "imagenet"
     except WeightsError as e:
         print(f"WARNING: {e}", file=sys.stderr)
