@@ -26,7 +26,7 @@ from ..export.onnx_export import export_model
 from ..export.taps import parse_taps
 from ..export.variants import build_variant
 from ..export.zoo import build_model
-from ._args import DEFAULT_LAYERS, ModelSpec, add_model_args, cache_root, file_arg, is_onnx_path
+from ._args import DEFAULT_LAYERS, ModelSpec, add_model_args, cache_root, file_arg
 
 SCALING_DEPTHS = (0, 5, 10, 17, 28)
 
