@@ -49,8 +49,8 @@ def int_in(lo: int, hi: int | None, what: str):
         except ValueError:
             raise argparse.ArgumentTypeError(f"{what} must be an integer, got {text!r}") from None
         if n < lo or (hi is not None and n > hi):
-            span = f"{lo}..{hi}" if hi is not None else f">= {lo}"
-            raise argparse.ArgumentTypeError(f"{what} must be in {span}, got {n}")
+            span = f"in {lo}..{hi}" if hi is not None else f">= {lo}"
+            raise argparse.ArgumentTypeError(f"{what} must be {span}, got {n}")
         return n
 
     parse.__name__ = what

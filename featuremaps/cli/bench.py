@@ -26,7 +26,7 @@ from ..export.onnx_export import export_model
 from ..export.taps import parse_taps
 from ..export.variants import build_variant
 from ..export.zoo import build_model
-from ._args import DEFAULT_LAYERS, ModelSpec, add_model_args, cache_root, file_arg
+from ._args import DEFAULT_LAYERS, ModelSpec, add_model_args, cache_root, file_arg, int_in, positive_int
 
 SCALING_DEPTHS = (0, 5, 10, 17, 28)
 
@@ -45,13 +45,13 @@ def register(sub) -> None:
     p.add_argument("--batch-sizes", default="1,8", help="comma list (default: 1,8)")
     p.add_argument("--backends", default=",".join(BACKENDS),
                    help=f"comma list of {', '.join(BACKENDS)} (default: all)")
-    p.add_argument("--repeats", type=int, default=5, help="timed rounds per batch size (default: 5)")
-    p.add_argument("--warmup", type=int, default=1, help="untimed rounds first (default: 1)")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--repeats", type=positive_int, default=5, help="timed rounds per batch size (default: 5)")
+    p.add_argument("--warmup", type=int_in(0, None, "--warmup"), default=1, help="untimed rounds first (default: 1)")
+    p.add_argument("--threads", type=positive_int, default=None,
                    help="intra-op threads for torch and ONNX Runtime (default: usable CPUs)")
     p.add_argument("--no-scaling", action="store_true", help="skip the depth / tap-count study")
-    p.add_argument("--scaling-batch", type=int, default=8, help="batch size of the scaling study (default: 8)")
-    p.add_argument("--scaling-repeats", type=int, default=None, help="(default: --repeats)")
+    p.add_argument("--scaling-batch", type=positive_int, default=8, help="batch size of the scaling study (default: 8)")
+    p.add_argument("--scaling-repeats", type=positive_int, default=None, help="(default: --repeats)")
     p.add_argument("--compile-budget", type=float, default=240.0,
                    help="seconds torch.compile may take for all batch sizes before it is skipped (default: 240)")
     p.add_argument("--extra-model", action="append", default=[], metavar="PATH.onnx",
@@ -59,7 +59,7 @@ def register(sub) -> None:
                         "fp16 export); repeatable")
     p.add_argument("--torch-device", default="cpu", choices=("cpu", "cuda"),
                    help="device of the torch backends (default: cpu; cuda on a GPU machine)")
-    p.add_argument("--gemm-size", type=int, default=2048, help="matrix size for the sgemm bound (default: 2048)")
+    p.add_argument("--gemm-size", type=positive_int, default=2048, help="matrix size for the sgemm bound (default: 2048)")
     p.add_argument("-o", "--output", type=file_arg, default=None,
                    help="write OUT.json, OUT.md and OUT.png (e.g. bench/results/NAME.json)")
     p.set_defaults(func=cmd_bench)

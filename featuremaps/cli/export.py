@@ -22,7 +22,7 @@ from ..export.variants import build_variant
 from ..export.verify import verify_export
 from ..export.zoo import build_model
 from ..samples import sample_images
-from ._args import ModelSpec, add_model_args, file_arg, is_onnx_path, need_export_extra
+from ._args import ModelSpec, add_model_args, file_arg, is_onnx_path, need_export_extra, positive_int
 
 
 def register(sub) -> None:
@@ -53,7 +53,7 @@ def add_precision_args(p: argparse.ArgumentParser) -> None:
                         "plus the operator list for a minimal build)")
     g.add_argument("--calib", default=None,
                    help="int8 calibration photos: a folder or comma-separated files (default: the sample photos)")
-    g.add_argument("--calib-count", type=int, default=None, help="use at most N calibration photos")
+    g.add_argument("--calib-count", type=positive_int, default=None, help="use at most N calibration photos")
     g.add_argument("--holdout", default=None,
                    help="photos for the gate, never used for calibration (default: scikit-image's other photos)")
     g.add_argument("--calib-method", choices=CALIB_METHODS, default="minmax", help="int8 range calibration "

@@ -31,7 +31,7 @@ def register(sub) -> None:
     p.add_argument("-o", "--output", type=folder_arg, required=True, help="store path (a new folder, e.g. OUT.zarr)")
     p.add_argument("--batch-size", type=positive_int, default=8, help="images per model call and per chunk (default: 8)")
     p.add_argument("--workers", type=positive_int, default=2, help="decode threads (default: 2)")
-    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all cores)")
+    p.add_argument("--threads", type=positive_int, default=None, help="ONNX Runtime intra-op threads (default: all cores)")
     p.add_argument("--provider", default="auto", choices=("auto", "cpu", "cuda", "tensorrt"),
                    help="ONNX Runtime provider (default: auto)")
     p.add_argument("--dtype", choices=("fp32", "fp16"), default=None,
@@ -50,7 +50,7 @@ def register(sub) -> None:
     g.add_argument("--ray-address", default=None,
                    help="join this Ray cluster (e.g. ray://head:10001 or auto); default: a local instance on "
                         "127.0.0.1. -o must then be an absolute path every node can reach")
-    g.add_argument("--actors", type=int, default=1, help="model actors, one ONNX Runtime session each (default: 1)")
+    g.add_argument("--actors", type=positive_int, default=1, help="model actors, one ONNX Runtime session each (default: 1)")
     g.add_argument("--gpus-per-actor", type=float, default=0.0, help="GPUs each actor reserves (default: 0)")
     p.set_defaults(func=cmd_extract)
 
@@ -80,8 +80,6 @@ def _open_or_create(args, paths: list[str], model_path: Path, extractor):
 def _check_ray_args(args) -> None:
     if args.engine != "ray":
         return
-    if args.actors < 1:
-        raise ArgumentError("--actors must be >= 1")
     if "://" in args.output:
         raise ArgumentError(f"store URLs ({args.output}) are not supported yet; use a shared filesystem path")
     if args.ray_address and not Path(args.output).is_absolute():

@@ -189,7 +189,7 @@ def register(subparsers) -> None:
 def add_store_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("maps from a bulk store (featuremaps extract)")
     g.add_argument("--store", metavar="OUT.zarr", help="draw stored maps instead of running a model on IMAGE")
-    g.add_argument("--index", type=int, default=0, help="row of the store to draw (default: 0)")
+    g.add_argument("--index", type=int_in(0, None, "--index"), default=0, help="row of the store to draw (default: 0)")
 
 
 def _blank(size) -> np.ndarray:

@@ -112,3 +112,15 @@ def test_errors_are_one_line_not_usage(capsys):
     """A usage error names the command and points to --help, in one line (no usage block)."""
     err = _exit_line(capsys, ["layers", "--model", "nope"])
     assert err.startswith("featuremaps layers: error:") and err.endswith("(see featuremaps layers --help)")
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["extract", "x.jpg", "-o", "s.zarr", "--batch-size", "0"], "value must be >= 1, got 0"),
+    (["extract", "x.jpg", "-o", "s.zarr", "--actors", "0"], "value must be >= 1, got 0"),
+    (["bench", "--repeats", "0"], "value must be >= 1, got 0"),
+    (["bench", "--warmup", "-1"], "--warmup must be >= 0, got -1"),
+    (["show", "--store", "s.zarr", "--index", "-1"], "--index must be >= 0, got -1"),
+    (["parity", "--max-images", "0"], "value must be >= 1, got 0"),
+], ids=["batch-size", "actors", "repeats", "warmup", "index", "max-images"])
+def test_counts_out_of_range(capsys, argv, match):
+    assert match in _exit_line(capsys, argv)
