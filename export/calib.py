@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..engine.inputs import images_in
-from ..samples import skimage_data_dir
+from ..samples import sample_images, skimage_data_dir
 from ..errors import CalibrationError
 
 HOLDOUT_SKIMAGE = ("motorcycle_left.png", "hubble_deep_field.jpg", "retina.jpg", "ihc.png", "camera.png",
@@ -50,8 +50,6 @@ def split_images(calib=None, holdout=None, *, calib_count: int | None = None,
     ``calib``/``holdout``: see :func:`resolve_images`; ``None`` means the defaults (module
     docstring). ``calib_count`` caps the calibration set (first N).
     """
-    from ..samples import sample_images
-
     cal = resolve_images(calib) if calib is not None else sample_images()
     if calib_count is not None:
         if calib_count < 1:

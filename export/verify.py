@@ -9,6 +9,7 @@ import numpy as np
 
 from ..compare import PRECISION_BUDGETS, TapError, compare
 from ..contracts import Tap
+from ..engine.extractor import Extractor
 from .reference import reference_features
 
 FP32_REL_L2_TOL = PRECISION_BUDGETS["fp32"].rel_l2
@@ -33,8 +34,6 @@ def verify_export(model_path: str | Path, net, taps: tuple[Tap, ...], batch: np.
                   tolerance: float = FP32_REL_L2_TOL, provider: str = "cpu") -> Verification:
     """Run ``model_path`` with ONNX Runtime and ``net`` with clone hooks on ``batch``
     ``(N, 3, H, W) float32``; per-tap max abs and relative L2 error (rel L2 <= ``tolerance`` passes)."""
-    from ..engine.extractor import Extractor
-
     with Extractor(model_path, provider=provider) as ex:
         outs = ex.run(batch)
         used = ex.provider

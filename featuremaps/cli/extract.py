@@ -13,6 +13,7 @@ from ..engine.extractor import Extractor
 from ..engine.hashing import file_sha256
 from ..engine.inputs import collect_inputs
 from ..engine.pipeline import run_extraction
+from ..engine.ray_engine import init_ray, run_extraction_ray  # imports ray only when called
 from ..engine.store import FeatureStore, output_shapes
 from ..errors import ArgumentError, ExtractionError, StoreError
 from ._args import ModelSpec, add_model_args, folder_arg, positive_int, resolve_model
@@ -88,8 +89,6 @@ def _check_ray_args(args) -> None:
 
 
 def _run_ray(args, store, model_path: Path, bar):
-    from ..engine.ray_engine import init_ray, run_extraction_ray  # imports ray only when called
-
     started = init_ray(args.ray_address, verbose=args.verbose)
     try:
         return run_extraction_ray(store, model_path, actors=args.actors, gpus_per_actor=args.gpus_per_actor,

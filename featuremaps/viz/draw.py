@@ -16,6 +16,7 @@ import numpy as np
 from ..contracts import Tap
 from ..engine.preprocess import decode_image, resize_pil_bilinear
 from ..errors import ArgumentError, ImageDecodeError, InputError
+from .figures import channel_figure, diff_figure, montage_figure, overview_figure
 from .mapstats import select_channels
 
 DPI = 80
@@ -77,8 +78,6 @@ def draw_figures(maps: dict[str, np.ndarray], taps: tuple[Tap, ...], image: np.n
     ``weights``: words for the weights (see :func:`weights_label`); ``reference``: PyTorch maps
     for the parity figure, or None.
     """
-    from .figures import channel_figure, diff_figure, montage_figure, overview_figure
-
     _check_maps(maps, taps + options.montage)
     stem = Path(name).stem
     label = f"{name}: {model}, weights {weights}"
