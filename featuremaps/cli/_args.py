@@ -23,7 +23,8 @@ from ..export.taps import MODELS, parse_taps
 
 DEFAULT_LAYERS = "0,5,10,17,28"
 SEED_MAX = 2**32 - 1  # numpy and torch seeds are 32-bit
-INPUT_SIZE_MIN, INPUT_SIZE_MAX = 32, 4096  # VGG halves the input five times; 4096² is ~2 GB of fp32 maps
+# VGG halves the input five times (>= 32); at 4096² features.0 alone is 4.3 GB of fp32 per image
+INPUT_SIZE_MIN, INPUT_SIZE_MAX = 32, 4096
 CHANNELS_MAX = 64  # one figure row; --montage TAP shows every channel of a tap
 
 # kept for cmd_<name>.py modules written against the old featuremaps/cli.py; raise ArgumentError
@@ -65,7 +66,7 @@ positive_int = int_in(1, None, "value")
 def file_arg(text: str) -> str:
     """An output *file* path: not an existing folder (its parent is created when written)."""
     if Path(text).is_dir():
-        raise argparse.ArgumentTypeError(f"{text!r} is a folder; give a file path (e.g. {text.rstrip('/')}/out.onnx)")
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder; give a file path inside it")
     return text
 
 
