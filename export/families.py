@@ -48,13 +48,18 @@ class Family:
     is the position in that order, so "deepest tap" means the largest index). ``shorthand``
     maps a bare integer to a layer name where the family has one (``17`` -> ``features.17``).
     ``min_input`` is the smallest square input every layer still has a spatial extent for.
+    ``head``/``logits_node`` say which weights and node the classifier is: a graph cut before
+    it needs none of them (so a fine-tuned head of another shape still loads).
     """
 
     name: str
     models: tuple[str, ...]
     layers: Callable[[str, int], tuple[Tap, ...]]
     min_input: int
+    head: str  # state_dict prefix of the classifier head; a cut graph never reads it
+    logits_node: str  # the FX node whose output is the logits
     shorthand: str | None = None  # format string for a bare integer, e.g. "features.{}"
+    sequential: bool = False  # every tap is a distinct submodule called once (hooks can tap it)
 
 
 def _conv_out(h: int, k: int, s: int, p: int) -> int:
@@ -192,9 +197,12 @@ def list_families() -> tuple[Family, ...]:
 
 
 register_family(Family("vgg", tuple(_VGG_CFGS) + tuple(f"{m}_bn" for m in _VGG_CFGS), _vgg_layers,
-                       min_input=32, shorthand="features.{}"))
-register_family(Family("resnet", tuple(_RESNET_CFGS), _resnet_layers, min_input=32))
-register_family(Family("alexnet", ("alexnet",), _alexnet_layers, min_input=63, shorthand="features.{}"))
+                       min_input=32, head="classifier.", logits_node="classifier.6", shorthand="features.{}",
+                       sequential=True))
+register_family(Family("resnet", tuple(_RESNET_CFGS), _resnet_layers, min_input=32, head="fc.",
+                       logits_node="fc"))
+register_family(Family("alexnet", ("alexnet",), _alexnet_layers, min_input=63, head="classifier.",
+                       logits_node="classifier.6", shorthand="features.{}", sequential=True))
 
 
 def family_of(model: str) -> Family:

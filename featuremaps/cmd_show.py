@@ -114,7 +114,7 @@ def reference_maps(meta: dict, batch: np.ndarray, taps: tuple[Tap, ...]) -> dict
     """The PyTorch clone-hook reference for ``batch``, rebuilding the net from the metadata's
     weights (its SHA-256 must match, so the reference is the exported network)."""
     from .bench.reference import reference_features
-    from .export.zoo import WeightsError, build_model, state_dict_sha256
+    from .export.zoo import WeightsError, build_model, weight_hashes
 
     w = meta["weights"]
     source = w.get("source")
@@ -125,13 +125,11 @@ def reference_maps(meta: dict, batch: np.ndarray, taps: tuple[Tap, ...]) -> dict
         net, info = build_model(meta["model"], source, w.get("seed") or 0, need_classifier=bool(meta["logits"]))
     except WeightsError as e:
         raise CLIError(f"--diff cannot rebuild the PyTorch reference: {e}")
-    # the export hashed either the features alone or features + classifier (when it was handed
-    # a full net); accept either, so the reference is provably the exported network
-    if w.get("sha256") != info.sha256:
-        other = ("features.",) if meta["logits"] else ("features.", "classifier.")
-        if w.get("sha256") != state_dict_sha256({k: v for k, v in net.state_dict().items() if k.startswith(other)}):
-            raise CLIError(f"--diff: rebuilt {source} weights do not match the exported ones "
-                           f"(sha256 {info.sha256[:12]} vs {str(w.get('sha256'))[:12]})")
+    # the export hashed the weights its graph reads, or all of them (when it was handed a full
+    # net); accept either, so the reference is provably the exported network
+    if w.get("sha256") not in weight_hashes(net, meta["model"]):
+        raise CLIError(f"--diff: rebuilt {source} weights do not match the exported ones "
+                       f"(sha256 {info.sha256[:12]} vs {str(w.get('sha256'))[:12]})")
     ref = reference_features(net, batch, taps)
     return {t.name: ref[t.name][0] for t in taps}
 
