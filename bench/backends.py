@@ -142,7 +142,7 @@ def make_torch_compile(net, taps: tuple[Tap, ...], *, batch_sizes: tuple[int, ..
 
     t0 = time.perf_counter()
     try:
-        module = _tap_module(net.features, taps).to(device)
+        module = _tap_module(net, taps).to(device)
         compiled = torch.compile(module, dynamic=False)
     except Exception as e:  # noqa: BLE001 - any failure means "cannot run here"
         return Skipped("torch-compile", f"torch.compile failed: {type(e).__name__}: {_first_line(e)}")

@@ -38,7 +38,7 @@ def load_reference_net(meta: dict, weights: str | None = None):
     :class:`ReferenceWeightsError` is raised: a reference with other weights proves nothing.
     Returns ``(net, WeightsInfo)``.
     """
-    from ..export.zoo import build_model
+    from ..export.zoo import build_model, weight_hashes
 
     rec = meta.get("weights") or {}
     source = weights or rec.get("source") or "random"
@@ -48,24 +48,13 @@ def load_reference_net(meta: dict, weights: str | None = None):
             f"the model was exported from weights file {source!r}, which is not here; "
             "pass it with --weights PATH")
     net, info = build_model(meta["model"], source, seed, need_classifier=bool(meta.get("logits")))
-    if rec.get("sha256") and rec["sha256"] not in _weight_hashes(net, info):
+    if rec.get("sha256") and rec["sha256"] not in weight_hashes(net, meta["model"]) | {info.sha256}:
         raise ReferenceWeightsError(
             f"weights {source!r} (sha256 {info.sha256[:12]}) are not the ones the model was exported "
             f"from (sha256 {rec['sha256'][:12]}); pass the right file with --weights PATH")
     if rec.get("sha256"):  # report the hash in the metadata's convention (it matched)
         info = dataclasses.replace(info, sha256=rec["sha256"])
     return net, info
-
-
-def _weight_hashes(net, info) -> set[str]:
-    """SHA-256s the metadata may record for ``net``: over ``features.*`` only, or over features and
-    classifier (an exporter that built the whole network hashes both, even for a cut graph)."""
-    from ..export.zoo import state_dict_sha256
-
-    state = net.state_dict()
-    both = {k: v for k, v in state.items() if k.startswith(("features.", "classifier."))}
-    feats = {k: v for k, v in both.items() if k.startswith("features.")}
-    return {info.sha256, state_dict_sha256(feats), state_dict_sha256(both)}
 
 
 # ---------------------------------------------------------------- model parity

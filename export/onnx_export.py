@@ -20,6 +20,7 @@ from pathlib import Path
 # the metadata readers live with the contract types; re-exported here for older imports
 from ..contracts import (METADATA_KEY, Preprocessing, Tap, load_proto_metadata,  # noqa: F401
                          metadata_from_session, read_metadata)
+from .families import family_of
 from .taps import IMAGENET_MEAN, IMAGENET_STD, parse_taps
 
 log = logging.getLogger(__name__)
@@ -37,46 +38,28 @@ class ExportResult:
     size_bytes: int
 
 
-def _tap_module(features, taps: tuple[Tap, ...], classifier_head=None):
-    """An nn.Module returning the taps (in the order given), plus logits if a head is given."""
-    import torch
-    from torch import nn
+def _tap_module(net, taps: tuple[Tap, ...], *, logits_node: str | None = None):
+    """An nn.Module returning the taps (in the order given), plus logits if ``logits_node`` is given.
 
-    deepest = max(t.index for t in taps)
-    last = len(features) - 1 if classifier_head is not None else deepest
-    # Copy, then turn in-place ops off: traced in place, ReLU would overwrite a conv tap
-    # before it is returned (the seed's hazard, now inside the graph).
-    body = copy.deepcopy(features[: last + 1])
+    Built with torchvision's ``create_feature_extractor`` on a copy of ``net`` whose in-place
+    ops are switched off: traced in place, a ReLU would overwrite a conv or BatchNorm tap before
+    it is returned (the seed's hazard, inside the graph). The FX graph drops every node the
+    outputs do not need, so the graph is cut after the deepest tap.
+    """
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    body = copy.deepcopy(net).eval()
     for m in body.modules():
         if getattr(m, "inplace", False):
             m.inplace = False
-    wanted = {t.index: t.name for t in taps}
-    order = [t.name for t in taps]
-
-    class TapNet(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.features = body
-            self.head = classifier_head
-
-        def forward(self, x: torch.Tensor):
-            outs = {}
-            for i, layer in enumerate(self.features):
-                x = layer(x)
-                if i in wanted:
-                    outs[wanted[i]] = x
-            result = [outs[name] for name in order]
-            if self.head is not None:
-                result.append(self.head(x))
-            return tuple(result)
-
-    return TapNet().eval()
-
-
-def _classifier_head(net):
-    from torch import nn
-
-    return nn.Sequential(copy.deepcopy(net.avgpool), nn.Flatten(1), copy.deepcopy(net.classifier)).eval()
+    order = [t.name for t in taps] + ([logits_node] if logits_node else [])
+    module = create_feature_extractor(body, return_nodes={n: n for n in order})
+    # return a tuple in the order asked (ONNX outputs are positional); parameters keep their
+    # torchvision names (features.7.weight), which the int8 and fp16 passes and tests rely on
+    out = next(n for n in module.graph.nodes if n.op == "output")
+    out.args = (tuple(out.args[0][name] for name in order),)
+    module.recompile()
+    return module.eval()
 
 
 def _versions() -> dict:
@@ -96,7 +79,8 @@ def build_metadata(model: str, taps: tuple[Tap, ...], input_size: int, weights: 
     outputs = [t.name for t in taps] + ([LOGITS_NAME] if logits else [])
     return {"format": "featuremaps/1", "model": model, "input": INPUT_NAME, "input_size": input_size,
             "outputs": outputs, "taps": [t.to_dict() for t in taps], "logits": logits,
-            "cut_after": None if logits else max(t.index for t in taps),
+            "family": family_of(model).name,
+            "cut_after": None if logits else max(taps, key=lambda t: t.index).name,
             "weights": weights, "preprocessing": pre.to_dict(), "precision": "fp32",
             "reductions": {}, "versions": _versions(),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
@@ -105,7 +89,8 @@ def build_metadata(model: str, taps: tuple[Tap, ...], input_size: int, weights: 
 def export_model(taps="0,5,10,17,28", output="models/vgg16.onnx", *, model: str = "vgg16",
                  weights: str = "random", seed: int = 0, input_size: int = 224,
                  logits: bool = False, net=None, weights_info=None) -> ExportResult:
-    """Export ``model`` with ``taps`` as ONNX outputs named ``features.i``; batch is dynamic.
+    """Export ``model`` with ``taps`` as ONNX outputs named by tap (``features.17``,
+    ``layer3.5.relu_2``); batch is dynamic.
 
     The graph stops at the deepest tap unless ``logits=True``. ``weights`` is ``"random"``
     (seeded by ``seed``), ``"imagenet"`` or a ``.pth``/``.safetensors`` path; pass ``net``
@@ -123,7 +108,7 @@ def export_model(taps="0,5,10,17,28", output="models/vgg16.onnx", *, model: str 
     taps = parse_taps(taps, model, input_size)
     if net is None:
         net, weights_info = build_model(model, weights, seed, need_classifier=logits)
-    module = _tap_module(net.features, taps, _classifier_head(net) if logits else None)
+    module = _tap_module(net, taps, logits_node=family_of(model).logits_node if logits else None)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     names = [t.name for t in taps] + ([LOGITS_NAME] if logits else [])

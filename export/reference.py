@@ -1,7 +1,12 @@
-"""The PyTorch forward-hook reference that every exported graph is checked against.
+"""The PyTorch reference that every exported graph is checked against.
 
 :func:`reference_features` hooks the *unmodified* torchvision model and ``clone()``s each
-tapped module output, so a later ``ReLU(inplace=True)`` cannot overwrite it.
+tapped module output, so a later ``ReLU(inplace=True)`` cannot overwrite it. That works where
+every tap is a submodule of one ``nn.Sequential`` called once (VGG, AlexNet: the seed's
+approach). Other families tap values that are not module outputs (``layer1.0.add``) or modules
+called twice (a ResNet block's ``relu``, ``relu_1``): there the reference is torchvision's
+``create_feature_extractor`` on a copy with in-place ops switched off, as the tap contract
+demands (the value before any later in-place op).
 :func:`seed_features` keeps the seed article's behaviour (``output.detach()`` without a
 clone) for comparison: for a conv tap followed by an in-place ReLU it returns the
 post-ReLU map, so the seed's "layer 0" pictures are really ``features.1``.
@@ -22,6 +27,35 @@ class _StopForward(Exception):
 
 def _module(model, tap: Tap):
     return model.get_submodule(tap.name)
+
+
+def hooks_can_tap(model, taps: tuple[Tap, ...]) -> bool:
+    """True when every tap is a child of ``model.features``, an ``nn.Sequential`` that calls
+    each child once, so a forward hook sees exactly the tap's value."""
+    from torch import nn
+
+    seq = getattr(model, "features", None)
+    return isinstance(seq, nn.Sequential) and all(
+        t.name.startswith("features.") and t.name.count(".") == 1 for t in taps)
+
+
+def _fx_features(model, batch, taps: tuple[Tap, ...], full: bool) -> dict:
+    import copy
+
+    import torch
+    from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
+
+    body = copy.deepcopy(model).eval()
+    for m in body.modules():
+        if getattr(m, "inplace", False):
+            m.inplace = False  # the tap contract: the value before any later in-place op
+    nodes = [t.name for t in taps]
+    if full:  # run the whole network, as the seed does
+        nodes.append(get_graph_node_names(body)[1][-1])
+    extractor = create_feature_extractor(body, return_nodes={n: n for n in dict.fromkeys(nodes)})
+    with torch.inference_mode():
+        out = extractor(_to_tensor(batch))
+    return {t.name: out[t.name] for t in taps}
 
 
 @contextmanager
@@ -59,7 +93,9 @@ def _to_tensor(x):
 
 
 def reference_features(model, batch, taps: tuple[Tap, ...], *, full: bool = False) -> dict[str, np.ndarray]:
-    """Tap outputs of ``model`` on ``batch`` ``(N, 3, H, W) float32``, cloned at the hook.
+    """Tap outputs of ``model`` on ``batch`` ``(N, 3, H, W) float32``: cloned at a forward hook
+    where hooks can tap them (VGG, AlexNet), else from torchvision's ``create_feature_extractor``
+    on an in-place-free copy (ResNet).
 
     The forward pass stops after the deepest tap unless ``full=True`` (which also runs the
     classifier, as the seed does). Returns tap name -> ``(N, C, H, W) float32`` numpy array.
@@ -73,6 +109,8 @@ def reference_features(model, batch, taps: tuple[Tap, ...], *, full: bool = Fals
     """
     import torch
 
+    if not hooks_can_tap(model, taps):
+        return {k: v.cpu().numpy() for k, v in _fx_features(model, batch, taps, full).items()}
     with torch.inference_mode(), tap_hooks(model, taps, stop_after_deepest=not full) as store:
         try:
             model(_to_tensor(batch))

@@ -13,72 +13,57 @@ from __future__ import annotations
 
 from ..contracts import Tap
 from ..errors import LayerError  # noqa: F401 - re-exported (featuremaps.export.LayerError)
+from .families import all_models, family_layers, family_of
 
-# torchvision's VGG configurations: channel counts, "M" = MaxPool2d(2, 2).
-_VGG_CFGS: dict[str, tuple] = {
-    "vgg11": (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
-    "vgg13": (64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
-    "vgg16": (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"),
-    "vgg19": (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",
-              512, 512, 512, 512, "M", 512, 512, 512, 512, "M"),
-}
-MODELS = tuple(_VGG_CFGS)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-_CLASSIFIER_MACS = 512 * 7 * 7 * 4096 + 4096 * 4096 + 4096 * 1000
+MODELS = all_models()
 
 
 def model_layers(model: str = "vgg16", input_size: int = 224) -> tuple[Tap, ...]:
-    """Every tappable ``features.i`` layer of a zoo model at ``input_size`` (square input)."""
-    cfg = _VGG_CFGS.get(model.lower())
-    if cfg is None:
-        raise LayerError(f"unknown model {model!r}; the zoo has {', '.join(MODELS)} "
-                         "(or pass the path of an exported .onnx file)")
-    if input_size < 32:
-        raise LayerError(f"input size {input_size} is too small: VGG halves it five times; use >= 32")
-    rows: list[tuple[str, str, tuple[int, int, int], int]] = []
-    c, hw, macs, block, conv_in_block = 3, input_size, 0, 1, 0
-    for v in cfg:
-        if v == "M":
-            hw //= 2
-            rows.append(("MaxPool2d", f"pool{block}", (c, hw, hw), macs))
-            block, conv_in_block = block + 1, 0
-            continue
-        conv_in_block += 1
-        macs += hw * hw * v * c * 9
-        c = v
-        rows.append(("Conv2d", f"conv{block}_{conv_in_block}", (c, hw, hw), macs))
-        rows.append(("ReLU", f"relu{block}_{conv_in_block}", (c, hw, hw), macs))
-    total = macs + _CLASSIFIER_MACS
-    return tuple(Tap(name=f"features.{i}", index=i, alias=alias, kind=kind, shape=shape,
-                     macs=m, total_macs=total)
-                 for i, (kind, alias, shape, m) in enumerate(rows))
+    """Every tappable layer of a zoo model at ``input_size`` (square input), in execution order."""
+    return family_layers(model, input_size)
 
 
 def parse_taps(spec: str | int | Tap | list | tuple, model: str = "vgg16",
                input_size: int = 224) -> tuple[Tap, ...]:
     """Parse a layer selection into taps, in the order given.
 
-    Accepts ``"0,5,10,17,28"``, ``"features.17"``, VGG aliases (``conv4_1``, ``relu4_1``,
-    ``pool4``; case-insensitive), or a list of any of these.
+    Accepts torchvision FX node names (``features.17``, ``layer4.2.relu_2``), aliases
+    (``conv4_1``, ``relu4_1``, ``pool4`` for VGG; ``layer1``..``layer4``, ``stem`` for ResNet;
+    case-insensitive), bare integers where the family has them (``17`` = ``features.17``), or
+    a list of any of these.
 
     >>> [t.name for t in parse_taps("0,conv4_1,pool5")]
     ['features.0', 'features.17', 'features.30']
+    >>> [t.name for t in parse_taps("layer1,layer3.5.relu_2", "resnet50")]
+    ['layer1.2.relu_2', 'layer3.5.relu_2']
     """
     layers = model_layers(model, input_size)
+    fam = family_of(model)
     by_key: dict[str, Tap] = {}
     for t in layers:
-        by_key[str(t.index)] = by_key[t.name] = by_key[t.alias] = t
+        by_key[t.name.lower()] = t
+        if t.alias:
+            by_key.setdefault(t.alias.lower(), t)
+    if fam.shorthand:
+        for t in layers:
+            if t.name.startswith(fam.shorthand.format("")):
+                by_key.setdefault(t.name.rsplit(".", 1)[1], t)
+    if fam.shorthand:
+        span = f"{fam.shorthand.format('')}0-{len(layers) - 1}"
+        hint = f"or 0-{len(layers) - 1}, {', '.join(t.alias for t in layers[:3] if t.alias)}, ..."
+    else:
+        span = f"{layers[0].name} .. {layers[-1].name}"
+        hint = "aliases " + ", ".join([t.alias for t in layers if t.alias][-6:])
     items = _split(spec)
     if not items:
-        raise LayerError(f"no layers given; pick from features.0-{len(layers) - 1} "
-                         f"(see `featuremaps layers --model {model}`)")
+        raise LayerError(f"no layers given; pick from {span} (see `featuremaps layers --model {model}`)")
     taps: list[Tap] = []
     for item in items:
         tap = item if isinstance(item, Tap) else by_key.get(str(item).strip().lower())
         if tap is None:
-            raise LayerError(f"unknown layer {str(item).strip()!r}; {model} has features.0-"
-                             f"{len(layers) - 1} (or 0-{len(layers) - 1}, conv1_1, relu1_1, pool1, ...), "
+            raise LayerError(f"unknown layer {str(item).strip()!r}; {model} has {span} ({hint}), "
                              f"see `featuremaps layers --model {model}`")
         if tap in taps:
             raise LayerError(f"layer {tap.name} is selected twice; list each layer once")

@@ -11,14 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..engine.hashing import file_sha256
-from .taps import MODELS, LayerError
 from ..errors import WeightsError, require
+from .families import family_of
 
 log = logging.getLogger(__name__)
 
-# torchvision's checkpoint file names, as they appear in the torch hub cache.
-IMAGENET_FILES = {"vgg11": "vgg11-8a719046.pth", "vgg13": "vgg13-19584684.pth",
-                  "vgg16": "vgg16-397923af.pth", "vgg19": "vgg19-dcbb9e9d.pth"}
 
 
 @dataclass(frozen=True)
@@ -36,11 +33,17 @@ class WeightsInfo:
                 "file_sha256": self.file_sha256}
 
 
+def _imagenet_enum(model: str):
+    import torchvision
+
+    return torchvision.models.get_model_weights(model).IMAGENET1K_V1
+
+
 def hub_checkpoint_path(model: str) -> Path:
     """Where torchvision keeps (or would keep) the ImageNet checkpoint for ``model``."""
     import torch
 
-    return Path(torch.hub.get_dir()) / "checkpoints" / IMAGENET_FILES[model]
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(_imagenet_enum(model).url).name
 
 
 def state_dict_sha256(state: dict) -> str:
@@ -57,9 +60,7 @@ def imagenet_state(model: str) -> dict:
     import contextlib
     import io
 
-    import torchvision
-
-    enum = getattr(torchvision.models, f"{model.upper()}_Weights").IMAGENET1K_V1
+    enum = _imagenet_enum(model)
     try:
         # torch.hub writes a "Downloading ..." line to stderr even with progress=False
         with contextlib.redirect_stderr(io.StringIO()):
@@ -67,7 +68,7 @@ def imagenet_state(model: str) -> dict:
     except Exception as e:  # URLError, socket errors, HTTP errors: all mean "cannot fetch"
         raise WeightsError(
             f"ImageNet weights for {model} are not available offline ({type(e).__name__}); put "
-            f"{IMAGENET_FILES[model]} into {hub_checkpoint_path(model).parent} or use "
+            f"{hub_checkpoint_path(model).name} into {hub_checkpoint_path(model).parent} or use "
             "--weights random [--seed N] or --weights PATH.pth|.safetensors") from None
 
 
@@ -106,41 +107,59 @@ def load_state_file(path: str | Path) -> dict:
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
-def _check_keys(model, state: dict, needed_prefixes: tuple[str, ...], source: str) -> None:
-    want = {k for k in model.state_dict() if k.startswith(needed_prefixes)}
-    missing = sorted(want - set(state))
-    unknown = sorted(set(state) - set(model.state_dict()))
+def _check_keys(model, state: dict, head: str, needed: set[str], source: str) -> dict:
+    """The entries of ``state`` to load: every ``needed`` key with its shape; head keys
+    (``head`` prefix) that are not needed may differ or be missing (a fine-tuned classifier)."""
+    own = model.state_dict()
+    missing = sorted(needed - set(state))
+    unknown = sorted(k for k in set(state) - set(own) if not k.startswith(head))
     if missing or unknown:
         what = (f"missing {', '.join(missing[:3])}" if missing else "") + \
                (" and " if missing and unknown else "") + \
                (f"unexpected {', '.join(unknown[:3])}" if unknown else "")
         raise WeightsError(f"weights from {source} do not fit {type(model).__name__}: {what}; "
                            "use a state_dict saved from the same torchvision architecture")
-    for k in want:
-        if tuple(state[k].shape) != tuple(model.state_dict()[k].shape):
+    for k in sorted(needed):
+        if tuple(state[k].shape) != tuple(own[k].shape):
             raise WeightsError(f"weights from {source}: {k} has shape {tuple(state[k].shape)}, "
-                               f"the model needs {tuple(model.state_dict()[k].shape)}")
+                               f"the model needs {tuple(own[k].shape)}")
+    return {k: v for k, v in state.items() if k in needed}
+
+
+def used_keys(state_keys, head: str, need_classifier: bool) -> set[str]:
+    """The state_dict keys a graph reads: all of them with the classifier, else all but the head's."""
+    return {k for k in state_keys if need_classifier or not k.startswith(head)}
+
+
+def weight_hashes(net, model: str) -> set[str]:
+    """SHA-256s an export of ``net`` may record: over the weights a cut graph reads (all but the
+    classifier head) or over all of them (an exporter handed a full network hashes both)."""
+    state = net.state_dict()
+    head = family_of(model).head
+    return {state_dict_sha256({k: v for k, v in state.items() if k in used_keys(state, head, need)})
+            for need in (False, True)}
 
 
 def build_model(model: str = "vgg16", weights: str = "random", seed: int = 0,
                 need_classifier: bool = True):
-    """A torchvision model in eval mode with the given weights.
+    """A torchvision model of any registered family, in eval mode, with the given weights.
 
     ``weights``: ``"random"`` (seeded torchvision init), ``"imagenet"`` (torchvision's
     IMAGENET1K_V1, from the torch hub cache when offline) or a ``.pth``/``.safetensors`` path.
-    ``need_classifier=False`` lets a file hold only ``features.*`` (enough for a cut graph).
-    Returns ``(module, WeightsInfo)``. Without torch: :class:`DependencyError` naming the extra.
+    ``need_classifier=False`` lets a file leave out or change the classifier head (enough for a
+    cut graph: a fine-tuned head of another shape loads). ``WeightsInfo.sha256`` hashes the
+    weights the graph reads. Returns ``(module, WeightsInfo)``. Without torch:
+    :class:`DependencyError` naming the extra.
     """
     torch = require("torch", extra="export", what="building a PyTorch model")
     torchvision = require("torchvision", extra="export", what="building a PyTorch model")
 
+    fam = family_of(model)
     name = model.lower()
-    if name not in MODELS:
-        raise LayerError(f"unknown model {model!r}; the zoo has {', '.join(MODELS)}")
     torch.manual_seed(seed)
-    net = getattr(torchvision.models, name)(weights=None)
+    net = torchvision.models.get_model(name, weights=None)
+    needed = used_keys(net.state_dict(), fam.head, need_classifier)
     file_hash = None
-    prefixes = ("features.", "classifier.") if need_classifier else ("features.",)
     if weights == "random":
         source = "random"
     else:
@@ -149,10 +168,9 @@ def build_model(model: str = "vgg16", weights: str = "random", seed: int = 0,
         else:
             state, source = load_state_file(weights), str(weights)
             file_hash = file_sha256(weights)
-        _check_keys(net, state, prefixes, source)
-        net.load_state_dict(state, strict=False)
+        net.load_state_dict(_check_keys(net, state, fam.head, needed, source), strict=False)
     net.eval()
-    used = {k: v for k, v in net.state_dict().items() if k.startswith(prefixes)}
+    used = {k: v for k, v in net.state_dict().items() if k in needed}
     info = WeightsInfo(source=source, sha256=state_dict_sha256(used),
                        seed=seed if weights == "random" else None, file_sha256=file_hash)
     return net, info

@@ -25,7 +25,7 @@ from ..engine.store import open_store
 from ..errors import ArgumentError, InputError, StoreError
 from ..export.reference import reference_features
 from ..export.taps import parse_taps
-from ..export.zoo import build_model, state_dict_sha256
+from ..bench.parity import load_reference_net
 from ..viz.draw import ShowOptions, load_image, show_maps, weights_label
 from ..viz.mapstats import SCALE_MODES, SELECT_MODES, tap_stats
 from ._args import (CHANNELS_MAX, DEFAULT_LAYERS, ModelSpec, add_model_args, check_not_both, folder_arg,
@@ -79,19 +79,7 @@ def extract_maps(model_path: Path, image_path: Path, *, layers: str | None, mont
 def reference_maps(meta: dict, batch: np.ndarray, taps: tuple[Tap, ...]) -> dict[str, np.ndarray]:
     """The PyTorch clone-hook reference for ``batch``, rebuilding the net from the metadata's
     weights (its SHA-256 must match, so the reference is the exported network)."""
-    w = meta["weights"]
-    source = w.get("source")
-    if source not in ("random", "imagenet") and not Path(str(source)).is_file():
-        raise InputError(f"--diff needs the PyTorch weights the model was exported with ({source}); "
-                       "that file is not here")
-    net, info = build_model(meta["model"], source, w.get("seed") or 0, need_classifier=bool(meta["logits"]))
-    # the export hashed either the features alone or features + classifier (when it was handed
-    # a full net); accept either, so the reference is provably the exported network
-    if w.get("sha256") != info.sha256:
-        other = ("features.",) if meta["logits"] else ("features.", "classifier.")
-        if w.get("sha256") != state_dict_sha256({k: v for k, v in net.state_dict().items() if k.startswith(other)}):
-            raise ArgumentError(f"--diff: rebuilt {source} weights do not match the exported ones "
-                           f"(sha256 {info.sha256[:12]} vs {str(w.get('sha256'))[:12]})")
+    net, _ = load_reference_net(meta)  # rebuilt from the metadata; its SHA-256 must match
     ref = reference_features(net, batch, taps)
     return {t.name: ref[t.name][0] for t in taps}
 

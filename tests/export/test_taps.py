@@ -60,8 +60,10 @@ def test_bad_layers_are_one_line_errors(spec, match):
 
 
 def test_unknown_model_and_tiny_input():
-    with pytest.raises(LayerError, match="unknown model 'resnet50'"):
-        parse_taps("0", model="resnet50")
+    with pytest.raises(LayerError, match="unknown model 'resnet9'"):
+        parse_taps("0", model="resnet9")
+    with pytest.raises(LayerError, match="unknown layer '0'; resnet50 has conv1 .. avgpool"):
+        parse_taps("0", model="resnet50")  # bare integers are a features-family shorthand
     with pytest.raises(LayerError, match="too small"):
         model_layers("vgg16", 16)
 
