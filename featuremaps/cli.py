@@ -23,6 +23,7 @@ COMMAND_MODULES: list[str] = [
     "featuremaps.cmd_bench",
     "featuremaps.cmd_extract",
     "featuremaps.cmd_show",
+    "featuremaps.cmd_verify",
 ]
 
 

@@ -50,33 +50,42 @@ def register(sub) -> None:
 
 def _open_or_create(args, paths: list[str], model_path: Path, extractor):
     from .engine.hashing import file_sha256
-    from .engine.store import FeatureStore, StoreError, output_shapes
+    from .engine.store import FeatureStore, output_shapes
 
     out = Path(args.output)
     sha = file_sha256(model_path)
+    meta = extractor.metadata
+    dtype = args.dtype or ("fp16" if meta.get("output_dtype") == "fp16" else "fp32")
     if out.exists():
         if not args.resume:
             raise CLIError(f"{out} already exists; add --resume to complete it, or choose a new -o path")
-        try:
-            store = FeatureStore.open(out, mode="r+")
-        except StoreError as e:
-            raise CLIError(str(e)) from None
-        if store.info.get("model_sha256") != sha:
-            raise CLIError(f"{out} was written with another model ({store.info.get('model_path')}); "
-                           "resume with the same --model, or choose a new -o path")
+        return _resume(out, args, paths, sha, dtype)
+    return FeatureStore.create(out, paths=paths, metadata=meta, shapes=output_shapes(meta, extractor.session),
+                               batch_size=args.batch_size, dtype=dtype, compression=args.compression,
+                               model_path=model_path.resolve(), model_sha256=sha)
+
+
+def _resume(out: Path, args, paths: list[str], sha: str, dtype: str):
+    """Open ``out`` locked, refuse other settings or inputs, drop dead temp files, and mark
+    batches with chunks that fail their checksum pending (the run redoes them)."""
+    from .engine.store import FeatureStore
+
+    store = FeatureStore.open(out, mode="r+", lock=True)
+    try:
+        store.check_settings(batch_size=args.batch_size, dtype=dtype, compression=args.compression,
+                             model_sha256=sha)
         if store.paths != paths:
             raise CLIError(f"the inputs differ from the list stored in {out} ({len(paths)} vs {len(store.paths)} "
                            "images); resume with the same inputs, or choose a new -o path")
         store.clean_partials()
-        return store
-    meta = extractor.metadata
-    dtype = args.dtype or ("fp16" if meta.get("output_dtype") == "fp16" else "fp32")
-    try:
-        return FeatureStore.create(out, paths=paths, metadata=meta, shapes=output_shapes(meta, extractor.session),
-                                   batch_size=args.batch_size, dtype=dtype, compression=args.compression,
-                                   model_path=model_path.resolve(), model_sha256=sha)
-    except StoreError as e:
-        raise CLIError(str(e)) from None
+        report = store.verify(repair=True)
+        if report.batches:
+            print(f"{out}: {len(report.damage)} damaged chunk(s); redoing batch(es) "
+                  f"{', '.join(map(str, report.batches))}", file=sys.stderr)
+    except BaseException:
+        store.close()
+        raise
+    return store
 
 
 def _check_ray_args(args) -> None:
@@ -114,12 +123,33 @@ def _resume_command() -> str:
     return "featuremaps " + " ".join(shlex.quote(a) for a in argv) + " --resume"
 
 
-def cmd_extract(args: argparse.Namespace) -> int:
+def _run(args, store, model_path: Path, ex):
     from tqdm import tqdm
 
+    from .engine.pipeline import ExtractionError, run_extraction
+
+    done = len(store) - sum(b - a for a, b in map(store.batch_rows, store.pending_batches()))
+    print(f"extracting {len(store)} images ({done} already done) with {ex.info.note} "
+          f"-> {store.path} [{store.dtype}, batch {store.batch_size}]", file=sys.stderr)
+    bar = tqdm(total=len(store), initial=done, unit="img", file=sys.stderr, disable=args.no_progress,
+               dynamic_ncols=True, smoothing=0.1)
+    try:
+        if args.engine == "ray":
+            return _run_ray(args, store, model_path, bar)
+        return run_extraction(store, ex.run, ex.preprocessing, workers=args.workers,
+                              strict=args.strict, progress=bar.update)
+    except ExtractionError as e:
+        raise CLIError(f"{e}; completed batches are kept, re-run with --resume") from None
+    except OSError as e:  # disk full, store folder removed, ...: the model's work so far is kept
+        raise CLIError(f"writing {store.path} failed ({e.strerror or e}); completed batches are kept: "
+                       "fix that and re-run with --resume") from None
+    finally:
+        bar.close()
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
     from .engine.extractor import Extractor
     from .engine.inputs import InputError, collect_inputs
-    from .engine.pipeline import ExtractionError, run_extraction
 
     try:
         paths = collect_inputs(args.inputs)
@@ -133,25 +163,10 @@ def cmd_extract(args: argparse.Namespace) -> int:
     with Extractor(model_path, provider=args.provider, threads=args.threads, max_batch=args.batch_size,
                    spin=False) as ex:
         store = _open_or_create(args, paths, model_path, ex)
-        done = len(store) - sum(b - a for a, b in map(store.batch_rows, store.pending_batches()))
-        print(f"extracting {len(store)} images ({done} already done) with {ex.info.note} "
-              f"-> {store.path} [{store.dtype}, batch {store.batch_size}]", file=sys.stderr)
-        bar = tqdm(total=len(store), initial=done, unit="img", file=sys.stderr, disable=args.no_progress,
-                   dynamic_ncols=True, smoothing=0.1)
         try:
-            if args.engine == "ray":
-                summary = _run_ray(args, store, model_path, bar)
-            else:
-                summary = run_extraction(store, ex.run, ex.preprocessing, workers=args.workers,
-                                         strict=args.strict, progress=bar.update)
-        except ExtractionError as e:
-            bar.close()
-            raise CLIError(f"{e}; completed batches are kept, re-run with --resume") from None
-        except OSError as e:  # disk full, store folder removed, ...: the model's work so far is kept
-            bar.close()
-            raise CLIError(f"writing {store.path} failed ({e.strerror or e}); completed batches are kept: "
-                           "fix that and re-run with --resume") from None
-        bar.close()
+            summary = _run(args, store, model_path, ex)
+        finally:
+            store.close()  # release the writer's lock
     mb = summary.bytes_written / 1e6
     print(f"{summary.ok} ok, {summary.errors} errors, {summary.pending} pending; {summary.images} images this run "
           f"at {summary.images_per_s:.1f} img/s; {mb:.1f} MB of features written "
