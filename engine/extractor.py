@@ -11,6 +11,7 @@ from ..export.onnx_export import metadata_from_session
 from ..export.taps import Tap
 from .preprocess import Preprocessing, load_batch
 from .session import make_session, provider_unavailable_reason
+from .validate import validate_model_file
 from ..errors import ModelFileError
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ class Extractor:
         if not self.model_path.is_file():
             raise ModelFileError(f"model {str(model_path)!r} not found; export one with "
                                     "`featuremaps export -o PATH.onnx`")
+        validate_model_file(self.model_path)  # a bad file or lying metadata: one ModelFileError line
         size = self._profile_input_size(provider)
         self.session, self.info = make_session(self.model_path, provider, threads=threads, spin=spin,
                                                input_shape=(3, size, size), max_batch=max_batch)

@@ -11,6 +11,9 @@ from pathlib import Path
 from .cli import CLIError, add_model_args, resolve_model
 
 
+DEFAULT_BATCH = 8
+
+
 def register(sub) -> None:
     p = sub.add_parser(
         "extract", help="extract feature maps of many images into a resumable Zarr store",
@@ -22,7 +25,8 @@ def register(sub) -> None:
                    help="image files, folders (searched recursively) or @list.txt (one path per line)")
     add_model_args(p)
     p.add_argument("-o", "--output", required=True, help="store path (a new folder, e.g. OUT.zarr)")
-    p.add_argument("--batch-size", type=int, default=8, help="images per model call and per chunk (default: 8)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help=f"images per model call (default: {DEFAULT_BATCH}; with --resume: the store's)")
     p.add_argument("--workers", type=int, default=2, help="decode threads (default: 2)")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all cores)")
     p.add_argument("--provider", default="auto", choices=("auto", "cpu", "cuda", "tensorrt"),
@@ -31,9 +35,9 @@ def register(sub) -> None:
                    help="stored dtype (default: the model's output dtype)")
     # Measured (bench/results/extract_bench.md): zstd shrinks full fp16 maps by only 12% and costs
     # ~20% end-to-end throughput on a CPU-bound machine; it pays off on reduced outputs (-42%).
-    p.add_argument("--compression", choices=("zstd", "none"), default="none",
-                   help="chunk compression (default: none; zstd saves ~12%% on full fp16 maps, ~40%% on "
-                        "reduced ones, and costs CPU)")
+    p.add_argument("--compression", choices=("zstd", "none"), default=None,
+                   help="chunk compression (default: none, with --resume the store's; zstd saves ~12%% on full "
+                        "fp16 maps, ~40%% on reduced ones, and costs CPU)")
     p.add_argument("--resume", action="store_true", help="complete an existing store (redo unfinished batches)")
     p.add_argument("--strict", action="store_true", help="stop at the first bad image instead of recording it")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -61,7 +65,8 @@ def _open_or_create(args, paths: list[str], model_path: Path, extractor):
             raise CLIError(f"{out} already exists; add --resume to complete it, or choose a new -o path")
         return _resume(out, args, paths, sha, dtype)
     return FeatureStore.create(out, paths=paths, metadata=meta, shapes=output_shapes(meta, extractor.session),
-                               batch_size=args.batch_size, dtype=dtype, compression=args.compression,
+                               batch_size=args.batch_size or DEFAULT_BATCH, dtype=dtype,
+                               compression=args.compression or "none",
                                model_path=model_path.resolve(), model_sha256=sha)
 
 
@@ -155,13 +160,13 @@ def cmd_extract(args: argparse.Namespace) -> int:
         paths = collect_inputs(args.inputs)
     except InputError as e:
         raise CLIError(str(e)) from None
-    if args.batch_size < 1 or args.workers < 1:
+    if (args.batch_size is not None and args.batch_size < 1) or args.workers < 1:
         raise CLIError("--batch-size and --workers must be >= 1")
     _check_ray_args(args)
     model_path = resolve_model(args)
     # spin=False: idle ONNX Runtime threads must not busy-wait while decode threads need the CPUs
-    with Extractor(model_path, provider=args.provider, threads=args.threads, max_batch=args.batch_size,
-                   spin=False) as ex:
+    with Extractor(model_path, provider=args.provider, threads=args.threads,
+                   max_batch=args.batch_size or DEFAULT_BATCH, spin=False) as ex:
         store = _open_or_create(args, paths, model_path, ex)
         try:
             summary = _run(args, store, model_path, ex)

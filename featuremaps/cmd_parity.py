@@ -61,7 +61,7 @@ def cmd_parity(args: argparse.Namespace) -> int:
     from .bench.reference import reference_features
     from .bench.stats import format_parity_table
     from .engine.preprocess import Preprocessing, load_batch
-    from .export.onnx_export import read_metadata
+    from .engine.validate import validate_model_file
     from .export.taps import Tap
 
     providers = _providers(args.providers)
@@ -69,7 +69,7 @@ def cmd_parity(args: argparse.Namespace) -> int:
         args.weights = args.weights or "random"
         args.seed = 0 if args.seed is None else args.seed
     path = resolve_model(args)
-    meta = read_metadata(path)
+    meta = validate_model_file(path)
     precision = meta.get("precision", "fp32")
     try:
         budget = budget_for(precision)
