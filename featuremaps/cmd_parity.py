@@ -57,7 +57,8 @@ def _image_paths(args) -> list[Path]:
 
 
 def cmd_parity(args: argparse.Namespace) -> int:
-    from .bench.parity import ReferenceWeightsError, budget_for, load_reference_net, model_parity, pipeline_gap
+    from .bench.parity import (ReferenceWeightsError, budget_for_model, load_reference_net, model_parity,
+                               pipeline_gap, reduce_reference)
     from .bench.reference import reference_features
     from .bench.stats import format_parity_table
     from .engine.preprocess import Preprocessing, load_batch
@@ -72,7 +73,7 @@ def cmd_parity(args: argparse.Namespace) -> int:
     meta = validate_model_file(path)
     precision = meta.get("precision", "fp32")
     try:
-        budget = budget_for(precision)
+        budget = budget_for_model(meta)
         net, info = load_reference_net(meta, args.weights)
     except (ValueError, ReferenceWeightsError) as e:
         raise CLIError(str(e)) from None
@@ -80,7 +81,7 @@ def cmd_parity(args: argparse.Namespace) -> int:
     pre = Preprocessing.from_dict(meta["preprocessing"])
     paths = _image_paths(args)
     batch = load_batch(paths, pre)
-    reference = reference_features(net, batch, taps)
+    reference = reduce_reference(reference_features(net, batch, taps), meta)
     results, engine_outs = model_parity(path, reference, batch, providers, budget)
 
     limits = f"rel L2 <= {budget.rel_l2:g}" + (f", cosine >= {budget.cosine:g}" if budget.cosine else "")
@@ -102,7 +103,7 @@ def cmd_parity(args: argparse.Namespace) -> int:
     if args.pipeline:
         if not engine_outs:
             raise CLIError("--pipeline needs at least one provider that ran; add cpu to --providers")
-        gap = pipeline_gap(paths, pre, batch, engine_outs, net, taps)
+        gap = pipeline_gap(paths, pre, batch, engine_outs, net, taps, meta)
         print(f"\npipeline gap (engine OpenCV decode + PIL-exact resize vs PIL + torchvision, "
               f"informational): pixels max |diff| {gap.pixel_max_abs} levels, mean {gap.pixel_mean_abs:.4f}, "
               f"{gap.pixels_differing:.2%} of values differ; input tensor max |diff| {gap.input_max_abs:.3g}")
