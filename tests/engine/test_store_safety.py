@@ -324,3 +324,23 @@ def test_non_utf8_path_round_trips_losslessly(reference, images):
     ds = xr.open_zarr(reference.path, consolidated=False)
     assert base64.b64decode(str(ds["path_bytes"].values[i])) == raw
     assert str(ds["paths"].values[i]).endswith("caf\\xe9-3.png")  # display form, escaped
+
+
+def _readme_blocks() -> list[str]:
+    text = (Path(__file__).parents[2] / "README.md").read_text()
+    section = text.split("### Reading a store without featuremaps", 1)[1].split("\n## ", 1)[0].split("\n### ", 1)[0]
+    return [b.split("```", 1)[0] for b in section.split("```python\n")[1:]]
+
+
+def test_readme_reading_examples_run_against_a_store(reference, tmp_path, monkeypatch):
+    blocks = _readme_blocks()
+    assert len(blocks) == 2
+    _copy(reference.path, tmp_path / "feats.zarr")
+    monkeypatch.chdir(tmp_path)
+    plain, with_xarray = {}, {}
+    exec(blocks[0], plain)  # noqa: S102 - the README's own example
+    exec(blocks[1], with_xarray)  # noqa: S102
+    assert plain["maps"].shape == (2, 64, 32, 32) and plain["status"] == ["ok"] * N_IMAGES
+    assert with_xarray["flags"] == {0: "pending", 1: "ok", 2: "error"}
+    np.testing.assert_array_equal(with_xarray["first_ok"], reference["features.0"][0])
+    assert with_xarray["raw_path"] == os.fsencode(reference.paths[0])
