@@ -528,7 +528,8 @@ class FeatureStore:
             full = np.zeros((stop - start, *self.info["outputs"][name]), dtype)
             if ok_rows:
                 full[ok_rows] = outputs[name]
-            self._group[name][start:stop] = full
+            # every chunk of a written batch lands on disk, zeros too: a missing one is damage
+            self._group[name].with_config({"write_empty_chunks": True})[start:stop] = full
             written += full.nbytes
         return written
 
@@ -580,10 +581,8 @@ def _write_layout(group, info: dict, paths: list[str]) -> None:
     group.create_array("errors", shape=(n,), dtype=str, **rows)
     codecs = ([ZstdCodec()] if info["compression"] == "zstd" else []) + crc
     for name, shape in info["outputs"].items():
-        # write_empty_chunks: a done batch always has its chunk on disk, so a missing one is damage
         group.create_array(name, shape=(n, *shape), chunks=(c, *shape), dtype=DTYPES[info["dtype"]], fill_value=0,
-                           compressors=codecs, dimension_names=dimension_names(name, tuple(shape)),
-                           config={"write_empty_chunks": True})
+                           compressors=codecs, dimension_names=dimension_names(name, tuple(shape)))
     group.attrs[ATTR_KEY] = info
 
 

@@ -179,6 +179,17 @@ def test_missing_chunk_of_a_done_batch_is_damage(reference, tmp_path, capsys):
     assert "features.0 chunk 0" in capsys.readouterr().out
 
 
+def test_all_zero_batch_is_written_and_verifies(tmp_path):
+    st = FeatureStore.create(tmp_path / "s.zarr", paths=["a", "b", "c"], metadata={}, shapes={"t.x": (2, 2, 2)},
+                             batch_size=3, compression="none")
+    st.close()
+    st = FeatureStore.open(tmp_path / "s.zarr", mode="r+", lock=True)  # a resumed writer, as in --resume
+    st.write_batch(0, {}, [], {0: "bad", 1: "bad", 2: "bad"})  # every row an error: all-zero maps
+    assert (tmp_path / "s.zarr" / "t.x" / "c" / "0" / "0" / "0" / "0").is_file()
+    assert st.verify().ok
+    st.close()
+
+
 # ---------------------------------------------------------------- damaged metadata
 
 
