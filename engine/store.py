@@ -181,6 +181,12 @@ def encode_path(p) -> tuple[str, str]:
     return raw.decode("utf-8", "backslashreplace"), base64.b64encode(raw).decode("ascii")
 
 
+def displayable(text: str) -> str:
+    """``text`` as valid UTF-8 for a zarr string: a path's undecodable bytes (surrogate-escaped
+    by ``os.fsdecode``) become ``\\xNN``."""
+    return os.fsencode(text).decode("utf-8", "backslashreplace") if isinstance(text, str) else str(text)
+
+
 def decode_path(b64: str) -> str:
     """The path as Python's ``os`` functions take it (``os.fsdecode``: surrogate-escaped)."""
     return os.fsdecode(base64.b64decode(b64))
@@ -540,7 +546,7 @@ class FeatureStore:
         msgs = np.full(stop - start, "", dtype=object)
         status = np.full(stop - start, OK, np.uint8)
         for row, msg in errors.items():
-            msgs[int(row)], status[int(row)] = msg, ERROR
+            msgs[int(row)], status[int(row)] = displayable(msg), ERROR
         self._group["errors"][start:stop] = msgs.astype(str)
         self._group["status"][start:stop] = status
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .store import FIXED_ARRAYS, PENDING, Damage
+from .store import FIXED_ARRAYS, PENDING, STORE_FORMAT, Damage
 
 
 def _chunk_file(store, name: str, ci: int, ndim: int):
@@ -37,11 +37,13 @@ def scan(store) -> tuple[list[Damage], int, list[str]]:
         else:
             codes[rows[0]:rows[1]] = group["status"][rows[0]:rows[1]]
     names = [a for a in (*FIXED_ARRAYS, "errors") if a in group] + store.outputs
+    # format/1 stores skipped all-zero chunks, so only format/2 guarantees a done batch's files
+    checks_missing = store.info.get("format") == STORE_FORMAT
     for name in names:
         arr = group[name]
         for ci, rows in chunks:
             done = (codes[rows[0]:rows[1]] != PENDING).any()
-            if name in store.outputs and done and not _chunk_file(store, name, ci, arr.ndim).is_file():
+            if name in store.outputs and done and checks_missing and not _chunk_file(store, name, ci, arr.ndim).is_file():
                 damage.append(Damage(name, ci, rows, "missing chunk"))
                 continue
             reason = _read(arr, rows)

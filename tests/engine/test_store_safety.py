@@ -190,6 +190,15 @@ def test_all_zero_batch_is_written_and_verifies(tmp_path):
     st.close()
 
 
+def test_error_message_holding_a_non_utf8_path_is_stored_escaped(tmp_path):
+    bad = os.fsdecode(b"/x/caf\xe9.png")
+    st = FeatureStore.create(tmp_path / "s.zarr", paths=[bad], metadata={}, shapes={"t": (2,)}, batch_size=1)
+    st.write_batch(0, {}, [], {0: f"{bad}: not a decodable image"})
+    assert open_store(tmp_path / "s.zarr").errors[0].message == "/x/caf\\xe9.png: not a decodable image"
+    assert open_store(tmp_path / "s.zarr").paths == [bad]
+    st.close()
+
+
 # ---------------------------------------------------------------- damaged metadata
 
 
