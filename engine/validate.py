@@ -32,23 +32,33 @@ def validate_model_file(path: str | Path) -> dict:
     """The checked metadata of the exported model at ``path`` (raises :class:`ModelFileError`).
 
     Reads the ONNX protobuf without external data (the graph's names and shapes and the
-    metadata; no session is built), so it is cheap next to building a session.
+    metadata; no session is built), so it is cheap next to building a session. ORT-format
+    files (``.ort``), or an install without the ``onnx`` package, are read with an unoptimized
+    onnxruntime CPU session instead.
 
     >>> validate_model_file("models/vgg16.onnx")["outputs"]  # doctest: +SKIP
     ['features.0', 'features.5', 'features.10', 'features.17', 'features.28']
     """
-    proto = _load_proto(Path(path))
-    meta = check_metadata(_raw_metadata(proto, path), path)
-    check_against_graph(meta, _graph_io(proto), path)
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"model {str(path)!r} not found; export one with `featuremaps export -o PATH.onnx`")
+    raw, io = _read_with_ort(path) if path.suffix == ".ort" or not _has_onnx() else _read_with_onnx(path)
+    meta = check_metadata(_parse_metadata(raw, path), path)
+    check_against_graph(meta, io, path)
     return meta
 
 
-def _load_proto(path: Path):
+def _has_onnx() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("onnx") is not None
+
+
+def _read_with_onnx(path: Path) -> tuple[str | None, dict]:
+    """``(metadata JSON or None, graph io)`` from the protobuf."""
     import onnx
     from google.protobuf.message import DecodeError
 
-    if not path.is_file():
-        raise ModelFileError(f"model {str(path)!r} not found; export one with `featuremaps export -o PATH.onnx`")
     try:
         proto = onnx.load_model(str(path), load_external_data=False)
     except (DecodeError, ValueError, RuntimeError, OSError, RecursionError) as e:
@@ -56,11 +66,26 @@ def _load_proto(path: Path):
                              f"{type(e).__name__}); {_FIX}") from None
     if not proto.graph.output or not proto.graph.input:
         raise ModelFileError(f"{path} is not an ONNX model with a graph (no inputs or outputs); {_FIX}")
-    return proto
-
-
-def _raw_metadata(proto, path) -> dict:
     raw = next((p.value for p in proto.metadata_props if p.key == METADATA_KEY), None)
+    return raw, _graph_io(proto)
+
+
+def _read_with_ort(path: Path) -> tuple[str | None, dict]:
+    """``(metadata JSON or None, session io)`` from an unoptimized CPU session."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    try:
+        sess = ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+    except Exception as e:  # noqa: BLE001 - onnxruntime raises InvalidProtobuf, Fail, InvalidGraph, ...
+        raise ModelFileError(f"{path} is not a readable ONNX model (truncated or another format: "
+                             f"{type(e).__name__}); {_FIX}") from None
+    return sess.get_modelmeta().custom_metadata_map.get(METADATA_KEY), session_io(sess)
+
+
+def _parse_metadata(raw: str | None, path) -> dict:
     if raw is None:
         raise ModelFileError(f"{path} has no featuremaps metadata; {_FIX}")
     try:

@@ -143,3 +143,25 @@ def test_schema_rejects_bool_and_nan():
     meta["taps"][0]["shape"] = [True, 32, 32]
     with pytest.raises(ModelFileError, match="has no valid 'shape'"):
         check_metadata(meta)
+
+
+@pytest.mark.parametrize("case", ["truncated", "random", "no-metadata", "not-json", "tap-shape-lies", "std-0"])
+def test_onnxruntime_reader_gives_the_same_errors(bad_models, case, monkeypatch):
+    """Without the onnx package (or for .ort files) the metadata is read with onnxruntime."""
+    from featuremaps.engine import validate
+
+    monkeypatch.setattr(validate, "_has_onnx", lambda: False)
+    assert validate.validate_model_file(GOOD)["outputs"] == ["features.0"]
+    path, match = bad_models[case]
+    with pytest.raises(ModelFileError, match=match):
+        validate.validate_model_file(path)
+
+
+def test_ort_format_model_validates(tmp_path):
+    from featuremaps.export.quantize import convert_ort_format
+
+    ort_path, _ = convert_ort_format(GOOD, tmp_path / "m.ort")
+    assert validate_model_file(ort_path)["outputs"] == ["features.0"]
+    (tmp_path / "cut.ort").write_bytes(ort_path.read_bytes()[:2000])
+    with pytest.raises(ModelFileError, match="not a readable ONNX model"):
+        validate_model_file(tmp_path / "cut.ort")
