@@ -217,6 +217,9 @@ class StoreLock:
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
             os.close(fd)
+            if holder == str(os.getpid()):
+                raise StoreError(f"{store_dir} is already open for writing in this process; close() that "
+                                 "FeatureStore (or use it as a context manager) first") from None
             raise StoreError(f"{store_dir} is being written by another process (pid {holder}); wait for it to "
                              "finish or stop it, then re-run with --resume") from None
         os.ftruncate(fd, 0)

@@ -106,6 +106,14 @@ def test_second_writer_is_refused_and_its_files_survive(reference, tmp_path, ima
     assert not other.exists()  # now the lock holder cleans up
 
 
+def test_second_writer_in_the_same_process_is_told_to_close_the_first(tmp_path):
+    st = FeatureStore.create(tmp_path / "s.zarr", paths=["a"], metadata={}, shapes={"t": (2,)}, batch_size=1)
+    with pytest.raises(StoreError, match="already open for writing in this process; close"):
+        FeatureStore.open(tmp_path / "s.zarr", mode="r+", lock=True)
+    st.close()
+    FeatureStore.open(tmp_path / "s.zarr", mode="r+", lock=True).close()
+
+
 # ---------------------------------------------------------------- atomic creation
 
 
