@@ -112,8 +112,9 @@ def measure_disk(tmp: Path, *, batch: int, input_size: int, counts=(1, 7, 64)) -
             start, stop = st.batch_rows(b)
             st.write_batch(b, {k: v[start:stop] for k, v in maps.items()}, range(stop - start), {})
         st.close()
-        rows.append({"images": n, "map_bytes": n * per_image, "old_disk_bytes": old, "new_disk_bytes": st.nbytes_on_disk(),
-                     "old_overhead": old / (n * per_image) - 1, "new_overhead": st.nbytes_on_disk() / (n * per_image) - 1,
+        new, maps_bytes = st.nbytes_on_disk(), n * per_image
+        rows.append({"images": n, "map_bytes": maps_bytes, "old_disk_bytes": old, "new_disk_bytes": new,
+                     "old_overhead": old / maps_bytes - 1, "new_overhead": new / maps_bytes - 1,
                      "chunk_rows": st.chunk_rows})
     return rows
 
@@ -132,7 +133,8 @@ def _markdown(cfg: dict, speed: list[dict], disk: list[dict]) -> str:
         lines.append(f"| {r['compression']} | {'yes' if r['crc32c'] else 'no'} | {r['write_mb_s']:.0f} | "
                      f"{r['write_img_s']:.1f} | {r['read_mb_s']:.0f} | {cost} | {rcost} |")
     lines += ["", f"Bytes on disk vs bytes of maps (uncompressed fp16, batch {cfg['batch_size']}):", "",
-              "| images | maps MB | old layout (chunk = batch) | FeatureStore | chunk rows |", "|---:|---:|---:|---:|---:|"]
+              "| images | maps MB | old layout (chunk = batch) | FeatureStore | chunk rows |",
+              "|---:|---:|---:|---:|---:|"]
     for r in disk:
         lines.append(f"| {r['images']} | {r['map_bytes'] / 1e6:.2f} | {r['old_overhead']:+.1%} | "
                      f"{r['new_overhead']:+.1%} | {r['chunk_rows']} |")

@@ -160,9 +160,13 @@ def check_batch_memory(batch_rows: int, per_image_bytes: int, available: int | N
     need = batch_rows * per_image_bytes * IN_FLIGHT_BATCHES
     if need > available:
         fits = max(1, available // (per_image_bytes * IN_FLIGHT_BATCHES))
-        raise StoreError(f"--batch-size {batch_rows} needs about {need / 2**30:.1f} GiB ({IN_FLIGHT_BATCHES} batches "
-                         f"of {per_image_bytes / 1e6:.1f} MB per image in flight) but {available / 2**30:.1f} GiB "
-                         f"is available; use --batch-size {fits} or less")
+        raise StoreError(f"--batch-size {batch_rows} needs about {_size(need)} ({IN_FLIGHT_BATCHES} batches of "
+                         f"{per_image_bytes / 1e6:.2f} MB per image in flight) but {_size(available)} is available; "
+                         f"use --batch-size {fits} or less")
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
 
 
 def per_image_bytes(metadata: dict, shapes: dict[str, tuple[int, ...]]) -> int:

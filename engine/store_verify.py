@@ -13,7 +13,7 @@ from .store import FIXED_ARRAYS, PENDING, STORE_FORMAT, Damage
 
 def _chunk_file(store, name: str, ci: int, ndim: int):
     """The file of chunk ``ci`` along ``image`` (zarr v3 default keys: ``c/i/0/0/0``)."""
-    return store.path / name / "c" / str(ci) / "/".join(["0"] * (ndim - 1)) if ndim > 1 else store.path / name / "c" / str(ci)
+    return store.path / name / "c" / "/".join([str(ci)] + ["0"] * (ndim - 1))
 
 
 def _read(arr, rows: tuple[int, int]) -> str | None:
@@ -43,7 +43,8 @@ def scan(store) -> tuple[list[Damage], int, list[str]]:
         arr = group[name]
         for ci, rows in chunks:
             done = (codes[rows[0]:rows[1]] != PENDING).any()
-            if name in store.outputs and done and checks_missing and not _chunk_file(store, name, ci, arr.ndim).is_file():
+            missing = checks_missing and name in store.outputs and done
+            if missing and not _chunk_file(store, name, ci, arr.ndim).is_file():
                 damage.append(Damage(name, ci, rows, "missing chunk"))
                 continue
             reason = _read(arr, rows)

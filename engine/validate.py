@@ -91,7 +91,8 @@ def _parse_metadata(raw: str | None, path) -> dict:
     try:
         meta = json.loads(raw)
     except (ValueError, RecursionError) as e:
-        raise ModelFileError(f"{path}: its featuremaps metadata is not valid JSON ({type(e).__name__}); {_FIX}") from None
+        raise ModelFileError(f"{path}: its featuremaps metadata is not valid JSON ({type(e).__name__}); "
+                             f"{_FIX}") from None
     if not isinstance(meta, dict):
         raise ModelFileError(f"{path}: its featuremaps metadata is not a JSON object; {_FIX}")
     return meta

@@ -297,7 +297,9 @@ def test_huge_batch_size_on_few_images_allocates_only_what_exists(images, tmp_pa
 
 
 def test_batch_size_beyond_memory_is_one_line():
-    with pytest.raises(StoreError, match=r"--batch-size 1000 needs about 4\.7 GiB .* use --batch-size 200 or less"):
+    # 1000 x 1 MB x 5 batches in flight = 4.66 GiB; 1e9 B = 954 MiB fits 1e9 // 5e6 = 200 images a batch
+    with pytest.raises(StoreError, match=r"--batch-size 1000 needs about 4\.7 GiB .* 954 MiB is available; "
+                                         r"use --batch-size 200 or less"):
         check_batch_memory(1000, 1_000_000, available=1_000_000_000)
 
 
@@ -372,3 +374,14 @@ def test_readme_reading_examples_run_against_a_store(reference, tmp_path, monkey
     assert with_xarray["flags"] == {0: "pending", 1: "ok", 2: "error"}
     np.testing.assert_array_equal(with_xarray["first_ok"], reference["features.0"][0])
     assert with_xarray["raw_path"] == os.fsencode(reference.paths[0])
+
+
+def test_extract_refuses_a_batch_beyond_memory_before_creating_anything(images, tmp_path, monkeypatch, capsys):
+    # 3 images of 0.27 MB (input + features.0, fp32) x 5 batches in flight need 4.1 MB
+    monkeypatch.setattr(store_mod, "available_memory", lambda: 3_000_000)
+    out = tmp_path / "s.zarr"
+    assert _extract(images, out) == 2
+    # per image 4 B x (3x32x32 input + 64x32x32 features.0) = 274,432 B; 3e6 // (5 x 274,432) = 2
+    assert "--batch-size 3 needs about 4 MiB" in (line := _one_line(capsys)) and "use --batch-size 2 or less" in line
+    assert os.listdir(tmp_path) == []
+    assert os.listdir(tmp_path) == []
