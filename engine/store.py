@@ -282,7 +282,8 @@ class FeatureStore:
         outputs = self.info.get("outputs")
         if not isinstance(outputs, dict) or not isinstance(self.info.get("n"), int):
             raise StoreError(f"{self.path}/zarr.json is damaged (no outputs or row count); re-create the store")
-        for name in (*ROW_ARRAYS, *outputs):
+        lossless = ("path_bytes",) if self.info.get("format") == STORE_FORMAT else ()
+        for name in (*ROW_ARRAYS, *lossless, *outputs):
             try:
                 arr = self._group[name]
                 if arr.shape[0] != self.info["n"]:

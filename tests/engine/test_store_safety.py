@@ -232,8 +232,9 @@ def _break_array_json(name):
     (_break_zarr_json, "zarr.json is damaged"),
     (_delete("status"), "array 'status' is missing or damaged"),
     (_delete("paths"), "array 'paths' is missing or damaged"),
+    (_delete("path_bytes"), "array 'path_bytes' is missing or damaged"),
     (_break_array_json("features.0"), "array 'features.0' is missing or damaged"),
-], ids=["group-json", "no-status", "no-paths", "tap-json"])
+], ids=["group-json", "no-status", "no-paths", "no-path-bytes", "tap-json"])
 def test_damaged_metadata_is_one_line(reference, tmp_path, images, capsys, damage, match):
     store = _copy(reference.path, tmp_path / "s.zarr")
     damage(store)
