@@ -100,12 +100,33 @@ def model_parity(model_path: str | Path, reference: dict[str, np.ndarray], batch
             msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
             results.append(ProviderParity(prov, "fail", reason=f"{type(e).__name__}: {msg}"))
             continue
-        rows = compare({k: outs[k] for k in reference}, reference)
+        rows = compare({k: outs[k].astype(np.float32) for k in reference}, reference)
         status = "ok" if all(budget.passes(r) for r in rows) else "fail"
         results.append(ProviderParity(prov, status, rows=rows, note=note))
         if first_outs is None or prov == "cpu":
             first_outs = outs
     return results, first_outs or {}
+
+
+def reduce_reference(reference: dict[str, np.ndarray], meta: dict) -> dict[str, np.ndarray]:
+    """The reference as a model exported with ``--reduce`` returns it: each reduced tap's
+    NumPy reduction (float32; not rounded to fp16, so an ``--fp16-outputs`` model's own
+    rounding shows in its error). Unreduced models get ``reference`` back unchanged."""
+    from ..export.reduce import Reduction, reference_reduced
+
+    reductions = {k: Reduction(v["op"], v.get("k")) for k, v in (meta.get("reductions") or {}).items()}
+    if not reductions:
+        return reference
+    return reference_reduced(reference, reductions)
+
+
+def budget_for_model(meta: dict) -> Budget:
+    """The budget for an exported model: its precision's, or fp16's when an fp32 model casts its
+    outputs to float16 in the graph (``--fp16-outputs``)."""
+    precision = meta.get("precision", "fp32")
+    if precision == "fp32" and meta.get("output_dtype") == "fp16":
+        precision = "fp16"
+    return budget_for(precision)
 
 
 # ---------------------------------------------------------------- pipeline gap
@@ -161,7 +182,7 @@ def engine_pixels(paths, size: tuple[int, int]) -> list[np.ndarray]:
 
 
 def pipeline_gap(paths, pre, engine_batch: np.ndarray, engine_outputs: dict[str, np.ndarray],
-                 net, taps: tuple[Tap, ...]) -> PipelineGap:
+                 net, taps: tuple[Tap, ...], meta: dict | None = None) -> PipelineGap:
     """Measure the preprocessing gap (see :class:`PipelineGap`). ``engine_batch`` and
     ``engine_outputs`` are the engine's input tensor and ONNX Runtime outputs for ``paths``."""
     from .reference import reference_features
@@ -169,7 +190,7 @@ def pipeline_gap(paths, pre, engine_batch: np.ndarray, engine_outputs: dict[str,
     seed_batch, seed_px = seed_pipeline(paths, pre.size, pre.mean, pre.std)
     eng_px = engine_pixels(paths, pre.size)
     diffs = [np.abs(a.astype(np.int16) - b.astype(np.int16)) for a, b in zip(eng_px, seed_px)]
-    seed_ref = reference_features(net, seed_batch, taps)
+    seed_ref = reduce_reference(reference_features(net, seed_batch, taps), meta or {})
     rows = compare({k: engine_outputs[k] for k in seed_ref}, seed_ref)
     return PipelineGap(pixel_max_abs=int(max(int(d.max()) for d in diffs)),
                        pixel_mean_abs=float(np.mean([d.mean() for d in diffs])),

@@ -10,6 +10,7 @@ import numpy as np
 from ..contracts import Tap, metadata_from_session, read_metadata
 from .preprocess import Preprocessing, load_batch
 from .session import make_session, provider_unavailable_reason
+from .validate import validate_model_file
 from ..errors import ModelFileError
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ class Extractor:
         if not self.model_path.is_file():
             raise ModelFileError(f"model {str(model_path)!r} not found; export one with "
                                     "`featuremaps export -o PATH.onnx`")
+        validate_model_file(self.model_path)  # a bad file or lying metadata: one ModelFileError line
         size = self._profile_input_size(provider)
         self.session, self.info = make_session(self.model_path, provider, threads=threads, spin=spin,
                                                input_shape=(3, size, size), max_batch=max_batch)

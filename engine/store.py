@@ -1,44 +1,67 @@
 """The bulk feature store: a Zarr v3 directory with one array per tap, indexed like the input list.
 
-Layout (``OUT.zarr/``)::
+Layout (``OUT.zarr/``), every array with ``dimension_names``::
 
     zarr.json        group attributes["featuremaps"]: store format, the exported model's metadata,
-                     model path and SHA-256, batch size, dtype, compression, stored output shapes
-    paths            (N,) str      the input list, sorted, fixed when the store is created
-    status           (N,) uint8    0 pending, 1 ok, 2 error            chunks of B rows
-    errors           (N,) str      the reason for each error row ("" otherwise)
-    features.17      (N, C, H, W)  fp32 or fp16 (reduced taps: (N, C) or (N, C, H/k, W/k))
+                     model path and SHA-256, batch size, chunk rows, dtype, compression, output shapes
+    paths            (image,) str     input paths for display (bytes that are not UTF-8 as \\xNN)
+    path_bytes       (image,) str     base64 of each path's exact bytes (``os.fsencode``): lossless
+    status           (image,) uint8   0 pending, 1 ok, 2 error; CF ``flag_values``/``flag_meanings``
+    status/featuremaps.lock           the writer's advisory lock (fcntl.flock) holding its pid
+    errors           (image,) str     the reason for each error row ("" otherwise)
+    features.17      (image, features.17.channel, features.17.y, features.17.x)  fp32 or fp16
+                     (reduced taps: (image, T.channel) or pooled (image, T.channel, T.y, T.x))
 
-Every per-row array is chunked by the batch size B along N, and nothing is sharded, so
-batch ``b`` owns exactly one chunk of every array. A batch is *done* when its status chunk
-says so; the status chunk is written last, after every tap chunk and the error chunk.
-Zarr's LocalStore writes each chunk to a temporary file and renames it into place, so a
-kill -9 leaves every chunk either old or new, never torn: after a crash, a batch without
-its status chunk is simply redone, and the rewrite yields the same bytes.
+Every chunk carries a CRC-32C checksum (Zarr v3's ``crc32c`` codec), so a flipped byte is
+found when read (:meth:`FeatureStore.verify`). Per-row arrays are chunked along ``image`` by
+``chunk_rows`` rows, a divisor of the batch size chosen so that the last, partial chunk (zarr
+stores it padded to full size) wastes at most 5% of the store; a batch owns whole chunks.
+A batch is *done* when its status rows say so; status is written last, after every tap chunk
+and the error rows. Zarr's LocalStore writes each chunk to a temporary file and renames it into
+place, so a kill -9 leaves every chunk old or new, never torn: a batch with pending rows is
+simply redone, and the rewrite yields the same bytes.
+
+A store is created in a temporary sibling folder and renamed into place, so a crash or a full
+disk during creation leaves nothing under the requested name. One writer at a time: the
+writer holds ``status/featuremaps.lock`` (non-blocking ``flock``); a second one is refused with the
+first one's pid, and only the lock holder removes temporary chunk files.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime as _dt
+import errno
 import logging
+import math
 import os
-from dataclasses import dataclass
+import shutil
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..contracts import Tap
 from ..errors import StoreError
+from .names import unsafe_name_reason
+from .store_format import ERROR, FIXED_ARRAYS, OK, PENDING, STORE_FORMAT, Damage  # noqa: F401 - re-exported
+from .store_verify import scan
 
 log = logging.getLogger(__name__)
 
-STORE_FORMAT = "featuremaps-store/1"
+READABLE_FORMATS = ("featuremaps-store/1", STORE_FORMAT)
 ATTR_KEY = "featuremaps"
-PENDING, OK, ERROR = 0, 1, 2
 STATUS_NAMES = ("pending", "ok", "error")
 DTYPES = {"fp32": np.float32, "fp16": np.float16}
 COMPRESSIONS = ("zstd", "none")
-_ROW_ARRAYS = ("paths", "status", "errors")
+# Inside the status array's folder: zarr and xarray list the store's top level for members and
+# warn about any other file there; nothing lists an array's folder outside ``c/``.
+LOCK_NAME = "status/featuremaps.lock"
+ROW_ARRAYS = ("paths", "status", "errors")
+MAX_PADDING = 0.05  # share of the rows the padded last chunk may add
+IN_FLIGHT_BATCHES = 5  # decoded-ahead (2) + in the model (1) + waiting for / in the writer (2)
+_TMP_MARK = ".creating-"
 
 
 @dataclass(frozen=True)
@@ -46,6 +69,21 @@ class ErrorRow:
     index: int
     path: str
     message: str
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """What :meth:`FeatureStore.verify` found: damaged chunks and the batches they spoil."""
+
+    damage: tuple[Damage, ...] = ()
+    batches: tuple[int, ...] = ()
+    checked_chunks: int = 0
+    repaired: bool = False
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        return not self.damage
 
 
 def output_shapes(metadata: dict, session=None) -> dict[str, tuple[int, ...]]:
@@ -64,6 +102,144 @@ def output_shapes(metadata: dict, session=None) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+# ---------------------------------------------------------------- sizing
+
+
+def chunk_rows_for(n: int, batch_rows: int) -> int:
+    """Rows per chunk: the largest divisor of ``batch_rows`` whose padded last chunk adds at
+    most 5% of ``n`` rows (zarr stores a partial edge chunk at full size).
+
+    >>> chunk_rows_for(64, 8), chunk_rows_for(7, 7), chunk_rows_for(9, 8), chunk_rows_for(1000, 8)
+    (8, 7, 1, 8)
+    """
+    for d in sorted(_divisors(batch_rows), reverse=True):
+        if (-n % d) <= MAX_PADDING * n:
+            return d
+    return 1
+
+
+def _divisors(b: int) -> set[int]:
+    small = [d for d in range(1, math.isqrt(b) + 1) if b % d == 0]
+    return set(small) | {b // d for d in small}
+
+
+def dimension_names(name: str, shape: tuple[int, ...]) -> tuple[str, ...]:
+    """``image`` plus the tap's own axes (``features.17.channel``, ``.y``, ``.x``): per tap,
+    because xarray needs one size per dimension name and taps differ in channels and size."""
+    axes = {1: ("channel",), 3: ("channel", "y", "x")}.get(len(shape), tuple(f"dim{i}" for i in range(len(shape))))
+    return ("image",) + tuple(f"{name}.{a}" for a in axes)
+
+
+def available_memory() -> int:
+    """Bytes of memory available to a new allocation (``MemAvailable``, else physical memory)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_batch_memory(batch_rows: int, per_image_bytes: int, available: int | None = None) -> None:
+    """Refuse a batch whose in-flight data (``IN_FLIGHT_BATCHES`` batches of inputs and outputs,
+    fp32) would not fit in memory, with the largest batch size that would."""
+    available = available_memory() if available is None else available
+    need = batch_rows * per_image_bytes * IN_FLIGHT_BATCHES
+    if need > available:
+        fits = max(1, available // (per_image_bytes * IN_FLIGHT_BATCHES))
+        raise StoreError(f"--batch-size {batch_rows} needs about {_size(need)} ({IN_FLIGHT_BATCHES} batches of "
+                         f"{per_image_bytes / 1e6:.2f} MB per image in flight) but {_size(available)} is available; "
+                         f"use --batch-size {fits} or less")
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+
+
+def per_image_bytes(metadata: dict, shapes: dict[str, tuple[int, ...]]) -> int:
+    """fp32 bytes one image occupies in flight: its model input plus every output."""
+    size = (metadata.get("preprocessing") or {}).get("size") or [224, 224]
+    return 4 * (3 * int(size[0]) * int(size[1]) + sum(math.prod(s) for s in shapes.values()))
+
+
+# ---------------------------------------------------------------- paths
+
+
+def encode_path(p) -> tuple[str, str]:
+    """``(display, base64)`` of a path: the exact bytes (``os.fsencode``) in base64, and a
+    display string with undecodable bytes as ``\\xNN`` (zarr strings must be valid UTF-8)."""
+    raw = os.fsencode(p)
+    return raw.decode("utf-8", "backslashreplace"), base64.b64encode(raw).decode("ascii")
+
+
+def displayable(text: str) -> str:
+    """``text`` as valid UTF-8 for a zarr string: a path's undecodable bytes (surrogate-escaped
+    by ``os.fsdecode``) become ``\\xNN``."""
+    return os.fsencode(text).decode("utf-8", "backslashreplace") if isinstance(text, str) else str(text)
+
+
+def decode_path(b64: str) -> str:
+    """The path as Python's ``os`` functions take it (``os.fsdecode``: surrogate-escaped)."""
+    return os.fsdecode(base64.b64decode(b64))
+
+
+# ---------------------------------------------------------------- lock
+
+
+class StoreLock:
+    """An advisory, non-blocking ``flock`` on ``STORE/status/featuremaps.lock``; the file holds the pid."""
+
+    def __init__(self, fd: int, path: Path):
+        self._fd: int | None = fd
+        self.path = path
+
+    @classmethod
+    def acquire(cls, store_dir: Path) -> "StoreLock":
+        import fcntl
+
+        lock_path = Path(store_dir) / LOCK_NAME
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise StoreError(f"cannot lock {store_dir} ({e.strerror or e}: its status array is missing or "
+                             "read-only); a damaged store must be re-created") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            if holder == str(os.getpid()):
+                raise StoreError(f"{store_dir} is already open for writing in this process; close() that "
+                                 "FeatureStore (or use it as a context manager) first") from None
+            raise StoreError(f"{store_dir} is being written by another process (pid {holder}); wait for it to "
+                             "finish or stop it, then re-run with --resume") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        return cls(fd, lock_path)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the flock
+            self._fd = None
+
+
+def _clean_stale_temps(path: Path) -> None:
+    """Remove temporary creation folders of ``path`` whose creator process is gone."""
+    for tmp in path.parent.glob(f".{path.name}{_TMP_MARK}*"):
+        try:
+            pid = int(tmp.name[len(f".{path.name}{_TMP_MARK}"):].split("-")[0])
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(tmp, ignore_errors=True)
+        except (ValueError, PermissionError):
+            continue  # not ours, or alive under another user
+
+
+# ---------------------------------------------------------------- the store
+
+
 class FeatureStore:
     """A bulk feature store, read or written by row (image) index.
 
@@ -73,26 +249,48 @@ class FeatureStore:
     ('/data/a.jpg', 'ok', (512, 28, 28))
     """
 
-    def __init__(self, group, path: Path):
+    def __init__(self, group, path: Path, lock: StoreLock | None = None):
         self._group = group
         self.path = path
-        attrs = dict(group.attrs)
-        if ATTR_KEY not in attrs or attrs[ATTR_KEY].get("format") != STORE_FORMAT:
+        self._lock = lock
+        try:
+            attrs = dict(group.attrs)
+        except Exception as e:  # noqa: BLE001 - any decode failure of zarr.json is damage
+            raise StoreError(f"{path}/zarr.json is damaged ({type(e).__name__}); the store cannot be read, "
+                             "re-create it with `featuremaps extract`") from None
+        info = attrs.get(ATTR_KEY)
+        if not isinstance(info, dict) or info.get("format") not in READABLE_FORMATS:
             raise StoreError(f"{path} is not a featuremaps store (no {STORE_FORMAT} attributes); "
                              "write one with `featuremaps extract -o PATH.zarr`")
-        self.info: dict = attrs[ATTR_KEY]
+        self.info: dict = info
         self._paths: list[str] | None = None
+        self._check_arrays()
+
+    def _check_arrays(self) -> None:
+        """Every array the attributes promise must open (a deleted or broken one is damage)."""
+        outputs = self.info.get("outputs")
+        if not isinstance(outputs, dict) or not isinstance(self.info.get("n"), int):
+            raise StoreError(f"{self.path}/zarr.json is damaged (no outputs or row count); re-create the store")
+        lossless = ("path_bytes",) if self.info.get("format") == STORE_FORMAT else ()
+        for name in (*ROW_ARRAYS, *lossless, *outputs):
+            try:
+                arr = self._group[name]
+                if arr.shape[0] != self.info["n"]:
+                    raise ValueError("wrong length")
+            except Exception as e:  # noqa: BLE001 - KeyError, JSON errors, ... are all damage here
+                raise StoreError(f"{self.path}: array {name!r} is missing or damaged ({type(e).__name__}); "
+                                 "the store cannot be used, re-create it with `featuremaps extract`") from None
 
     # ------------------------------------------------------------ create / open
 
     @classmethod
     def create(cls, path: str | Path, *, paths: list[str], metadata: dict, shapes: dict[str, tuple[int, ...]],
                batch_size: int, dtype: str = "fp32", compression: str = "zstd",
-               model_path: str | Path | None = None, model_sha256: str | None = None) -> "FeatureStore":
-        """Create a new store for ``paths`` (every row pending). An existing path is a
-        :class:`StoreError`: a store is never overwritten."""
-        import zarr
-
+               model_path: str | Path | None = None, model_sha256: str | None = None,
+               check_memory: bool = True) -> "FeatureStore":
+        """Create a new store for ``paths`` (every row pending), locked by this process until
+        :meth:`close`. An existing path is a :class:`StoreError`: a store is never overwritten.
+        Built in a temporary sibling folder and renamed into place."""
         path = Path(path)
         if path.exists():
             raise StoreError(f"{path} already exists; add --resume to complete it, or choose a new -o path")
@@ -100,36 +298,98 @@ class FeatureStore:
             raise StoreError(f"unknown dtype {dtype!r}; use fp32 or fp16")
         if compression not in COMPRESSIONS:
             raise StoreError(f"unknown compression {compression!r}; use {' or '.join(COMPRESSIONS)}")
+        for name in shapes:
+            reason = unsafe_name_reason(name)
+            if reason:
+                raise StoreError(f"cannot store output {reason}; re-export the model with featuremaps export")
         n, b = len(paths), int(batch_size)
         if b < 1:
             raise StoreError("batch size must be >= 1")
-        compressors = None if compression == "none" else "auto"
+        rows = max(1, min(b, n))
+        if check_memory:
+            check_batch_memory(rows, per_image_bytes(metadata, shapes))
         from .. import __version__
 
-        info = {"format": STORE_FORMAT, "n": n, "batch_size": b, "dtype": dtype, "compression": compression,
+        info = {"format": STORE_FORMAT, "n": n, "batch_size": rows, "requested_batch_size": b,
+                "chunk_rows": chunk_rows_for(n, rows), "dtype": dtype, "compression": compression,
+                "checksum": "crc32c", "path_encoding": "path_bytes: base64 of os.fsencode(path)",
                 "outputs": {k: list(v) for k, v in shapes.items()}, "model": metadata,
                 "model_path": str(model_path) if model_path else None, "model_sha256": model_sha256,
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "featuremaps": __version__}
-        group = zarr.open_group(str(path), mode="w-", zarr_format=3)
-        group.create_array("paths", shape=(n,), chunks=(max(n, 1),), dtype=str)[:] = np.asarray(paths, dtype=str)
-        group.create_array("status", shape=(n,), chunks=(b,), dtype="uint8", fill_value=PENDING)
-        group.create_array("errors", shape=(n,), chunks=(b,), dtype=str)
-        for name, shape in shapes.items():
-            group.create_array(name, shape=(n, *shape), chunks=(b, *shape), dtype=DTYPES[dtype],
-                               fill_value=0, compressors=compressors, dimension_names=("image",) + (None,) * len(shape))
-        # Attributes last: a store is recognisable only once all of its arrays exist.
-        group.attrs[ATTR_KEY] = info
-        return cls(group, path)
+        return cls._create_atomically(path, info, paths)
 
     @classmethod
-    def open(cls, path: str | Path, mode: str = "r") -> "FeatureStore":
+    def _create_atomically(cls, path: Path, info: dict, paths: list[str]) -> "FeatureStore":
+        import zarr
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _clean_stale_temps(path)
+        tmp = path.parent / f".{path.name}{_TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        lock = None
+        try:
+            tmp.mkdir()
+            _write_layout(zarr.open_group(str(tmp), mode="w-", zarr_format=3), info, paths)
+            lock = StoreLock.acquire(tmp)
+            if path.exists():
+                raise StoreError(f"{path} already exists; add --resume to complete it, or choose a new -o path")
+            os.rename(tmp, path)
+        except BaseException as e:
+            if lock is not None:
+                lock.release()
+            shutil.rmtree(tmp, ignore_errors=True)
+            if isinstance(e, OSError):
+                raise StoreError(f"creating {path} failed ({e.strerror or e}); nothing was left behind: "
+                                 "fix that and re-run") from None
+            raise
+        return cls(zarr.open_group(str(path), mode="r+", zarr_format=3), path, lock)
+
+    @classmethod
+    def open(cls, path: str | Path, mode: str = "r", *, lock: bool = False) -> "FeatureStore":
+        """Open a store. ``lock=True`` (a writer that may clean up: ``--resume``, ``verify
+        --repair``) takes the advisory lock first and refuses when another process holds it;
+        workers of the lock holder (Ray actors) open with ``mode="r+"`` and no lock."""
         import zarr
 
         path = Path(path)
         if not (path / "zarr.json").is_file():
             raise StoreError(f"no featuremaps store at {path}; write one with `featuremaps extract -o PATH.zarr`")
-        return cls(zarr.open_group(str(path), mode=mode, zarr_format=3), path)
+        held = StoreLock.acquire(path) if lock else None
+        try:
+            try:
+                group = zarr.open_group(str(path), mode=mode, zarr_format=3)
+            except Exception as e:  # noqa: BLE001 - a broken zarr.json surfaces as many types
+                raise StoreError(f"{path}/zarr.json is damaged ({type(e).__name__}); the store cannot be read, "
+                                 "re-create it with `featuremaps extract`") from None
+            return cls(group, path, held)
+        except BaseException:
+            if held is not None:
+                held.release()
+            raise
+
+    def close(self) -> None:
+        """Release the writer's lock (reading still works)."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def __enter__(self) -> "FeatureStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def check_settings(self, *, batch_size: int, dtype: str, compression: str, model_sha256: str | None) -> None:
+        """Refuse resuming with settings other than the store's, naming both values."""
+        stored = {"--batch-size": self.info.get("requested_batch_size", self.info.get("batch_size")),
+                  "--dtype": self.info.get("dtype"), "--compression": self.info.get("compression"),
+                  "model SHA-256": self.info.get("model_sha256")}
+        asked = {"--batch-size": batch_size, "--dtype": dtype, "--compression": compression,
+                 "model SHA-256": model_sha256}
+        for key, value in asked.items():
+            if value is not None and stored[key] is not None and value != stored[key]:
+                raise StoreError(f"{self.path} was written with {key} {stored[key]}, not {value}; resume with "
+                                 f"the store's settings ({key} {stored[key]}), or choose a new -o path")
 
     # ------------------------------------------------------------ reading
 
@@ -138,7 +398,12 @@ class FeatureStore:
 
     @property
     def batch_size(self) -> int:
+        """Rows per batch (the requested batch size, at most the row count)."""
         return int(self.info["batch_size"])
+
+    @property
+    def chunk_rows(self) -> int:
+        return int(self.info.get("chunk_rows", self.batch_size))
 
     @property
     def dtype(self) -> str:
@@ -160,14 +425,26 @@ class FeatureStore:
 
     @property
     def paths(self) -> list[str]:
+        """Input paths as ``os`` functions take them (non-UTF-8 bytes surrogate-escaped, lossless)."""
         if self._paths is None:
-            self._paths = [str(p) for p in self._group["paths"][:]]
+            try:
+                if "path_bytes" in self._group:
+                    self._paths = [decode_path(str(s)) for s in self._group["path_bytes"][:]]
+                else:
+                    self._paths = [str(p) for p in self._group["paths"][:]]
+            except Exception as e:  # noqa: BLE001 - checksum or decode failure
+                raise StoreError(f"{self.path}: the stored paths are damaged ({type(e).__name__}); "
+                                 "re-create the store") from None
         return self._paths
 
     @property
     def status_codes(self) -> np.ndarray:
         """``(N,) uint8``: 0 pending, 1 ok, 2 error."""
-        return np.asarray(self._group["status"][:])
+        try:
+            return np.asarray(self._group["status"][:])
+        except ValueError:  # a status chunk fails its checksum
+            raise StoreError(f"{self.path}: a status chunk is damaged; run `featuremaps verify --repair "
+                             f"{self.path}` to mark its batches pending, then --resume") from None
 
     @property
     def status(self) -> np.ndarray:
@@ -209,6 +486,28 @@ class FeatureStore:
     def nbytes_on_disk(self) -> int:
         return sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(self.path) for f in fs)
 
+    def nbytes_maps(self) -> int:
+        """Bytes of the feature maps themselves (rows x stored shape x itemsize), for overhead figures."""
+        itemsize = np.dtype(DTYPES[self.dtype]).itemsize
+        return len(self) * itemsize * sum(math.prod(s) for s in self.info["outputs"].values())
+
+    # ------------------------------------------------------------ checking
+
+    def verify(self, *, repair: bool = False) -> VerifyReport:
+        """Read every chunk and check its CRC-32C; a done batch whose tap chunk is missing is
+        damage too. ``repair=True`` marks the batches that hold damage pending (``--resume``
+        then redoes them); call it only while holding the lock."""
+
+        damage, checked, notes = scan(self)
+        batches = tuple(sorted({r // self.batch_size for d in damage if d.array not in FIXED_ARRAYS
+                                for r in range(*d.rows)}))
+        if repair and batches:
+            for b in batches:
+                self._group["status"][slice(*self.batch_rows(b))] = np.zeros(np.subtract(*self.batch_rows(b)[::-1]),
+                                                                               np.uint8)
+            log.info("marked %d damaged batch(es) of %s pending", len(batches), self.path)
+        return VerifyReport(tuple(damage), batches, checked, repair and bool(batches), tuple(notes))
+
     # ------------------------------------------------------------ writing
 
     def write_batch(self, b: int, outputs: dict[str, np.ndarray], ok_rows, errors: dict[int, str]) -> int:
@@ -221,7 +520,7 @@ class FeatureStore:
         return written
 
     def write_maps(self, b: int, outputs: dict[str, np.ndarray], ok_rows) -> int:
-        """Write batch ``b``'s chunk of every output (zeros for rows not in ``ok_rows``); no commit.
+        """Write batch ``b``'s chunks of every output (zeros for rows not in ``ok_rows``); no commit.
         Any process may do this for a batch it owns: batches never share a chunk."""
         start, stop = self.batch_rows(b)
         ok_rows = list(ok_rows)
@@ -231,23 +530,27 @@ class FeatureStore:
             full = np.zeros((stop - start, *self.info["outputs"][name]), dtype)
             if ok_rows:
                 full[ok_rows] = outputs[name]
-            self._group[name][start:stop] = full
+            # every chunk of a written batch lands on disk, zeros too: a missing one is damage
+            self._group[name].with_config({"write_empty_chunks": True})[start:stop] = full
             written += full.nbytes
         return written
 
     def commit_batch(self, b: int, errors: dict[int, str]) -> None:
-        """Mark batch ``b`` done: its error chunk, then its status chunk (ok, or error for the
+        """Mark batch ``b`` done: its error rows, then its status rows (ok, or error for the
         row offsets in ``errors``). Call only after :meth:`write_maps` returned for ``b``."""
         start, stop = self.batch_rows(b)
         msgs = np.full(stop - start, "", dtype=object)
         status = np.full(stop - start, OK, np.uint8)
         for row, msg in errors.items():
-            msgs[int(row)], status[int(row)] = msg, ERROR
+            msgs[int(row)], status[int(row)] = displayable(msg), ERROR
         self._group["errors"][start:stop] = msgs.astype(str)
         self._group["status"][start:stop] = status
 
     def clean_partials(self) -> int:
-        """Remove ``*.partial`` files a killed writer left behind (never read by zarr)."""
+        """Remove ``*.partial`` files a killed writer left behind (never read by zarr). Only the
+        lock holder may do this: another live writer's temporary files look the same."""
+        if self._lock is None:
+            raise StoreError(f"{self.path}: cleaning temporary files needs the writer's lock; open with lock=True")
         removed = 0
         for root, _, files in os.walk(self.path):
             for f in files:
@@ -261,6 +564,28 @@ class FeatureStore:
         return (f"FeatureStore({str(self.path)!r}, n={len(self)}, ok={int((codes == OK).sum())}, "
                 f"errors={int((codes == ERROR).sum())}, pending={int((codes == PENDING).sum())}, "
                 f"outputs={self.outputs}, dtype={self.dtype})")
+
+
+def _write_layout(group, info: dict, paths: list[str]) -> None:
+    """Create every array of a new store in ``group``, then the attributes (a store is
+    recognisable only once all of its arrays exist)."""
+    from zarr.codecs import Crc32cCodec, ZstdCodec
+
+    n, c = info["n"], info["chunk_rows"]
+    crc = [Crc32cCodec()]
+    rows = {"chunks": (c,), "dimension_names": ("image",), "compressors": crc}
+    display, b64 = zip(*map(encode_path, paths)) if paths else ((), ())
+    group.create_array("paths", shape=(n,), dtype=str, **rows)[:] = np.asarray(display, dtype=str)
+    group.create_array("path_bytes", shape=(n,), dtype=str, **rows)[:] = np.asarray(b64, dtype=str)
+    group.create_array("status", shape=(n,), dtype="uint8", fill_value=PENDING, **rows,
+                       attributes={"flag_values": [PENDING, OK, ERROR], "flag_meanings": " ".join(STATUS_NAMES),
+                                   "long_name": "extraction status per image"})
+    group.create_array("errors", shape=(n,), dtype=str, **rows)
+    codecs = ([ZstdCodec()] if info["compression"] == "zstd" else []) + crc
+    for name, shape in info["outputs"].items():
+        group.create_array(name, shape=(n, *shape), chunks=(c, *shape), dtype=DTYPES[info["dtype"]], fill_value=0,
+                           compressors=codecs, dimension_names=dimension_names(name, tuple(shape)))
+    group.attrs[ATTR_KEY] = info
 
 
 def open_store(path: str | Path) -> FeatureStore:

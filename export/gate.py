@@ -57,6 +57,7 @@ class GateError(FeaturemapsError, ValueError):
 
     def __init__(self, result: GateResult, kept: Path | None = None):
         self.result, self.kept = result, kept
+        self.fp32_kept: Path | None = None  # set when an in-place conversion moved its fp32 source
         where = f"; the rejected model is kept at {kept}" if kept else ""
         super().__init__(f"{result.precision} model misses the parity gate on {', '.join(result.failures)} "
                          f"(cosine >= {result.thresholds.min_cosine:g}, rel L2 <= "
@@ -66,13 +67,29 @@ class GateError(FeaturemapsError, ValueError):
 
 def run_model(path: str | Path, batch: np.ndarray, *, provider: str = "cpu", chunk: int = 4):
     """All outputs of ``path`` for ``batch (N, 3, H, W) float32``, run ``chunk`` images at a time,
-    as float32 arrays; returns ``(outputs, provider used)``."""
+    as float32 arrays; returns ``(outputs, provider used)``. A model whose input is float16
+    (``--fp16-io``) gets the batch cast to float16."""
     from ..engine.extractor import Extractor
 
     with Extractor(path, provider=provider) as ex:
-        parts = [ex.run(batch[i:i + chunk]) for i in range(0, len(batch), chunk)]
+        run = _runner(ex)
+        parts = [run(batch[i:i + chunk]) for i in range(0, len(batch), chunk)]
         used = ex.provider
     return {k: np.concatenate([p[k] for p in parts]).astype(np.float32) for k in parts[0]}, used
+
+
+def _runner(ex):
+    """``ex.run``, or for a float16-input model the session fed float16 directly
+    (``Extractor.run`` feeds float32)."""
+    inp = ex.session.get_inputs()[0]
+    if inp.type != "tensor(float16)":
+        return ex.run
+
+    def run(x: np.ndarray) -> dict[str, np.ndarray]:
+        outs = ex.session.run(ex.output_names, {inp.name: np.ascontiguousarray(x, dtype=np.float16)})
+        return dict(zip(ex.output_names, outs))
+
+    return run
 
 
 def check_gate(candidate: str | Path, fp32: str | Path, batch: np.ndarray, *, precision: str,

@@ -59,21 +59,41 @@ def build_variant(fp32_path: str | Path, output: str | Path, *, precision: str =
     ``fmt="ort"`` also write ``output`` with suffix ``.ort`` (gated too).
 
     ``calib``/``holdout``/``calib_count``: see :func:`featuremaps.export.calib.split_images`.
-    Raises :class:`GateError` (the rejected file is kept as ``<stem>.gate-failed.onnx``).
+    Raises :class:`GateError` (the rejected file is kept as ``<stem>.gate-failed.onnx``). When
+    ``output`` is ``fp32_path`` (convert in place) and the conversion or its gate fails, the fp32
+    model is moved to ``<stem>.fp32.onnx``: no file under the requested name holds a model of
+    another precision than asked (``GateError.fp32_kept`` says where it went).
 
     >>> from featuremaps.export.variants import build_variant
     >>> res = build_variant("/tmp/vgg16-taps.onnx", "/tmp/vgg16-int8.onnx", precision="int8")  # doctest: +SKIP
     >>> res.gate.ok  # doctest: +SKIP
     True
     """
-    from ..engine.preprocess import Preprocessing, load_batch
-    from .calib import split_images
-    from .onnx_export import load_proto_metadata
-
     _check_choice(precision, PRECISIONS, "precision")
     _check_choice(fmt, FORMATS, "format")
     fp32_path, output = Path(fp32_path), Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
+    in_place = precision != "fp32" and output.exists() and output.resolve() == fp32_path.resolve()
+    try:
+        return _build(fp32_path, output, precision=precision, fmt=fmt, calib=calib, holdout=holdout,
+                      calib_count=calib_count, thresholds=thresholds, int8=int8, keep_io_types=keep_io_types,
+                      provider=provider)
+    except BaseException as e:
+        if in_place and output.exists() and not getattr(e, "variant_written", False):
+            kept = output.with_name(output.stem + ".fp32.onnx")
+            os.replace(output, kept)
+            if isinstance(e, GateError):
+                e.fp32_kept = kept
+            log.info("%s failed; the fp32 source moved to %s", precision, kept)
+        raise
+
+
+def _build(fp32_path: Path, output: Path, *, precision: str, fmt: str, calib, holdout, calib_count,
+           thresholds: GateThresholds, int8: Int8Options, keep_io_types: bool, provider: str) -> VariantResult:
+    from ..engine.preprocess import Preprocessing, load_batch
+    from .calib import split_images
+    from .onnx_export import load_proto_metadata
+
     with tempfile.TemporaryDirectory(prefix="featuremaps-variant-") as tmp:
         source = Path(tmp) / "fp32.onnx"
         shutil.copyfile(fp32_path, source)
@@ -102,20 +122,35 @@ def build_variant(fp32_path: str | Path, output: str | Path, *, precision: str =
                 shutil.move(str(candidate), kept)
                 raise GateError(gate, kept)
         _copy_atomic(candidate, output)  # temp dir may be on another filesystem
-        ort_path = ort_gate = None
-        if fmt == "ort":
-            ort_path, _ = convert_ort_format(output, output.with_suffix(".ort"), optimize=precision != "fp16")
-            ort_gate = check_gate(ort_path, source, holdout_batch, precision=f"{precision} (ort)",
-                                  thresholds=thresholds if precision != "fp32" else GateThresholds(0.99999, 1e-4),
-                                  provider=provider)
-            if not ort_gate.ok:
-                raise GateError(ort_gate, ort_path)
+        try:
+            ort_path, ort_gate = _ort_variant(output, source, holdout_batch, precision=precision, fmt=fmt,
+                                              thresholds=thresholds, provider=provider)
+        except BaseException as e:
+            e.variant_written = True  # output holds the gated variant: it stays where it is
+            raise
     log.info("wrote %s (%s, %d bytes)", output, precision, output.stat().st_size)
     return VariantResult(precision=precision, path=output, size_bytes=output.stat().st_size,
                          fp32_size_bytes=fp32_size, gate=gate, ort_path=ort_path,
                          ort_size_bytes=ort_path.stat().st_size if ort_path else None, ort_gate=ort_gate,
                          calibration_images=[str(p) for p in cal_paths] if precision == "int8" else [],
                          holdout_images=[str(p) for p in hold_paths])
+
+
+def _ort_variant(output: Path, source: Path, holdout_batch, *, precision: str, fmt: str,
+                 thresholds: GateThresholds, provider: str) -> tuple[Path | None, GateResult | None]:
+    """With ``fmt="ort"``: convert ``output`` to ``.ort`` and gate it; a failed one is moved to
+    ``<stem>.gate-failed.ort`` (the ``.onnx`` passed its own gate and stays)."""
+    if fmt != "ort":
+        return None, None
+    ort_path, _ = convert_ort_format(output, output.with_suffix(".ort"), optimize=precision != "fp16")
+    ort_gate = check_gate(ort_path, source, holdout_batch, precision=f"{precision} (ort)",
+                          thresholds=thresholds if precision != "fp32" else GateThresholds(0.99999, 1e-4),
+                          provider=provider)
+    if not ort_gate.ok:
+        kept = ort_path.with_name(ort_path.stem + ".gate-failed.ort")
+        os.replace(ort_path, kept)
+        raise GateError(ort_gate, kept)
+    return ort_path, ort_gate
 
 
 def _copy_atomic(src: Path, dst: Path) -> None:

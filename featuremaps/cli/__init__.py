@@ -27,6 +27,7 @@ COMMAND_MODULES: list[str] = [
     "featuremaps.cli.bench",
     "featuremaps.cli.extract",
     "featuremaps.cli.show",
+    "featuremaps.cli.verify",
 ]
 
 

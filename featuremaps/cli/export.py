@@ -182,8 +182,8 @@ def run_precision_step(args: argparse.Namespace, res) -> int:
                             int8=Int8Options(method=args.calib_method), keep_io_types=not args.fp16_io)
     except GateError as e:
         print(format_gate_table(e.result))
-        print(f"featuremaps: error: {e} (the verified fp32 model at {res.path} is left as it was)",
-              file=sys.stderr)
+        where = f"moved to {e.fp32_kept}" if e.fp32_kept else f"at {res.path}"
+        print(f"featuremaps: error: {e} (the verified fp32 model is {where})", file=sys.stderr)
         return 1
     for gate in (out.gate, out.ort_gate):
         if gate is not None:

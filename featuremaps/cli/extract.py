@@ -18,6 +18,7 @@ from ..engine.store import FeatureStore, output_shapes
 from ..errors import ArgumentError, ExtractionError, StoreError
 from ._args import ModelSpec, add_model_args, folder_arg, positive_int, resolve_model
 
+DEFAULT_BATCH = 8
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -30,7 +31,8 @@ def register(sub) -> None:
                    help="image files, folders (searched recursively) or @list.txt (one path per line)")
     add_model_args(p)
     p.add_argument("-o", "--output", type=folder_arg, required=True, help="store path (a new folder, e.g. OUT.zarr)")
-    p.add_argument("--batch-size", type=positive_int, default=8, help="images per model call and per chunk (default: 8)")
+    p.add_argument("--batch-size", type=positive_int, default=None,
+                   help=f"images per model call (default: {DEFAULT_BATCH}; with --resume: the store's)")
     p.add_argument("--workers", type=positive_int, default=2, help="decode threads (default: 2)")
     p.add_argument("--threads", type=positive_int, default=None, help="ONNX Runtime intra-op threads (default: all cores)")
     p.add_argument("--provider", default="auto", choices=("auto", "cpu", "cuda", "tensorrt"),
@@ -39,9 +41,9 @@ def register(sub) -> None:
                    help="stored dtype (default: the model's output dtype)")
     # Measured (bench/results/extract_bench.md): zstd shrinks full fp16 maps by only 12% and costs
     # ~20% end-to-end throughput on a CPU-bound machine; it pays off on reduced outputs (-42%).
-    p.add_argument("--compression", choices=("zstd", "none"), default="none",
-                   help="chunk compression (default: none; zstd saves ~12%% on full fp16 maps, ~40%% on "
-                        "reduced ones, and costs CPU)")
+    p.add_argument("--compression", choices=("zstd", "none"), default=None,
+                   help="chunk compression (default: none, with --resume the store's; zstd saves ~12%% on "
+                        "full fp16 maps, ~40%% on reduced ones, and costs CPU)")
     p.add_argument("--resume", action="store_true", help="complete an existing store (redo unfinished batches)")
     p.add_argument("--strict", action="store_true", help="stop at the first bad image instead of recording it")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -59,23 +61,37 @@ def register(sub) -> None:
 def _open_or_create(args, paths: list[str], model_path: Path, extractor):
     out = Path(args.output)
     sha = file_sha256(model_path)
+    meta = extractor.metadata
+    dtype = args.dtype or ("fp16" if meta.get("output_dtype") == "fp16" else "fp32")
     if out.exists():
         if not args.resume:
             raise StoreError(f"{out} already exists; add --resume to complete it, or choose a new -o path")
-        store = FeatureStore.open(out, mode="r+")
-        if store.info.get("model_sha256") != sha:
-            raise StoreError(f"{out} was written with another model ({store.info.get('model_path')}); "
-                           "resume with the same --model, or choose a new -o path")
+        return _resume(out, args, paths, sha, dtype)
+    return FeatureStore.create(out, paths=paths, metadata=meta, shapes=output_shapes(meta, extractor.session),
+                               batch_size=args.batch_size or DEFAULT_BATCH, dtype=dtype,
+                               compression=args.compression or "none",
+                               model_path=model_path.resolve(), model_sha256=sha)
+
+
+def _resume(out: Path, args, paths: list[str], sha: str, dtype: str):
+    """Open ``out`` locked, refuse other settings or inputs, drop dead temp files, and mark
+    batches with chunks that fail their checksum pending (the run redoes them)."""
+    store = FeatureStore.open(out, mode="r+", lock=True)
+    try:
+        store.check_settings(batch_size=args.batch_size, dtype=dtype, compression=args.compression,
+                             model_sha256=sha)
         if store.paths != paths:
             raise StoreError(f"the inputs differ from the list stored in {out} ({len(paths)} vs {len(store.paths)} "
-                           "images); resume with the same inputs, or choose a new -o path")
+                             "images); resume with the same inputs, or choose a new -o path")
         store.clean_partials()
-        return store
-    meta = extractor.metadata
-    dtype = args.dtype or ("fp16" if meta.get("output_dtype") == "fp16" else "fp32")
-    return FeatureStore.create(out, paths=paths, metadata=meta, shapes=output_shapes(meta, extractor.session),
-                               batch_size=args.batch_size, dtype=dtype, compression=args.compression,
-                               model_path=model_path.resolve(), model_sha256=sha)
+        report = store.verify(repair=True)
+        if report.batches:
+            print(f"{out}: {len(report.damage)} damaged chunk(s); redoing batch(es) "
+                  f"{', '.join(map(str, report.batches))}", file=sys.stderr)
+    except BaseException:
+        store.close()
+        raise
+    return store
 
 
 def _check_ray_args(args) -> None:
@@ -106,33 +122,38 @@ def _resume_command() -> str:
     return "featuremaps " + " ".join(shlex.quote(a) for a in argv) + " --resume"
 
 
+def _run(args, store, model_path: Path, ex):
+    done = len(store) - sum(b - a for a, b in map(store.batch_rows, store.pending_batches()))
+    print(f"extracting {len(store)} images ({done} already done) with {ex.info.note} "
+          f"-> {store.path} [{store.dtype}, batch {store.batch_size}]", file=sys.stderr)
+    bar = tqdm(total=len(store), initial=done, unit="img", file=sys.stderr, disable=args.no_progress,
+               dynamic_ncols=True, smoothing=0.1)
+    try:
+        if args.engine == "ray":
+            return _run_ray(args, store, model_path, bar)
+        return run_extraction(store, ex.run, ex.preprocessing, workers=args.workers,
+                              strict=args.strict, progress=bar.update)
+    except ExtractionError as e:
+        raise ExtractionError(f"{e}; completed batches are kept, re-run with --resume") from None
+    except OSError as e:  # disk full, store folder removed, ...: the model's work so far is kept
+        raise StoreError(f"writing {store.path} failed ({e.strerror or e}); completed batches are kept: "
+                         "fix that and re-run with --resume") from None
+    finally:
+        bar.close()
+
+
 def cmd_extract(args: argparse.Namespace) -> int:
     paths = collect_inputs(args.inputs)
     _check_ray_args(args)
     model_path = resolve_model(ModelSpec.from_args(args))
     # spin=False: idle ONNX Runtime threads must not busy-wait while decode threads need the CPUs
-    with Extractor(model_path, provider=args.provider, threads=args.threads, max_batch=args.batch_size,
-                   spin=False) as ex:
+    with Extractor(model_path, provider=args.provider, threads=args.threads,
+                   max_batch=args.batch_size or DEFAULT_BATCH, spin=False) as ex:
         store = _open_or_create(args, paths, model_path, ex)
-        done = len(store) - sum(b - a for a, b in map(store.batch_rows, store.pending_batches()))
-        print(f"extracting {len(store)} images ({done} already done) with {ex.info.note} "
-              f"-> {store.path} [{store.dtype}, batch {store.batch_size}]", file=sys.stderr)
-        bar = tqdm(total=len(store), initial=done, unit="img", file=sys.stderr, disable=args.no_progress,
-                   dynamic_ncols=True, smoothing=0.1)
         try:
-            if args.engine == "ray":
-                summary = _run_ray(args, store, model_path, bar)
-            else:
-                summary = run_extraction(store, ex.run, ex.preprocessing, workers=args.workers,
-                                         strict=args.strict, progress=bar.update)
-        except ExtractionError as e:
-            bar.close()
-            raise ExtractionError(f"{e}; completed batches are kept, re-run with --resume") from None
-        except OSError as e:  # disk full, store folder removed, ...: the model's work so far is kept
-            bar.close()
-            raise StoreError(f"writing {store.path} failed ({e.strerror or e}); completed batches are kept: "
-                           "fix that and re-run with --resume") from None
-        bar.close()
+            summary = _run(args, store, model_path, ex)
+        finally:
+            store.close()  # release the writer's lock
     mb = summary.bytes_written / 1e6
     print(f"{summary.ok} ok, {summary.errors} errors, {summary.pending} pending; {summary.images} images this run "
           f"at {summary.images_per_s:.1f} img/s; {mb:.1f} MB of features written "

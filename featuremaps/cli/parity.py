@@ -7,11 +7,13 @@ import json
 import sys
 from pathlib import Path
 
-from ..bench.parity import list_images, load_reference_net, model_parity, pipeline_gap
-from ..compare import budget_for, format_parity_table
-from ..contracts import Preprocessing, Tap, read_metadata
+from ..bench.parity import (budget_for_model, list_images, load_reference_net, model_parity, pipeline_gap,
+                            reduce_reference)
+from ..compare import format_parity_table
+from ..contracts import Preprocessing, Tap
 from ..engine.preprocess import load_batch
 from ..engine.session import PROVIDERS
+from ..engine.validate import validate_model_file
 from ..errors import ArgumentError
 from ..export.reference import reference_features
 from ..samples import sample_images
@@ -62,15 +64,15 @@ def cmd_parity(args: argparse.Namespace) -> int:
     providers = _providers(args.providers)
     spec = ModelSpec.from_args(args)
     path = resolve_model(spec)  # a zoo model: exported with weights random/0 unless given
-    meta = read_metadata(path)
+    meta = validate_model_file(path)
     precision = meta.get("precision", "fp32")
-    budget = budget_for(precision)
+    budget = budget_for_model(meta)
     net, info = load_reference_net(meta, spec.weights if spec.is_file else spec.weights or "random")
     taps = tuple(Tap.from_dict(d) for d in meta["taps"])
     pre = Preprocessing.from_dict(meta["preprocessing"])
     paths = _image_paths(args)
     batch = load_batch(paths, pre)
-    reference = reference_features(net, batch, taps)
+    reference = reduce_reference(reference_features(net, batch, taps), meta)
     results, engine_outs = model_parity(path, reference, batch, providers, budget)
 
     limits = f"rel L2 <= {budget.rel_l2:g}" + (f", cosine >= {budget.cosine:g}" if budget.cosine else "")
@@ -92,7 +94,7 @@ def cmd_parity(args: argparse.Namespace) -> int:
     if args.pipeline:
         if not engine_outs:
             raise ArgumentError("--pipeline needs at least one provider that ran; add cpu to --providers")
-        gap = pipeline_gap(paths, pre, batch, engine_outs, net, taps)
+        gap = pipeline_gap(paths, pre, batch, engine_outs, net, taps, meta)
         print(f"\npipeline gap (engine OpenCV decode + PIL-exact resize vs PIL + torchvision, "
               f"informational): pixels max |diff| {gap.pixel_max_abs} levels, mean {gap.pixel_mean_abs:.4f}, "
               f"{gap.pixels_differing:.2%} of values differ; input tensor max |diff| {gap.input_max_abs:.3g}")

@@ -92,6 +92,7 @@ def test_ray_resume_completes_a_partial_store(local_ray, small_model, images, tm
             return ex.run(batch)
 
         assert run_extraction(st, stop_after_one, ex.preprocessing).interrupted
+        st.close()  # release the writer's lock before --resume
     assert (open_store(out).status == "pending").any()
     args = ["extract", str(images), "--model", str(small_model.path), "--batch-size", "3", "--no-progress"]
     assert main([*args, "-o", str(out), "--engine", "ray", "--resume"]) == 1

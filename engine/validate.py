@@ -1,0 +1,203 @@
+"""Check an exported model file before anything runs on it or any store is made from it.
+
+A model file is trusted only after three checks, each failing as one :class:`ModelFileError`
+line: the file parses as ONNX (not truncated, not another format); its ``featuremaps``
+metadata is JSON that fits the schema below; and the metadata agrees with the graph (every
+output it names exists with the stored shape, the input has the preprocessing size). Later
+code (engine, store, figures) then trusts the metadata, as timm's ``FeatureInfo`` is checked
+once and trusted after.
+
+Schema (types and ranges; other keys are allowed and kept)::
+
+    format str, model str, input str, outputs [safe name, ...] (non-empty, unique)
+    taps [{name: safe name listed in outputs, shape: [int >= 1, ...]}, ...] (non-empty)
+    preprocessing {size: [H, W] in 1..4096, mean: 3 finite numbers, std: 3 finite numbers > 0}
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from ..errors import ModelFileError
+from .names import unsafe_name_reason
+
+METADATA_KEY = "featuremaps"
+MAX_SIZE = 4096
+_FIX = "re-export it with `featuremaps export -o PATH.onnx`"
+
+
+def validate_model_file(path: str | Path) -> dict:
+    """The checked metadata of the exported model at ``path`` (raises :class:`ModelFileError`).
+
+    Reads the ONNX protobuf without external data (the graph's names and shapes and the
+    metadata; no session is built), so it is cheap next to building a session. ORT-format
+    files (``.ort``), or an install without the ``onnx`` package, are read with an unoptimized
+    onnxruntime CPU session instead.
+
+    >>> validate_model_file("models/vgg16.onnx")["outputs"]  # doctest: +SKIP
+    ['features.0', 'features.5', 'features.10', 'features.17', 'features.28']
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"model {str(path)!r} not found; export one with `featuremaps export -o PATH.onnx`")
+    raw, io = _read_with_ort(path) if path.suffix == ".ort" or not _has_onnx() else _read_with_onnx(path)
+    meta = check_metadata(_parse_metadata(raw, path), path)
+    check_against_graph(meta, io, path)
+    return meta
+
+
+def _has_onnx() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("onnx") is not None
+
+
+def _read_with_onnx(path: Path) -> tuple[str | None, dict]:
+    """``(metadata JSON or None, graph io)`` from the protobuf."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        proto = onnx.load_model(str(path), load_external_data=False)
+    except (DecodeError, ValueError, RuntimeError, OSError, RecursionError) as e:
+        raise ModelFileError(f"{path} is not a readable ONNX model (truncated or another format: "
+                             f"{type(e).__name__}); {_FIX}") from None
+    if not proto.graph.output or not proto.graph.input:
+        raise ModelFileError(f"{path} is not an ONNX model with a graph (no inputs or outputs); {_FIX}")
+    raw = next((p.value for p in proto.metadata_props if p.key == METADATA_KEY), None)
+    return raw, _graph_io(proto)
+
+
+def _read_with_ort(path: Path) -> tuple[str | None, dict]:
+    """``(metadata JSON or None, session io)`` from an unoptimized CPU session."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    try:
+        sess = ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+    except Exception as e:  # noqa: BLE001 - onnxruntime raises InvalidProtobuf, Fail, InvalidGraph, ...
+        raise ModelFileError(f"{path} is not a readable ONNX model (truncated or another format: "
+                             f"{type(e).__name__}); {_FIX}") from None
+    return sess.get_modelmeta().custom_metadata_map.get(METADATA_KEY), session_io(sess)
+
+
+def _parse_metadata(raw: str | None, path) -> dict:
+    if raw is None:
+        raise ModelFileError(f"{path} has no featuremaps metadata; {_FIX}")
+    try:
+        meta = json.loads(raw)
+    except (ValueError, RecursionError) as e:
+        raise ModelFileError(f"{path}: its featuremaps metadata is not valid JSON ({type(e).__name__}); "
+                             f"{_FIX}") from None
+    if not isinstance(meta, dict):
+        raise ModelFileError(f"{path}: its featuremaps metadata is not a JSON object; {_FIX}")
+    return meta
+
+
+def _fail(path, what: str):
+    raise ModelFileError(f"{path}: metadata {what}; {_FIX}")
+
+
+def _is_int(x, lo: int, hi: int | None = None) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= lo and (hi is None or x <= hi)
+
+
+def _is_num(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def check_metadata(meta: dict, path="model") -> dict:
+    """Check ``meta`` against the schema in the module docstring; returns it unchanged."""
+    for key in ("format", "model", "input"):
+        if not isinstance(meta.get(key), str):
+            _fail(path, f"key {key!r} is missing or not a string")
+    outputs = meta.get("outputs")
+    if not isinstance(outputs, list) or not outputs or len(set(map(str, outputs))) != len(outputs):
+        _fail(path, "'outputs' must be a non-empty list of distinct names")
+    for name in outputs:
+        reason = unsafe_name_reason(name)
+        if reason:
+            _fail(path, f"output {reason}")
+    _check_taps(meta.get("taps"), outputs, path)
+    _check_preprocessing(meta.get("preprocessing"), meta.get("input_size"), path)
+    return meta
+
+
+def _check_taps(taps, outputs: list, path) -> None:
+    if not isinstance(taps, list) or not taps:
+        _fail(path, "'taps' must be a non-empty list")
+    for tap in taps:
+        if not isinstance(tap, dict) or not isinstance(tap.get("name"), str):
+            _fail(path, "every tap needs a 'name'")
+        if tap["name"] not in outputs:
+            _fail(path, f"tap {tap['name']!r} is not among the outputs")
+        shape = tap.get("shape")
+        if not isinstance(shape, list) or not shape or not all(_is_int(d, 1) for d in shape):
+            _fail(path, f"tap {tap['name']!r} has no valid 'shape' (positive integers)")
+
+
+def _check_preprocessing(pre, input_size, path) -> None:
+    if not isinstance(pre, dict):
+        _fail(path, "'preprocessing' is missing")
+    size = pre.get("size")
+    if not isinstance(size, list) or len(size) != 2 or not all(_is_int(d, 1, MAX_SIZE) for d in size):
+        _fail(path, f"preprocessing size {size!r} must be [H, W] within 1..{MAX_SIZE}")
+    if input_size is not None and input_size != size[0]:
+        _fail(path, f"input_size {input_size!r} disagrees with preprocessing size {size}")
+    for key in ("mean", "std"):
+        v = pre.get(key)
+        if not isinstance(v, list) or len(v) != 3 or not all(_is_num(x) for x in v):
+            _fail(path, f"preprocessing {key} must be 3 finite numbers, got {v!r}")
+    if any(x <= 0 for x in pre["std"]):
+        _fail(path, f"preprocessing std {pre['std']} must be > 0")
+
+
+def _dims(value_info) -> list:
+    """Static dims as ints, symbolic or unknown ones as None."""
+    dims = value_info.type.tensor_type.shape.dim
+    return [d.dim_value if d.HasField("dim_value") else None for d in dims]
+
+
+def _graph_io(proto) -> dict:
+    inits = {i.name for i in proto.graph.initializer}
+    inputs = {v.name: _dims(v) for v in proto.graph.input if v.name not in inits}
+    return {"inputs": inputs, "outputs": {v.name: _dims(v) for v in proto.graph.output}}
+
+
+def check_against_graph(meta: dict, io: dict, path="model") -> None:
+    """``io = {"inputs": {name: dims}, "outputs": {name: dims}}`` (None for a dynamic dim), from
+    the graph or a session; the metadata must name the graph's input and outputs, with the
+    taps' shapes and the preprocessing size."""
+    if meta["input"] not in io["inputs"]:
+        raise ModelFileError(f"{path}: the metadata's input {meta['input']!r} is not the graph's "
+                             f"({', '.join(io['inputs'])}); {_FIX}")
+    if set(meta["outputs"]) != set(io["outputs"]):
+        raise ModelFileError(f"{path}: the metadata's outputs {meta['outputs']} are not the graph's "
+                             f"{list(io['outputs'])}; {_FIX}")
+    for tap in meta["taps"]:
+        graph = io["outputs"][tap["name"]][1:]
+        if len(graph) != len(tap["shape"]) or any(g is not None and g != s for g, s in zip(graph, tap["shape"])):
+            raise ModelFileError(f"{path}: tap {tap['name']!r} is {tap['shape']} in the metadata but "
+                                 f"{['?' if g is None else g for g in graph]} in the graph; {_FIX}")
+    _check_input_dims(io["inputs"][meta["input"]][1:], list(meta["preprocessing"]["size"]), path)
+
+
+def _check_input_dims(dims: list, size: list, path) -> None:
+    """The input is (N, 3, H, W) float or (N, H, W, 3) uint8: H, W must be the preprocessing size."""
+    hw = dims[1:3] if len(dims) == 3 and dims[0] == 3 else dims[0:2] if len(dims) == 3 else None
+    if hw is None or any(g is not None and g != s for g, s in zip(hw, size)):
+        raise ModelFileError(f"{path}: the graph input is {['?' if d is None else d for d in dims]} per image but "
+                             f"the metadata says {size[0]}x{size[1]} RGB; {_FIX}")
+
+
+def session_io(session) -> dict:
+    """``check_against_graph``'s ``io`` from an onnxruntime session (its declared shapes)."""
+    def dims(shape):
+        return [d if isinstance(d, int) else None for d in shape]
+
+    return {"inputs": {i.name: dims(i.shape) for i in session.get_inputs()},
+            "outputs": {o.name: dims(o.shape) for o in session.get_outputs()}}

@@ -1,0 +1,167 @@
+"""Model files are validated at open: every broken or lying model is one ModelFileError line.
+
+The good model is tests/models/vgg16-features0-32.onnx (VGG16 features.0 only, 32x32 input,
+seeded random weights, 10 KB); the bad ones are made from it here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from featuremaps.cli import main
+from featuremaps.engine.validate import check_metadata, validate_model_file
+from featuremaps.errors import ModelFileError
+
+GOOD = Path(__file__).parent.parent / "models" / "vgg16-features0-32.onnx"
+
+
+def _with_metadata(tmp_path: Path, name: str, edit) -> Path:
+    """A copy of the good model whose metadata string is ``edit(metadata dict)`` (a dict is dumped)."""
+    import onnx
+
+    proto = onnx.load(str(GOOD))
+    meta = json.loads(next(p.value for p in proto.metadata_props if p.key == "featuremaps"))
+    new = edit(meta)
+    keep = [(p.key, p.value) for p in proto.metadata_props if p.key != "featuremaps"]
+    del proto.metadata_props[:]
+    for key, value in keep + ([("featuremaps", new if isinstance(new, str) else json.dumps(new))] if new is not None
+                              else []):
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    out = tmp_path / f"{name}.onnx"
+    onnx.save(proto, str(out))
+    return out
+
+
+def _set(path: str, value):
+    def edit(meta):
+        *parents, last = path.split(".")
+        node = meta
+        for p in parents:
+            node = node[p] if not isinstance(node, list) else node[int(p)]
+        node[last] = value
+        return meta
+    return edit
+
+
+def _drop(key):
+    def edit(meta):
+        del meta[key]
+        return meta
+    return edit
+
+
+BAD_METADATA = {  # name: (edit of the metadata, expected message)
+    "no-metadata": (lambda m: None, "has no featuremaps metadata"),
+    "not-json": (lambda m: "{taps: [", "not valid JSON"),
+    "deep-json": (lambda m: "[" * 200_000 + "]" * 200_000, "not valid JSON"),
+    "json-list": (lambda m: "[1, 2]", "not a JSON object"),
+    "no-taps": (_drop("taps"), "'taps' must be a non-empty list"),
+    "no-outputs": (_drop("outputs"), "'outputs' must be a non-empty list"),
+    "output-not-in-graph": (_set("outputs", ["features.0", "features.5"]), "are not the graph's"),
+    "tap-shape-lies": (_set("taps.0.shape", [64, 16, 16]), r"is \[64, 16, 16\] in the metadata but \[64, 32, 32\]"),
+    "size-0": (_set("preprocessing.size", [0, 0]), "must be \\[H, W\\] within 1..4096"),
+    "size-60000": (_set("preprocessing.size", [60000, 60000]), "within 1..4096"),
+    "size-not-graph": (lambda m: {**_set("preprocessing.size", [64, 64])(m), "input_size": 64},
+                       "the graph input is \\[3, 32, 32\\] per image but the metadata says 64x64"),
+    "std-0": (_set("preprocessing.std", [0.2, 0.0, 0.2]), "std .* must be > 0"),
+    "mean-2": (_set("preprocessing.mean", [0.5, 0.5]), "mean must be 3 finite numbers"),
+    "tap-dotdot": (lambda m: {**m, "outputs": ["../x"]}, "output '../x' is not a safe name"),
+    "tap-abs": (lambda m: {**m, "outputs": ["/tmp/x"]}, "output '/tmp/x' is not a safe name"),
+    "tap-zarr-json": (lambda m: {**m, "outputs": ["zarr.json"]}, "'zarr.json' is reserved"),
+    "tap-status": (lambda m: {**m, "outputs": ["status"]}, "'status' is reserved"),
+}
+
+
+@pytest.fixture(scope="module")
+def bad_models(tmp_path_factory) -> dict[str, tuple[Path, str]]:
+    """Every kind of broken model file next to the message it must produce."""
+    tmp = tmp_path_factory.mktemp("bad-models")
+    data = GOOD.read_bytes()
+    (tmp / "truncated.onnx").write_bytes(data[: len(data) // 2])
+    (tmp / "random.onnx").write_bytes(np.random.RandomState(0).bytes(4096))
+    (tmp / "text.onnx").write_text("this is not a model\n")
+    (tmp / "empty.onnx").write_bytes(b"")
+    files = {n: (tmp / f"{n}.onnx", "not (a readable ONNX model|an ONNX model with a graph)")
+             for n in ("truncated", "random", "text", "empty")}
+    for name, (edit, match) in BAD_METADATA.items():
+        files[name] = (_with_metadata(tmp, name, edit), match)
+    return files
+
+
+def test_good_model_passes():
+    meta = validate_model_file(GOOD)
+    assert meta["outputs"] == ["features.0"] and meta["preprocessing"]["size"] == [32, 32]
+
+
+@pytest.mark.parametrize("case", ["truncated", "random", "text", "empty", *BAD_METADATA])
+def test_bad_model_is_one_model_file_error(bad_models, case):
+    path, match = bad_models[case]
+    with pytest.raises(ModelFileError, match=match):
+        validate_model_file(path)
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("featuremaps: error: "), err
+    return err[0]
+
+
+@pytest.mark.parametrize("case", ["truncated", "random", "no-metadata", "deep-json", "no-taps", "tap-shape-lies",
+                                  "size-60000", "std-0", "tap-dotdot", "tap-status"])
+def test_extract_with_bad_model_exits_2_with_one_line_and_no_store(bad_models, case, tmp_path, capsys):
+    path, match = bad_models[case]
+    out = tmp_path / "out.zarr"
+    assert main(["extract", str(GOOD), "--model", str(path), "-o", str(out), "--provider", "cpu",
+                 "--no-progress"]) == 2
+    assert str(path) in _one_error_line(capsys)
+    assert os.listdir(tmp_path) == []  # no store, no temporary folder left behind
+
+
+@pytest.mark.parametrize("command", ["show", "parity"])
+@pytest.mark.parametrize("case", ["truncated", "not-json", "output-not-in-graph"])
+def test_show_and_parity_with_bad_model_exit_2_with_one_line(bad_models, case, command, tmp_path, capsys):
+    path, match = bad_models[case]
+    argv = (["show", str(GOOD), "--model", str(path), "-o", str(tmp_path), "--provider", "cpu"] if command == "show"
+            else ["parity", "--model", str(path), "--providers", "cpu"])
+    assert main(argv) == 2
+    line = _one_error_line(capsys)
+    assert "ModelFileError" not in line and str(path) in line
+
+
+def test_schema_rejects_bool_and_nan():
+    meta = json.loads(json.dumps(validate_model_file(GOOD)))
+    meta["preprocessing"]["mean"] = [float("nan"), 0.5, 0.5]
+    with pytest.raises(ModelFileError, match="mean must be 3 finite numbers"):
+        check_metadata(meta)
+    meta = json.loads(json.dumps(validate_model_file(GOOD)))
+    meta["taps"][0]["shape"] = [True, 32, 32]
+    with pytest.raises(ModelFileError, match="has no valid 'shape'"):
+        check_metadata(meta)
+
+
+@pytest.mark.parametrize("case", ["truncated", "random", "no-metadata", "not-json", "tap-shape-lies", "std-0"])
+def test_onnxruntime_reader_gives_the_same_errors(bad_models, case, monkeypatch):
+    """Without the onnx package (or for .ort files) the metadata is read with onnxruntime."""
+    from featuremaps.engine import validate
+
+    monkeypatch.setattr(validate, "_has_onnx", lambda: False)
+    assert validate.validate_model_file(GOOD)["outputs"] == ["features.0"]
+    path, match = bad_models[case]
+    with pytest.raises(ModelFileError, match=match):
+        validate.validate_model_file(path)
+
+
+def test_ort_format_model_validates(tmp_path):
+    from featuremaps.export.quantize import convert_ort_format
+
+    ort_path, _ = convert_ort_format(GOOD, tmp_path / "m.ort")
+    assert validate_model_file(ort_path)["outputs"] == ["features.0"]
+    (tmp_path / "cut.ort").write_bytes(ort_path.read_bytes()[:2000])
+    with pytest.raises(ModelFileError, match="not a readable ONNX model"):
+        validate_model_file(tmp_path / "cut.ort")
