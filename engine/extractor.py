@@ -9,11 +9,20 @@ import numpy as np
 
 from ..export.onnx_export import metadata_from_session
 from ..export.taps import Tap
+from .layouts import as_model_input
 from .preprocess import Preprocessing, load_batch
 from .session import make_session, provider_unavailable_reason
 from ..errors import ModelFileError
 
 log = logging.getLogger(__name__)
+
+
+def _input_dims(meta: dict) -> tuple[int, int, int]:
+    """Per-image input shape from (possibly partial) metadata: ``(H, W, 3)`` for uint8 NHWC
+    models, ``(3, H, W)`` for float NCHW ones (TensorRT's profile needs it before the session)."""
+    size = int(meta.get("input_size", 224))
+    layout = (meta.get("preprocessing") or {}).get("input_layout", "float_nchw")
+    return (size, size, 3) if layout == "uint8_nhwc" else (3, size, size)
 
 
 class Extractor:
@@ -33,49 +42,58 @@ class Extractor:
     """
 
     def __init__(self, model_path: str | Path, provider: str = "auto", threads: int | None = None,
-                 max_batch: int = 32, spin: bool = True):
+                 max_batch: int = 32, spin: bool = True, *, device: int = 0, tf32: bool = True):
         self.model_path = Path(model_path)
         if not self.model_path.is_file():
             raise ModelFileError(f"model {str(model_path)!r} not found; export one with "
                                     "`featuremaps export -o PATH.onnx`")
-        size = self._profile_input_size(provider)
-        self.session, self.info = make_session(self.model_path, provider, threads=threads, spin=spin,
-                                               input_shape=(3, size, size), max_batch=max_batch)
+        self.session, self.info = make_session(
+            self.model_path, provider, threads=threads, spin=spin, input_shape=self._profile_dims(provider),
+            max_batch=max_batch, device_id=device, tf32=tf32)
         self.metadata = metadata_from_session(self.session, self.model_path)
         self.taps: tuple[Tap, ...] = tuple(Tap.from_dict(d) for d in self.metadata["taps"])
         self.preprocessing = Preprocessing.from_dict(self.metadata["preprocessing"])
         self.input_name = self.metadata["input"]
         self.output_names: list[str] = list(self.metadata["outputs"])
 
-    def _profile_input_size(self, provider: str) -> int:
-        # Only TensorRT's shape profile needs the size before the session exists; peek at the
-        # metadata with a CPU session just then, not on every CPU-only start.
+    def _profile_dims(self, provider: str) -> tuple[int, int, int]:
+        # Only TensorRT's shape profile needs the input shape before the session exists; peek at
+        # the metadata with a CPU session just then, not on every start.
         if provider not in ("auto", "tensorrt") or provider_unavailable_reason("tensorrt") is not None:
-            return 224  # unused by the CPU and CUDA providers
+            return (3, 224, 224)  # unused by the other providers
         from ..export.onnx_export import read_metadata
 
-        return int(read_metadata(self.model_path)["input_size"])
+        return _input_dims(read_metadata(self.model_path))
+
+    @property
+    def math_mode(self) -> str:
+        """The arithmetic this session runs: ``fp32``, ``tf32`` (CUDA's default for fp32 models),
+        ``fp16`` or ``int8``; parity judges by this mode's budget and the store records it."""
+        return self.info.math_mode
 
     @property
     def provider(self) -> str:
         return self.info.provider
 
     @property
+    def input_layout(self) -> str:
+        """``uint8_nhwc`` (pixels, normalized in the graph) or ``float_nchw`` (older exports)."""
+        return self.preprocessing.input_layout
+
+    @property
     def input_shape(self) -> tuple[int, int, int]:
+        """Per-image shape the graph takes: ``(H, W, 3)`` uint8 or ``(3, H, W)`` float32."""
         h, w = self.preprocessing.size
-        return (3, h, w)
+        return (h, w, 3) if self.input_layout == "uint8_nhwc" else (3, h, w)
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        """``batch (N, 3, H, W) float32`` (normalized, as :func:`preprocess_bytes` makes it) ->
-        ``{output name: (N, C, h, w) array}``, keys in export order (taps, then ``logits``)."""
-        batch = np.asarray(batch)
-        if batch.ndim != 4 or tuple(batch.shape[1:]) != self.input_shape:
-            hint = "; add a batch axis with x[None]" if batch.ndim == 3 else ""
-            raise ValueError(f"expected a batch of shape (N, {', '.join(map(str, self.input_shape))}), "
-                             f"got {tuple(batch.shape)}{hint}")
-        if batch.dtype != np.float32:
-            batch = batch.astype(np.float32)
-        outs = self.session.run(self.output_names, {self.input_name: np.ascontiguousarray(batch)})
+        """``batch``: ``uint8 (N, H, W, 3)`` RGB pixels or ``float32 (N, 3, H, W)`` normalized (as
+        :func:`preprocess_bytes` makes it), in either layout whatever the model takes (converted
+        by :func:`~featuremaps.engine.layouts.as_model_input`; hand over the model's own layout to
+        skip that) -> ``{output name: (N, C, h, w) array}``, keys in export order (taps, then
+        ``logits``)."""
+        x = as_model_input(batch, self.preprocessing)
+        outs = self.session.run(self.output_names, {self.input_name: x})
         return dict(zip(self.output_names, outs))
 
     def run_files(self, paths) -> dict[str, np.ndarray]:

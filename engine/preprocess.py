@@ -36,16 +36,20 @@ class Preprocessing:
     colour_order: str = "RGB"
     resize: str = RESIZE_METHOD
     layout: str = "NCHW float32"
+    # The model's input: "uint8_nhwc" (pixels, normalized in the graph; new exports) or
+    # "float_nchw" (normalized float; models exported before uint8 input, where the key is absent)
+    input_layout: str = "float_nchw"
 
     def to_dict(self) -> dict:
         return {"size": list(self.size), "mean": list(self.mean), "std": list(self.std),
-                "colour_order": self.colour_order, "resize": self.resize, "layout": self.layout}
+                "colour_order": self.colour_order, "resize": self.resize, "layout": self.layout,
+                "input_layout": self.input_layout}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Preprocessing":
         return cls(size=tuple(d["size"]), mean=tuple(d["mean"]), std=tuple(d["std"]),
                    colour_order=d.get("colour_order", "RGB"), resize=d.get("resize", RESIZE_METHOD),
-                   layout=d.get("layout", "NCHW float32"))
+                   layout=d.get("layout", "NCHW float32"), input_layout=d.get("input_layout", "float_nchw"))
 
 
 def truncation_reason(data: bytes) -> str | None:

@@ -8,7 +8,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from .cli import CLIError, add_model_args, resolve_model
+from .cli import CLIError, add_math_args, add_model_args, provider_choices, resolve_model
 
 
 def register(sub) -> None:
@@ -25,8 +25,9 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="images per model call and per chunk (default: 8)")
     p.add_argument("--workers", type=int, default=2, help="decode threads (default: 2)")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all cores)")
-    p.add_argument("--provider", default="auto", choices=("auto", "cpu", "cuda", "tensorrt"),
+    p.add_argument("--provider", default="auto", choices=provider_choices(),
                    help="ONNX Runtime provider (default: auto)")
+    add_math_args(p)
     p.add_argument("--dtype", choices=("fp32", "fp16"), default=None,
                    help="stored dtype (default: the model's output dtype)")
     # Measured (bench/results/extract_bench.md): zstd shrinks full fp16 maps by only 12% and costs
@@ -69,7 +70,10 @@ def _open_or_create(args, paths: list[str], model_path: Path, extractor):
                            "images); resume with the same inputs, or choose a new -o path")
         store.clean_partials()
         return store
-    meta = extractor.metadata
+    # The store records how its maps were computed: provider and math mode (tf32 vs strict fp32
+    # changes the values at the 1e-4 level), next to the model's own metadata.
+    meta = dict(extractor.metadata, extraction={"provider": extractor.provider, "math_mode": extractor.math_mode,
+                                                "device": extractor.info.device_id})
     dtype = args.dtype or ("fp16" if meta.get("output_dtype") == "fp16" else "fp32")
     try:
         return FeatureStore.create(out, paths=paths, metadata=meta, shapes=output_shapes(meta, extractor.session),
@@ -131,7 +135,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
     model_path = resolve_model(args)
     # spin=False: idle ONNX Runtime threads must not busy-wait while decode threads need the CPUs
     with Extractor(model_path, provider=args.provider, threads=args.threads, max_batch=args.batch_size,
-                   spin=False) as ex:
+                   spin=False, device=args.device, tf32=not args.no_tf32) as ex:
         store = _open_or_create(args, paths, model_path, ex)
         done = len(store) - sum(b - a for a, b in map(store.batch_rows, store.pending_batches()))
         print(f"extracting {len(store)} images ({done} already done) with {ex.info.note} "

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cli import DEFAULT_LAYERS, CLIError, add_model_args, is_onnx_path, resolve_model
+from .cli import DEFAULT_LAYERS, CLIError, add_model_args, is_onnx_path, provider_choices, resolve_model
 from .export.taps import Tap, parse_taps
 from .mapstats import SCALE_MODES, SELECT_MODES, select_channels, tap_stats
 
@@ -313,7 +313,7 @@ def register(subparsers) -> None:
                    help="also tile every channel of these taps (e.g. features.5 or 5,28) in one image each")
     p.add_argument("--diff", action="store_true",
                    help="also draw |ONNX Runtime - PyTorch reference| for the shown channels (needs torch)")
-    p.add_argument("--provider", default="cpu", choices=("auto", "cpu", "cuda", "tensorrt"),
+    p.add_argument("--provider", default="cpu", choices=provider_choices(),
                    help="ONNX Runtime provider (default: cpu; one image does not repay a GPU engine build)")
     p.add_argument("-o", "--output", default="featuremaps-show", help="output folder (default: ./featuremaps-show)")
     p.set_defaults(func=cmd_show)
