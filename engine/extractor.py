@@ -10,6 +10,8 @@ import numpy as np
 from ..export.onnx_export import metadata_from_session
 from ..export.taps import Tap
 from .layouts import as_model_input
+from .outputs import OutputRing, Slot
+from .providers import PROVIDER_TABLE
 from .preprocess import Preprocessing, load_batch
 from .session import make_session, provider_unavailable_reason
 from ..errors import ModelFileError
@@ -95,6 +97,33 @@ class Extractor:
         x = as_model_input(batch, self.preprocessing)
         outs = self.session.run(self.output_names, {self.input_name: x})
         return dict(zip(self.output_names, outs))
+
+    def output_ring(self, max_batch: int, slots: int = 3) -> OutputRing:
+        """A ring of ``slots`` preallocated output buffer sets for :meth:`run_into`, each holding
+        ``max_batch`` images of every output; page-locked when the session runs on a GPU."""
+        from .store import output_shapes
+
+        types = {o.name: o.type for o in self.session.get_outputs()}
+        dtypes = {k: np.dtype(np.float16 if types[k] == "tensor(float16)" else np.float32) for k in self.output_names}
+        return OutputRing(shapes=output_shapes(self.metadata, self.session), dtypes=dtypes, max_batch=max_batch,
+                          slots=slots, pinned=PROVIDER_TABLE[self.provider].gpu)
+
+    def run_into(self, batch: np.ndarray, slot: Slot) -> dict[str, np.ndarray]:
+        """Like :meth:`run`, but ONNX Runtime writes every output straight into ``slot``'s
+        preallocated buffers (IO binding; on a GPU the device -> host copy lands in pinned
+        memory). Returns views ``{name: slot.arrays[name][:N]}``: valid until the slot is released."""
+        x = as_model_input(batch, self.preprocessing)
+        n = len(x)
+        views = slot.views(n)
+        if n > len(next(iter(slot.arrays.values()))):
+            raise ValueError(f"batch of {n} does not fit the output ring's {len(next(iter(slot.arrays.values())))}")
+        binding = self.session.io_binding()
+        binding.bind_cpu_input(self.input_name, x)
+        for name in self.output_names:
+            out = views[name]
+            binding.bind_output(name, "cpu", 0, out.dtype, list(out.shape), out.ctypes.data)
+        self.session.run_with_iobinding(binding)
+        return views
 
     def run_files(self, paths) -> dict[str, np.ndarray]:
         """Decode, preprocess and run image files as one batch."""
