@@ -24,6 +24,8 @@ def register(sub) -> None:
     p.add_argument("-o", "--output", required=True, help="store path (a new folder, e.g. OUT.zarr)")
     p.add_argument("--batch-size", type=int, default=8, help="images per model call and per chunk (default: 8)")
     p.add_argument("--workers", type=int, default=2, help="decode threads (default: 2)")
+    p.add_argument("--writers", type=int, default=4,
+                   help="chunk writer threads (each tap of each batch is its own chunk; default: 4)")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all cores)")
     p.add_argument("--provider", default="auto", choices=provider_choices(),
                    help="ONNX Runtime provider (default: auto)")
@@ -129,8 +131,8 @@ def cmd_extract(args: argparse.Namespace) -> int:
         paths = collect_inputs(args.inputs)
     except InputError as e:
         raise CLIError(str(e)) from None
-    if args.batch_size < 1 or args.workers < 1:
-        raise CLIError("--batch-size and --workers must be >= 1")
+    if args.batch_size < 1 or args.workers < 1 or args.writers < 1:
+        raise CLIError("--batch-size, --workers and --writers must be >= 1")
     _check_ray_args(args)
     model_path = resolve_model(args)
     # spin=False: idle ONNX Runtime threads must not busy-wait while decode threads need the CPUs
@@ -146,7 +148,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
             if args.engine == "ray":
                 summary = _run_ray(args, store, model_path, bar)
             else:
-                summary = run_extraction(store, ex.run, ex.preprocessing, workers=args.workers,
+                summary = run_extraction(store, ex, ex.preprocessing, workers=args.workers, writers=args.writers,
                                          strict=args.strict, progress=bar.update)
         except ExtractionError as e:
             bar.close()
