@@ -38,7 +38,7 @@ class Extractor:
     >>> import numpy as np
     >>> _ = export_model("0,17", "/tmp/vgg16-doc.onnx", input_size=64)
     >>> with Extractor("/tmp/vgg16-doc.onnx", provider="cpu") as ex:
-    ...     maps = ex.run(np.zeros((2, 3, 64, 64), np.float32))
+    ...     maps = ex.run(np.zeros((2, 64, 64, 3), np.uint8))  # RGB pixels; float (N, 3, H, W) works too
     >>> {k: v.shape for k, v in maps.items()}
     {'features.0': (2, 64, 64, 64), 'features.17': (2, 512, 8, 8)}
     """

@@ -86,7 +86,7 @@ def resolve_model(args: argparse.Namespace) -> Path:
     taps = parse_taps(args.layers, args.model, args.input_size)
     weights_key = file_sha256(args.weights) if Path(args.weights).is_file() else f"{args.weights}:{args.seed}"
     key = "|".join([args.model, ",".join(t.name for t in taps), weights_key, str(args.input_size),
-                    str(getattr(args, "logits", False)), __version__])
+                    str(getattr(args, "logits", False)), __version__, "uint8_nhwc"])  # input layout of new exports
     path = cache_root() / f"{args.model}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.onnx"
     if not path.is_file():
         print(f"exporting {args.model} ({', '.join(t.name for t in taps)}, weights {args.weights}) "

@@ -84,7 +84,7 @@ def export_cached(net, info, model: str, taps, input_size: int, *, logits: bool)
     from .export.onnx_export import export_model
 
     key = "|".join([model, ",".join(t.name for t in taps), info.sha256, str(input_size), str(logits),
-                    __version__])
+                    __version__, "uint8_nhwc"])  # new exports take uint8 NHWC input
     path = cache_root() / f"{model}-bench-{hashlib.sha256(key.encode()).hexdigest()[:16]}.onnx"
     if not path.is_file():
         _say(f"exporting {model} taps {','.join(t.name.split('.')[-1] for t in taps)}"
