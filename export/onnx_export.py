@@ -74,25 +74,23 @@ def _tap_module(features, taps: tuple[Tap, ...], classifier_head=None):
 
 
 def _uint8_input(module, mean, std):
-    """Wrap ``module`` so it takes ``uint8 (N, H, W, 3)`` RGB pixels: transpose to NCHW, then the
-    engine's own arithmetic in the same order (cast, /255, -mean, /std), so the graph's input
-    tensor equals :func:`featuremaps.engine.preprocess.to_input` bit for bit. 4x fewer bytes
-    cross to a GPU than float NCHW, and the CPU does no float work per pixel."""
+    """Make ``module`` (a :func:`_tap_module`) take ``uint8 (N, H, W, 3)`` RGB pixels: transpose to
+    NCHW, then the engine's own arithmetic in the same order (cast, /255, -mean, /std), so the
+    graph's normalized tensor equals :func:`featuremaps.engine.preprocess.to_input`. 4x fewer bytes
+    cross to a GPU than float NCHW, and the CPU does no float work per pixel. The module is
+    changed in place (not wrapped) so weight names in the graph stay ``features.i.weight``."""
     import torch
-    from torch import nn
 
-    class Uint8Input(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.body = module
-            self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
-            self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+    module.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+    module.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+    forward = module.forward
 
-        def forward(self, x: torch.Tensor):
-            x = x.permute(0, 3, 1, 2).to(torch.float32) / 255.0
-            return self.body((x - self.mean) / self.std)
+    def from_pixels(x: torch.Tensor):
+        x = x.permute(0, 3, 1, 2).to(torch.float32) / 255.0
+        return forward((x - module.mean) / module.std)
 
-    return Uint8Input().eval()
+    module.forward = from_pixels
+    return module
 
 
 def _classifier_head(net):
