@@ -242,7 +242,8 @@ def main(argv=None) -> int:
                         "(default: a temporary folder)")
     p.add_argument("--disk-mb", type=int, default=256, help="MB written to measure the disk (default: 256)")
     p.add_argument("--configs", default="write-bound,full,reduced",
-                   help="comma list of write-bound, full, full-uncompressed, reduced (default: write-bound,full,reduced)")
+                   help="comma list of write-bound, full, full-uncompressed (fp32 maps cast to fp16 in the writer "
+                        "pool), full-fp16-graph (cast in the graph), reduced (default: write-bound,full,reduced)")
     args = p.parse_args(argv)
 
     from ..export.onnx_export import export_model
@@ -266,6 +267,11 @@ def main(argv=None) -> int:
             configs.append(bench_config(f"taps {TAPS}, fp16 store, zstd", full.path, paths, tmp, **kw))
         if "full-uncompressed" in wanted:
             configs.append(bench_config(f"taps {TAPS}, fp16 store, uncompressed", full.path, paths, tmp,
+                                        compression="none", **kw))
+        if "full-fp16-graph" in wanted:  # the fp16 cast in the graph instead of in the writer pool
+            half = tmp / "vgg16-taps-fp16out.onnx"
+            reduce_model(full.path, half, {}, fp16_outputs=True)
+            configs.append(bench_config(f"taps {TAPS}, fp16 outputs in the graph, uncompressed", half, paths, tmp,
                                         compression="none", **kw))
         if "reduced" in wanted:
             reduced = tmp / "vgg16-reduced.onnx"

@@ -74,7 +74,7 @@ else
     PARITY=(--max-images 8)
     BENCH=(--batch-sizes 64,256 --repeats 10 --warmup 2 --gemm-size 8192)
     EXTRACT=(--images 1024 --batch-size 64 --repeats 2 --workers 14 --writers 8 --disk-mb 4096
-             --configs write-bound,full-uncompressed,reduced)
+             --configs write-bound,full-uncompressed,full-fp16-graph,reduced)
 fi
 
 # 3. parity: the default math mode (tf32 on CUDA) and strict fp32 (--no-tf32); exit 1 on a failing tap

@@ -86,3 +86,14 @@ def test_parity_judges_each_provider_by_its_mode(small_model, small_batch):
     (r,) = results
     assert r.math_mode == "fp32" and r.budget == budget_for("fp32") and r.status == "fail"
     assert r.to_dict()["math_mode"] == "fp32"
+
+
+def test_store_records_provider_and_math_mode(small_model, sample_paths, tmp_path):
+    from featuremaps.cli import main
+    from featuremaps.engine.store import open_store
+
+    out = tmp_path / "s.zarr"
+    rc = main(["extract", *map(str, sample_paths[:2]), "--model", str(small_model.path), "-o", str(out),
+               "--provider", "cpu", "--no-progress", "--batch-size", "2"])
+    assert rc == 0
+    assert open_store(out).metadata["extraction"] == {"provider": "cpu", "math_mode": "fp32", "device": 0}
