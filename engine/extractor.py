@@ -30,9 +30,10 @@ def _input_dims(meta: dict) -> tuple[int, int, int]:
 class Extractor:
     """Feature-map extraction from a self-describing exported model.
 
-    Taps, input size and preprocessing come from the model's metadata. ``spin=False`` keeps
-    ONNX Runtime's idle threads from busy-waiting between runs (for pipelines that decode on the
-    same CPUs).
+    Taps, input size, input layout and preprocessing come from the model's metadata. ``spin=False``
+    keeps ONNX Runtime's idle threads from busy-waiting between runs (for pipelines that decode on
+    the same CPUs). ``device`` picks the GPU; ``tf32=False`` runs fp32 models in strict fp32 on
+    CUDA (default: TF32, see :attr:`math_mode`).
 
     >>> from featuremaps import export_model, Extractor
     >>> import numpy as np

@@ -23,6 +23,7 @@ import queue
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -217,8 +218,8 @@ def run_extraction(store: FeatureStore, run_model, preprocessing, *, workers: in
                     commit_oldest()
                 try:
                     item = results.get(timeout=0.02 if inflight else None)
-                except queue.Empty:
-                    commit_oldest()  # nothing new: wait for the oldest batch's chunks
+                except queue.Empty:  # nothing new: give the oldest batch's chunks a moment
+                    futures_wait(inflight[0].chunks, timeout=0.05)
                     continue
                 if item is _DONE:
                     break

@@ -7,7 +7,7 @@
 #   call 2 (carry .gpu-carry/wheels):  bash bench/gpu/run_h200.sh "$OUT"       # writes JSON under $OUT
 #   DRY_RUN=1 bash bench/gpu/run_h200.sh /tmp/x   # tiny settings; also runs on a CPU machine (cuda skipped)
 #
-# Writes OUT_DIR/h200-env.txt, h200-parity-tf32.json, h200-parity-fp32.json, h200-bench.{json,md,png},
+# Writes OUT_DIR/h200-env.txt, h200-pinned.json, h200-parity-tf32.json, h200-parity-fp32.json, h200-bench.{json,md,png},
 # extract_bench.{json,md} and h200.log. Budget: the default settings take ~8 min of device time
 # (parity 2 x ~1 min, bench ~3 min, extract_bench ~3 min); STEP_TIMEOUT caps each step (default 240 s).
 set -uo pipefail
@@ -76,6 +76,30 @@ else
     EXTRACT=(--images 1024 --batch-size 64 --repeats 2 --workers 14 --writers 8 --disk-mb 4096
              --configs write-bound,full-uncompressed,full-fp16-graph,reduced)
 fi
+
+# 2b. outputs into pinned buffers: IO binding into a cudaHostRegister'ed ring equals session.run
+say "pinned outputs check ..."
+timeout "$LIMIT" "$PY" - "$OUT_DIR/h200-pinned.json" "$EP" <<'PYEOF' 2>&1 | tee -a "$LOG"
+import json, sys, tempfile
+import numpy as np
+from featuremaps.engine.extractor import Extractor
+from featuremaps.export.onnx_export import export_model
+out, ep = sys.argv[1], sys.argv[2]
+with tempfile.TemporaryDirectory() as tmp:
+    res = export_model("0,5,10,17,28", f"{tmp}/m.onnx", input_size=64)
+    x = np.random.default_rng(0).integers(0, 256, (8, 64, 64, 3), dtype=np.uint8)
+    with Extractor(res.path, provider=ep, max_batch=8) as ex:
+        ring = ex.output_ring(8, slots=2)
+        slot = ring.acquire()
+        views = ex.run_into(x, slot)
+        ref = dict(zip(ex.output_names, ex.session.run(ex.output_names, {ex.input_name: x})))
+        rep = {"provider": ex.provider, "math_mode": ex.math_mode, "pinned": ring.is_pinned,
+               "in_place": all(np.shares_memory(v, slot.arrays[k]) for k, v in views.items()),
+               "max_abs_diff_vs_session_run": max(float(np.abs(v - ref[k]).max()) for k, v in views.items())}
+        ring.close()
+print(json.dumps(rep))
+open(out, "w").write(json.dumps(rep, indent=2))
+PYEOF
 
 # 3. parity: the default math mode (tf32 on CUDA) and strict fp32 (--no-tf32); exit 1 on a failing tap
 rc=0

@@ -72,3 +72,24 @@ def test_pin_is_a_noop_without_a_cuda_runtime():
     if load_cudart() is None:  # CPU machines: the ring still builds, unpinned
         ring = OutputRing(shapes={"t": (4,)}, dtypes={"t": np.dtype(np.float32)}, max_batch=2, pinned=True)
         assert not ring.is_pinned
+
+
+@pytest.mark.gpu
+def test_cuda_outputs_land_in_pinned_buffers(small_model):
+    from featuremaps.engine.session import provider_unavailable_reason
+
+    reason = provider_unavailable_reason("cuda")
+    if reason is not None:
+        pytest.skip(reason)
+    with Extractor(small_model.path, provider="cuda", tf32=False) as ex:
+        ring = ex.output_ring(max_batch=4, slots=2)
+        assert ring.is_pinned, "cudaHostRegister failed: outputs would be copied into pageable memory"
+        slot = ring.acquire()
+        x = _pixels(4)
+        views = ex.run_into(x, slot)
+        expected = ex.session.run(ex.output_names, {ex.input_name: x})
+        for (name, view), want in zip(views.items(), expected):
+            assert np.shares_memory(view, slot.arrays[name])
+            np.testing.assert_allclose(view, want, rtol=1e-5, atol=1e-6)
+        ring.release(slot)
+        ring.close()
