@@ -13,9 +13,9 @@ CARRY=.gpu-carry
 mkdir -p "$CARRY/ort" "$CARRY/wheels"
 [[ -f "$CARRY/ort/ort-gpu-sm90.tar.xz" ]] || python3 /work/shared/gpu/slim_ort_gpu.py "$CARRY/ort" "${ORT_VERSION:-1.31.1}"
 rm -f "$CARRY"/wheels/featuremaps-*.whl
-"$PY" -m pip wheel -q --no-deps --no-build-isolation -w "$CARRY/wheels" .
+"$PY" -m pip wheel -q --no-deps -w "$CARRY/wheels" .
 # zarr v3 and what it needs that the image lacks; cp312 manylinux x86-64 binaries or pure-Python wheels
 "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-    -d "$CARRY/wheels" zarr numcodecs donfig google-crc32c crc32c typing_extensions pyyaml
+    -d "$CARRY/wheels" zarr numcodecs donfig google-crc32c crc32c typing_extensions pyyaml packaging
 du -sh "$CARRY"/ort "$CARRY"/wheels
