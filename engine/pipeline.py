@@ -224,8 +224,8 @@ def run_extraction(store: FeatureStore, run_model, preprocessing, *, workers: in
                 if item is _DONE:
                     break
                 inflight.append(submit_chunks(chunk_pool, store, *item))
-                while len(inflight) >= max(1, ring_slots - 1):
-                    commit_oldest()  # frees a ring slot for the model
+                while len(inflight) > max(1, ring_slots - 1):
+                    commit_oldest()  # at most slots - 1 batches being written: one slot stays for the model
             while inflight:
                 commit_oldest()
         finally:
