@@ -9,8 +9,12 @@ On the same image files, in one run, rounds interleaved (model-only, end-to-end,
   resize, model, write, commit);
 * **decode-only**: the decode threads alone, to show what competes with the model for CPU.
 
-for two configurations: VGG16 taps 0,5,10,17,28 stored as fp16, and a reduced configuration
-compiled into the graph with fp16 outputs. Writes ``extract_bench.json`` and
+for these configurations: **write-bound** (tap 0 only: 12.8 MB of fp32 maps per image at 224,
+little compute), judged against min(model-only img/s, the output disk's sequential write
+bandwidth measured in the same run / bytes per image); VGG16 taps 0,5,10,17,28 stored as fp16
+(zstd and uncompressed); and a reduced configuration compiled into the graph with fp16 outputs.
+``--provider cuda`` runs the model on a GPU (outputs into pinned buffers, TF32 unless
+``--no-tf32``); ``--store-dir`` puts the stores on the disk to measure. Writes ``extract_bench.json`` and
 ``extract_bench.md`` into ``--out`` (default ``bench/results``) and prints the table.
 Weights are seeded random: speed does not depend on them.
 """
@@ -50,9 +54,31 @@ def _images(folder: Path, n: int) -> list[str]:
 
 
 def _decoded_batches(paths, pre, batch_size: int) -> list[np.ndarray]:
+    """Batches already in the model's input layout (uint8 NHWC for new exports): model-only
+    timing must not include decode or layout conversion."""
+    from ..engine.layouts import as_model_input
     from ..engine.preprocess import load_batch
 
-    return [load_batch(paths[i:i + batch_size], pre) for i in range(0, len(paths), batch_size)]
+    return [as_model_input(load_batch(paths[i:i + batch_size], pre), pre) for i in range(0, len(paths), batch_size)]
+
+
+def disk_write_bandwidth(folder: Path, mb: int = 256, block_mb: int = 16) -> float:
+    """Sequential write bandwidth of the disk under ``folder`` in bytes/s: ``mb`` MB written in
+    ``block_mb`` blocks, then fsync (page cache excluded), file removed."""
+    block = np.random.default_rng(0).integers(0, 256, block_mb << 20, dtype=np.uint8).tobytes()
+    path = folder / "fm-disk-probe.bin"
+    t0 = time.perf_counter()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        for _ in range(max(1, mb // block_mb)):
+            os.write(fd, block)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    seconds = time.perf_counter() - t0
+    written = path.stat().st_size
+    path.unlink()
+    return written / seconds
 
 
 def _decode_rate(paths, pre, workers: int) -> float:
@@ -81,27 +107,32 @@ def _store_bytes(outputs: dict, shapes: dict, dtype: str, compression: str, tmp:
 
 
 def bench_config(label: str, model_path: Path, paths: list[str], tmp: Path, *, batch_size: int, workers: int,
-                 repeats: int, threads: int | None, compression: str = "zstd") -> dict:
+                 repeats: int, threads: int | None, compression: str = "zstd", dtype: str = "fp16",
+                 provider: str = "cpu", device: int = 0, tf32: bool = True, writers: int = 4) -> dict:
     from ..engine.extractor import Extractor
     from ..engine.pipeline import run_extraction
     from ..engine.store import FeatureStore, output_shapes
     from .timing import interleaved
 
-    with Extractor(model_path, provider="cpu", threads=threads, max_batch=batch_size, spin=False) as ex:
+    with Extractor(model_path, provider=provider, threads=threads, max_batch=batch_size, spin=False,
+                   device=device, tf32=tf32) as ex:
         shapes = output_shapes(ex.metadata, ex.session)
         out_dtype = "fp16" if ex.metadata.get("output_dtype") == "fp16" else "fp32"
         batches = _decoded_batches(paths, ex.preprocessing, batch_size)
+        ring = ex.output_ring(batch_size, slots=2)
         runs = {"n": 0}
 
-        def model_only():
+        def model_only():  # maps into preallocated (pinned on a GPU) host buffers, as extract does
             for b in batches:
-                ex.run(b)
+                slot = ring.acquire()
+                ex.run_into(b, slot)
+                ring.release(slot)
 
         def end_to_end():
             runs["n"] += 1
             st = FeatureStore.create(tmp / f"{label}-{runs['n']}.zarr", paths=paths, metadata=ex.metadata,
-                                     shapes=shapes, batch_size=batch_size, dtype="fp16", compression=compression)
-            s = run_extraction(st, ex.run, ex.preprocessing, workers=workers)
+                                     shapes=shapes, batch_size=batch_size, dtype=dtype, compression=compression)
+            s = run_extraction(st, ex, ex.preprocessing, workers=workers, writers=writers)
             if s.ok != len(paths):
                 raise RuntimeError(f"end-to-end run stored {s.ok} of {len(paths)} images: {s}")
             return st
@@ -110,6 +141,8 @@ def bench_config(label: str, model_path: Path, paths: list[str], tmp: Path, *, b
         disk = FeatureStore.open(tmp / f"{label}-{runs['n']}.zarr").nbytes_on_disk() / len(paths)
         sample = ex.run(batches[0])
         decode = _decode_rate(paths, ex.preprocessing, workers)
+        mode = ex.math_mode
+        ring.close()
     model_rate = len(paths) / float(np.median(times["model_only"]))
     e2e_rate = len(paths) / float(np.median(times["end_to_end"]))
     raw = {dt: sum(math.prod(s) for s in shapes.values()) * (2 if dt == "fp16" else 4) for dt in ("fp32", "fp16")}
@@ -118,10 +151,12 @@ def bench_config(label: str, model_path: Path, paths: list[str], tmp: Path, *, b
         if dt == "fp32" and out_dtype == "fp16":
             continue
         storage[f"{dt} zstd on disk"] = _store_bytes(sample, shapes, dt, "zstd", tmp, ex.metadata)
+    stored = sum(math.prod(s) for s in shapes.values()) * (2 if dtype == "fp16" else 4)
     return {"config": label, "model": str(model_path.name), "output_dtype": out_dtype,
-            "shapes": {k: list(v) for k, v in shapes.items()},
+            "provider": provider, "math_mode": mode, "writers": writers,
+            "shapes": {k: list(v) for k, v in shapes.items()}, "stored_bytes_per_image": stored,
             "model_only_img_s": model_rate, "end_to_end_img_s": e2e_rate, "ratio": e2e_rate / model_rate,
-            "decode_only_img_s": decode, "end_to_end_store": f"fp16 {compression}",
+            "decode_only_img_s": decode, "end_to_end_store": f"{dtype} {compression}",
             "end_to_end_disk_bytes_per_image": disk, "bytes_per_image": storage,
             "seconds": {k: v for k, v in times.items()}}
 
@@ -139,21 +174,38 @@ def bench_ray(model_path: Path, paths: list[str], tmp: Path, *, batch_size: int,
                                    shapes=output_shapes(ex.metadata, ex.session), dtype="fp16")
 
     with Extractor(model_path, provider="cpu", max_batch=batch_size, spin=False) as ex:
-        run_extraction(fresh("warm-local.zarr"), ex.run, ex.preprocessing)
-        local = run_extraction(fresh("local.zarr"), ex.run, ex.preprocessing)
+        run_extraction(fresh("warm-local.zarr"), ex, ex.preprocessing)
+        local = run_extraction(fresh("local.zarr"), ex, ex.preprocessing)
         ray_s = run_extraction_ray(fresh("ray.zarr"), model_path, actors=actors, provider="cpu")
     return {"images": len(paths), "actors": actors, "local_img_s": local.images_per_s,
             "ray_img_s": ray_s.images_per_s, "ray_over_local": ray_s.images_per_s / local.images_per_s}
 
 
+def write_bound(config: dict, disk_bytes_s: float) -> dict:
+    """The write-bound configuration's ceiling: min(model-only img/s, disk bytes/s / stored bytes
+    per image), and end-to-end as a share of it."""
+    disk_img_s = disk_bytes_s / config["stored_bytes_per_image"]
+    bound = min(config["model_only_img_s"], disk_img_s)
+    return dict(config, disk_write_bytes_s=disk_bytes_s, disk_img_s=disk_img_s, bound_img_s=bound,
+                ratio_to_bound=config["end_to_end_img_s"] / bound)
+
+
 def markdown(result: dict) -> str:
     lines = [f"# Bulk extraction benchmark ({result['images']} images, batch {result['batch_size']}, "
-             f"{result['workers']} decode threads, {result['cpu']})", "",
+             f"{result['workers']} decode threads, {result.get('writers', 1)} writer threads, "
+             f"{result.get('provider', 'cpu')}, {result['cpu']})", "",
              "| configuration | model-only img/s | end-to-end img/s | ratio | decode-only img/s |",
              "|---|---:|---:|---:|---:|"]
     for c in result["configs"]:
         lines.append(f"| {c['config']} | {c['model_only_img_s']:.2f} | {c['end_to_end_img_s']:.2f} | "
                      f"{c['ratio']:.2f} | {c['decode_only_img_s']:.1f} |")
+    wb = result.get("write_bound")
+    if wb:
+        lines += ["", f"Write-bound configuration ({wb['config']}; {wb['stored_bytes_per_image'] / 1e6:.1f} MB per "
+                      f"image): disk sequential write {wb['disk_write_bytes_s'] / 1e6:.0f} MB/s (fsync) = "
+                      f"{wb['disk_img_s']:.1f} img/s; bound = min(model-only {wb['model_only_img_s']:.1f}, disk "
+                      f"{wb['disk_img_s']:.1f}) = {wb['bound_img_s']:.1f} img/s; end-to-end "
+                      f"{wb['end_to_end_img_s']:.1f} img/s = **{wb['ratio_to_bound']:.2f}x the bound**"]
     lines += ["", "Bytes per image written to the store (raw = uncompressed; zstd measured on one batch):", "",
               "| configuration | storage | MB per image |", "|---|---|---:|"]
     for c in result["configs"]:
@@ -181,23 +233,51 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="bench/results")
     p.add_argument("--ray", action="store_true", help="also compare the Ray engine (local Ray) with the local one")
     p.add_argument("--actors", type=int, default=1, help="Ray model actors for --ray (default: 1)")
+    p.add_argument("--provider", default="cpu", help="ONNX Runtime provider for the model (default: cpu)")
+    p.add_argument("--device", type=int, default=0, help="GPU index (default: 0)")
+    p.add_argument("--no-tf32", action="store_true", help="strict fp32 on CUDA")
+    p.add_argument("--writers", type=int, default=4, help="chunk writer threads (default: 4)")
+    p.add_argument("--store-dir", default=None,
+                   help="folder on the disk the stores go to, and whose write bandwidth is measured "
+                        "(default: a temporary folder)")
+    p.add_argument("--disk-mb", type=int, default=256, help="MB written to measure the disk (default: 256)")
+    p.add_argument("--configs", default="write-bound,full,reduced",
+                   help="comma list of write-bound, full, full-uncompressed (fp32 maps cast to fp16 in the writer "
+                        "pool), full-fp16-graph (cast in the graph), reduced (default: write-bound,full,reduced)")
     args = p.parse_args(argv)
 
     from ..export.onnx_export import export_model
     from ..export.reduce import parse_reductions, reduce_model
 
-    with tempfile.TemporaryDirectory(prefix="fm-extract-bench-") as tmp_s:
+    wanted = {c.strip() for c in args.configs.split(",") if c.strip()}
+    with tempfile.TemporaryDirectory(prefix="fm-extract-bench-", dir=args.store_dir) as tmp_s:
         tmp = Path(tmp_s)
         paths = _images(tmp / "images", args.images)
         full = export_model(TAPS, tmp / "vgg16-taps.onnx", weights="random", input_size=args.input_size)
-        reduced = tmp / "vgg16-reduced.onnx"
-        reduce_model(full.path, reduced, parse_reductions(REDUCED, full.taps), fp16_outputs=True)
-        kw = dict(batch_size=args.batch_size, workers=args.workers, repeats=args.repeats, threads=args.threads)
-        configs = [bench_config(f"taps {TAPS}, fp16 store, zstd", full.path, paths, tmp, **kw),
-                   bench_config(f"taps {TAPS}, fp16 store, uncompressed", full.path, paths, tmp,
-                                compression="none", **kw),
-                   bench_config("reduced (0,5 mean; 10 avgpool:4; 17 avgpool:2; 28 max), fp16 outputs, zstd",
-                                reduced, paths, tmp, **kw)]
+        kw = dict(batch_size=args.batch_size, workers=args.workers, repeats=args.repeats, threads=args.threads,
+                  provider=args.provider, device=args.device, tf32=not args.no_tf32, writers=args.writers)
+        configs, wb = [], None
+        if "write-bound" in wanted:
+            tap0 = export_model("0", tmp / "vgg16-tap0.onnx", weights="random", input_size=args.input_size)
+            disk_bw = disk_write_bandwidth(tmp, args.disk_mb)
+            wb = write_bound(bench_config("write-bound: tap 0 only, fp32 store, uncompressed", tap0.path, paths,
+                                          tmp, compression="none", dtype="fp32", **kw), disk_bw)
+            configs.append(wb)
+        if "full" in wanted:
+            configs.append(bench_config(f"taps {TAPS}, fp16 store, zstd", full.path, paths, tmp, **kw))
+        if "full-uncompressed" in wanted:
+            configs.append(bench_config(f"taps {TAPS}, fp16 store, uncompressed", full.path, paths, tmp,
+                                        compression="none", **kw))
+        if "full-fp16-graph" in wanted:  # the fp16 cast in the graph instead of in the writer pool
+            half = tmp / "vgg16-taps-fp16out.onnx"
+            reduce_model(full.path, half, {}, fp16_outputs=True)
+            configs.append(bench_config(f"taps {TAPS}, fp16 outputs in the graph, uncompressed", half, paths, tmp,
+                                        compression="none", **kw))
+        if "reduced" in wanted:
+            reduced = tmp / "vgg16-reduced.onnx"
+            reduce_model(full.path, reduced, parse_reductions(REDUCED, full.taps), fp16_outputs=True)
+            configs.append(bench_config("reduced (0,5 mean; 10 avgpool:4; 17 avgpool:2; 28 max), fp16 outputs, zstd",
+                                        reduced, paths, tmp, **kw))
         ray_result = None
         if args.ray:
             from ..engine.ray_engine import init_ray
@@ -212,7 +292,8 @@ def main(argv=None) -> int:
     result = {"benchmark": "extract", "images": args.images, "batch_size": args.batch_size,
               "workers": args.workers, "threads": args.threads, "input_size": args.input_size,
               "repeats": args.repeats, "cpu": f"{platform.machine()}, {os.cpu_count()} cores",
-              "reduced_spec": REDUCED, "configs": configs, "ray": ray_result,
+              "reduced_spec": REDUCED, "configs": configs, "ray": ray_result, "write_bound": wb,
+              "provider": args.provider, "tf32": not args.no_tf32, "writers": args.writers,
               "command": " ".join(["python -m featuremaps.bench.extract_bench",
                                    *(sys.argv[1:] if argv is None else argv)])}
     out = Path(args.out)

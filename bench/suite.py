@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..contracts import Tap
+from ..engine.layouts import pixels_to_float
+from ..engine.preprocess import Preprocessing
 from .backends import Backend, Skipped
 from .stats import bound_images_per_s, ratio, summarize_latency
 from .timing import GEMM_KEY, GemmRate, interleaved
@@ -121,8 +123,12 @@ def environment(threads: int | None) -> dict:
 
 
 def _batches(batch_sizes, input_size: int) -> dict[int, np.ndarray]:
+    """Seeded random 8-bit pixels per batch size, normalized to ``(b, 3, H, W) float32``: every
+    backend gets the same tensor, and uint8-input models represent it exactly."""
     rng = np.random.default_rng(0)
-    return {b: rng.standard_normal((b, 3, input_size, input_size), dtype=np.float32) for b in batch_sizes}
+    pre = Preprocessing(size=(input_size, input_size))
+    return {b: pixels_to_float(rng.integers(0, 256, (b, input_size, input_size, 3), dtype=np.uint8), pre)
+            for b in batch_sizes}
 
 
 def time_backends(backends: list[Backend], batch_sizes, *, input_size: int, warmup: int, repeats: int,

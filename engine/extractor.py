@@ -8,74 +8,122 @@ from pathlib import Path
 import numpy as np
 
 from ..contracts import Tap, metadata_from_session, read_metadata
+from .layouts import as_model_input
+from .outputs import OutputRing, Slot
+from .providers import PROVIDER_TABLE
 from .preprocess import Preprocessing, load_batch
 from .session import make_session, provider_unavailable_reason
+from .store import output_shapes
 from .validate import validate_model_file
 from ..errors import ModelFileError
 
 log = logging.getLogger(__name__)
 
 
+def _input_dims(meta: dict) -> tuple[int, int, int]:
+    """Per-image input shape from (possibly partial) metadata: ``(H, W, 3)`` for uint8 NHWC
+    models, ``(3, H, W)`` for float NCHW ones (TensorRT's profile needs it before the session)."""
+    size = int(meta.get("input_size", 224))
+    layout = (meta.get("preprocessing") or {}).get("input_layout", "float_nchw")
+    return (size, size, 3) if layout == "uint8_nhwc" else (3, size, size)
+
+
 class Extractor:
     """Feature-map extraction from a self-describing exported model.
 
-    Taps, input size and preprocessing come from the model's metadata. ``spin=False`` keeps
-    ONNX Runtime's idle threads from busy-waiting between runs (for pipelines that decode on the
-    same CPUs).
+    Taps, input size, input layout and preprocessing come from the model's metadata. ``spin=False``
+    keeps ONNX Runtime's idle threads from busy-waiting between runs (for pipelines that decode on
+    the same CPUs). ``device`` picks the GPU; ``tf32=False`` runs fp32 models in strict fp32 on
+    CUDA (default: TF32, see :attr:`math_mode`).
 
     >>> from featuremaps import export_model, Extractor
     >>> import numpy as np
     >>> _ = export_model("0,17", "/tmp/vgg16-doc.onnx", input_size=64)
     >>> with Extractor("/tmp/vgg16-doc.onnx", provider="cpu") as ex:
-    ...     maps = ex.run(np.zeros((2, 3, 64, 64), np.float32))
+    ...     maps = ex.run(np.zeros((2, 64, 64, 3), np.uint8))  # RGB pixels; float (N, 3, H, W) works too
     >>> {k: v.shape for k, v in maps.items()}
     {'features.0': (2, 64, 64, 64), 'features.17': (2, 512, 8, 8)}
     """
 
     def __init__(self, model_path: str | Path, provider: str = "auto", threads: int | None = None,
-                 max_batch: int = 32, spin: bool = True):
+                 max_batch: int = 32, spin: bool = True, *, device: int = 0, tf32: bool = True):
         self.model_path = Path(model_path)
         if not self.model_path.is_file():
             raise ModelFileError(f"model {str(model_path)!r} not found; export one with "
                                     "`featuremaps export -o PATH.onnx`")
         validate_model_file(self.model_path)  # a bad file or lying metadata: one ModelFileError line
-        size = self._profile_input_size(provider)
-        self.session, self.info = make_session(self.model_path, provider, threads=threads, spin=spin,
-                                               input_shape=(3, size, size), max_batch=max_batch)
+        self.session, self.info = make_session(
+            self.model_path, provider, threads=threads, spin=spin, input_shape=self._profile_dims(provider),
+            max_batch=max_batch, device_id=device, tf32=tf32)
         self.metadata = metadata_from_session(self.session, self.model_path)
         self.taps: tuple[Tap, ...] = tuple(Tap.from_dict(d) for d in self.metadata["taps"])
         self.preprocessing = Preprocessing.from_dict(self.metadata["preprocessing"])
         self.input_name = self.metadata["input"]
         self.output_names: list[str] = list(self.metadata["outputs"])
 
-    def _profile_input_size(self, provider: str) -> int:
-        # Only TensorRT's shape profile needs the size before the session exists; peek at the
-        # metadata with a CPU session just then, not on every CPU-only start.
+    def _profile_dims(self, provider: str) -> tuple[int, int, int]:
+        # Only TensorRT's shape profile needs the input shape before the session exists; peek at
+        # the metadata with a CPU session just then, not on every start.
         if provider not in ("auto", "tensorrt") or provider_unavailable_reason("tensorrt") is not None:
-            return 224  # unused by the CPU and CUDA providers
-        return int(read_metadata(self.model_path)["input_size"])
+            return (3, 224, 224)  # unused by the other providers
+        return _input_dims(read_metadata(self.model_path))
+
+    @property
+    def math_mode(self) -> str:
+        """The arithmetic this session runs: ``fp32``, ``tf32`` (CUDA's default for fp32 models),
+        ``fp16`` or ``int8``; parity judges by this mode's budget and the store records it."""
+        return self.info.math_mode
 
     @property
     def provider(self) -> str:
         return self.info.provider
 
     @property
+    def input_layout(self) -> str:
+        """``uint8_nhwc`` (pixels, normalized in the graph) or ``float_nchw`` (older exports)."""
+        return self.preprocessing.input_layout
+
+    @property
     def input_shape(self) -> tuple[int, int, int]:
+        """Per-image shape the graph takes: ``(H, W, 3)`` uint8 or ``(3, H, W)`` float32."""
         h, w = self.preprocessing.size
-        return (3, h, w)
+        return (h, w, 3) if self.input_layout == "uint8_nhwc" else (3, h, w)
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        """``batch (N, 3, H, W) float32`` (normalized, as :func:`preprocess_bytes` makes it) ->
-        ``{output name: (N, C, h, w) array}``, keys in export order (taps, then ``logits``)."""
-        batch = np.asarray(batch)
-        if batch.ndim != 4 or tuple(batch.shape[1:]) != self.input_shape:
-            hint = "; add a batch axis with x[None]" if batch.ndim == 3 else ""
-            raise ValueError(f"expected a batch of shape (N, {', '.join(map(str, self.input_shape))}), "
-                             f"got {tuple(batch.shape)}{hint}")
-        if batch.dtype != np.float32:
-            batch = batch.astype(np.float32)
-        outs = self.session.run(self.output_names, {self.input_name: np.ascontiguousarray(batch)})
+        """``batch``: ``uint8 (N, H, W, 3)`` RGB pixels or ``float32 (N, 3, H, W)`` normalized (as
+        :func:`preprocess_bytes` makes it), in either layout whatever the model takes (converted
+        by :func:`~featuremaps.engine.layouts.as_model_input`; hand over the model's own layout to
+        skip that) -> ``{output name: (N, C, h, w) array}``, keys in export order (taps, then
+        ``logits``)."""
+        x = as_model_input(batch, self.preprocessing)
+        outs = self.session.run(self.output_names, {self.input_name: x})
         return dict(zip(self.output_names, outs))
+
+    def output_ring(self, max_batch: int, slots: int = 3) -> OutputRing:
+        """A ring of ``slots`` preallocated output buffer sets for :meth:`run_into`, each holding
+        ``max_batch`` images of every output; page-locked when the session runs on a GPU."""
+
+        types = {o.name: o.type for o in self.session.get_outputs()}
+        dtypes = {k: np.dtype(np.float16 if types[k] == "tensor(float16)" else np.float32) for k in self.output_names}
+        return OutputRing(shapes=output_shapes(self.metadata, self.session), dtypes=dtypes, max_batch=max_batch,
+                          slots=slots, pinned=PROVIDER_TABLE[self.provider].gpu)
+
+    def run_into(self, batch: np.ndarray, slot: Slot) -> dict[str, np.ndarray]:
+        """Like :meth:`run`, but ONNX Runtime writes every output straight into ``slot``'s
+        preallocated buffers (IO binding; on a GPU the device -> host copy lands in pinned
+        memory). Returns views ``{name: slot.arrays[name][:N]}``: valid until the slot is released."""
+        x = as_model_input(batch, self.preprocessing)
+        n = len(x)
+        views = slot.views(n)
+        if n > len(next(iter(slot.arrays.values()))):
+            raise ValueError(f"batch of {n} does not fit the output ring's {len(next(iter(slot.arrays.values())))}")
+        binding = self.session.io_binding()
+        binding.bind_cpu_input(self.input_name, x)
+        for name in self.output_names:
+            out = views[name]
+            binding.bind_output(name, "cpu", 0, out.dtype, list(out.shape), out.ctypes.data)
+        self.session.run_with_iobinding(binding)
+        return views
 
     def run_files(self, paths) -> dict[str, np.ndarray]:
         """Decode, preprocess and run image files as one batch."""

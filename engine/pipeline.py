@@ -5,8 +5,11 @@
     reader thread  submits decodes (read + check + decode + resize + normalize) for up to
                    ``prefetch`` batches ahead to a pool of ``workers`` threads (OpenCV and
                    NumPy release the GIL), assembles batch b, puts it on a bounded queue
-    caller thread  runs the model on each batch (ONNX Runtime releases the GIL)
-    writer thread  writes each batch's chunks, then its status chunk (the commit)
+    caller thread  runs the model on each batch (ONNX Runtime releases the GIL), outputs bound
+                   into a ring of preallocated (on a GPU, pinned) buffers
+    writer thread  hands each batch's tap chunks to a pool of ``writers`` threads (chunks are
+                   independent), and writes a batch's status chunk (the commit) only after all of
+                   its tap chunks; then releases its ring slot
 
 Both queues are bounded, so memory stays at a few batches whatever the input size, and a
 slow disk slows the model down instead of filling memory. Only pending batches run, so the
@@ -20,13 +23,14 @@ import queue
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .inputs import read_image_bytes
 from .preprocess import preprocess_bytes
-from .store import ERROR, OK, FeatureStore
+from .store import DTYPES, ERROR, OK, FeatureStore
 from ..errors import ExtractionError
 
 log = logging.getLogger(__name__)
@@ -96,15 +100,68 @@ def _put(q: queue.Queue, item, keep_trying) -> bool:
     return False
 
 
+@dataclass
+class _Written:
+    """A batch whose tap chunks are being written: commit it once every future is done."""
+
+    batch: _Batch
+    chunks: list
+    slot: object = None
+
+
+def write_chunk(store: FeatureStore, name: str, b: int, maps: np.ndarray | None, ok_rows: list[int]) -> int:
+    """Write output ``name``'s chunk of batch ``b`` (rows not in ``ok_rows`` are zeros), cast to the
+    store's dtype here (in the writer pool; an fp32 model's maps become fp16 on the way to disk).
+    Returns bytes written (uncompressed). Batches never share a chunk, so any thread may write any
+    (tap, batch) chunk; only the commit must wait for all of a batch's."""
+    start, stop = store.batch_rows(b)
+    dtype = DTYPES[store.dtype]
+    if maps is not None and len(ok_rows) == stop - start:
+        full = np.asarray(maps, dtype=dtype)  # every row ok: no zero-filled copy (no copy at all if dtypes match)
+    else:
+        full = np.zeros((stop - start, *store.info["outputs"][name]), dtype)
+        if ok_rows:
+            full[ok_rows] = maps
+    store[name][start:stop] = full
+    return full.nbytes
+
+
+def submit_chunks(chunk_pool, store: FeatureStore, batch: _Batch, outputs: dict, slot=None) -> _Written:
+    """Queue one chunk write per output of ``batch`` on ``chunk_pool``."""
+    futures = [chunk_pool.submit(write_chunk, store, name, batch.index, outputs.get(name), batch.ok_rows)
+               for name in store.outputs]
+    return _Written(batch, futures, slot)
+
+
+def run_batch(run_model, ring, inputs, keep_waiting):
+    """Run the model on one batch: into a free ring slot when there is a ring (waiting while the
+    writers still hold every slot), else as a plain call. Returns ``(slot or None, outputs)``."""
+    if inputs is None:
+        return None, {}
+    if ring is None:
+        return None, run_model(inputs)
+    slot = None
+    while slot is None and keep_waiting():
+        slot = ring.acquire(timeout=0.1)
+    if slot is None:
+        return None, {}
+    return slot, run_model.run_into(inputs, slot)
+
+
 def run_extraction(store: FeatureStore, run_model, preprocessing, *, workers: int = 2, prefetch: int = 2,
-                   strict: bool = False, progress=None) -> Summary:
+                   strict: bool = False, progress=None, writers: int = 4, ring_slots: int = 3) -> Summary:
     """Extract every pending batch of ``store``.
 
-    ``run_model(batch (n, 3, H, W) float32) -> {output name: (n, ...) array}`` (an
-    :class:`~featuremaps.engine.extractor.Extractor`'s ``run``); ``progress(n_images)`` is
-    called after each committed batch. Bad images become error rows unless ``strict``, where
-    the first one raises :class:`ExtractionError` (its batch is left pending). Ctrl-C stops
-    after the batches in flight are written and returns ``Summary(interrupted=True)``.
+    ``run_model``: an :class:`~featuremaps.engine.extractor.Extractor` (its outputs are bound into
+    a ring of ``ring_slots`` preallocated, on a GPU pinned, buffer sets; up to ``ring_slots - 1``
+    batches are being written while the next one runs), or any callable
+    ``batch -> {output name: (n, ...) array}`` (fresh arrays per batch). ``writers`` threads write
+    chunks (each tap of each batch is its own chunk; casting to the store's dtype happens there);
+    a batch's status chunk is written only after all of its tap chunks (the commit).
+    ``progress(n_images)`` is called after each committed batch. Bad images become error rows
+    unless ``strict``, where the first one raises :class:`ExtractionError` (its batch is left
+    pending). Ctrl-C stops after the batches in flight are written and returns
+    ``Summary(interrupted=True)``.
     """
     todo = store.pending_batches()
     paths = store.paths
@@ -139,17 +196,40 @@ def run_extraction(store: FeatureStore, run_model, preprocessing, *, workers: in
                 return
         _put(batches, _DONE, lambda: not stop.is_set())
 
+    ring = run_model.output_ring(store.batch_size, ring_slots) if hasattr(run_model, "run_into") else None
+    chunk_pool = ThreadPoolExecutor(max_workers=max(1, writers), thread_name_prefix="fm-write")
+    inflight: list[_Written] = []
+
+    def commit_oldest():
+        done = inflight.pop(0)
+        summary.bytes_written += sum(f.result() for f in done.chunks)  # re-raises a failed chunk write
+        store.commit_batch(done.batch.index, done.batch.errors)  # status chunk last: the commit
+        if ring is not None and done.slot is not None:
+            ring.release(done.slot)
+        n = len(done.batch.ok_rows) + len(done.batch.errors)
+        summary.images += n
+        if progress is not None:
+            progress(n)
+
     def write():
-        while True:
-            item = results.get()
-            if item is _DONE:
-                return
-            batch, outputs = item
-            summary.bytes_written += store.write_batch(batch.index, outputs, batch.ok_rows, batch.errors)
-            n = len(batch.ok_rows) + len(batch.errors)
-            summary.images += n
-            if progress is not None:
-                progress(n)
+        try:
+            while True:
+                while inflight and all(f.done() for f in inflight[0].chunks):
+                    commit_oldest()
+                try:
+                    item = results.get(timeout=0.02 if inflight else None)
+                except queue.Empty:  # nothing new: give the oldest batch's chunks a moment
+                    futures_wait(inflight[0].chunks, timeout=0.05)
+                    continue
+                if item is _DONE:
+                    break
+                inflight.append(submit_chunks(chunk_pool, store, *item))
+                while len(inflight) > max(1, ring_slots - 1):
+                    commit_oldest()  # at most slots - 1 batches being written: one slot stays for the model
+            while inflight:
+                commit_oldest()
+        finally:
+            chunk_pool.shutdown(wait=True)
 
     reader, writer = _Worker(read, "fm-reader"), _Worker(write, "fm-writer")
     t0 = time.perf_counter()
@@ -167,8 +247,8 @@ def run_extraction(store: FeatureStore, run_model, preprocessing, *, workers: in
                 continue
             if item is _DONE:
                 break
-            outputs = run_model(item.inputs) if item.inputs is not None else {}
-            if not _put(results, (item, outputs), writer.is_alive):
+            slot, outputs = run_batch(run_model, ring, item.inputs, writer.is_alive)
+            if not _put(results, (item, outputs, slot), writer.is_alive):
                 break
     except KeyboardInterrupt:
         summary.interrupted = True
@@ -178,6 +258,8 @@ def run_extraction(store: FeatureStore, run_model, preprocessing, *, workers: in
         writer.join()
         reader.join()
         pool.shutdown(wait=True, cancel_futures=True)
+        if ring is not None:
+            ring.close()
     summary.seconds = time.perf_counter() - t0
     for worker in (writer, reader):
         if worker.error is not None:

@@ -20,6 +20,7 @@ from pathlib import Path
 # the metadata readers live with the contract types; re-exported here for older imports
 from ..contracts import (METADATA_KEY, Preprocessing, Tap, load_proto_metadata,  # noqa: F401
                          metadata_from_session, read_metadata)
+from ..errors import ArgumentError
 from .families import family_of
 from .taps import IMAGENET_MEAN, IMAGENET_STD, parse_taps
 
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 INPUT_NAME = "input"
 LOGITS_NAME = "logits"
 OPSET = 20
+INPUT_LAYOUTS = ("uint8_nhwc", "float_nchw")
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,26 @@ def _tap_module(net, taps: tuple[Tap, ...], *, logits_node: str | None = None):
     return module.eval()
 
 
+def _uint8_input(module, mean, std):
+    """Make ``module`` (a :func:`_tap_module`) take ``uint8 (N, H, W, 3)`` RGB pixels: transpose to
+    NCHW, then the engine's own arithmetic in the same order (cast, /255, -mean, /std), so the
+    graph's normalized tensor equals :func:`featuremaps.engine.preprocess.to_input`. 4x fewer bytes
+    cross to a GPU than float NCHW, and the CPU does no float work per pixel. The module is
+    changed in place (not wrapped) so weight names in the graph stay ``features.i.weight``."""
+    import torch
+
+    module.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+    module.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+    forward = module.forward
+
+    def from_pixels(x: torch.Tensor):
+        x = x.permute(0, 3, 1, 2).to(torch.float32) / 255.0
+        return forward((x - module.mean) / module.std)
+
+    module.forward = from_pixels
+    return module
+
+
 def _versions() -> dict:
     import onnx
     import torch
@@ -74,8 +96,9 @@ def _versions() -> dict:
 
 
 def build_metadata(model: str, taps: tuple[Tap, ...], input_size: int, weights: dict,
-                   logits: bool) -> dict:
-    pre = Preprocessing(size=(input_size, input_size), mean=IMAGENET_MEAN, std=IMAGENET_STD)
+                   logits: bool, input_layout: str = "uint8_nhwc") -> dict:
+    pre = Preprocessing(size=(input_size, input_size), mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                        input_layout=input_layout)
     outputs = [t.name for t in taps] + ([LOGITS_NAME] if logits else [])
     return {"format": "featuremaps/1", "model": model, "input": INPUT_NAME, "input_size": input_size,
             "outputs": outputs, "taps": [t.to_dict() for t in taps], "logits": logits,
@@ -88,10 +111,14 @@ def build_metadata(model: str, taps: tuple[Tap, ...], input_size: int, weights: 
 
 def export_model(taps="0,5,10,17,28", output="models/vgg16.onnx", *, model: str = "vgg16",
                  weights: str = "random", seed: int = 0, input_size: int = 224,
-                 logits: bool = False, net=None, weights_info=None) -> ExportResult:
+                 logits: bool = False, net=None, weights_info=None,
+                 input_layout: str = "uint8_nhwc") -> ExportResult:
     """Export ``model`` with ``taps`` as ONNX outputs named by tap (``features.17``,
     ``layer3.5.relu_2``); batch is dynamic.
 
+    The input is ``uint8 (N, H, W, 3)`` RGB pixels with normalization inside the graph
+    (``input_layout="uint8_nhwc"``, the default), or the older normalized ``float32 (N, 3, H, W)``
+    (``"float_nchw"``); the metadata's ``preprocessing.input_layout`` says which.
     The graph stops at the deepest tap unless ``logits=True``. ``weights`` is ``"random"``
     (seeded by ``seed``), ``"imagenet"`` or a ``.pth``/``.safetensors`` path; pass ``net``
     (and ``weights_info``) to export an already built torchvision model instead.
@@ -105,14 +132,20 @@ def export_model(taps="0,5,10,17,28", output="models/vgg16.onnx", *, model: str 
 
     from .zoo import build_model
 
+    if input_layout not in INPUT_LAYOUTS:
+        raise ArgumentError(f"unknown input layout {input_layout!r}; use {' or '.join(INPUT_LAYOUTS)}")
     taps = parse_taps(taps, model, input_size)
     if net is None:
         net, weights_info = build_model(model, weights, seed, need_classifier=logits)
     module = _tap_module(net, taps, logits_node=family_of(model).logits_node if logits else None)
+    if input_layout == "uint8_nhwc":
+        module = _uint8_input(module, IMAGENET_MEAN, IMAGENET_STD)
+        example = torch.zeros(2, input_size, input_size, 3, dtype=torch.uint8)
+    else:
+        example = torch.zeros(2, 3, input_size, input_size)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     names = [t.name for t in taps] + ([LOGITS_NAME] if logits else [])
-    example = torch.zeros(2, 3, input_size, input_size)
     with warnings.catch_warnings(), tempfile.TemporaryDirectory() as tmp:
         warnings.simplefilter("ignore")
         logging.getLogger("torch.onnx").setLevel(logging.ERROR)
@@ -122,7 +155,7 @@ def export_model(taps="0,5,10,17,28", output="models/vgg16.onnx", *, model: str 
                                  verbose=False, report=False, artifacts_dir=tmp)
     proto = prog.model_proto
     proto.producer_name = "featuremaps"
-    meta = build_metadata(model, taps, input_size, weights_info.to_dict(), logits)
+    meta = build_metadata(model, taps, input_size, weights_info.to_dict(), logits, input_layout)
     write_model(proto, meta, output)
     return ExportResult(path=output, taps=taps, metadata=meta, size_bytes=output.stat().st_size)
 

@@ -61,11 +61,21 @@ class Int8Options:
                 "activations": "uint8 asymmetric", "weights": "int8 symmetric", "format": "QDQ"}
 
 
+def _calibration_input(calib: np.ndarray, meta: dict) -> np.ndarray:
+    """The calibration batch in the model's input layout: ``uint8 (N, H, W, 3)`` pixels for models
+    that normalize in the graph, ``float32 (N, 3, H, W)`` for older exports."""
+    from ..engine.layouts import as_model_input
+    from ..engine.preprocess import Preprocessing
+
+    return as_model_input(calib, Preprocessing.from_dict(meta["preprocessing"]))
+
+
 class _BatchReader:
-    """``CalibrationDataReader`` over an ``(N, 3, H, W) float32`` array, ``batch`` images at a time."""
+    """``CalibrationDataReader`` over an ``(N, ...)`` array already in the model's input layout
+    (uint8 NHWC or float32 NCHW), ``batch`` images at a time."""
 
     def __init__(self, images: np.ndarray, input_name: str, batch: int = 1):
-        self._feeds = [{input_name: np.ascontiguousarray(images[i:i + batch], np.float32)}
+        self._feeds = [{input_name: np.ascontiguousarray(images[i:i + batch])}
                        for i in range(0, len(images), batch)]
         self._it = iter(self._feeds)
 
@@ -126,8 +136,8 @@ def _first_conv(proto) -> str | None:
 
 def quantize_int8(fp32_path: str | Path, output: str | Path, calib: np.ndarray, *,
                   options: Int8Options = Int8Options(), metadata: dict | None = None) -> Path:
-    """Static int8 QDQ quantization of ``fp32_path`` calibrated on ``calib`` ``(N, 3, H, W) float32``
-    (preprocessed real photos), written to ``output`` with metadata ``precision: int8``.
+    """Static int8 QDQ quantization of ``fp32_path`` calibrated on ``calib`` (preprocessed real photos:
+    ``(N, 3, H, W) float32`` or ``(N, H, W, 3) uint8``, converted to the model's input layout), written to ``output`` with metadata ``precision: int8``.
 
     Activations uint8 asymmetric, weights int8 per output channel. Each tap keeps its own
     calibrated range (see the module docstring for why this needs care).
@@ -148,7 +158,7 @@ def quantize_int8(fp32_path: str | Path, output: str | Path, calib: np.ndarray, 
     with tempfile.TemporaryDirectory(prefix="featuremaps-q-") as tmp:
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         onnx.save_model(proto, str(src))
-        reader = _BatchReader(calib, proto.graph.input[0].name)
+        reader = _BatchReader(_calibration_input(calib, meta), proto.graph.input[0].name)
         with _quiet_quantizer():
             quantize_static(str(src), str(dst), reader, quant_format=QuantFormat.QDQ,
                             per_channel=options.per_channel, reduce_range=options.reduce_range,

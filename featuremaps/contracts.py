@@ -18,13 +18,20 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ModelFileError
+import numpy as np
+
+from .errors import ArgumentError, ModelFileError
 
 __all__ = ["METADATA_KEY", "RESIZE_METHOD", "Preprocessing", "Tap", "load_proto_metadata",
            "metadata_from_session", "parse_metadata", "read_metadata"]
 
 METADATA_KEY = "featuremaps"
 RESIZE_METHOD = "pil-bilinear-antialias"
+FLOAT_NCHW = "float_nchw"
+UINT8_NHWC = "uint8_nhwc"
+INPUT_LAYOUTS = (FLOAT_NCHW, UINT8_NHWC)
+DECODE_MODES = ("full", "reduced")
+_LEGACY_LAYOUTS = {"NCHW float32": FLOAT_NCHW, "NHWC uint8": UINT8_NHWC}
 
 
 @dataclass(frozen=True)
@@ -70,7 +77,12 @@ class Tap:
 class Preprocessing:
     """What the model expects; stored in the exported model's metadata.
 
-    ``size`` is ``(H, W)``; mean/std are per RGB channel on the 0..1 scale.
+    ``size`` is ``(H, W)``; mean/std are per RGB channel on the 0..1 scale; ``input_layout`` is
+    ``"uint8_nhwc"`` (pixels; the graph does /255, mean/std and the transpose: new exports) or
+    ``"float_nchw"`` (normalized floats: models exported before uint8 input, where the key is
+    absent); ``decode`` is ``"full"`` or ``"reduced"`` (JPEGs at least 2x the model size decode
+    at 1/2, 1/4 or 1/8 scale in the DCT domain, then resize: faster, not the seed's pixels; a run
+    option, not stored in models).
     """
 
     size: tuple[int, int] = (224, 224)
@@ -78,17 +90,35 @@ class Preprocessing:
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     colour_order: str = "RGB"
     resize: str = RESIZE_METHOD
-    layout: str = "NCHW float32"
+    input_layout: str = FLOAT_NCHW
+    decode: str = "full"
+
+    def __post_init__(self):
+        if self.input_layout not in INPUT_LAYOUTS:
+            raise ArgumentError(f"input_layout {self.input_layout!r}; use one of {', '.join(INPUT_LAYOUTS)}")
+        if self.decode not in DECODE_MODES:
+            raise ArgumentError(f"decode {self.decode!r}; use one of {', '.join(DECODE_MODES)}")
 
     def to_dict(self) -> dict:
         return {"size": list(self.size), "mean": list(self.mean), "std": list(self.std),
-                "colour_order": self.colour_order, "resize": self.resize, "layout": self.layout}
+                "colour_order": self.colour_order, "resize": self.resize, "input_layout": self.input_layout}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Preprocessing":
+        layout = d.get("input_layout") or _LEGACY_LAYOUTS.get(d.get("layout", ""), FLOAT_NCHW)
         return cls(size=tuple(d["size"]), mean=tuple(d["mean"]), std=tuple(d["std"]),
                    colour_order=d.get("colour_order", "RGB"), resize=d.get("resize", RESIZE_METHOD),
-                   layout=d.get("layout", "NCHW float32"))
+                   input_layout=layout)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """One image's model input shape: ``(3, H, W)`` or ``(H, W, 3)``."""
+        h, w = self.size
+        return (h, w, 3) if self.input_layout == UINT8_NHWC else (3, h, w)
+
+    @property
+    def input_dtype(self) -> np.dtype:
+        return np.dtype(np.uint8 if self.input_layout == UINT8_NHWC else np.float32)
 
 
 # ---------------------------------------------------------------- metadata (JSON in metadata_props)

@@ -47,4 +47,10 @@ def small_batch(sample_paths):
 
 
 def random_batch(n: int, size: int = SMALL, seed: int = 0) -> np.ndarray:
-    return np.random.RandomState(seed).randn(n, 3, size, size).astype(np.float32)
+    """``(n, 3, size, size) float32``: random 8-bit pixels, normalized as the engine does (so a
+    uint8-input model represents it exactly)."""
+    from featuremaps.engine.layouts import pixels_to_float
+    from featuremaps.engine.preprocess import Preprocessing
+
+    pixels = np.random.RandomState(seed).randint(0, 256, (n, size, size, 3)).astype(np.uint8)
+    return pixels_to_float(pixels, Preprocessing(size=(size, size)))

@@ -26,7 +26,8 @@ from ..export.onnx_export import export_model
 from ..export.taps import parse_taps
 from ..export.variants import build_variant
 from ..export.zoo import build_model
-from ._args import DEFAULT_LAYERS, ModelSpec, add_model_args, cache_root, file_arg, int_in, positive_int
+from ._args import (DEFAULT_LAYERS, ModelSpec, add_math_args, add_model_args, cache_root, file_arg, int_in,
+                    positive_int)
 
 SCALING_DEPTHS = (0, 5, 10, 17, 28)
 
@@ -59,6 +60,7 @@ def register(sub) -> None:
                         "fp16 export); repeatable")
     p.add_argument("--torch-device", default="cpu", choices=("cpu", "cuda"),
                    help="device of the torch backends (default: cpu; cuda on a GPU machine)")
+    add_math_args(p)
     p.add_argument("--gemm-size", type=positive_int, default=2048, help="matrix size for the sgemm bound (default: 2048)")
     p.add_argument("-o", "--output", type=file_arg, default=None,
                    help="write OUT.json, OUT.md and OUT.png (e.g. bench/results/NAME.json)")
@@ -90,7 +92,7 @@ def _say(msg: str) -> None:
 def export_cached(net, info, model: str, taps, input_size: int, *, logits: bool) -> Path:
     """Export ``net`` with ``taps`` into the model cache (keyed by weights SHA-256), once."""
     key = "|".join([model, ",".join(t.name for t in taps), info.sha256, str(input_size), str(logits),
-                    __version__])
+                    __version__, "uint8_nhwc"])  # new exports take uint8 NHWC input
     path = cache_root() / f"{model}-bench-{hashlib.sha256(key.encode()).hexdigest()[:16]}.onnx"
     if not path.is_file():
         _say(f"exporting {model} taps {','.join(t.name.split('.')[-1] for t in taps)}"
@@ -149,7 +151,7 @@ def _scaling_models(exports, threads, max_batch):
 
 
 def _build_backends(names, *, model, taps, net, info, input_size, cut_path, full_path, threads, batch_sizes,
-                    compile_budget, device):
+                    compile_budget, device, tf32=True, gpu=0):
 
     max_batch = max(batch_sizes)
     built = []
@@ -170,10 +172,10 @@ def _build_backends(names, *, model, taps, net, info, input_size, cut_path, full
             int8 = int8_cached(cut_path)
             built.append(B.make_ort(name, int8, "cpu", threads=threads, max_batch=max_batch)
                          if isinstance(int8, Path) else B.Skipped(name, int8))
-        elif name == "ort-cuda":
-            built.append(B.make_ort(name, cut_path, "cuda", max_batch=max_batch))
+        elif name in ("ort-cuda", "ort-cuda-device"):
+            built.append(B.make_ort(name, cut_path, "cuda", max_batch=max_batch, tf32=tf32, device=gpu))
         elif name == "ort-tensorrt":
-            built.append(B.make_ort(name, cut_path, "tensorrt", max_batch=max_batch))
+            built.append(B.make_ort(name, cut_path, "tensorrt", max_batch=max_batch, device=gpu))
         if isinstance(built[-1], B.Skipped):
             _say(f"  skipped {name}: {built[-1].reason}")
     return built
@@ -222,7 +224,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     backends = _build_backends(names, model=model, taps=taps, net=net, info=info, input_size=input_size,
                                cut_path=cut_path, full_path=full_path, threads=threads,
                                batch_sizes=batch_sizes, compile_budget=args.compile_budget,
-                               device=args.torch_device)
+                               device=args.torch_device, tf32=not args.no_tf32, gpu=args.device)
     backends += _extra_backends(args.extra_model, threads, max(batch_sizes), input_size)
     for i, b in enumerate(backends):
         if not isinstance(b, Backend):

@@ -16,7 +16,8 @@ from ..engine.pipeline import run_extraction
 from ..engine.ray_engine import init_ray, run_extraction_ray  # imports ray only when called
 from ..engine.store import FeatureStore, output_shapes
 from ..errors import ArgumentError, ExtractionError, StoreError
-from ._args import ModelSpec, add_model_args, folder_arg, positive_int, resolve_model
+from ._args import (ModelSpec, add_math_args, add_model_args, folder_arg, positive_int, provider_choices,
+                    resolve_model)
 
 DEFAULT_BATCH = 8
 
@@ -34,9 +35,12 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=positive_int, default=None,
                    help=f"images per model call (default: {DEFAULT_BATCH}; with --resume: the store's)")
     p.add_argument("--workers", type=positive_int, default=2, help="decode threads (default: 2)")
+    p.add_argument("--writers", type=positive_int, default=4,
+                   help="chunk writer threads (each tap of each batch is its own chunk; default: 4)")
     p.add_argument("--threads", type=positive_int, default=None, help="ONNX Runtime intra-op threads (default: all cores)")
-    p.add_argument("--provider", default="auto", choices=("auto", "cpu", "cuda", "tensorrt"),
+    p.add_argument("--provider", default="auto", choices=provider_choices(),
                    help="ONNX Runtime provider (default: auto)")
+    add_math_args(p)
     p.add_argument("--dtype", choices=("fp32", "fp16"), default=None,
                    help="stored dtype (default: the model's output dtype)")
     # Measured (bench/results/extract_bench.md): zstd shrinks full fp16 maps by only 12% and costs
@@ -61,7 +65,10 @@ def register(sub) -> None:
 def _open_or_create(args, paths: list[str], model_path: Path, extractor):
     out = Path(args.output)
     sha = file_sha256(model_path)
-    meta = extractor.metadata
+    # The store records how its maps were computed: provider and math mode (tf32 vs strict fp32
+    # changes the values at the 1e-4 level), next to the model's own metadata.
+    meta = dict(extractor.metadata, extraction={"provider": extractor.provider, "math_mode": extractor.math_mode,
+                                                "device": extractor.info.device_id})
     dtype = args.dtype or ("fp16" if meta.get("output_dtype") == "fp16" else "fp32")
     if out.exists():
         if not args.resume:
@@ -131,7 +138,7 @@ def _run(args, store, model_path: Path, ex):
     try:
         if args.engine == "ray":
             return _run_ray(args, store, model_path, bar)
-        return run_extraction(store, ex.run, ex.preprocessing, workers=args.workers,
+        return run_extraction(store, ex, ex.preprocessing, workers=args.workers, writers=args.writers,
                               strict=args.strict, progress=bar.update)
     except ExtractionError as e:
         raise ExtractionError(f"{e}; completed batches are kept, re-run with --resume") from None
@@ -148,7 +155,8 @@ def cmd_extract(args: argparse.Namespace) -> int:
     model_path = resolve_model(ModelSpec.from_args(args))
     # spin=False: idle ONNX Runtime threads must not busy-wait while decode threads need the CPUs
     with Extractor(model_path, provider=args.provider, threads=args.threads,
-                   max_batch=args.batch_size or DEFAULT_BATCH, spin=False) as ex:
+                   max_batch=args.batch_size or DEFAULT_BATCH, spin=False, device=args.device,
+                   tf32=not args.no_tf32) as ex:
         store = _open_or_create(args, paths, model_path, ex)
         try:
             summary = _run(args, store, model_path, ex)

@@ -29,7 +29,7 @@ from ..bench.parity import load_reference_net
 from ..viz.draw import ShowOptions, load_image, show_maps, weights_label
 from ..viz.mapstats import SCALE_MODES, SELECT_MODES, tap_stats
 from ._args import (CHANNELS_MAX, DEFAULT_LAYERS, ModelSpec, add_model_args, check_not_both, folder_arg,
-                    int_in, is_onnx_path, resolve_model)
+                    int_in, is_onnx_path, provider_choices, resolve_model)
 
 
 # ---------------------------------------------------------------- inputs
@@ -164,7 +164,7 @@ def register(subparsers) -> None:
                    help="also tile every channel of these taps (e.g. features.5 or 5,28) in one image each")
     p.add_argument("--diff", action="store_true",
                    help="also draw |ONNX Runtime - PyTorch reference| for the shown channels (needs torch)")
-    p.add_argument("--provider", default="cpu", choices=("auto", "cpu", "cuda", "tensorrt"),
+    p.add_argument("--provider", default="cpu", choices=provider_choices(),
                    help="ONNX Runtime provider (default: cpu; one image does not repay a GPU engine build)")
     p.add_argument("-o", "--output", type=folder_arg, default="featuremaps-show",
                    help="output folder (default: ./featuremaps-show)")

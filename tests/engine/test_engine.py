@@ -82,9 +82,9 @@ def test_grey_and_alpha_images_become_rgb(tmp_path):
 
 def test_run_rejects_wrong_shapes_with_the_fix(small_model):
     with Extractor(small_model.path, provider="cpu") as ex:
-        with pytest.raises(ValueError, match=r"got \(3, 64, 64\); add a batch axis"):
+        with pytest.raises(ValueError, match=r"got \(3, 64, 64\) float32; add a batch axis"):
             ex.run(np.zeros((3, 64, 64), np.float32))
-        with pytest.raises(ValueError, match=r"expected a batch of shape \(N, 3, 64, 64\)"):
+        with pytest.raises(ValueError, match=r"expected a batch of shape \(N, 64, 64, 3\) uint8 or \(N, 3, 64, 64\) float32"):
             ex.run(np.zeros((1, 3, 32, 32), np.float32))
 
 

@@ -42,6 +42,15 @@ def torchvision_reference(net, names, x):
         return {k: v.numpy() for k, v in fx(torch.from_numpy(x)).items()}
 
 
+def pixels_and_input(n: int, size: int, seed: int):
+    """Random RGB pixels ``(n, size, size, 3) uint8`` (what exports take) and the normalized
+    ``(n, 3, size, size) float32`` tensor torchvision's transforms would make of them."""
+    pixels = np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+    mean, std = np.array([0.485, 0.456, 0.406], np.float32), np.array([0.229, 0.224, 0.225], np.float32)
+    x = (pixels.astype(np.float32) / 255.0 - mean) / std
+    return pixels, np.ascontiguousarray(x.transpose(0, 3, 1, 2), dtype=np.float32)
+
+
 def rel_l2(a, b):
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-12))
 
@@ -55,9 +64,9 @@ def test_export_matches_create_feature_extractor(family, tmp_path):
     model, layers, size = CASES[family]
     net, info = build_model(model, "random", seed=3, need_classifier=False)
     res = export_model(layers, tmp_path / f"{model}.onnx", model=model, input_size=size, net=net, weights_info=info)
-    x = np.random.default_rng(0).standard_normal((2, 3, size, size)).astype(np.float32)
+    pixels, x = pixels_and_input(2, size, seed=0)
     with Extractor(res.path, provider="cpu") as ex:
-        out = ex.run(x)
+        out = ex.run(pixels)
     ref = torchvision_reference(net, [t.name for t in res.taps], x)
     assert list(out) == [t.name for t in res.taps]  # outputs named by tap, in the order asked
     for t in res.taps:
@@ -70,9 +79,9 @@ def test_resnet_logits_output_matches_the_full_network(tmp_path):
     net, info = build_model("resnet18", "random", seed=1, need_classifier=True)
     res = export_model("layer2", tmp_path / "r.onnx", model="resnet18", input_size=64, logits=True, net=net,
                        weights_info=info)
-    x = np.random.default_rng(1).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    pixels, x = pixels_and_input(1, 64, seed=1)
     with Extractor(res.path, provider="cpu") as ex:
-        out = ex.run(x)
+        out = ex.run(pixels)
     with torch.no_grad():
         want = net(torch.from_numpy(x)).numpy()
     assert rel_l2(out["logits"], want) <= REL_L2
@@ -95,8 +104,8 @@ def test_every_model_exports_its_deepest_layer_within_budget(model, tmp_path):
     pick = ",".join(t.name for t in (layers[1], layers[len(layers) // 2], layers[-1]))
     net, info = build_model(model, "random", seed=0, need_classifier=False)
     res = export_model(pick, tmp_path / "m.onnx", model=model, input_size=64, net=net, weights_info=info)
-    x = np.random.default_rng(2).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    pixels, x = pixels_and_input(1, 64, seed=2)
     with Extractor(res.path, provider="cpu") as ex:
-        out = ex.run(x)
+        out = ex.run(pixels)
     ref = torchvision_reference(net, [t.name for t in res.taps], x)
     assert max(rel_l2(out[k], ref[k]) for k in ref) <= REL_L2
