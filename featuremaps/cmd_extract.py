@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import shlex
 import sys
@@ -14,7 +15,7 @@ from .cli import CLIError, add_model_args, resolve_model
 def register(sub) -> None:
     p = sub.add_parser(
         "extract", help="extract feature maps of many images into a resumable Zarr store",
-        description="Decode images in worker threads, run the exported model, and write one array per tap "
+        description="Decode images in worker processes, run the exported model, and write one array per tap "
                     "into a Zarr v3 store (chunked by batch, resumable). Bad images become error rows; "
                     "the run goes on unless --strict. Exit status: 0 all ok, 1 some images failed, "
                     "2 usage error, 130 interrupted (re-run with --resume).")
@@ -23,7 +24,15 @@ def register(sub) -> None:
     add_model_args(p)
     p.add_argument("-o", "--output", required=True, help="store path (a new folder, e.g. OUT.zarr)")
     p.add_argument("--batch-size", type=int, default=8, help="images per model call and per chunk (default: 8)")
-    p.add_argument("--workers", type=int, default=2, help="decode threads (default: 2)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="decode worker processes (default: the usable cores; 0 decodes in a thread)")
+    p.add_argument("--decode", choices=("full", "reduced"), default="full",
+                   help="reduced: JPEGs >= 2x the model size decode at 1/2-1/8 scale, then resize (faster, "
+                        "not the seed's pixels; default: full)")
+    p.add_argument("--max-pixels", type=int, default=100_000_000,
+                   help="refuse images whose header declares more pixels (default: 100000000)")
+    p.add_argument("--max-file-bytes", type=int, default=256 * 1024 * 1024,
+                   help="refuse larger files without reading them (default: 268435456)")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all cores)")
     p.add_argument("--provider", default="auto", choices=("auto", "cpu", "cuda", "tensorrt"),
                    help="ONNX Runtime provider (default: auto)")
@@ -120,13 +129,17 @@ def cmd_extract(args: argparse.Namespace) -> int:
     from .engine.extractor import Extractor
     from .engine.inputs import InputError, collect_inputs
     from .engine.pipeline import ExtractionError, run_extraction
+    from .engine.inputs import printable_path
+    from .engine.preprocess import DecodeBudget
 
     try:
         paths = collect_inputs(args.inputs)
     except InputError as e:
         raise CLIError(str(e)) from None
-    if args.batch_size < 1 or args.workers < 1:
-        raise CLIError("--batch-size and --workers must be >= 1")
+    if args.batch_size < 1 or (args.workers is not None and args.workers < 0):
+        raise CLIError("--batch-size must be >= 1 and --workers >= 0")
+    if args.max_pixels < 1 or args.max_file_bytes < 1:
+        raise CLIError("--max-pixels and --max-file-bytes must be >= 1")
     _check_ray_args(args)
     model_path = resolve_model(args)
     # spin=False: idle ONNX Runtime threads must not busy-wait while decode threads need the CPUs
@@ -142,7 +155,9 @@ def cmd_extract(args: argparse.Namespace) -> int:
             if args.engine == "ray":
                 summary = _run_ray(args, store, model_path, bar)
             else:
-                summary = run_extraction(store, ex.run, ex.preprocessing, workers=args.workers,
+                pre = dataclasses.replace(ex.preprocessing, decode=args.decode)
+                budget = DecodeBudget(max_pixels=args.max_pixels, max_file_bytes=args.max_file_bytes)
+                summary = run_extraction(store, ex.run, pre, workers=args.workers, budget=budget,
                                          strict=args.strict, progress=bar.update)
         except ExtractionError as e:
             bar.close()
@@ -157,7 +172,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
           f"at {summary.images_per_s:.1f} img/s; {mb:.1f} MB of features written "
           f"({store.nbytes_on_disk() / 1e6:.1f} MB on disk) -> {store.path}")
     for row in store.errors[:5]:
-        print(f"  error: {row.path}: {row.message}", file=sys.stderr)
+        print(f"  error: {printable_path(row.path)}: {printable_path(row.message)}", file=sys.stderr)
     if summary.errors > 5:
         print(f"  ... and {summary.errors - 5} more (featuremaps.open_store({str(store.path)!r}).errors)",
               file=sys.stderr)
