@@ -50,6 +50,12 @@ def default_decoder(path: str, pre: Preprocessing, budget: DecodeBudget, out: np
     preprocess_file(path, pre, budget, out)
 
 
+def _as_array(shm: shared_memory.SharedMemory, shape: tuple, dtype: np.dtype) -> np.ndarray:
+    """``shm`` as an array that holds a buffer export: while any view of it lives, ``shm.close()``
+    raises instead of unmapping memory under it (``np.ndarray(buffer=...)`` holds none)."""
+    return np.frombuffer(shm.buf, dtype, count=int(np.prod(shape))).reshape(shape)
+
+
 def _worker_main(conn, shm_name: str, shape: tuple, dtype: str, pre: Preprocessing, budget: DecodeBudget,
                  decoder) -> None:
     """Worker process: decode tasks from ``conn`` into the shared block until ``None`` arrives."""
@@ -57,7 +63,7 @@ def _worker_main(conn, shm_name: str, shape: tuple, dtype: str, pre: Preprocessi
     # The workers share the parent's resource tracker (spawn/forkserver pass it on), so attaching
     # registers nothing new and the parent's unlink is the one clean-up.
     shm = shared_memory.SharedMemory(name=shm_name)
-    buf = np.ndarray(shape, np.dtype(dtype), buffer=shm.buf)
+    buf = _as_array(shm, shape, np.dtype(dtype))
     try:
         while True:
             msg = conn.recv()
@@ -144,7 +150,7 @@ class DecodePool:
             self._ctx.set_forkserver_preload(_PRELOAD)
         nbytes = int(np.prod(self._shape)) * self.pre.input_dtype.itemsize
         self._shm = shared_memory.SharedMemory(create=True, size=max(nbytes, 1))
-        self._buf = np.ndarray(self._shape, self.pre.input_dtype, buffer=self._shm.buf)
+        self._buf = _as_array(self._shm, self._shape, self.pre.input_dtype)
         for s in range(self.slots):
             self._free.put(s)
         try:
@@ -181,8 +187,9 @@ class DecodePool:
         if self._shm is not None:
             try:
                 self._shm.close()
-            except BufferError:  # a caller still holds a view; the mapping goes with it
-                pass
+            except BufferError:  # a caller still holds a view: the mapping lives until that view dies
+                self._shm._buf = self._shm._mmap = None  # noqa: SLF001 - so __del__ does not retry
+
             self._shm.unlink()
             self._shm = None
 

@@ -53,18 +53,15 @@ def prepare_out_dir(path: str | Path) -> Path:
 
 
 def load_image(path: str | Path, size: tuple[int, int]) -> np.ndarray:
-    """Image file -> ``(H, W, 3) uint8`` RGB resized to the model's ``size`` exactly as the engine does."""
-    from .engine.preprocess import ImageDecodeError, decode_image, resize_pil_bilinear
+    """Image file -> ``(H, W, 3) uint8`` RGB resized to the model's ``size`` by the engine's decode
+    path (budget checks, strict decode, Pillow's bilinear resize)."""
+    from .engine.inputs import printable_path
+    from .engine.preprocess import ImageDecodeError, Preprocessing, preprocess_file
 
     try:
-        data = Path(path).read_bytes()
-    except OSError as e:
-        raise CLIError(f"cannot read image {str(path)!r} ({e.strerror or e})")
-    try:
-        rgb = decode_image(data)
+        return preprocess_file(path, Preprocessing(size=tuple(size), input_layout="uint8_nhwc"))
     except ImageDecodeError as e:
-        raise CLIError(f"cannot decode image {str(path)!r}: {e}; pass a JPEG, PNG, BMP, TIFF or WebP file")
-    return resize_pil_bilinear(rgb, tuple(size))
+        raise CLIError(f"cannot decode image {printable_path(path)}: {e}; pass a JPEG, PNG, BMP, TIFF or WebP file")
 
 
 def weights_label(weights: dict) -> str:

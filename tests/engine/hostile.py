@@ -39,9 +39,10 @@ def png_declaring(width: int, height: int) -> bytes:
             + _chunk(b"IEND", b""))
 
 
-def make_corpus(folder: Path, photo: Path) -> dict[str, str]:
+def make_corpus(folder: Path, photo: Path, odd_name: bool = True) -> dict[str, str]:
     """Write good files and hostile ones into ``folder``; returns ``{file name: expected reason regex}``
-    for the hostile ones (names are ``str``; the non-UTF-8 one holds surrogate escapes)."""
+    for the hostile ones (names are ``str``). ``odd_name``: also a good image named ``ODD_NAME``
+    (not UTF-8, with a newline)."""
     from PIL import Image
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -67,8 +68,8 @@ def make_corpus(folder: Path, photo: Path) -> dict[str, str]:
     expected["zero.jpg"] = r"character device, not an image file"
     (folder / "dir.jpg").mkdir()
     expected["dir.jpg"] = r"a directory, not an image file"
-    odd = os.fsdecode(b"caf\xe9\n.jpg")  # not UTF-8, and a newline: a good image under a hostile name
-    shutil.copy(photo, os.path.join(os.fsencode(folder), os.fsencode(odd)))
+    if odd_name:  # not UTF-8, and a newline: a good image under a hostile name
+        shutil.copy(photo, os.path.join(os.fsencode(folder), os.fsencode(ODD_NAME)))
     return expected
 
 
