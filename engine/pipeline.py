@@ -26,9 +26,9 @@ import numpy as np
 
 from .decode_pool import DecodePool, InlineDecoder, usable_cores
 from .inputs import printable_path
-from .preprocess import DecodeBudget
+from .preprocess import DecodeBudget, preprocess_file
 from .store import ERROR, OK, FeatureStore
-from ..errors import ExtractionError
+from ..errors import ExtractionError, ImageDecodeError
 
 log = logging.getLogger(__name__)
 _DONE = object()
@@ -51,6 +51,15 @@ class Summary:
     @property
     def images_per_s(self) -> float:
         return self.images / self.seconds if self.seconds > 0 else 0.0
+
+
+def _decode(path: str, pre, budget: DecodeBudget | None = None) -> np.ndarray | str:
+    """One image -> one model input (``pre.input_layout``), or the reason it failed (one line).
+    For decoding outside a :class:`DecodePool` (Ray decode tasks)."""
+    try:
+        return preprocess_file(path, pre, budget)
+    except ImageDecodeError as e:
+        return str(e)
 
 
 def _open_decoder(preprocessing, workers: int, batch_size: int, prefetch: int, budget: DecodeBudget,
