@@ -161,3 +161,17 @@ def _mutate(base: bytes, cut: int, flips) -> bytes:
         if i < len(data):
             data[i] = v
     return bytes(data)
+
+
+def test_extract_cli_budget_and_reduced_decode_options(tmp_path, small_model, sample_paths):
+    """--max-pixels makes error rows with the fix; --decode reduced and --workers 0 still extract."""
+    from featuremaps.cli import main
+    from featuremaps.engine.store import open_store
+
+    imgs = [str(p) for p in sample_paths[:2]]
+    base = ["extract", *imgs, "--model", str(small_model.path), "--no-progress", "--workers", "0"]
+    assert main([*base, "-o", str(tmp_path / "a.zarr"), "--max-pixels", "1000"]) == 1
+    st = open_store(tmp_path / "a.zarr")
+    assert [e.message.split(",")[1].strip() for e in st.errors] == ["over the 0.001-megapixel limit; raise --max-pixels to accept it"] * 2
+    assert main([*base, "-o", str(tmp_path / "b.zarr"), "--decode", "reduced"]) == 0
+    assert list(open_store(tmp_path / "b.zarr").status) == ["ok", "ok"]
