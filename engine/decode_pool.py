@@ -244,6 +244,8 @@ class DecodePool:
                 return None
             while todo and idle:
                 w = idle.pop()
+                if not w.process.is_alive():  # exited after its last answer: never blame a file on it
+                    w = self._replace(w)
                 row, path = todo.popleft()
                 self._task += 1
                 w.task, w.started = (self._task, row, path), time.monotonic()
@@ -254,9 +256,9 @@ class DecodePool:
                     idle.append(self._replace(w))
                     continue
                 busy.append(w)
-            self._wait(busy)
+            ready = self._wait(busy)
             for w in list(busy):
-                outcome = self._outcome(w)
+                outcome = self._outcome(w, ready)
                 if outcome is None:
                     continue
                 busy.remove(w)
@@ -266,23 +268,24 @@ class DecodePool:
                 idle.append(w if alive else self._replace(w))
         return errors
 
-    def _wait(self, busy: list[_Proc]) -> None:
+    def _wait(self, busy: list[_Proc]) -> set:
+        """Block until a busy worker answers or dies, or the earliest task deadline; the ready handles."""
         now = time.monotonic()
         left = min((w.started + self.timeout_s - now for w in busy), default=0.0)
         handles = [w.conn for w in busy] + [w.process.sentinel for w in busy]
-        connection.wait(handles, timeout=max(0.0, min(left, 1.0)))
+        return set(connection.wait(handles, timeout=max(0.0, min(left, 1.0))))
 
-    def _outcome(self, w: _Proc) -> tuple[int, str | None, bool] | None:
+    def _outcome(self, w: _Proc, ready: set) -> tuple[int, str | None, bool] | None:
         """``(row, reason or None, worker still usable)`` if ``w`` finished its task, else None."""
         task, row, path = w.task
-        try:
-            if w.conn.poll():
+        if w.conn in ready:
+            try:
                 got, reason = w.conn.recv()
                 if got == task:
                     return row, reason, True
-        except (EOFError, OSError):
-            pass
-        if not w.process.is_alive() or w.conn.closed:
+            except (EOFError, OSError):
+                pass
+        if w.process.sentinel in ready or (w.conn in ready and not w.process.is_alive()):
             w.process.join(0.1)
             code = w.process.exitcode
             how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit status {code}"
