@@ -34,6 +34,7 @@ from .preprocess import DecodeBudget, Preprocessing, preprocess_file
 from ..errors import ImageDecodeError
 
 log = logging.getLogger(__name__)
+_DEPTH = 2  # tasks queued per worker
 _PRELOAD = ["featuremaps.engine.decode_pool", "PIL.Image", "PIL.JpegImagePlugin", "PIL.PngImagePlugin"]
 
 
@@ -89,8 +90,8 @@ def _worker_main(conn, shm_name: str, shape: tuple, dtype: str, pre: Preprocessi
 class _Proc:
     process: mp.process.BaseProcess
     conn: connection.Connection
-    task: tuple | None = None  # (task id, row, path) being decoded
-    started: float = 0.0
+    tasks: deque = field(default_factory=deque)  # (task id, row, path) sent, in order; [0] is in progress
+    started: float = 0.0  # when tasks[0] began (its predecessor answered, or it was sent to an idle worker)
 
 
 @dataclass
@@ -233,40 +234,43 @@ class DecodePool:
         self._free.put(batch.slot)
 
     def _run(self, slot: int, paths: list[str], cancelled) -> dict[int, str] | None:
+        """Decode ``paths`` into ``slot``; ``{row: reason}`` of the failures, or None if cancelled."""
         todo = deque(enumerate(paths))
         errors: dict[int, str] = {}
-        idle = list(self._procs)
-        busy: list[_Proc] = []
-        while todo or busy:
+        while todo or any(w.tasks for w in self._procs):
             if cancelled():
-                for w in busy:  # they hold a task of the abandoned batch: replace them
-                    self._replace(w)
+                for w in list(self._procs):  # they hold tasks of the abandoned batch
+                    if w.tasks:
+                        self._replace(w)
                 return None
-            while todo and idle:
-                w = idle.pop()
-                if not w.process.is_alive():  # exited after its last answer: never blame a file on it
+            self._dispatch(slot, todo)
+            ready = self._wait([w for w in self._procs if w.tasks])
+            for w in list(self._procs):
+                if w.tasks:
+                    self._collect(w, ready, todo, errors)
+        return errors
+
+    def _dispatch(self, slot: int, todo: deque) -> None:
+        """Give every worker up to ``_DEPTH`` tasks (one first to each, then a second), so a worker
+        never waits for the parent to be scheduled before it can start its next image."""
+        for depth in range(1, _DEPTH + 1):
+            for w in list(self._procs):
+                if not todo:
+                    return
+                if len(w.tasks) >= depth:
+                    continue
+                if not w.tasks and not w.process.is_alive():  # exited after its last answer
                     w = self._replace(w)
                 row, path = todo.popleft()
                 self._task += 1
-                w.task, w.started = (self._task, row, path), time.monotonic()
                 try:
                     w.conn.send((self._task, slot, row, path))
-                except OSError:  # died while idle: replace it and retry this file
+                except OSError:  # died meanwhile: its outcome is collected from its sentinel
                     todo.appendleft((row, path))
-                    idle.append(self._replace(w))
                     continue
-                busy.append(w)
-            ready = self._wait(busy)
-            for w in list(busy):
-                outcome = self._outcome(w, ready)
-                if outcome is None:
-                    continue
-                busy.remove(w)
-                row, reason, alive = outcome
-                if reason is not None:
-                    errors[row] = reason
-                idle.append(w if alive else self._replace(w))
-        return errors
+                if not w.tasks:
+                    w.started = time.monotonic()
+                w.tasks.append((self._task, row, path))
 
     def _wait(self, busy: list[_Proc]) -> set:
         """Block until a busy worker answers or dies, or the earliest task deadline; the ready handles."""
@@ -275,27 +279,40 @@ class DecodePool:
         handles = [w.conn for w in busy] + [w.process.sentinel for w in busy]
         return set(connection.wait(handles, timeout=max(0.0, min(left, 1.0))))
 
-    def _outcome(self, w: _Proc, ready: set) -> tuple[int, str | None, bool] | None:
-        """``(row, reason or None, worker still usable)`` if ``w`` finished its task, else None."""
-        task, row, path = w.task
+    def _collect(self, w: _Proc, ready: set, todo: deque, errors: dict[int, str]) -> None:
+        """Record ``w``'s answers; if it died or overran, its current file is an error row, the
+        files queued behind it go back to ``todo`` and it is replaced."""
         if w.conn in ready:
             try:
-                got, reason = w.conn.recv()
-                if got == task:
-                    return row, reason, True
+                while w.tasks and w.conn.poll():
+                    got, reason = w.conn.recv()
+                    task, row, _ = w.tasks[0]
+                    if got != task:
+                        continue
+                    w.tasks.popleft()
+                    w.started = time.monotonic()
+                    if reason is not None:
+                        errors[row] = reason
             except (EOFError, OSError):
                 pass
-        if w.process.sentinel in ready or (w.conn in ready and not w.process.is_alive()):
+        if not w.tasks:
+            return
+        _, row, path = w.tasks[0]
+        if w.process.sentinel in ready:
             w.process.join(0.1)
             code = w.process.exitcode
             how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit status {code}"
             log.warning("decode worker died on %r (%s); replaced", path, how)
-            return row, f"decoder process died ({how}) while decoding this file", False
-        if time.monotonic() - w.started > self.timeout_s:
+            errors[row] = f"decoder process died ({how}) while decoding this file"
+        elif time.monotonic() - w.started > self.timeout_s:
             log.warning("decode of %r took over %gs; worker killed and replaced", path, self.timeout_s)
-            w.process.kill()
-            return row, f"decoding timed out after {self.timeout_s:g} s", False
-        return None
+            errors[row] = f"decoding timed out after {self.timeout_s:g} s"
+        else:
+            return
+        w.tasks.popleft()
+        todo.extendleft((r, p) for _, r, p in reversed(w.tasks))
+        w.tasks.clear()
+        self._replace(w)
 
     def _replace(self, dead: _Proc) -> _Proc:
         """Reap ``dead`` and start a fresh worker in its place."""
