@@ -144,3 +144,13 @@ def test_extract_over_bombs_stays_under_peak_rss(tmp_path, small_model, sample_p
     rc, peak_kb = map(int, res.stdout.split())
     assert rc == 1 and "2 ok, 8 errors" in res.stderr, res.stderr  # dir.jpg is a folder to walk
     assert peak_kb < 600_000, f"peak RSS {peak_kb / 1e3:.0f} MB"
+
+
+def test_files_queued_behind_a_crash_are_redone(tmp_path, sample_paths):
+    """One worker holds two tasks; when it dies on the first, the second is decoded by its replacement."""
+    data = Path(sample_paths[0]).read_bytes()
+    for n in ("crash.jpg", "after.jpg"):
+        (tmp_path / n).write_bytes(data)
+    with DecodePool(PRE, workers=1, batch_size=2, decoder=faulty_decoder) as pool:
+        got = pool.decode([str(tmp_path / "crash.jpg"), str(tmp_path / "after.jpg")])
+    assert list(got.errors) == [0] and got.ok_rows == [1]
