@@ -57,7 +57,7 @@ def _decoded_batches(paths, pre, batch_size: int) -> list[np.ndarray]:
     """Batches already in the model's input layout (uint8 NHWC for new exports): model-only
     timing must not include decode or layout conversion."""
     from ..engine.layouts import as_model_input
-    from ..engine.preprocess import load_batch
+    from ..engine.decode_pool import load_batch
 
     return [as_model_input(load_batch(paths[i:i + batch_size], pre), pre) for i in range(0, len(paths), batch_size)]
 

@@ -192,11 +192,13 @@ def seed_pipeline(paths, size: tuple[int, int], mean, std) -> tuple[np.ndarray, 
     return np.stack(tensors).astype(np.float32), pixels
 
 
-def engine_pixels(paths, size: tuple[int, int]) -> list[np.ndarray]:
-    """The engine's resized ``(H, W, 3) uint8`` RGB images (OpenCV decode + PIL-exact resize)."""
-    from ..engine.preprocess import read_image, resize_pil_bilinear
+def engine_pixels(paths, size: tuple[int, int], decode: str = "full") -> list[np.ndarray]:
+    """The engine's resized ``(H, W, 3) uint8`` RGB images (its decode + Pillow's bilinear resize;
+    ``decode="reduced"``: JPEGs decoded at 1/2-1/8 scale first)."""
+    from ..engine.preprocess import Preprocessing, preprocess_file
 
-    return [resize_pil_bilinear(read_image(p), tuple(size)) for p in paths]
+    pre = Preprocessing(size=tuple(size), input_layout="uint8_nhwc", decode=decode)
+    return [preprocess_file(p, pre) for p in paths]
 
 
 def pipeline_gap(paths, pre, engine_batch: np.ndarray, engine_outputs: dict[str, np.ndarray],
@@ -206,7 +208,7 @@ def pipeline_gap(paths, pre, engine_batch: np.ndarray, engine_outputs: dict[str,
     from .reference import reference_features
 
     seed_batch, seed_px = seed_pipeline(paths, pre.size, pre.mean, pre.std)
-    eng_px = engine_pixels(paths, pre.size)
+    eng_px = engine_pixels(paths, pre.size, getattr(pre, "decode", "full"))
     diffs = [np.abs(a.astype(np.int16) - b.astype(np.int16)) for a, b in zip(eng_px, seed_px)]
     seed_ref = reduce_reference(reference_features(net, seed_batch, taps), meta or {})
     rows = compare({k: engine_outputs[k] for k in seed_ref}, seed_ref)

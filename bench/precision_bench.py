@@ -104,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(RESULTS), help="results folder (default: bench/results)")
     args = p.parse_args(argv)
 
-    from ..engine.preprocess import Preprocessing, load_batch
+    from ..engine.preprocess import Preprocessing
+    from ..engine.decode_pool import load_batch
     from ..export.calib import default_holdout
     from ..samples import sample_images
 

@@ -11,7 +11,8 @@ from ..contracts import Tap, metadata_from_session, read_metadata
 from .layouts import as_model_input
 from .outputs import OutputRing, Slot
 from .providers import PROVIDER_TABLE
-from .preprocess import Preprocessing, load_batch
+from .preprocess import Preprocessing
+from .decode_pool import load_batch
 from .session import make_session, provider_unavailable_reason
 from .store import output_shapes
 from .validate import validate_model_file

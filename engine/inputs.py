@@ -2,12 +2,19 @@
 
 The list is fixed at the start of a run and stored with the results, so a resumed run means
 the same images in the same rows.
+
+Paths are ``str`` as the OS gives them (:func:`os.fsdecode`, ``surrogateescape``): a file name
+that is not valid UTF-8 keeps its bytes as lone surrogates, opens again as the same file, and
+round-trips losslessly through :func:`path_to_bytes` / :func:`path_from_bytes` (what a store
+should keep). For printing, :func:`printable_path` escapes such bytes and control characters.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
+from .preprocess import DecodeBudget, read_file_bytes
 from ..errors import InputError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm",
@@ -33,9 +40,11 @@ def _walk(folder: Path) -> list[str]:
 
 def _read_list(list_file: Path) -> list[str]:
     if not list_file.is_file():
-        raise InputError(f"list file {str(list_file)!r} not found; @FILE names a text file with one path per line")
+        raise InputError(f"list file {printable_path(list_file)} not found; @FILE names a text file with one "
+                         "path per line")
     base = list_file.parent
-    lines = (ln.strip() for ln in list_file.read_text().splitlines())
+    # Bytes, decoded as the OS decodes file names: any name (valid UTF-8 or not) survives.
+    lines = (os.fsdecode(ln.strip()) for ln in list_file.read_bytes().splitlines())
     # Relative entries are relative to the list file, so a list travels with its images.
     return [str(Path(ln) if os.path.isabs(ln) else base / ln) for ln in lines if ln and not ln.startswith("#")]
 
@@ -66,8 +75,43 @@ def collect_inputs(items) -> list[str]:
     return sorted(paths)
 
 
-def read_image_bytes(path: str) -> bytes:
-    """The bytes of an image file; raises ``OSError`` with the reason when it cannot be read.
-    Empty and truncated files are caught where bytes are decoded (:func:`.preprocess.decode_image`)."""
-    with open(path, "rb") as f:
-        return f.read()
+def read_image_bytes(path: str, max_file_bytes: int = DecodeBudget.max_file_bytes) -> bytes:
+    """The bytes of a regular image file of at most ``max_file_bytes`` (FIFOs, devices and
+    directories are refused without reading); raises :class:`ImageDecodeError` with the reason."""
+    return read_file_bytes(path, max_file_bytes)
+
+
+def path_to_bytes(path: str) -> bytes:
+    """A path as the exact bytes of the file name (lossless for names that are not UTF-8)."""
+    return os.fsencode(path)
+
+
+def path_from_bytes(raw: bytes) -> str:
+    """Inverse of :func:`path_to_bytes`: the ``str`` path that opens the same file."""
+    return os.fsdecode(raw)
+
+
+def path_to_text(path: str) -> str:
+    """A path as valid UTF-8 text (for JSON and Zarr string arrays), lossless: a byte that is not
+    UTF-8 becomes ``\\xNN`` and a backslash becomes ``\\\\``; every other path is unchanged.
+    Inverse: :func:`path_from_text`."""
+    chunks = os.fsencode(path).split(b"\\")
+    return "\\\\".join(c.decode("utf-8", "backslashreplace") for c in chunks)
+
+
+def path_from_text(text: str) -> str:
+    """Inverse of :func:`path_to_text`: the ``str`` path (surrogateescape) that opens the same file."""
+    out, pos = bytearray(), 0
+    for m in re.finditer(r"\\(\\|x([0-9a-fA-F]{2}))", text):
+        out += text[pos:m.start()].encode("utf-8")
+        out += b"\\" if m.group(2) is None else bytes([int(m.group(2), 16)])
+        pos = m.end()
+    out += text[pos:].encode("utf-8")
+    return os.fsdecode(bytes(out))
+
+
+def printable_path(path) -> str:
+    """A path for one output line: control characters, non-UTF-8 bytes and other unprintable
+    characters escaped (a file name with a newline cannot forge a line)."""
+    text = os.fsencode(os.fspath(path)).decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)

@@ -1,10 +1,11 @@
-"""The streaming extraction pipeline: decode threads -> bounded batch queue -> model -> writer thread.
+"""The streaming extraction pipeline: decode processes -> bounded batch queue -> model -> writer pool.
 
 ::
 
-    reader thread  submits decodes (read + check + decode + resize + normalize) for up to
-                   ``prefetch`` batches ahead to a pool of ``workers`` threads (OpenCV and
-                   NumPy release the GIL), assembles batch b, puts it on a bounded queue
+    reader thread  has batch b decoded (read within the budget + decode + resize + layout) by a
+                   :class:`~.decode_pool.DecodePool` of ``workers`` processes straight into a
+                   shared-memory slot, puts the slot's view on a bounded queue; the model
+                   releases the slot after running it (``prefetch + 2`` slots)
     caller thread  runs the model on each batch (ONNX Runtime releases the GIL), outputs bound
                    into a ring of preallocated (on a GPU, pinned) buffers
     writer thread  hands each batch's tap chunks to a pool of ``writers`` threads (chunks are
@@ -28,10 +29,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .inputs import read_image_bytes
-from .preprocess import preprocess_bytes
+from ..errors import ExtractionError, ImageDecodeError
+from .decode_pool import DecodePool, InlineDecoder, usable_cores
+from .inputs import printable_path
+from .preprocess import DecodeBudget, preprocess_file
 from .store import DTYPES, ERROR, OK, FeatureStore
-from ..errors import ExtractionError
 
 log = logging.getLogger(__name__)
 _DONE = object()
@@ -56,14 +58,23 @@ class Summary:
         return self.images / self.seconds if self.seconds > 0 else 0.0
 
 
-def _decode(path: str, pre) -> np.ndarray | str:
-    """One image -> ``(3, H, W) float32``, or the reason it failed (a one-line string)."""
+def _decode(path: str, pre, budget: DecodeBudget | None = None) -> np.ndarray | str:
+    """One image -> one model input (``pre.input_layout``), or the reason it failed (one line).
+    For decoding outside a :class:`DecodePool` (Ray decode tasks)."""
     try:
-        return preprocess_bytes(read_image_bytes(path), pre)
-    except OSError as e:
-        return f"unreadable: {e.strerror or e}"
-    except ValueError as e:  # zero bytes, truncated, not an image
+        return preprocess_file(path, pre, budget)
+    except ImageDecodeError as e:
         return str(e)
+
+
+def _open_decoder(preprocessing, workers: int, batch_size: int, prefetch: int, budget: DecodeBudget,
+                  timeout_s: float):
+    """A decode pool of ``workers`` processes (``prefetch + 2`` slots: one being filled, ``prefetch``
+    queued, one in the model), or in-thread decoding for ``workers == 0``."""
+    if workers < 1:
+        return InlineDecoder(preprocessing, batch_size=batch_size, budget=budget)
+    return DecodePool(preprocessing, workers=workers, batch_size=batch_size, slots=prefetch + 2, budget=budget,
+                      timeout_s=timeout_s)
 
 
 @dataclass
@@ -72,6 +83,11 @@ class _Batch:
     inputs: np.ndarray | None
     ok_rows: list[int]
     errors: dict[int, str]
+    release: object = None  # callable giving the decode slot back once the model has read inputs
+
+    def done_with_inputs(self) -> None:
+        if self.release is not None:
+            self.release()
 
 
 class _Worker(threading.Thread):
@@ -148,8 +164,9 @@ def run_batch(run_model, ring, inputs, keep_waiting):
     return slot, run_model.run_into(inputs, slot)
 
 
-def run_extraction(store: FeatureStore, run_model, preprocessing, *, workers: int = 2, prefetch: int = 2,
-                   strict: bool = False, progress=None, writers: int = 4, ring_slots: int = 3) -> Summary:
+def run_extraction(store: FeatureStore, run_model, preprocessing, *, workers: int | None = None, prefetch: int = 2,
+                   strict: bool = False, progress=None, writers: int = 4, ring_slots: int = 3,
+                   budget: DecodeBudget | None = None, decode_timeout_s: float = 60.0) -> Summary:
     """Extract every pending batch of ``store``.
 
     ``run_model``: an :class:`~featuremaps.engine.extractor.Extractor` (its outputs are bound into
@@ -161,7 +178,8 @@ def run_extraction(store: FeatureStore, run_model, preprocessing, *, workers: in
     ``progress(n_images)`` is called after each committed batch. Bad images become error rows
     unless ``strict``, where the first one raises :class:`ExtractionError` (its batch is left
     pending). Ctrl-C stops after the batches in flight are written and returns
-    ``Summary(interrupted=True)``.
+    ``Summary(interrupted=True)``. ``workers`` decode processes (default: the usable cores; 0
+    decodes in a thread), each image within ``budget`` and ``decode_timeout_s``.
     """
     todo = store.pending_batches()
     paths = store.paths
@@ -169,30 +187,26 @@ def run_extraction(store: FeatureStore, run_model, preprocessing, *, workers: in
     stop = threading.Event()
     batches: queue.Queue = queue.Queue(maxsize=prefetch)
     results: queue.Queue = queue.Queue(maxsize=2)
-    pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="fm-decode")
+    workers = usable_cores() if workers is None else workers
+    batch_size = max((len(range(*store.batch_rows(b))) for b in todo), default=1)
+    pool = _open_decoder(preprocessing, workers, batch_size, prefetch, budget or DecodeBudget(), decode_timeout_s)
 
     def read():
-        window: list[tuple[int, list]] = []
-        it = iter(todo)
-        while not stop.is_set():
-            while len(window) < prefetch + 1:
-                b = next(it, None)
-                if b is None:
-                    break
-                start, stop_ = store.batch_rows(b)
-                window.append((b, [pool.submit(_decode, paths[i], preprocessing) for i in range(start, stop_)]))
-            if not window:
-                break
-            b, futs = window.pop(0)
-            decoded = [f.result() for f in futs]
-            errors = {r: d for r, d in enumerate(decoded) if isinstance(d, str)}
-            ok_rows = [r for r in range(len(decoded)) if r not in errors]
-            if strict and errors:
-                r, msg = next(iter(errors.items()))
-                raise ExtractionError(f"{paths[store.batch_rows(b)[0] + r]}: {msg} (--strict stops at the first "
+        for b in todo:
+            if stop.is_set():
+                return
+            start, end = store.batch_rows(b)
+            got = pool.decode([paths[i] for i in range(start, end)], cancelled=stop.is_set)
+            if got is None:
+                return
+            if strict and got.errors:
+                pool.release(got)
+                r, msg = min(got.errors.items())
+                raise ExtractionError(f"{printable_path(paths[start + r])}: {msg} (--strict stops at the first "
                                       "bad image; drop --strict to record it as an error row and go on)")
-            inputs = np.stack([decoded[r] for r in ok_rows]) if ok_rows else None
-            if not _put(batches, _Batch(b, inputs, ok_rows, errors), lambda: not stop.is_set()):
+            inputs = got.inputs if got.ok_rows else None
+            batch = _Batch(b, inputs, got.ok_rows, got.errors, release=lambda got=got: pool.release(got))
+            if not _put(batches, batch, lambda: not stop.is_set()):
                 return
         _put(batches, _DONE, lambda: not stop.is_set())
 
@@ -233,6 +247,7 @@ def run_extraction(store: FeatureStore, run_model, preprocessing, *, workers: in
 
     reader, writer = _Worker(read, "fm-reader"), _Worker(write, "fm-writer")
     t0 = time.perf_counter()
+    pool.__enter__()
     reader.start()
     writer.start()
     try:
@@ -248,6 +263,7 @@ def run_extraction(store: FeatureStore, run_model, preprocessing, *, workers: in
             if item is _DONE:
                 break
             slot, outputs = run_batch(run_model, ring, item.inputs, writer.is_alive)
+            item.done_with_inputs()  # the model has read the shared-memory slot: give it back
             if not _put(results, (item, outputs, slot), writer.is_alive):
                 break
     except KeyboardInterrupt:
@@ -257,7 +273,7 @@ def run_extraction(store: FeatureStore, run_model, preprocessing, *, workers: in
         _put(results, _DONE, writer.is_alive)  # the writer finishes what the model already produced
         writer.join()
         reader.join()
-        pool.shutdown(wait=True, cancel_futures=True)
+        pool.__exit__(None, None, None)
         if ring is not None:
             ring.close()
     summary.seconds = time.perf_counter() - t0

@@ -90,7 +90,8 @@ def build_variant(fp32_path: str | Path, output: str | Path, *, precision: str =
 
 def _build(fp32_path: Path, output: Path, *, precision: str, fmt: str, calib, holdout, calib_count,
            thresholds: GateThresholds, int8: Int8Options, keep_io_types: bool, provider: str) -> VariantResult:
-    from ..engine.preprocess import Preprocessing, load_batch
+    from ..engine.preprocess import Preprocessing
+    from ..engine.decode_pool import load_batch
     from .calib import split_images
     from .onnx_export import load_proto_metadata
 

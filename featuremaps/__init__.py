@@ -19,7 +19,7 @@ __all__ = ["Extractor", "FeaturemapsError", "LayerError", "Tap", "export_model",
 _LAZY = {
     "open_store": "featuremaps.engine.store",
     "Extractor": "featuremaps.engine.extractor",
-    "load_batch": "featuremaps.engine.preprocess",
+    "load_batch": "featuremaps.engine.decode_pool",
     "preprocess_bytes": "featuremaps.engine.preprocess",
     "export_model": "featuremaps.export.onnx_export",
     "read_metadata": "featuremaps.contracts",

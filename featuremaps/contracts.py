@@ -116,6 +116,11 @@ class Preprocessing:
         h, w = self.size
         return (h, w, 3) if self.input_layout == UINT8_NHWC else (3, h, w)
 
+    def float_input(self) -> "Preprocessing":
+        """The same preprocessing producing normalized ``float32 (3, H, W)``: what the PyTorch
+        reference takes (an Extractor maps it back to a uint8 model's pixels exactly)."""
+        return dataclasses.replace(self, input_layout=FLOAT_NCHW)
+
     @property
     def input_dtype(self) -> np.dtype:
         return np.dtype(np.uint8 if self.input_layout == UINT8_NHWC else np.float32)

@@ -41,7 +41,8 @@ def sample_paths():
 @pytest.fixture(scope="session")
 def small_batch(sample_paths):
     """Two real photos preprocessed to (2, 3, 64, 64) float32."""
-    from featuremaps.engine.preprocess import Preprocessing, load_batch
+    from featuremaps.engine.preprocess import Preprocessing
+    from featuremaps.engine.decode_pool import load_batch
 
     return load_batch(sample_paths[:2], Preprocessing(size=(SMALL, SMALL)))
 

@@ -11,7 +11,7 @@ from ..bench.stats import median_rate
 from ..bench.timing import interleaved
 from ..compare import PRECISION_BUDGETS, compare, format_parity_table
 from ..engine.extractor import Extractor
-from ..engine.preprocess import load_batch
+from ..engine.decode_pool import load_batch
 from ..errors import WeightsError
 from ..export.onnx_export import export_model
 from ..export.reference import reference_features
@@ -76,8 +76,9 @@ def run_demo(out_dir: Path, layers: str = "0,5,10,17,28", weights: str = "auto",
     images = sample_images()
     with Extractor(res.path) as ex:
         print(f"engine: {ex.info.note}")
-        batch = load_batch(images, ex.preprocessing)
-        maps = ex.run(batch)
+        pixels = load_batch(images, ex.preprocessing)  # what the model takes: uint8 (N, H, W, 3)
+        batch = load_batch(images, ex.preprocessing.float_input())  # the same pixels, normalized
+        maps = ex.run(pixels)
         ref = reference_features(net, batch, taps)
         rows = compare(maps, ref)
         print(f"\nparity on {len(images)} sample photos ({', '.join(p.name for p in images)}), "
@@ -85,7 +86,7 @@ def run_demo(out_dir: Path, layers: str = "0,5,10,17,28", weights: str = "auto",
         print(format_parity_table(rows, FP32_REL_L2_TOL))
         import torch
 
-        times = interleaved({"ort": lambda: ex.run(batch),
+        times = interleaved({"ort": lambda: ex.run(pixels),
                              "torch": lambda: reference_features(net, batch, taps, full=True)}, repeats=repeats)
         rates = {k: median_rate(len(images), v) for k, v in times.items()}
     print(f"\ntiming (batch {len(images)}, 224x224, {torch.get_num_threads()} threads, median of {repeats}): "

@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 from ..compare import format_parity_table
-from ..engine.preprocess import Preprocessing, load_batch
+from ..engine.preprocess import Preprocessing
+from ..engine.decode_pool import load_batch
 from ..errors import ArgumentError
 from ..export.gate import DEFAULT_MAX_REL_L2, DEFAULT_MIN_COSINE, GateError, GateThresholds, format_gate_table
 from ..export.onnx_export import export_model

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shlex
 import sys
 from pathlib import Path
@@ -11,12 +12,13 @@ from tqdm import tqdm
 
 from ..engine.extractor import Extractor
 from ..engine.hashing import file_sha256
-from ..engine.inputs import collect_inputs
+from ..engine.inputs import collect_inputs, printable_path
 from ..engine.pipeline import run_extraction
+from ..engine.preprocess import DecodeBudget
 from ..engine.ray_engine import init_ray, run_extraction_ray  # imports ray only when called
 from ..engine.store import FeatureStore, output_shapes
 from ..errors import ArgumentError, ExtractionError, StoreError
-from ._args import (ModelSpec, add_math_args, add_model_args, folder_arg, positive_int, provider_choices,
+from ._args import (ModelSpec, add_math_args, add_model_args, folder_arg, int_in, positive_int, provider_choices,
                     resolve_model)
 
 DEFAULT_BATCH = 8
@@ -24,7 +26,7 @@ DEFAULT_BATCH = 8
 def register(sub) -> None:
     p = sub.add_parser(
         "extract", help="extract feature maps of many images into a resumable Zarr store",
-        description="Decode images in worker threads, run the exported model, and write one array per tap "
+        description="Decode images in worker processes, run the exported model, and write one array per tap "
                     "into a Zarr v3 store (chunked by batch, resumable). Bad images become error rows; "
                     "the run goes on unless --strict. Exit status: 0 all ok, 1 some images failed, "
                     "2 usage error, 130 interrupted (re-run with --resume).")
@@ -34,7 +36,15 @@ def register(sub) -> None:
     p.add_argument("-o", "--output", type=folder_arg, required=True, help="store path (a new folder, e.g. OUT.zarr)")
     p.add_argument("--batch-size", type=positive_int, default=None,
                    help=f"images per model call (default: {DEFAULT_BATCH}; with --resume: the store's)")
-    p.add_argument("--workers", type=positive_int, default=2, help="decode threads (default: 2)")
+    p.add_argument("--workers", type=int_in(0, 512, "--workers"), default=None,
+                   help="decode worker processes (default: the usable cores; 0 decodes in a thread)")
+    p.add_argument("--decode", choices=("full", "reduced"), default="full",
+                   help="reduced: JPEGs >= 2x the model size decode at 1/2-1/8 scale, then resize (faster, "
+                        "not the seed's pixels; default: full)")
+    p.add_argument("--max-pixels", type=positive_int, default=100_000_000,
+                   help="refuse images whose header declares more pixels (default: 100000000)")
+    p.add_argument("--max-file-bytes", type=positive_int, default=256 * 1024 * 1024,
+                   help="refuse larger files without reading them (default: 268435456)")
     p.add_argument("--writers", type=positive_int, default=4,
                    help="chunk writer threads (each tap of each batch is its own chunk; default: 4)")
     p.add_argument("--threads", type=positive_int, default=None, help="ONNX Runtime intra-op threads (default: all cores)")
@@ -138,7 +148,9 @@ def _run(args, store, model_path: Path, ex):
     try:
         if args.engine == "ray":
             return _run_ray(args, store, model_path, bar)
-        return run_extraction(store, ex, ex.preprocessing, workers=args.workers, writers=args.writers,
+        pre = dataclasses.replace(ex.preprocessing, decode=args.decode)
+        budget = DecodeBudget(max_pixels=args.max_pixels, max_file_bytes=args.max_file_bytes)
+        return run_extraction(store, ex, pre, workers=args.workers, writers=args.writers, budget=budget,
                               strict=args.strict, progress=bar.update)
     except ExtractionError as e:
         raise ExtractionError(f"{e}; completed batches are kept, re-run with --resume") from None
@@ -167,7 +179,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
           f"at {summary.images_per_s:.1f} img/s; {mb:.1f} MB of features written "
           f"({store.nbytes_on_disk() / 1e6:.1f} MB on disk) -> {store.path}")
     for row in store.errors[:5]:
-        print(f"  error: {row.path}: {row.message}", file=sys.stderr)
+        print(f"  error: {printable_path(row.path)}: {printable_path(row.message)}", file=sys.stderr)
     if summary.errors > 5:
         print(f"  ... and {summary.errors - 5} more (featuremaps.open_store({str(store.path)!r}).errors)",
               file=sys.stderr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -11,7 +12,8 @@ from ..bench.parity import (budget_for_model, list_images, load_reference_net, m
                             reduce_reference)
 from ..compare import format_parity_table
 from ..contracts import Preprocessing, Tap
-from ..engine.preprocess import load_batch
+from ..engine.extractor import Extractor
+from ..engine.decode_pool import load_batch
 from ..engine.providers import provider_names
 from ..engine.validate import validate_model_file
 from ..errors import ArgumentError
@@ -66,6 +68,15 @@ def _image_paths(args) -> list[Path]:
     return sample_images()[: args.max_images]
 
 
+def _reduced_decode_gap(path, paths, pre, net, taps, meta):
+    """The seed-pipeline gap of ``--decode reduced`` (pixels and taps; ONNX Runtime on the CPU)."""
+    pre_r = dataclasses.replace(pre.float_input(), decode="reduced")
+    batch = load_batch(paths, pre_r)
+    with Extractor(path, provider="cpu") as ex:
+        outs = ex.run(batch)
+    return pipeline_gap(paths, pre_r, batch, outs, net, taps, meta)
+
+
 def cmd_parity(args: argparse.Namespace) -> int:
     providers = _providers(args.providers)
     spec = ModelSpec.from_args(args)
@@ -77,7 +88,7 @@ def cmd_parity(args: argparse.Namespace) -> int:
     taps = tuple(Tap.from_dict(d) for d in meta["taps"])
     pre = Preprocessing.from_dict(meta["preprocessing"])
     paths = _image_paths(args)
-    batch = load_batch(paths, pre)
+    batch = load_batch(paths, pre.float_input())  # the reference's input; the engine maps it to pixels
     reference = reduce_reference(reference_features(net, batch, taps), meta)
     results, engine_outs = model_parity(path, reference, batch, providers, budget, tf32=not args.no_tf32,
                                         device=args.device)
@@ -102,10 +113,14 @@ def cmd_parity(args: argparse.Namespace) -> int:
         if not engine_outs:
             raise ArgumentError("--pipeline needs at least one provider that ran; add cpu to --providers")
         gap = pipeline_gap(paths, pre, batch, engine_outs, net, taps, meta)
-        print(f"\npipeline gap (engine OpenCV decode + PIL-exact resize vs PIL + torchvision, "
+        print(f"\npipeline gap (engine decode + Pillow resize vs PIL + torchvision, "
               f"informational): pixels max |diff| {gap.pixel_max_abs} levels, mean {gap.pixel_mean_abs:.4f}, "
               f"{gap.pixels_differing:.2%} of values differ; input tensor max |diff| {gap.input_max_abs:.3g}")
         print(format_parity_table(gap.rows))
+        gap_reduced = _reduced_decode_gap(path, paths, pre, net, taps, meta)
+        print(f"\nextract --decode reduced (JPEGs decoded at 1/2-1/8 scale) vs the seed, informational: pixels "
+              f"max |diff| {gap_reduced.pixel_max_abs} levels, mean {gap_reduced.pixel_mean_abs:.4f}")
+        print(format_parity_table(gap_reduced.rows))
 
     ran = [r for r in results if r.status != "skipped"]
     ok = bool(ran) and all(r.status == "ok" for r in ran)
@@ -116,7 +131,8 @@ def cmd_parity(args: argparse.Namespace) -> int:
                   "input_size": list(pre.size), "images": [str(p) for p in paths],
                   "taps": [t.name for t in taps],
                   "providers": [r.to_dict(budget) for r in results],
-                  "pipeline": gap.to_dict() if gap else None}
+                  "pipeline": gap.to_dict() if gap else None,
+                  "pipeline_reduced_decode": gap_reduced.to_dict() if gap else None}
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(report, indent=2))
         print(f"\nwrote {args.json}")

@@ -70,7 +70,7 @@ def extract_maps(model_path: Path, image_path: Path, *, layers: str | None, mont
         drawn = _pick(ex.taps, layers, meta, model_path, "layer") if layers else ex.taps
         tiled = _pick(ex.taps, montage, meta, model_path, "montage layer") if montage else ()
         image = load_image(image_path, ex.preprocessing.size)
-        batch = to_input(image, ex.preprocessing)[None]
+        batch = to_input(image, ex.preprocessing.float_input())[None]
         out = ex.run(batch)
     maps = {t.name: out[t.name][0] for t in ex.taps}
     return maps, drawn, tiled, image, batch, meta

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..contracts import Tap
-from ..engine.preprocess import decode_image, resize_pil_bilinear
-from ..errors import ArgumentError, ImageDecodeError, InputError
+from ..contracts import Preprocessing, Tap
+from ..engine.inputs import printable_path
+from ..engine.preprocess import preprocess_file
+from ..errors import ArgumentError, ImageDecodeError
 from .figures import channel_figure, diff_figure, montage_figure, overview_figure
 from .mapstats import select_channels
 
@@ -35,17 +36,13 @@ class ShowOptions:
 
 
 def load_image(path: str | Path, size: tuple[int, int]) -> np.ndarray:
-    """Image file -> ``(H, W, 3) uint8`` RGB resized to the model's ``size`` exactly as the engine does."""
+    """Image file -> ``(H, W, 3) uint8`` RGB resized to the model's ``size`` by the engine's decode
+    path (budget checks, strict decode, Pillow's bilinear resize)."""
     try:
-        data = Path(path).read_bytes()
-    except OSError as e:
-        raise InputError(f"cannot read image {str(path)!r} ({e.strerror or e})") from None
-    try:
-        rgb = decode_image(data)
+        return preprocess_file(path, Preprocessing(size=tuple(size), input_layout="uint8_nhwc"))
     except ImageDecodeError as e:
-        raise ImageDecodeError(f"cannot decode image {str(path)!r}: {e}; pass a JPEG, PNG, BMP, TIFF or "
-                               "WebP file") from None
-    return resize_pil_bilinear(rgb, tuple(size))
+        raise ImageDecodeError(f"cannot decode image {printable_path(path)}: {e}; pass a JPEG, PNG, BMP, TIFF "
+                               "or WebP file") from None
 
 
 def weights_label(weights: dict) -> str:

@@ -57,6 +57,8 @@ def test_parity_passes_on_exported_model_with_pipeline(small_model, tmp_path, ca
     assert len(gap["per_image_pixel_max_abs"]) == 3
     if gap["pixel_max_abs"] == 0:  # same pixels: the end-to-end gap is the model's fp32 parity
         assert all(t["rel_l2"] <= 1e-5 for t in gap["taps"])
+    reduced = rep["pipeline_reduced_decode"]  # --decode reduced: other pixels for JPEGs >= 2x the size
+    assert len(reduced["taps"]) == 5 and reduced["pixel_mean_abs"] > gap["pixel_mean_abs"]
     assert "parity ok" in capsys.readouterr().out
 
 

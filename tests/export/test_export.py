@@ -52,7 +52,7 @@ def test_outputs_named_by_tap_in_given_order(all_taps_model):
 
 @pytest.mark.slow
 def test_full_size_224_parity(tmp_path, vgg_net, sample_paths):
-    from featuremaps.engine.preprocess import load_batch
+    from featuremaps.engine.decode_pool import load_batch
 
     net, info = vgg_net
     res = export_model("0,5,10,17,28", tmp_path / "m.onnx", net=net, weights_info=info)

@@ -22,7 +22,8 @@ GATE_COSINE, GATE_REL_L2 = 0.99, 0.1
 
 @pytest.fixture(scope="module")
 def holdout_batch():
-    from featuremaps.engine.preprocess import Preprocessing, load_batch
+    from featuremaps.engine.preprocess import Preprocessing
+    from featuremaps.engine.decode_pool import load_batch
     from featuremaps.export.calib import split_images
 
     _, hold = split_images()

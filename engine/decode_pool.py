@@ -1,0 +1,391 @@
+"""Decode in worker processes that write straight into shared-memory batch buffers.
+
+Why processes: decode + resize holds the GIL for part of its work and threads stop scaling
+after a few cores (measured on a 16-core H200 host: 1,959 img/s in threads, 4,614 in
+processes). Why shared memory: a decoded 224x224 float image is 602 KB; pickling it back to the
+parent would cost as much as the decode. Here the parent owns one ``SharedMemory`` block of
+``slots`` batch buffers ``(slots, batch_size, *input_shape)``; a worker gets ``(task, slot, row,
+path)`` over its own pipe, writes the model input into ``buffer[slot, row]`` and answers only
+``(task, reason or None)``.
+
+A file is a row: each worker has its own pipe, so the parent always knows which file a worker
+holds. A worker that dies (killed, a decoder segfault) or exceeds ``timeout_s`` on one image is
+killed and replaced, and that file becomes an error row; the run goes on. Workers start with
+the ``forkserver`` method (the parent may already run ONNX Runtime threads, and forking a
+threaded process is unsafe); they ignore SIGINT, so Ctrl-C reaches only the parent, which
+stops them on close. ``close()`` unlinks the shared block, so nothing is left in ``/dev/shm``.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import queue
+import signal
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from multiprocessing import connection, shared_memory
+
+import numpy as np
+
+from .inputs import printable_path
+from .preprocess import DecodeBudget, Preprocessing, preprocess_file
+from ..errors import ImageDecodeError
+
+log = logging.getLogger(__name__)
+_DEPTH = 2  # tasks queued per worker
+_PRELOAD = ["featuremaps.engine.decode_pool", "PIL.Image", "PIL.JpegImagePlugin", "PIL.PngImagePlugin"]
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (affinity/cgroup cpusets), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def default_decoder(path: str, pre: Preprocessing, budget: DecodeBudget, out: np.ndarray) -> None:
+    """Decode ``path`` into ``out`` (one row of a batch buffer). Raises ImageDecodeError."""
+    preprocess_file(path, pre, budget, out)
+
+
+def _as_array(shm: shared_memory.SharedMemory, shape: tuple, dtype: np.dtype) -> np.ndarray:
+    """``shm`` as an array that holds a buffer export: while any view of it lives, ``shm.close()``
+    raises instead of unmapping memory under it (``np.ndarray(buffer=...)`` holds none)."""
+    return np.frombuffer(shm.buf, dtype, count=int(np.prod(shape))).reshape(shape)
+
+
+def _worker_main(conn, shm_name: str, shape: tuple, dtype: str, pre: Preprocessing, budget: DecodeBudget,
+                 decoder) -> None:
+    """Worker process: decode tasks from ``conn`` into the shared block until ``None`` arrives."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    # The workers share the parent's resource tracker (spawn/forkserver pass it on), so attaching
+    # registers nothing new and the parent's unlink is the one clean-up.
+    shm = shared_memory.SharedMemory(name=shm_name)
+    buf = _as_array(shm, shape, np.dtype(dtype))
+    try:
+        while True:
+            msg = conn.recv()
+            if msg is None:
+                break
+            task, slot, row, path = msg
+            try:
+                decoder(path, pre, budget, buf[slot, row])
+                reason = None
+            except ImageDecodeError as e:
+                reason = str(e)
+            except Exception as e:  # noqa: BLE001 - one file's failure is that file's error row
+                reason = f"decoder failed: {type(e).__name__}: {e}"
+            conn.send((task, reason))
+    except (EOFError, KeyboardInterrupt, BrokenPipeError):
+        pass
+    finally:
+        del buf
+        shm.close()
+
+
+@dataclass
+class _Proc:
+    process: mp.process.BaseProcess
+    conn: connection.Connection
+    tasks: deque = field(default_factory=deque)  # (task id, row, path) sent, in order; [0] is in progress
+    started: float = 0.0  # when tasks[0] began (its predecessor answered, or it was sent to an idle worker)
+
+
+@dataclass
+class DecodedBatch:
+    """One decoded batch: ``inputs`` is a view of the shared buffer holding the ok rows in order
+    (``(n_ok, *input_shape)``; valid until :meth:`DecodePool.release`), ``ok_rows`` their row
+    numbers in the request, ``errors`` ``{row: reason}`` for the rest."""
+
+    slot: int
+    inputs: np.ndarray
+    ok_rows: list[int]
+    errors: dict[int, str] = field(default_factory=dict)
+
+
+class DecodePool:
+    """A pool of decode worker processes writing into ``slots`` shared batch buffers.
+
+    >>> with DecodePool(Preprocessing(size=(64, 64)), workers=2, batch_size=8) as pool:  # doctest: +SKIP
+    ...     batch = pool.decode(paths[:8])       # blocks until a slot is free and all rows are done
+    ...     maps = extractor.run(batch.inputs)   # (n_ok, 3, 64, 64) float32, no copy
+    ...     pool.release(batch)                  # the slot may be reused now
+
+    ``decoder(path, pre, budget, out)`` is what a worker calls per file (default: read within the
+    budget, decode, resize, lay out into ``out``); it must be importable by the workers. Start-up
+    costs about one Python interpreter fork per worker (see ``bench/decode_bench.py``).
+    """
+
+    def __init__(self, preprocessing: Preprocessing, *, workers: int | None = None, batch_size: int = 64,
+                 slots: int = 4, budget: DecodeBudget | None = None, timeout_s: float = 60.0,
+                 start_method: str = "forkserver", decoder=default_decoder):
+        if batch_size < 1 or slots < 1:
+            raise ValueError("batch_size and slots must be >= 1")
+        self.pre = preprocessing
+        self.workers = workers or usable_cores()
+        self.batch_size, self.slots, self.timeout_s = batch_size, slots, timeout_s
+        self.budget = budget or DecodeBudget()
+        self._decoder = decoder
+        self._ctx = mp.get_context(start_method)
+        self._shape = (slots, batch_size, *preprocessing.input_shape)
+        self._shm: shared_memory.SharedMemory | None = None
+        self._buf: np.ndarray | None = None
+        self._procs: list[_Proc] = []
+        self._free: queue.Queue = queue.Queue()
+        self._task = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def __enter__(self) -> "DecodePool":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def start(self) -> None:
+        """Create the shared block and start the workers."""
+        if self._ctx.get_start_method() == "forkserver":
+            self._ctx.set_forkserver_preload(_PRELOAD)
+        nbytes = int(np.prod(self._shape)) * self.pre.input_dtype.itemsize
+        self._shm = shared_memory.SharedMemory(create=True, size=max(nbytes, 1))
+        self._buf = _as_array(self._shm, self._shape, self.pre.input_dtype)
+        for s in range(self.slots):
+            self._free.put(s)
+        try:
+            self._procs = [self._spawn() for _ in range(self.workers)]
+        except BaseException:
+            self.close()
+            raise
+
+    def _spawn(self) -> _Proc:
+        parent, child = self._ctx.Pipe(duplex=True)
+        p = self._ctx.Process(target=_worker_main, name="fm-decode", daemon=True,
+                              args=(child, self._shm.name, self._shape, self.pre.input_dtype.str, self.pre,
+                                    self.budget, self._decoder))
+        p.start()
+        child.close()
+        return _Proc(p, parent)
+
+    def close(self) -> None:
+        """Stop the workers (kill those that do not stop within a second) and unlink the block."""
+        for w in self._procs:
+            try:
+                w.conn.send(None)
+            except OSError:
+                pass
+        deadline = time.monotonic() + 1.0
+        for w in self._procs:
+            w.process.join(max(0.0, deadline - time.monotonic()))
+            if w.process.is_alive():
+                w.process.kill()
+                w.process.join(1.0)
+            w.conn.close()
+        self._procs = []
+        self._buf = None
+        if self._shm is not None:
+            try:
+                self._shm.close()
+            except BufferError:  # a caller still holds a view: the mapping lives until that view dies
+                self._shm._buf = self._shm._mmap = None  # noqa: SLF001 - so __del__ does not retry
+
+            self._shm.unlink()
+            self._shm = None
+
+    # -- decoding --------------------------------------------------------------------------
+    def decode(self, paths: list[str], cancelled=None) -> DecodedBatch | None:
+        """Decode up to ``batch_size`` files into a free slot (waits for one); see :class:`DecodedBatch`.
+
+        ``cancelled()`` (optional) is polled while waiting; when it turns true the batch is
+        abandoned and None returned (so a stopped consumer never leaves this call hanging).
+        """
+        if len(paths) > self.batch_size:
+            raise ValueError(f"{len(paths)} paths for a batch buffer of {self.batch_size}")
+        if self._shm is None:
+            raise RuntimeError("DecodePool is not started; use it as a context manager")
+        cancelled = cancelled or (lambda: False)
+        slot = None
+        while slot is None:
+            if cancelled():
+                return None
+            try:
+                slot = self._free.get(timeout=0.1)
+            except queue.Empty:
+                continue
+        try:
+            errors = self._run(slot, paths, cancelled)
+        except BaseException:
+            self._free.put(slot)
+            raise
+        if errors is None:
+            self._free.put(slot)
+            return None
+        ok_rows = [r for r in range(len(paths)) if r not in errors]
+        rows = self._buf[slot]
+        for k, r in enumerate(ok_rows):  # compact ok rows to the front, in place (k <= r)
+            if k != r:
+                rows[k] = rows[r]
+        return DecodedBatch(slot, rows[:len(ok_rows)], ok_rows, errors)
+
+    def release(self, batch: DecodedBatch) -> None:
+        """Give ``batch``'s slot back; its ``inputs`` view must not be used after this."""
+        self._free.put(batch.slot)
+
+    def _run(self, slot: int, paths: list[str], cancelled) -> dict[int, str] | None:
+        """Decode ``paths`` into ``slot``; ``{row: reason}`` of the failures, or None if cancelled."""
+        todo = deque(enumerate(paths))
+        errors: dict[int, str] = {}
+        while todo or any(w.tasks for w in self._procs):
+            if cancelled():
+                for w in list(self._procs):  # they hold tasks of the abandoned batch
+                    if w.tasks:
+                        self._replace(w)
+                return None
+            self._dispatch(slot, todo)
+            ready = self._wait([w for w in self._procs if w.tasks])
+            for w in list(self._procs):
+                if w.tasks:
+                    self._collect(w, ready, todo, errors)
+        return errors
+
+    def _dispatch(self, slot: int, todo: deque) -> None:
+        """Give every worker up to ``_DEPTH`` tasks (one first to each, then a second), so a worker
+        never waits for the parent to be scheduled before it can start its next image."""
+        for depth in range(1, _DEPTH + 1):
+            for w in list(self._procs):
+                if not todo:
+                    return
+                if len(w.tasks) >= depth:
+                    continue
+                if not w.tasks and not w.process.is_alive():  # exited after its last answer
+                    w = self._replace(w)
+                row, path = todo.popleft()
+                self._task += 1
+                try:
+                    w.conn.send((self._task, slot, row, path))
+                except OSError:  # died meanwhile: its outcome is collected from its sentinel
+                    todo.appendleft((row, path))
+                    continue
+                if not w.tasks:
+                    w.started = time.monotonic()
+                w.tasks.append((self._task, row, path))
+
+    def _wait(self, busy: list[_Proc]) -> set:
+        """Block until a busy worker answers or dies, or the earliest task deadline; the ready handles."""
+        now = time.monotonic()
+        left = min((w.started + self.timeout_s - now for w in busy), default=0.0)
+        handles = [w.conn for w in busy] + [w.process.sentinel for w in busy]
+        return set(connection.wait(handles, timeout=max(0.0, min(left, 1.0))))
+
+    def _collect(self, w: _Proc, ready: set, todo: deque, errors: dict[int, str]) -> None:
+        """Record ``w``'s answers; if it died or overran, its current file is an error row, the
+        files queued behind it go back to ``todo`` and it is replaced."""
+        if w.conn in ready:
+            try:
+                while w.tasks and w.conn.poll():
+                    got, reason = w.conn.recv()
+                    task, row, _ = w.tasks[0]
+                    if got != task:
+                        continue
+                    w.tasks.popleft()
+                    w.started = time.monotonic()
+                    if reason is not None:
+                        errors[row] = reason
+            except (EOFError, OSError):
+                pass
+        if not w.tasks:
+            return
+        _, row, path = w.tasks[0]
+        if w.process.sentinel in ready:
+            w.process.join(0.1)
+            code = w.process.exitcode
+            how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit status {code}"
+            log.warning("decode worker died on %r (%s); replaced", path, how)
+            errors[row] = f"decoder process died ({how}) while decoding this file"
+        elif time.monotonic() - w.started > self.timeout_s:
+            log.warning("decode of %r took over %gs; worker killed and replaced", path, self.timeout_s)
+            errors[row] = f"decoding timed out after {self.timeout_s:g} s"
+        else:
+            return
+        w.tasks.popleft()
+        todo.extendleft((r, p) for _, r, p in reversed(w.tasks))
+        w.tasks.clear()
+        self._replace(w)
+
+    def _replace(self, dead: _Proc) -> _Proc:
+        """Reap ``dead`` and start a fresh worker in its place."""
+        if dead.process.is_alive():
+            dead.process.kill()
+        dead.process.join(1.0)
+        dead.conn.close()
+        new = self._spawn()
+        self._procs[self._procs.index(dead)] = new
+        return new
+
+
+class InlineDecoder:
+    """:class:`DecodePool`'s API, decoding in the calling thread (``workers=0``: no processes)."""
+
+    def __init__(self, preprocessing: Preprocessing, *, batch_size: int = 64, budget: DecodeBudget | None = None):
+        self.pre, self.batch_size = preprocessing, batch_size
+        self.budget = budget or DecodeBudget()
+        self._buf = np.empty((batch_size, *preprocessing.input_shape), preprocessing.input_dtype)
+
+    def __enter__(self) -> "InlineDecoder":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+    def decode(self, paths: list[str], cancelled=None) -> DecodedBatch:
+        errors: dict[int, str] = {}
+        ok_rows: list[int] = []
+        for r, p in enumerate(paths):
+            try:
+                preprocess_file(p, self.pre, self.budget, self._buf[len(ok_rows)])
+                ok_rows.append(r)
+            except ImageDecodeError as e:
+                errors[r] = str(e)
+        return DecodedBatch(0, self._buf[:len(ok_rows)].copy(), ok_rows, errors)
+
+    def release(self, batch: DecodedBatch) -> None:
+        pass
+
+
+def decode_paths(paths: list[str], pre: Preprocessing, *, budget: DecodeBudget, workers: int | None = None,
+                 pool_threshold: int = 4) -> np.ndarray:
+    """Files -> one stacked batch in ``pre.input_layout``; the first bad file raises
+    :class:`ImageDecodeError` naming it. Uses a :class:`DecodePool` only when there are at least
+    ``pool_threshold * workers`` files (starting processes costs more than a handful of decodes)."""
+    workers = workers or usable_cores()
+    out = np.empty((len(paths), *pre.input_shape), pre.input_dtype)
+    if workers < 2 or len(paths) < pool_threshold * workers:
+        for i, p in enumerate(paths):
+            try:
+                preprocess_file(p, pre, budget, out[i])
+            except ImageDecodeError as e:
+                raise ImageDecodeError(f"{printable_path(p)}: {e}") from None
+        return out
+    with DecodePool(pre, workers=workers, batch_size=len(paths), slots=1, budget=budget) as pool:
+        batch = pool.decode(paths)
+        if batch.errors:
+            r, reason = min(batch.errors.items())
+            raise ImageDecodeError(f"{printable_path(paths[r])}: {reason}")
+        out[...] = batch.inputs
+        del batch
+    return out
+
+
+def load_batch(paths, pre: Preprocessing | None = None, *, budget: DecodeBudget | None = None,
+               workers: int | None = None) -> np.ndarray:
+    """Image files -> ``(N, 3, H, W) float32`` or ``(N, H, W, 3) uint8`` batch (``pre.input_layout``).
+
+    A handful of images decode in this process; many (``>= 4 * workers``) in a
+    :class:`~featuremaps.engine.decode_pool.DecodePool` of worker processes. The first bad file
+    raises :class:`ImageDecodeError` naming it.
+    """
+    return decode_paths([os.fspath(p) for p in paths], pre or Preprocessing(), budget=budget or DecodeBudget(),
+                        workers=workers)
