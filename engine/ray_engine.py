@@ -26,7 +26,7 @@ import time
 
 import numpy as np
 
-from ..errors import DependencyError
+from ..errors import ClusterError, DependencyError, one_line
 from .pipeline import ExtractionError, Summary, _decode
 from .preprocess import Preprocessing
 from .store import ERROR, OK, FeatureStore
@@ -94,7 +94,11 @@ def _maybe_die_for_test(batch: int) -> None:
 
 def init_ray(address: str | None, *, num_cpus: int | None = None, verbose: bool = False) -> bool:
     """Join ``address``, or start a local instance bound to 127.0.0.1. Returns True if started here
-    (the caller shuts it down)."""
+    (the caller shuts it down).
+
+    A join is checked first, in bounded time (:func:`check_cluster_address`): ``ray.init`` itself
+    retries an address where no GCS answers for minutes.
+    """
     ray = _import_ray()
     quiet = {"log_to_driver": verbose, "logging_level": logging.INFO if verbose else logging.ERROR,
              "configure_logging": True}
@@ -106,10 +110,103 @@ def init_ray(address: str | None, *, num_cpus: int | None = None, verbose: bool 
     if ray.is_initialized():
         return False
     if address:
+        check_cluster_address(address)
         ray.init(address=address, **quiet)
         return False
     ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, _node_ip_address="127.0.0.1", **quiet)
     return True
+
+
+_PROBE_S = 5.0  # per connect / per RPC; three at most, so a join fails within ~15 s
+
+
+def check_cluster_address(address: str, *, timeout_s: float = _PROBE_S) -> str:
+    """Raise :class:`ClusterError` unless a Ray GCS answers where ``ray.init(address)`` will connect.
+
+    Returns the ``host:port`` Ray will use. ``ray.init`` rewrites a loopback host (127.0.0.1,
+    localhost) to this machine's own address (Ray's ``resolve_ip_for_localhost``): a head started
+    with ``--node-ip-address 127.0.0.1`` listens only on loopback, so the join would retry for
+    minutes; that case gets its own message. ``ray://`` (Ray Client) addresses get a TCP check only.
+    """
+    if address.startswith("ray://"):
+        host, port = _split_host_port(address[len("ray://"):], address)
+        _tcp_probe(host, port, address, timeout_s)
+        return f"{host}:{port}"
+    target = _bootstrap_address(address)
+    host, port = _split_host_port(target, address)
+    given_host, _ = _split_host_port(address, address) if address != "auto" else (host, port)
+    if not _tcp_answers(host, port, timeout_s):
+        if given_host != host and _tcp_answers(given_host, port, timeout_s):
+            raise ClusterError(
+                f"Ray joins {address} at {host}:{port} (it rewrites loopback addresses to this machine's "
+                f"address) and nothing answers there; start the head with `ray start --head "
+                f"--node-ip-address {host}`, or run head, nodes and driver in one loopback-only network "
+                "namespace (README: Scaling out)")
+        raise ClusterError(f"no Ray cluster answers at {address} (nothing listens on {host}:{port}); start one "
+                           f"with `ray start --head --port {port}`, or pass the address `ray start --head` printed")
+    _gcs_probe(host, port, address, timeout_s)
+    return f"{host}:{port}"
+
+
+def _bootstrap_address(address: str) -> str:
+    """``host:port`` that ``ray.init(address=address)`` connects to (``auto`` resolved, loopback
+    rewritten), from Ray's own function."""
+    from ray._private import services
+
+    try:
+        target = services.canonicalize_bootstrap_address(address)
+    except (ConnectionError, ValueError) as e:
+        raise ClusterError(f"--ray-address {address}: {one_line(e)}; pass HOST:PORT of a running head "
+                           "(`ray start --head` prints it)") from None
+    if target is None:
+        raise ClusterError(f"--ray-address {address} names no running cluster; pass HOST:PORT of a running "
+                           "head (`ray start --head` prints it)")
+    return target
+
+
+def _split_host_port(hostport: str, address: str) -> tuple[str, int]:
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ClusterError(f"--ray-address {address} is not HOST:PORT (e.g. 10.0.0.5:6379, ray://head:10001, "
+                           "or auto)")
+    return host.strip("[]"), int(port)
+
+
+def _tcp_answers(host: str, port: int, timeout_s: float) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def _tcp_probe(host: str, port: int, address: str, timeout_s: float) -> None:
+    if not _tcp_answers(host, port, timeout_s):
+        raise ClusterError(f"nothing answers at {address} within {timeout_s:g} s; check the head's address "
+                           "and port (Ray Client listens on 10001 by default)")
+
+
+_GCS_PROBE = "import sys; from ray._raylet import GcsClient; GcsClient(address=sys.argv[1]); print('gcs')"
+
+
+def _gcs_probe(host: str, port: int, address: str, timeout_s: float) -> None:
+    """Something listens at ``host:port``; is it a GCS? Ray's own client, in a child process (it
+    exits the process when the GCS never answers) with short connect timeouts and a hard limit."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "RAY_gcs_rpc_server_connect_timeout_s": str(int(timeout_s)),
+           "RAY_gcs_rpc_server_reconnect_timeout_s": str(int(timeout_s)), "RAY_BACKEND_LOG_LEVEL": "fatal"}
+    try:
+        out = subprocess.run([sys.executable, "-c", _GCS_PROBE, f"{host}:{port}"], env=env, capture_output=True,
+                             text=True, timeout=3 * timeout_s).stdout
+    except subprocess.TimeoutExpired:
+        out = ""
+    if "gcs" not in out:
+        raise ClusterError(f"{host}:{port} answers but no Ray GCS replied within {3 * timeout_s:g} s; pass the "
+                           f"address `ray start --head` printed (default port 6379), not {address}")
 
 
 def actor_cpus(total_cpus: float, actors: int) -> float:

@@ -89,6 +89,10 @@ def _check_ray_args(args) -> None:
     if args.ray_address and not Path(args.output).is_absolute():
         raise CLIError(f"-o {args.output} is relative; on a Ray cluster pass an absolute path on a filesystem "
                        "every node mounts (e.g. /shared/out.zarr)")
+    if args.ray_address:  # before any store is made: a join that cannot succeed fails in bounded time
+        from .engine.ray_engine import check_cluster_address
+
+        check_cluster_address(args.ray_address)
 
 
 def _run_ray(args, store, model_path: Path, bar):
