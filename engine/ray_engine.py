@@ -23,6 +23,8 @@ import json
 import logging
 import os
 import time
+from collections import Counter
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -36,6 +38,14 @@ log = logging.getLogger(__name__)
 
 class RayUnavailableError(DependencyError):
     """Ray is not installed."""
+
+
+@dataclass
+class RaySummary(Summary):
+    """:class:`Summary` plus where each batch ran: ``nodes[b]`` is the Ray node id (hex) of the
+    actor that wrote batch ``b`` in this run."""
+
+    nodes: dict[int, str] = field(default_factory=dict)
 
 
 def _import_ray():
@@ -70,12 +80,16 @@ class _ModelWriter:
         self.store = FeatureStore.open(store_path, mode="r+")
 
     def __call__(self, batch: dict) -> dict:
+        import ray
+
+        node = ray.get_runtime_context().get_node_id()
         for b, inputs, ok_json in zip(batch["batch"], batch["inputs"], batch["ok_rows"]):
             ok_rows = json.loads(str(ok_json))
             outputs = self.extractor.run(np.asarray(inputs, np.float32)) if ok_rows else {}
             self.store.write_maps(int(b), outputs, ok_rows)
             _maybe_die_for_test(int(b))
-        return {"batch": batch["batch"], "n": batch["n"], "errors": batch["errors"]}
+        return {"batch": batch["batch"], "n": batch["n"], "errors": batch["errors"],
+                "node": np.array([node] * len(batch["batch"]))}
 
 
 _FAULT_ENV = "FEATUREMAPS_TEST_KILL_ACTOR"
@@ -217,7 +231,7 @@ def actor_cpus(total_cpus: float, actors: int) -> float:
 
 def run_extraction_ray(store: FeatureStore, model_path, *, actors: int = 1, gpus_per_actor: float = 0.0,
                        provider: str = "auto", threads: int | None = None, strict: bool = False,
-                       progress=None) -> Summary:
+                       progress=None) -> RaySummary:
     """Extract every pending batch of ``store`` on the current Ray cluster (see :func:`init_ray`).
 
     Same contract as :func:`~featuremaps.engine.pipeline.run_extraction`: bad images become error
@@ -230,7 +244,7 @@ def run_extraction_ray(store: FeatureStore, model_path, *, actors: int = 1, gpus
     ctx.print_on_execution_start = False
     todo = store.pending_batches()
     paths = store.paths
-    summary = Summary(batches=len(todo))
+    summary = RaySummary(batches=len(todo))
     pre = Preprocessing.from_dict(store.metadata["preprocessing"]).to_dict()
     rows = [{"batch": b, "paths": json.dumps(paths[slice(*store.batch_rows(b))])} for b in todo]
     t0 = time.perf_counter()
@@ -253,6 +267,7 @@ def run_extraction_ray(store: FeatureStore, model_path, *, actors: int = 1, gpus
                     raise ExtractionError(f"{paths[store.batch_rows(b)[0] + r]}: {msg} (--strict stops at the "
                                           "first bad image; drop --strict to record it as an error row)")
                 store.commit_batch(b, errors)
+                summary.nodes[b] = str(row["node"])
                 summary.images += int(row["n"])
                 summary.bytes_written += _batch_bytes(store, int(row["n"]))
                 if progress is not None:
@@ -260,6 +275,8 @@ def run_extraction_ray(store: FeatureStore, model_path, *, actors: int = 1, gpus
         except KeyboardInterrupt:
             summary.interrupted = True
     summary.seconds = time.perf_counter() - t0
+    if summary.nodes:
+        log.info("batches per Ray node: %s", ", ".join(f"{n[:12]}={k}" for n, k in Counter(summary.nodes.values()).items()))
     codes = store.status_codes
     summary.ok, summary.errors = int((codes == OK).sum()), int((codes == ERROR).sum())
     summary.pending = len(codes) - summary.ok - summary.errors
