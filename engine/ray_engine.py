@@ -202,25 +202,46 @@ def _tcp_probe(host: str, port: int, address: str, timeout_s: float) -> None:
                            "and port (Ray Client listens on 10001 by default)")
 
 
-_GCS_PROBE = "import sys; from ray._raylet import GcsClient; GcsClient(address=sys.argv[1]); print('gcs')"
+_GCS_PROBE = """
+import sys
+try:  # Ray >= 2.5x: a driver sends ~/.ray/auth_token when one exists, as ray.init does
+    from ray._private.authentication.authentication_token_setup import (
+        maybe_enable_token_auth_if_token_available)
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+except ImportError:
+    pass
+from ray._raylet import GcsClient
+GcsClient(address=sys.argv[1])
+print("gcs", flush=True)
+"""
 
 
 def _gcs_probe(host: str, port: int, address: str, timeout_s: float) -> None:
-    """Something listens at ``host:port``; is it a GCS? Ray's own client, in a child process (it
-    exits the process when the GCS never answers) with short connect timeouts and a hard limit."""
+    """Something listens at ``host:port``; is it a GCS that lets us in? Ray's own client, in a child
+    process (it exits the process when no GCS answers) with short connect timeouts and a hard limit."""
     import subprocess
     import sys
 
     env = {**os.environ, "RAY_gcs_rpc_server_connect_timeout_s": str(int(timeout_s)),
-           "RAY_gcs_rpc_server_reconnect_timeout_s": str(int(timeout_s)), "RAY_BACKEND_LOG_LEVEL": "fatal"}
+           "RAY_gcs_rpc_server_reconnect_timeout_s": str(int(timeout_s)), "RAY_BACKEND_LOG_LEVEL": "warning"}
     try:
-        out = subprocess.run([sys.executable, "-c", _GCS_PROBE, f"{host}:{port}"], env=env, capture_output=True,
-                             text=True, timeout=3 * timeout_s).stdout
-    except subprocess.TimeoutExpired:
-        out = ""
-    if "gcs" not in out:
-        raise ClusterError(f"{host}:{port} answers but no Ray GCS replied within {3 * timeout_s:g} s; pass the "
-                           f"address `ray start --head` printed (default port 6379), not {address}")
+        done = subprocess.run([sys.executable, "-c", _GCS_PROBE, f"{host}:{port}"], env=env, capture_output=True,
+                              text=True, timeout=3 * timeout_s)
+        out, err = done.stdout, done.stderr
+    except subprocess.TimeoutExpired as e:
+        out, err = _text(e.stdout), _text(e.stderr)
+    if "gcs" in out:
+        return
+    if "Unauthenticated" in err or "AuthenticationError" in err:
+        raise ClusterError(f"the Ray cluster at {address} wants an authentication token this machine does not "
+                           "have; copy the head's ~/.ray/auth_token here (or set RAY_AUTH_TOKEN), or start every "
+                           "node with the same RAY_AUTH_MODE")
+    raise ClusterError(f"{host}:{port} answers but no Ray GCS replied within {3 * timeout_s:g} s; pass the "
+                       f"address `ray start --head` printed (default port 6379), not {address}")
+
+
+def _text(b) -> str:
+    return b.decode(errors="replace") if isinstance(b, bytes) else (b or "")
 
 
 def actor_cpus(total_cpus: float, actors: int) -> float:

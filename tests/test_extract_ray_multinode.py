@@ -31,10 +31,13 @@ JOIN_LIMIT_S = 30
 
 
 def _netns_prefix() -> list[str] | None:
-    """The command prefix that gives a child a loopback-only network namespace, or None."""
+    """The command prefix that gives a child a loopback-only network namespace, or None. A PID
+    namespace too where allowed: when the script ends, however it ends, no Ray process outlives it."""
     if shutil.which("unshare") is None or shutil.which("ip") is None:
         return None
-    for flags in (["-n"], ["-rn"]) if os.geteuid() == 0 else (["-rn"],):
+    pid = ["-p", "-f", "--mount-proc"]
+    candidates = [["-n", *pid], ["-rn", *pid], ["-n"], ["-rn"]] if os.geteuid() == 0 else [["-rn", *pid], ["-rn"]]
+    for flags in candidates:
         if subprocess.run(["unshare", *flags, "true"], capture_output=True).returncode == 0:
             return ["unshare", *flags]
     return None
