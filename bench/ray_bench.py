@@ -194,7 +194,8 @@ def main(argv=None) -> int:
     result = {"images": args.images, "input_size": args.input_size, "batch_size": args.batch_size,
               "actors": args.actors, "cpu": f"{platform.machine()}, {os.cpu_count()} cores", "note": args.note,
               "local": local, "cluster": cluster, "ray_over_local": cluster["img_s"] / local["img_s"],
-              "command": "python -m featuremaps.bench.ray_bench " + shlex.join(argv if argv is not None else sys.argv[1:])}
+              "command": "python -m featuremaps.bench.ray_bench "
+                         + shlex.join(argv if argv is not None else sys.argv[1:])}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "ray_bench.json").write_text(json.dumps(result, indent=1))

@@ -22,8 +22,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import time
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -116,25 +118,30 @@ def init_ray(address: str | None, *, num_cpus: int | None = None, verbose: bool 
     ray = _import_ray()
     quiet = {"log_to_driver": verbose, "logging_level": logging.INFO if verbose else logging.ERROR,
              "configure_logging": True}
-    if not verbose:
-        # Ray's C++ core and Ray Data log warnings to stderr by default; one progress line is enough.
-        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
-        for name in ("ray", "ray.data"):
-            logging.getLogger(name).setLevel(logging.ERROR)
+    _quiet_ray(verbose)
     if ray.is_initialized():
         return False
     if address:
-        check_cluster_address(address)
+        check_cluster_address(address, verbose=verbose)
         ray.init(address=address, **quiet)
         return False
     ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, _node_ip_address="127.0.0.1", **quiet)
     return True
 
 
+def _quiet_ray(verbose: bool) -> None:
+    """Unless ``verbose``: Ray's C++ core and Ray Data log warnings to stderr by default (e.g. that
+    8.8.8.8 is unreachable in a loopback-only namespace); one progress line is enough."""
+    if not verbose:
+        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+        for name in ("ray", "ray.data"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+
+
 _PROBE_S = 5.0  # per connect / per RPC; three at most, so a join fails within ~15 s
 
 
-def check_cluster_address(address: str, *, timeout_s: float = _PROBE_S) -> str:
+def check_cluster_address(address: str, *, timeout_s: float = _PROBE_S, verbose: bool = False) -> str:
     """Raise :class:`ClusterError` unless a Ray GCS answers where ``ray.init(address)`` will connect.
 
     Returns the ``host:port`` Ray will use. ``ray.init`` rewrites a loopback host (127.0.0.1,
@@ -142,11 +149,13 @@ def check_cluster_address(address: str, *, timeout_s: float = _PROBE_S) -> str:
     with ``--node-ip-address 127.0.0.1`` listens only on loopback, so the join would retry for
     minutes; that case gets its own message. ``ray://`` (Ray Client) addresses get a TCP check only.
     """
+    _quiet_ray(verbose)
     if address.startswith("ray://"):
         host, port = _split_host_port(address[len("ray://"):], address)
         _tcp_probe(host, port, address, timeout_s)
         return f"{host}:{port}"
-    target = _bootstrap_address(address)
+    with _fd2_silenced(not verbose):  # Ray's C++ core warns straight to fd 2 when 8.8.8.8 is unreachable
+        target = _bootstrap_address(address)
     host, port = _split_host_port(target, address)
     given_host, _ = _split_host_port(address, address) if address != "auto" else (host, port)
     if not _tcp_answers(host, port, timeout_s):
@@ -160,6 +169,23 @@ def check_cluster_address(address: str, *, timeout_s: float = _PROBE_S) -> str:
                            f"with `ray start --head --port {port}`, or pass the address `ray start --head` printed")
     _gcs_probe(host, port, address, timeout_s)
     return f"{host}:{port}"
+
+
+@contextmanager
+def _fd2_silenced(on: bool):
+    """File descriptor 2 to /dev/null while ``on`` (C++ logging bypasses Python's sys.stderr)."""
+    if not on:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _bootstrap_address(address: str) -> str:
@@ -220,7 +246,6 @@ def _gcs_probe(host: str, port: int, address: str, timeout_s: float) -> None:
     """Something listens at ``host:port``; is it a GCS that lets us in? Ray's own client, in a child
     process (it exits the process when no GCS answers) with short connect timeouts and a hard limit."""
     import subprocess
-    import sys
 
     env = {**os.environ, "RAY_gcs_rpc_server_connect_timeout_s": str(int(timeout_s)),
            "RAY_gcs_rpc_server_reconnect_timeout_s": str(int(timeout_s)), "RAY_BACKEND_LOG_LEVEL": "warning"}
@@ -296,12 +321,18 @@ def run_extraction_ray(store: FeatureStore, model_path, *, actors: int = 1, gpus
         except KeyboardInterrupt:
             summary.interrupted = True
     summary.seconds = time.perf_counter() - t0
-    if summary.nodes:
-        log.info("batches per Ray node: %s", ", ".join(f"{n[:12]}={k}" for n, k in Counter(summary.nodes.values()).items()))
+    _log_placement(summary.nodes)
     codes = store.status_codes
     summary.ok, summary.errors = int((codes == OK).sum()), int((codes == ERROR).sum())
     summary.pending = len(codes) - summary.ok - summary.errors
     return summary
+
+
+def _log_placement(nodes: dict[int, str]) -> None:
+    """One INFO line: how many batches ran on each node (node ids cut to 12 hex digits)."""
+    if nodes:
+        counts = Counter(nodes.values())
+        log.info("batches per Ray node: %s", ", ".join(f"{n[:12]}={k}" for n, k in counts.items()))
 
 
 def _batch_bytes(store: FeatureStore, n: int) -> int:

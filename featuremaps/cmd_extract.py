@@ -92,7 +92,7 @@ def _check_ray_args(args) -> None:
     if args.ray_address:  # before any store is made: a join that cannot succeed fails in bounded time
         from .engine.ray_engine import check_cluster_address
 
-        check_cluster_address(args.ray_address)
+        check_cluster_address(args.ray_address, verbose=args.verbose)
 
 
 def _run_ray(args, store, model_path: Path, bar):

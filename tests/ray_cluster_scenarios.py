@@ -11,9 +11,9 @@ each) serves three scenarios; each driver is ``featuremaps extract --engine ray 
 in a child process:
 
 - ``spread``: two actors, so (with 0.75 CPU per actor on 1-CPU nodes) on two different nodes;
-- ``node_lost``: a worker node that hosts the model actor is removed after a batch committed;
-  the run completes through Ray's retries, or, if the driver gives up or hangs, ``--resume``
-  completes it;
+- ``node_lost``: a worker node that hosts a model actor is removed after a batch committed (and
+  a fresh node added); the run completes through Ray's retries, or, if the driver gives up or
+  hangs, ``--resume`` completes it;
 - ``driver_killed``: the driver is SIGKILLed after a batch committed, then ``--resume``.
 
 Results (exit codes, seconds, node ids per run, store paths) go to ``WORK/results.json``; the
@@ -82,11 +82,13 @@ def wait_committed(out: Path, proc: subprocess.Popen, at_least: int, limit_s: fl
 
 
 def actor_nodes() -> set[str]:
-    """Node ids (hex) of the live actors (GCS actor table; works without a dashboard)."""
+    """Node ids (hex) of the live model actors (Ray Data's ``_MapWorker``s; GCS actor table, which
+    works without a dashboard)."""
     import ray
 
     table = ray._private.state.state.actor_table(None)
-    return {a["Address"]["NodeID"] for a in table.values() if a.get("State") == "ALIVE"}
+    return {a["Address"]["NodeID"] for a in table.values()
+            if a.get("State") == "ALIVE" and "MapWorker" in a.get("ActorClassName", "")}
 
 
 def spread(args, cluster) -> dict:
@@ -96,10 +98,12 @@ def spread(args, cluster) -> dict:
 
 
 def node_lost(args, cluster, workers) -> dict:
-    """Remove the worker node that hosts the actor once a batch is committed."""
+    """Once a batch is committed, remove a worker node that hosts a model actor and add a fresh one
+    (as an autoscaler would). Two actors at 0.75 CPU sit on two of the three 1-CPU nodes, so at
+    least one is on a worker (the head cannot be removed)."""
     out = args.work / "node_lost.zarr"
     t0 = time.time()
-    proc = extract(args, out, cluster.address, actors=1)
+    proc = extract(args, out, cluster.address, actors=2)
     res = {"store": str(out)}
     if not wait_committed(out, proc, args.batch_size):
         res["note"] = "the run ended before a batch was committed; no node removed"
@@ -111,13 +115,14 @@ def node_lost(args, cluster, workers) -> dict:
         cluster.remove_node(victim, allow_graceful=False)
         workers.remove(victim)
         res["removed_at_s"] = round(time.time() - t0, 1)
+        workers.append(cluster.add_node(**NODE))
     res["first"] = finish(proc)
     res["first_s"] = round(time.time() - t0, 1)
     res["pending_after_first"] = len(_all(out)) - committed(out)
     if res["pending_after_first"] or res["first"]["rc"] not in (0, 1):
         res["outcome"] = "resumed"
         t1 = time.time()
-        res["resume"] = finish(extract(args, out, cluster.address, actors=1, resume=True))
+        res["resume"] = finish(extract(args, out, cluster.address, actors=2, resume=True))
         res["resume_s"] = round(time.time() - t1, 1)
     else:
         res["outcome"] = "retried"
@@ -175,8 +180,6 @@ def main(argv=None) -> int:
             results["spread"] = spread(args, cluster)
         if "node_lost" in wanted:
             results["node_lost"] = node_lost(args, cluster, workers)
-            workers.append(cluster.add_node(**NODE))  # back to three nodes for the next scenario
-            cluster.wait_for_nodes()
         if "driver_killed" in wanted:
             results["driver_killed"] = driver_killed(args, cluster)
     finally:

@@ -119,7 +119,7 @@ def test_cluster_store_equals_local_and_actors_span_nodes(cluster_runs, local_st
 def test_worker_node_lost_mid_run_gives_the_local_store(cluster_runs, local_store):
     run = cluster_runs["node_lost"]
     assert "note" not in run, run.get("note")
-    assert run["removed_actor_node"], "the removed node did not host the actor"
+    assert run["removed_actor_node"], "the removed node hosted no model actor"
     assert 0 < run["committed_at_removal"] < len(local_store)
     print(f"node lost after {run['committed_at_removal']} rows: {run['outcome']} (first run {run['first']})")
     final = run["resume"] if run["outcome"] == "resumed" else run["first"]
@@ -203,3 +203,13 @@ def test_join_loopback_head_that_ray_would_rewrite(tmp_path):
         rc, lines, seconds = _join(address, tmp_path)
     _assert_one_line(rc, lines, seconds, address, f"--node-ip-address {rewritten}")
     assert "rewrites loopback" in lines[0]
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:notaport", "ray://head", "nonsense"])
+def test_malformed_address_is_one_cluster_error(address):
+    from featuremaps.engine.ray_engine import check_cluster_address
+    from featuremaps.errors import ClusterError, FeaturemapsError
+
+    with pytest.raises(ClusterError, match=r"--ray-address .*(HOST:PORT|Invalid address)") as err:
+        check_cluster_address(address)
+    assert isinstance(err.value, ConnectionError) and isinstance(err.value, FeaturemapsError)
