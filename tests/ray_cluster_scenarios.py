@@ -108,7 +108,13 @@ def node_lost(args, cluster, workers) -> dict:
     if not wait_committed(out, proc, args.batch_size):
         res["note"] = "the run ended before a batch was committed; no node removed"
     else:
-        hosts = actor_nodes()
+        hosts = set()
+        for _ in range(20):  # the actor table can lag the first commit by a moment
+            hosts = actor_nodes()
+            if any(w.node_id in hosts for w in workers):
+                break
+            time.sleep(0.5)
+        res["actor_nodes"], res["worker_nodes"] = sorted(hosts), [w.node_id for w in workers]
         victim = next((w for w in workers if w.node_id in hosts), workers[0])
         res["removed_actor_node"] = victim.node_id in hosts
         res["committed_at_removal"] = committed(out)
