@@ -213,3 +213,49 @@ def test_malformed_address_is_one_cluster_error(address):
     with pytest.raises(ClusterError, match=r"--ray-address .*(HOST:PORT|Invalid address)") as err:
         check_cluster_address(address)
     assert isinstance(err.value, ConnectionError) and isinstance(err.value, FeaturemapsError)
+
+
+# ------------------------------------------------------------------ the README's rehearsal commands
+
+REHEARSAL = """set -e
+ip link set lo up
+export HOME="$WORK/home" RAY_AUTH_MODE=token PATH="$WORK/bin:$PATH"
+ray get-auth-token --generate > /dev/null
+ray start --head --node-ip-address 127.0.0.1 --port 6379 --num-cpus 1 --include-dashboard false
+ray start --address 127.0.0.1:6379 --node-ip-address 127.0.0.1 --num-cpus 1
+ray start --address 127.0.0.1:6379 --node-ip-address 127.0.0.1 --num-cpus 1
+featuremaps -v extract "$IMAGES" --model "$MODEL" -o "$WORK/out.zarr" --batch-size 2 --no-progress \\
+    --engine ray --ray-address 127.0.0.1:6379 --actors 2 > "$WORK/extract.log" 2>&1 || true
+env -u RAY_AUTH_MODE HOME="$WORK/nohome" featuremaps extract "$IMAGES" --model "$MODEL" -o "$WORK/no.zarr" \\
+    --engine ray --ray-address 127.0.0.1:6379 --no-progress > "$WORK/notoken.log" 2>&1 || echo $? > "$WORK/notoken.rc"
+ray stop > /dev/null 2>&1
+"""
+
+
+@pytest.mark.slow
+def test_readme_loopback_rehearsal_commands(tmp_path, tiny_model, images, local_store):
+    """`ray start --head` / `ray start --address` on 127.0.0.1 in a loopback-only namespace (with
+    its own PIDs, so `ray stop` reaches only these nodes), token auth on every node, as the README
+    says; a driver without the token gets one line."""
+    prefix = _netns_prefix()
+    if prefix is None or "-p" not in prefix:
+        pytest.skip("network + PID namespaces are not permitted here (`ray stop` must not reach other Ray nodes)")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    entry_points = {"ray": "from ray.scripts.scripts import main", "featuremaps": "from featuremaps.cli import main"}
+    for name, code in entry_points.items():
+        (bin_dir / name).write_text(f"#!{sys.executable}\nimport sys\n{code}\nsys.exit(main())\n")
+        (bin_dir / name).chmod(0o755)
+    env = {**os.environ, "WORK": str(tmp_path), "IMAGES": str(images), "MODEL": str(tiny_model)}
+    proc = subprocess.run([*prefix, "sh", "-c", REHEARSAL], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = (tmp_path / "extract.log").read_text()
+    assert "14 ok, 2 errors, 0 pending" in log, log[-3000:]
+    assert "batches per Ray node" in log
+    store = open_store(tmp_path / "out.zarr")
+    np.testing.assert_array_equal(store.status_codes, local_store.status_codes)
+    for name in store.outputs:  # batch size 2 here, 1 in the local store: same values, other chunks
+        np.testing.assert_array_equal(store[name][:], local_store[name][:], err_msg=name)
+    assert (tmp_path / "notoken.rc").read_text().strip() == "2"
+    lines = (tmp_path / "notoken.log").read_text().strip().splitlines()
+    assert len(lines) == 1 and "wants an authentication token" in lines[0], lines
