@@ -22,11 +22,15 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import time
+from collections import Counter
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import DependencyError
+from ..errors import ClusterError, DependencyError, one_line
 from .pipeline import ExtractionError, Summary, _decode
 from .preprocess import Preprocessing
 from .store import ERROR, OK, FeatureStore
@@ -36,6 +40,14 @@ log = logging.getLogger(__name__)
 
 class RayUnavailableError(DependencyError):
     """Ray is not installed."""
+
+
+@dataclass
+class RaySummary(Summary):
+    """:class:`Summary` plus where each batch ran: ``nodes[b]`` is the Ray node id (hex) of the
+    actor that wrote batch ``b`` in this run."""
+
+    nodes: dict[int, str] = field(default_factory=dict)
 
 
 def _import_ray():
@@ -70,12 +82,16 @@ class _ModelWriter:
         self.store = FeatureStore.open(store_path, mode="r+")
 
     def __call__(self, batch: dict) -> dict:
+        import ray
+
+        node = ray.get_runtime_context().get_node_id()
         for b, inputs, ok_json in zip(batch["batch"], batch["inputs"], batch["ok_rows"]):
             ok_rows = json.loads(str(ok_json))
             outputs = self.extractor.run(np.asarray(inputs, np.float32)) if ok_rows else {}
             self.store.write_maps(int(b), outputs, ok_rows)
             _maybe_die_for_test(int(b))
-        return {"batch": batch["batch"], "n": batch["n"], "errors": batch["errors"]}
+        return {"batch": batch["batch"], "n": batch["n"], "errors": batch["errors"],
+                "node": np.array([node] * len(batch["batch"]))}
 
 
 _FAULT_ENV = "FEATUREMAPS_TEST_KILL_ACTOR"
@@ -94,22 +110,163 @@ def _maybe_die_for_test(batch: int) -> None:
 
 def init_ray(address: str | None, *, num_cpus: int | None = None, verbose: bool = False) -> bool:
     """Join ``address``, or start a local instance bound to 127.0.0.1. Returns True if started here
-    (the caller shuts it down)."""
+    (the caller shuts it down).
+
+    A join is checked first, in bounded time (:func:`check_cluster_address`): ``ray.init`` itself
+    retries an address where no GCS answers for minutes.
+    """
     ray = _import_ray()
     quiet = {"log_to_driver": verbose, "logging_level": logging.INFO if verbose else logging.ERROR,
              "configure_logging": True}
-    if not verbose:
-        # Ray's C++ core and Ray Data log warnings to stderr by default; one progress line is enough.
-        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
-        for name in ("ray", "ray.data"):
-            logging.getLogger(name).setLevel(logging.ERROR)
+    _quiet_ray(verbose)
     if ray.is_initialized():
         return False
     if address:
+        check_cluster_address(address, verbose=verbose)
         ray.init(address=address, **quiet)
         return False
     ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, _node_ip_address="127.0.0.1", **quiet)
     return True
+
+
+def _quiet_ray(verbose: bool) -> None:
+    """Unless ``verbose``: Ray's C++ core and Ray Data log warnings to stderr by default (e.g. that
+    8.8.8.8 is unreachable in a loopback-only namespace); one progress line is enough."""
+    if not verbose:
+        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+        for name in ("ray", "ray.data"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+
+
+_PROBE_S = 5.0  # per connect / per RPC; three at most, so a join fails within ~15 s
+
+
+def check_cluster_address(address: str, *, timeout_s: float = _PROBE_S, verbose: bool = False) -> str:
+    """Raise :class:`ClusterError` unless a Ray GCS answers where ``ray.init(address)`` will connect.
+
+    Returns the ``host:port`` Ray will use. ``ray.init`` rewrites a loopback host (127.0.0.1,
+    localhost) to this machine's own address (Ray's ``resolve_ip_for_localhost``): a head started
+    with ``--node-ip-address 127.0.0.1`` listens only on loopback, so the join would retry for
+    minutes; that case gets its own message. ``ray://`` (Ray Client) addresses get a TCP check only.
+    """
+    _quiet_ray(verbose)
+    if address.startswith("ray://"):
+        host, port = _split_host_port(address[len("ray://"):], address)
+        _tcp_probe(host, port, address, timeout_s)
+        return f"{host}:{port}"
+    with _fd2_silenced(not verbose):  # Ray's C++ core warns straight to fd 2 when 8.8.8.8 is unreachable
+        target = _bootstrap_address(address)
+    host, port = _split_host_port(target, address)
+    given_host, _ = _split_host_port(address, address) if address != "auto" else (host, port)
+    if not _tcp_answers(host, port, timeout_s):
+        if given_host != host and _tcp_answers(given_host, port, timeout_s):
+            raise ClusterError(
+                f"Ray joins {address} at {host}:{port} (it rewrites loopback addresses to this machine's "
+                f"address) and nothing answers there; start the head with `ray start --head "
+                f"--node-ip-address {host}`, or run head, nodes and driver in one loopback-only network "
+                "namespace (README: Scaling out)")
+        raise ClusterError(f"no Ray cluster answers at {address} (nothing listens on {host}:{port}); start one "
+                           f"with `ray start --head --port {port}`, or pass the address `ray start --head` printed")
+    _gcs_probe(host, port, address, timeout_s)
+    return f"{host}:{port}"
+
+
+@contextmanager
+def _fd2_silenced(on: bool):
+    """File descriptor 2 to /dev/null while ``on`` (C++ logging bypasses Python's sys.stderr)."""
+    if not on:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _bootstrap_address(address: str) -> str:
+    """``host:port`` that ``ray.init(address=address)`` connects to (``auto`` resolved, loopback
+    rewritten), from Ray's own function."""
+    from ray._private import services
+
+    try:
+        target = services.canonicalize_bootstrap_address(address)
+    except (ConnectionError, ValueError) as e:
+        raise ClusterError(f"--ray-address {address}: {one_line(e)}; pass HOST:PORT of a running head "
+                           "(`ray start --head` prints it)") from None
+    if target is None:
+        raise ClusterError(f"--ray-address {address} names no running cluster; pass HOST:PORT of a running "
+                           "head (`ray start --head` prints it)")
+    return target
+
+
+def _split_host_port(hostport: str, address: str) -> tuple[str, int]:
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ClusterError(f"--ray-address {address} is not HOST:PORT (e.g. 10.0.0.5:6379, ray://head:10001, "
+                           "or auto)")
+    return host.strip("[]"), int(port)
+
+
+def _tcp_answers(host: str, port: int, timeout_s: float) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def _tcp_probe(host: str, port: int, address: str, timeout_s: float) -> None:
+    if not _tcp_answers(host, port, timeout_s):
+        raise ClusterError(f"nothing answers at {address} within {timeout_s:g} s; check the head's address "
+                           "and port (Ray Client listens on 10001 by default)")
+
+
+_GCS_PROBE = """
+import sys
+try:  # Ray >= 2.5x: a driver sends ~/.ray/auth_token when one exists, as ray.init does
+    from ray._private.authentication.authentication_token_setup import (
+        maybe_enable_token_auth_if_token_available)
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+except ImportError:
+    pass
+from ray._raylet import GcsClient
+GcsClient(address=sys.argv[1])
+print("gcs", flush=True)
+"""
+
+
+def _gcs_probe(host: str, port: int, address: str, timeout_s: float) -> None:
+    """Something listens at ``host:port``; is it a GCS that lets us in? Ray's own client, in a child
+    process (it exits the process when no GCS answers) with short connect timeouts and a hard limit."""
+    import subprocess
+
+    env = {**os.environ, "RAY_gcs_rpc_server_connect_timeout_s": str(int(timeout_s)),
+           "RAY_gcs_rpc_server_reconnect_timeout_s": str(int(timeout_s)), "RAY_BACKEND_LOG_LEVEL": "warning"}
+    try:
+        done = subprocess.run([sys.executable, "-c", _GCS_PROBE, f"{host}:{port}"], env=env, capture_output=True,
+                              text=True, timeout=3 * timeout_s)
+        out, err = done.stdout, done.stderr
+    except subprocess.TimeoutExpired as e:
+        out, err = _text(e.stdout), _text(e.stderr)
+    if "gcs" in out:
+        return
+    if "Unauthenticated" in err or "AuthenticationError" in err:
+        raise ClusterError(f"the Ray cluster at {address} wants an authentication token this machine does not "
+                           "have; copy the head's ~/.ray/auth_token here (or set RAY_AUTH_TOKEN), or start every "
+                           "node with the same RAY_AUTH_MODE")
+    raise ClusterError(f"{host}:{port} answers but no Ray GCS replied within {3 * timeout_s:g} s; pass the "
+                       f"address `ray start --head` printed (default port 6379), not {address}")
+
+
+def _text(b) -> str:
+    return b.decode(errors="replace") if isinstance(b, bytes) else (b or "")
 
 
 def actor_cpus(total_cpus: float, actors: int) -> float:
@@ -120,7 +277,7 @@ def actor_cpus(total_cpus: float, actors: int) -> float:
 
 def run_extraction_ray(store: FeatureStore, model_path, *, actors: int = 1, gpus_per_actor: float = 0.0,
                        provider: str = "auto", threads: int | None = None, strict: bool = False,
-                       progress=None) -> Summary:
+                       progress=None) -> RaySummary:
     """Extract every pending batch of ``store`` on the current Ray cluster (see :func:`init_ray`).
 
     Same contract as :func:`~featuremaps.engine.pipeline.run_extraction`: bad images become error
@@ -133,7 +290,7 @@ def run_extraction_ray(store: FeatureStore, model_path, *, actors: int = 1, gpus
     ctx.print_on_execution_start = False
     todo = store.pending_batches()
     paths = store.paths
-    summary = Summary(batches=len(todo))
+    summary = RaySummary(batches=len(todo))
     pre = Preprocessing.from_dict(store.metadata["preprocessing"]).to_dict()
     rows = [{"batch": b, "paths": json.dumps(paths[slice(*store.batch_rows(b))])} for b in todo]
     t0 = time.perf_counter()
@@ -156,6 +313,7 @@ def run_extraction_ray(store: FeatureStore, model_path, *, actors: int = 1, gpus
                     raise ExtractionError(f"{paths[store.batch_rows(b)[0] + r]}: {msg} (--strict stops at the "
                                           "first bad image; drop --strict to record it as an error row)")
                 store.commit_batch(b, errors)
+                summary.nodes[b] = str(row["node"])
                 summary.images += int(row["n"])
                 summary.bytes_written += _batch_bytes(store, int(row["n"]))
                 if progress is not None:
@@ -163,10 +321,18 @@ def run_extraction_ray(store: FeatureStore, model_path, *, actors: int = 1, gpus
         except KeyboardInterrupt:
             summary.interrupted = True
     summary.seconds = time.perf_counter() - t0
+    _log_placement(summary.nodes)
     codes = store.status_codes
     summary.ok, summary.errors = int((codes == OK).sum()), int((codes == ERROR).sum())
     summary.pending = len(codes) - summary.ok - summary.errors
     return summary
+
+
+def _log_placement(nodes: dict[int, str]) -> None:
+    """One INFO line: how many batches ran on each node (node ids cut to 12 hex digits)."""
+    if nodes:
+        counts = Counter(nodes.values())
+        log.info("batches per Ray node: %s", ", ".join(f"{n[:12]}={k}" for n, k in counts.items()))
 
 
 def _batch_bytes(store: FeatureStore, n: int) -> int:

@@ -19,7 +19,7 @@ from __future__ import annotations
 __all__ = [
     "FeaturemapsError", "ArgumentError", "LayerError", "InputError", "ImageDecodeError",
     "ModelFileError", "WeightsError", "StoreError", "ProviderError", "DependencyError",
-    "ExtractionError", "CalibrationError", "ReferenceWeightsError", "one_line", "require",
+    "ExtractionError", "CalibrationError", "ReferenceWeightsError", "ClusterError", "one_line", "require",
 ]
 
 
@@ -73,6 +73,11 @@ class CalibrationError(FeaturemapsError, ValueError):
 
 class ReferenceWeightsError(FeaturemapsError, ValueError):
     """The reference network's weights are not the ones the model was exported from."""
+
+
+class ClusterError(FeaturemapsError, ConnectionError):
+    """A Ray cluster address that cannot be joined (nothing answers, not Ray, or unreachable as Ray
+    would rewrite it)."""
 
 
 def require(module: str, *, extra: str, what: str):

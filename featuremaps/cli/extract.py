@@ -15,7 +15,7 @@ from ..engine.hashing import file_sha256
 from ..engine.inputs import collect_inputs, printable_path
 from ..engine.pipeline import run_extraction
 from ..engine.preprocess import DecodeBudget
-from ..engine.ray_engine import init_ray, run_extraction_ray  # imports ray only when called
+from ..engine.ray_engine import check_cluster_address, init_ray, run_extraction_ray  # imports ray only when called
 from ..engine.store import FeatureStore, output_shapes
 from ..errors import ArgumentError, ExtractionError, StoreError
 from ._args import (ModelSpec, add_math_args, add_model_args, folder_arg, int_in, positive_int, provider_choices,
@@ -119,6 +119,8 @@ def _check_ray_args(args) -> None:
     if args.ray_address and not Path(args.output).is_absolute():
         raise ArgumentError(f"-o {args.output} is relative; on a Ray cluster pass an absolute path on a filesystem "
                        "every node mounts (e.g. /shared/out.zarr)")
+    if args.ray_address:  # before any store is made: a join that cannot succeed fails in bounded time
+        check_cluster_address(args.ray_address, verbose=args.verbose)
 
 
 def _run_ray(args, store, model_path: Path, bar):
