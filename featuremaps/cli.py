@@ -23,6 +23,9 @@ COMMAND_MODULES: list[str] = [
     "featuremaps.cmd_bench",
     "featuremaps.cmd_extract",
     "featuremaps.cmd_show",
+    "featuremaps.cmd_info",
+    "featuremaps.cmd_cache",
+    "featuremaps.cmd_report",
 ]
 
 
@@ -41,9 +44,9 @@ def add_model_args(p: argparse.ArgumentParser, *, layers_default: str | None = D
     p.add_argument("--layers", default=layers_default,
                    help="taps for a zoo model: indices (0,5,17), features.17 or aliases (conv4_1, relu4_1, "
                         f"pool4); see `featuremaps layers` (default: {layers_default})")
-    p.add_argument("--weights", default="random",
-                   help="zoo weights: random (seeded), imagenet (torchvision, cached), or a .pth/.safetensors "
-                        "state_dict (default: random)")
+    p.add_argument("--weights", default="auto",
+                   help="zoo weights: auto (imagenet if torchvision's checkpoint is cached, else random with a "
+                        "warning), random (seeded), imagenet, or a .pth/.safetensors state_dict (default: auto)")
     p.add_argument("--seed", type=int, default=0, help="seed for --weights random (default: 0)")
     p.add_argument("--input-size", type=int, default=224, help="square input size (default: 224)")
 
@@ -54,6 +57,39 @@ def is_onnx_path(model: str) -> bool:
 
 def cache_root() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "featuremaps" / "models"
+
+
+# ---------------------------------------------------------------- weights (one default, never silent)
+
+
+def _imagenet_cached(model: str) -> bool:
+    """Whether torchvision's ImageNet checkpoint for ``model`` is on disk (no torch import:
+    the same folder torch.hub.get_dir() uses)."""
+    from .export.zoo import IMAGENET_FILES
+
+    torch_home = os.environ.get("TORCH_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", str(Path.home() / ".cache")), "torch")
+    name = IMAGENET_FILES.get(model)
+    return bool(name) and (Path(torch_home) / "hub" / "checkpoints" / name).is_file()
+
+
+def resolve_weights(args: argparse.Namespace) -> None:
+    """Make ``args.weights`` concrete for a zoo model (``auto``/None -> imagenet when cached, else
+    random) and print ONE warning line to stderr whenever the weights are random: an untrained
+    network must never be a surprise. Idempotent (warns once per command)."""
+    if getattr(args, "weights_resolved", False):
+        return
+    args.weights_resolved = True
+    auto = args.weights in (None, "auto")
+    if auto:
+        args.weights = "imagenet" if _imagenet_cached(args.model) else "random"
+    if getattr(args, "seed", None) is None:
+        args.seed = 0
+    if args.weights == "random":
+        why = "ImageNet weights are not cached; " if auto else ""
+        print(f"featuremaps: WARNING: {args.model} has seeded RANDOM weights (seed {args.seed}): the maps show "
+              f"an untrained network. {why}use --weights imagenet (needs the checkpoint) or --weights PATH.pth",
+              file=sys.stderr)
 
 
 def resolve_model(args: argparse.Namespace) -> Path:
@@ -68,6 +104,7 @@ def resolve_model(args: argparse.Namespace) -> Path:
     from .export.onnx_export import export_model
     from .engine.hashing import file_sha256
 
+    resolve_weights(args)
     taps = parse_taps(args.layers, args.model, args.input_size)
     weights_key = file_sha256(args.weights) if Path(args.weights).is_file() else f"{args.weights}:{args.seed}"
     key = "|".join([args.model, ",".join(t.name for t in taps), weights_key, str(args.input_size),
@@ -124,6 +161,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .cmd_extract import check_reduce_args, export_reduced
 
     reductions = check_reduce_args(args, taps)  # before the slow part: a bad spec fails at once
+    resolve_weights(args)
     net, info = build_model(args.model, args.weights, args.seed, need_classifier=args.logits)
     res = export_model(taps, args.output, model=args.model, seed=args.seed, input_size=args.input_size,
                        logits=args.logits, net=net, weights_info=info)
@@ -163,6 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Export CNN intermediate layers as ONNX outputs, extract them with ONNX Runtime, "
                     "check them against PyTorch, draw them.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens (INFO)")
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"featuremaps {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("layers", help="list every tappable layer with shapes and compute share",

@@ -77,14 +77,14 @@ def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def export_cached(net, info, model: str, taps, input_size: int, *, logits: bool) -> Path:
-    """Export ``net`` with ``taps`` into the model cache (keyed by weights SHA-256), once."""
+def export_cached(net, info, model: str, taps, input_size: int, *, logits: bool, folder: Path | None = None) -> Path:
+    """Export ``net`` with ``taps`` into ``folder`` (default: the model cache), keyed by weights SHA-256, once."""
     from . import __version__
     from .export.onnx_export import export_model
 
     key = "|".join([model, ",".join(t.name for t in taps), info.sha256, str(input_size), str(logits),
                     __version__])
-    path = cache_root() / f"{model}-bench-{hashlib.sha256(key.encode()).hexdigest()[:16]}.onnx"
+    path = (folder or cache_root()) / f"{model}-bench-{hashlib.sha256(key.encode()).hexdigest()[:16]}.onnx"
     if not path.is_file():
         _say(f"exporting {model} taps {','.join(t.name.split('.')[-1] for t in taps)}"
              f"{' + logits' if logits else ''} at {input_size}² -> {path}")
@@ -128,12 +128,14 @@ def _prepare(args):
         taps = tuple(Tap.from_dict(d) for d in meta["taps"])
         return meta["model"], taps, int(meta["input_size"]), net, info, path
     taps = parse_taps(args.layers or DEFAULT_LAYERS, args.model, args.input_size)
-    net, info = build_model(args.model, args.weights or "random", 0 if args.seed is None else args.seed,
-                            need_classifier=True)
+    from .cli import resolve_weights
+
+    resolve_weights(args)  # auto -> imagenet if cached, else random with one warning line
+    net, info = build_model(args.model, args.weights, args.seed, need_classifier=True)
     return args.model, taps, args.input_size, net, info, None
 
 
-def _scaling_exports(model, taps, net, info, input_size, full_path) -> list[tuple]:
+def _scaling_exports(model, taps, net, info, input_size, full_path, folder: Path) -> list[tuple]:
     """(group, label, taps, path, full) for the scaling study, exported (once, cached)."""
     from .export.taps import parse_taps
 
@@ -143,7 +145,8 @@ def _scaling_exports(model, taps, net, info, input_size, full_path) -> list[tupl
     out = []
     for group, label, spec in specs:
         t = parse_taps(spec, model, input_size)
-        out.append((group, label, t, export_cached(net, info, model, t, input_size, logits=False), False))
+        out.append((group, label, t, export_cached(net, info, model, t, input_size, logits=False, folder=folder),
+                    False))
     out.append(("full", f"full + logits ({len(taps)} taps)", taps, full_path, True))
     return out
 
@@ -206,6 +209,15 @@ def _extra_backends(paths, threads, max_batch, input_size):
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    """Runs the bench with its exports in a temporary folder removed afterwards: bench leaves
+    nothing in the model cache (a full VGG16 with logits is 553 MB)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="featuremaps-bench-") as tmp:
+        return _run_bench(args, Path(tmp))
+
+
+def _run_bench(args: argparse.Namespace, export_dir: Path) -> int:
     import torch
 
     from .bench.backends import Backend, Skipped, measure_first_calls
@@ -224,11 +236,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
                       threads=threads, scaling_batch=args.scaling_batch,
                       scaling_repeats=args.scaling_repeats or args.repeats)
     if cut_path is None:
-        cut_path = export_cached(net, info, model, taps, input_size, logits=False)
+        cut_path = export_cached(net, info, model, taps, input_size, logits=False, folder=export_dir)
     needs_full = "ort-cpu-full" in names or not args.no_scaling
-    full_path = export_cached(net, info, model, taps, input_size, logits=True) if needs_full else None
-
-    exports = None if args.no_scaling else _scaling_exports(model, taps, net, info, input_size, full_path)
+    full_path = (export_cached(net, info, model, taps, input_size, logits=True, folder=export_dir)
+                 if needs_full else None)
+    exports = None if args.no_scaling else _scaling_exports(model, taps, net, info, input_size, full_path,
+                                                            export_dir)
     cuda = args.torch_device == "cuda"
     if cuda:  # after every export: the exporter traces on the CPU
         if not torch.cuda.is_available():

@@ -66,8 +66,9 @@ def cmd_parity(args: argparse.Namespace) -> int:
 
     providers = _providers(args.providers)
     if not is_onnx_path(args.model):
-        args.weights = args.weights or "random"
-        args.seed = 0 if args.seed is None else args.seed
+        from .cli import resolve_weights
+
+        resolve_weights(args)  # auto -> imagenet if cached, else random with one warning line
     path = resolve_model(args)
     meta = read_metadata(path)
     precision = meta.get("precision", "fp32")
