@@ -25,8 +25,8 @@ def register(sub) -> None:
     p.add_argument("--store", default=None, help="read the maps from this store instead of running a model")
     p.add_argument("--rows", default=None, help="store rows, e.g. 0,3,7 or 0-4 (default: the first 5 ok rows)")
     p.add_argument("-o", "--output", required=True, help="output folder (created; index.html inside)")
-    p.add_argument("--tile-px", type=int, default=64,
-                   help="largest tile side in the sprite sheets; bigger maps are area-downsampled (default: 64)")
+    p.add_argument("--tile-px", type=int, default=32,
+                   help="largest tile side in the sprite sheets; bigger maps are area-downsampled (default: 32)")
     p.add_argument("--no-parity", action="store_true", help="skip the PyTorch reference (parity 'not computed')")
     p.add_argument("--provider", default="cpu", choices=("auto", "cpu", "cuda", "tensorrt"),
                    help="ONNX Runtime provider (default: cpu)")

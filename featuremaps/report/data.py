@@ -67,9 +67,18 @@ def grid_shape(channels: int) -> tuple[int, int]:
     return math.ceil(channels / cols), cols
 
 
+def colorize(norm: np.ndarray, lut: np.ndarray) -> np.ndarray:
+    """``norm`` in [0, 1] -> ``(..., 3) uint8`` RGB, interpolated between the ``(256, 3)`` colormap
+    entries, so neighbouring values keep distinct colours (no 256-level banding)."""
+    x = np.clip(norm, 0, 1) * (len(lut) - 1)
+    grid = np.arange(len(lut))
+    rgb = np.stack([np.interp(x, grid, lut[:, k].astype(np.float64)) for k in range(3)], axis=-1)
+    return (rgb + 0.5).astype(np.uint8)
+
+
 def sprite_sheet(m: np.ndarray, tile_px: int, lut: np.ndarray) -> tuple[np.ndarray, int]:
     """Every channel of ``(C, H, W)``, each scaled to its own min..max and coloured by ``lut``
-    ``(256, 3) uint8``, tiled row-major into one ``(rows*t, cols*t, 3) uint8`` RGB image.
+    ``(256, 3)``, tiled row-major into one ``(rows*t, cols*t, 3) uint8`` RGB image.
     Tiles larger than ``tile_px`` are area-downsampled to ``tile_px`` (smaller ones stay native;
     the page enlarges them pixelated). Returns ``(sheet, t)``."""
     import cv2
@@ -78,26 +87,27 @@ def sprite_sheet(m: np.ndarray, tile_px: int, lut: np.ndarray) -> tuple[np.ndarr
     c, h, w = m.shape
     t = min(max(h, w), tile_px)
     rows, cols = grid_shape(c)
-    sheet = np.zeros((rows * t, cols * t, 3), np.uint8)
+    norm = np.zeros((rows * cols, t, t), np.float32)
     lo = m.reshape(c, -1).min(1)[:, None, None]
     span = m.reshape(c, -1).max(1)[:, None, None] - lo
-    norm = np.where(span > 0, (m - lo) / np.where(span > 0, span, 1), 0.5)
-    idx = np.clip(norm * 255 + 0.5, 0, 255).astype(np.uint8)
+    full = np.where(span > 0, (m - lo) / np.where(span > 0, span, 1), 0.5).astype(np.float32)
     for ch in range(c):
-        tile = idx[ch] if (h, w) == (t, t) else cv2.resize(norm[ch].astype(np.float32), (t, t),
-                                                            interpolation=cv2.INTER_AREA if h > t else cv2.INTER_NEAREST)
-        if tile.dtype != np.uint8:
-            tile = np.clip(tile * 255 + 0.5, 0, 255).astype(np.uint8)
-        r, q = divmod(ch, cols)
-        sheet[r * t:(r + 1) * t, q * t:(q + 1) * t] = lut[tile]
-    return sheet, t
+        norm[ch] = full[ch] if (h, w) == (t, t) else cv2.resize(
+            full[ch], (t, t), interpolation=cv2.INTER_AREA if h > t else cv2.INTER_NEAREST)
+    sheet = norm.reshape(rows, cols, t, t).transpose(0, 2, 1, 3).reshape(rows * t, cols * t)
+    rgb = colorize(sheet, lut)
+    filled = np.zeros((rows * cols, 1, 1), bool)
+    filled[:c] = True  # cells past the last channel stay black
+    mask = np.broadcast_to(filled, (rows * cols, t, t)).reshape(rows, cols, t, t).transpose(0, 2, 1, 3)
+    rgb[~mask.reshape(rows * t, cols * t)] = 0
+    return rgb, t
 
 
 def colormap_lut(name: str = "viridis") -> np.ndarray:
-    """``(256, 3) uint8`` RGB of a matplotlib colormap."""
+    """``(256, 3) float64`` RGB (0..255) of a matplotlib colormap."""
     from matplotlib import colormaps
 
-    return (colormaps[name](np.linspace(0, 1, 256))[:, :3] * 255 + 0.5).astype(np.uint8)
+    return colormaps[name](np.linspace(0, 1, 256))[:, :3] * 255
 
 
 def _tap_entry(tap, m: np.ndarray, tile: int, reduction) -> dict:
