@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cli import DEFAULT_LAYERS, CLIError, add_model_args, is_onnx_path, resolve_model
+from .cli import CLIError, add_model_args, resolve_model
 
 
 def register(sub) -> None:
@@ -126,9 +126,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise CLIError(f"{out} exists and is not empty; choose a new -o folder")
     if args.store:
         images, taps, meta, note = _from_store(args)
-    else:
-        if not is_onnx_path(args.model) and args.layers is None:
-            args.layers = DEFAULT_LAYERS
+    else:  # a zoo model is exported with --layers; an .onnx file reports all of its taps
         images, taps, meta, note = _from_model(args)
     budget = None
     try:

@@ -143,3 +143,19 @@ def test_explicit_random_warns_and_cached_imagenet_does_not(empty_torch_home, ca
     args = _args()
     resolve_weights(args)
     assert args.weights == "imagenet" and capsys.readouterr().err == ""
+
+
+@pytest.mark.slow
+def test_bench_warns_once_and_leaves_nothing_in_the_cache(tmp_path, monkeypatch, capsys):
+    from featuremaps.cli import main
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # no ImageNet checkpoint: auto -> random
+    rc = main(["bench", "--model", "vgg16", "--input-size", "32", "--layers", "0,5", "--backends", "ort-cpu",
+               "--batch-sizes", "1", "--repeats", "1", "--warmup", "0", "--no-scaling", "--gemm-size", "64"])
+    assert rc == 0
+    err = capsys.readouterr().err
+    assert err.count("WARNING") == 1 and "RANDOM weights" in err
+    assert "exporting vgg16" in err  # it did export a model ...
+    left = [p for p in (tmp_path / "cache" / "featuremaps").rglob("*") if p.is_file()]
+    assert left == []  # ... and removed it
