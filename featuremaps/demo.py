@@ -7,19 +7,17 @@ import time
 from pathlib import Path
 
 
-def _choose_weights(weights: str, model: str) -> str:
-    if weights != "auto":
-        return weights
-    from .export.zoo import WeightsError, _imagenet_state
+def _choose_weights(weights: str, model: str, seed: int) -> str:
+    """The one weights default every command shares (``featuremaps.cli.resolve_weights``): auto is
+    imagenet when the checkpoint is cached (never a silent 528 MB download), else random with
+    one warning line."""
+    import argparse
 
-    try:
-        _imagenet_state(model)
-        return "imagenet"
-    except WeightsError as e:
-        print(f"WARNING: {e}", file=sys.stderr)
-        print("WARNING: using seeded random weights (--seed): the maps show an untrained network, "
-              "not what VGG16 learned", file=sys.stderr)
-        return "random"
+    from .cli import resolve_weights
+
+    args = argparse.Namespace(model=model, weights=weights, seed=seed)
+    resolve_weights(args)
+    return args.weights
 
 
 def run_demo(out_dir: Path, layers: str = "0,5,10,17,28", weights: str = "auto", seed: int = 0,
@@ -40,7 +38,7 @@ def run_demo(out_dir: Path, layers: str = "0,5,10,17,28", weights: str = "auto",
 
     out_dir.mkdir(parents=True, exist_ok=True)
     taps = parse_taps(layers, model)
-    weights = _choose_weights(weights, model)
+    weights = _choose_weights(weights, model, seed)
     net, info = build_model(model, weights, seed, need_classifier=True)
     t0 = time.perf_counter()
     res = export_model(taps, out_dir / f"{model}-taps.onnx", model=model, seed=seed, net=net, weights_info=info)
