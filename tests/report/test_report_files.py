@@ -157,3 +157,17 @@ def test_report_error_is_a_featuremaps_error(tmp_path):
         parse_rows("a-b", FakeStore())
     assert parse_rows(None, FakeStore()) == [0]
     assert parse_rows("0-1", FakeStore()) == [0, 1]
+
+
+def test_reduced_vector_tap_is_drawn_as_one_pixel_tiles():
+    from featuremaps.report import ReportImage, build_report
+
+    tap = _taps()[1]  # 512 channels, here a mean-reduced (C,) vector as a reduced store holds it
+    vec = np.linspace(-1, 1, 512).astype(np.float16)
+    im = ReportImage(name="a", image=np.zeros((32, 32, 3), np.uint8), maps={tap.name: vec})
+    meta = dict(META, reductions={tap.name: "mean"})
+    manifest, sprites = build_report([im], (tap,), meta=meta, title="t")
+    entry = manifest["taps"][0]
+    assert (entry["height"], entry["width"], entry["tile"], entry["reduction"]) == (1, 1, 1, "mean")
+    assert sprites["tiles/img0/features.28.png"].shape == (entry["rows"], entry["cols"], 3)
+    assert manifest["images"][0]["taps"][tap.name]["order"][0] in (0, 511)  # |-1| and |1| are the most energetic
