@@ -27,6 +27,9 @@ def register(sub) -> None:
     p.add_argument("-o", "--output", required=True, help="output folder (created; index.html inside)")
     p.add_argument("--tile-px", type=int, default=32,
                    help="largest tile side in the sprite sheets; bigger maps are area-downsampled (default: 32)")
+    p.add_argument("--pixel-values", action="store_true",
+                   help="also ship grey value sheets so hovering an enlarged channel shows the value under the "
+                        "cursor (about +50%% bytes)")
     p.add_argument("--no-parity", action="store_true", help="skip the PyTorch reference (parity 'not computed')")
     p.add_argument("--provider", default="cpu", choices=("auto", "cpu", "cuda", "tensorrt"),
                    help="ONNX Runtime provider (default: cpu)")
@@ -137,7 +140,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         pass
     title = f"featuremaps report: {meta.get('model')}, {len(images)} images, {len(taps)} taps"
     manifest, sprites = build_report(images, taps, meta=meta, title=title, tile_px=args.tile_px,
-                                     parity_note=note, budget=budget)
+                                     parity_note=note, budget=budget, pixel_values=args.pixel_values)
     res = write_report(manifest, sprites, out)
     if note:
         print(f"parity not computed: {note}", file=sys.stderr)

@@ -76,31 +76,41 @@ def colorize(norm: np.ndarray, lut: np.ndarray) -> np.ndarray:
     return (rgb + 0.5).astype(np.uint8)
 
 
-def sprite_sheet(m: np.ndarray, tile_px: int, lut: np.ndarray) -> tuple[np.ndarray, int]:
-    """Every channel of ``(C, H, W)``, each scaled to its own min..max and coloured by ``lut``
-    ``(256, 3)``, tiled row-major into one ``(rows*t, cols*t, 3) uint8`` RGB image.
-    Tiles larger than ``tile_px`` are area-downsampled to ``tile_px`` (smaller ones stay native;
-    the page enlarges them pixelated). Returns ``(sheet, t)``."""
+def normalized_sheet(m: np.ndarray, tile_px: int) -> tuple[np.ndarray, int]:
+    """Every channel of ``(C, H, W)`` scaled to its own min..max (a constant channel is 0.5),
+    tiled row-major into one ``(rows*t, cols*t) float32`` sheet in [0, 1]; cells past the last
+    channel are NaN. Maps larger than ``tile_px`` are area-downsampled to ``t = tile_px`` (smaller
+    ones stay native; the page enlarges them pixelated). Returns ``(sheet, t)``."""
     import cv2
 
     m = _as_chw(m)
     c, h, w = m.shape
     t = min(max(h, w), tile_px)
     rows, cols = grid_shape(c)
-    norm = np.zeros((rows * cols, t, t), np.float32)
+    cells = np.full((rows * cols, t, t), np.nan, np.float32)
     lo = m.reshape(c, -1).min(1)[:, None, None]
     span = m.reshape(c, -1).max(1)[:, None, None] - lo
     full = np.where(span > 0, (m - lo) / np.where(span > 0, span, 1), 0.5).astype(np.float32)
     for ch in range(c):
-        norm[ch] = full[ch] if (h, w) == (t, t) else cv2.resize(
+        cells[ch] = full[ch] if (h, w) == (t, t) else cv2.resize(
             full[ch], (t, t), interpolation=cv2.INTER_AREA if h > t else cv2.INTER_NEAREST)
-    sheet = norm.reshape(rows, cols, t, t).transpose(0, 2, 1, 3).reshape(rows * t, cols * t)
-    rgb = colorize(sheet, lut)
-    filled = np.zeros((rows * cols, 1, 1), bool)
-    filled[:c] = True  # cells past the last channel stay black
-    mask = np.broadcast_to(filled, (rows * cols, t, t)).reshape(rows, cols, t, t).transpose(0, 2, 1, 3)
-    rgb[~mask.reshape(rows * t, cols * t)] = 0
+    return cells.reshape(rows, cols, t, t).transpose(0, 2, 1, 3).reshape(rows * t, cols * t), t
+
+
+def sprite_sheet(m: np.ndarray, tile_px: int, lut: np.ndarray) -> tuple[np.ndarray, int]:
+    """:func:`normalized_sheet` coloured by ``lut`` ``(256, 3)``: ``(rows*t, cols*t, 3) uint8`` RGB
+    (empty cells black). Returns ``(sheet, t)``."""
+    norm, t = normalized_sheet(m, tile_px)
+    rgb = colorize(np.nan_to_num(norm, nan=0.0), lut)
+    rgb[np.isnan(norm)] = 0
     return rgb, t
+
+
+def value_sheet(m: np.ndarray, tile_px: int) -> np.ndarray:
+    """:func:`normalized_sheet` as ``uint8`` grey levels (0 = the channel's min, 255 its max): the
+    page reads a pixel's value back as ``min + g / 255 * (max - min)``."""
+    norm, _ = normalized_sheet(m, tile_px)
+    return (np.nan_to_num(norm, nan=0.0) * 255 + 0.5).astype(np.uint8)
 
 
 def colormap_lut(name: str = "viridis") -> np.ndarray:
@@ -118,12 +128,16 @@ def _tap_entry(tap, m: np.ndarray, tile: int, reduction) -> dict:
 
 
 def build_report(images: list[ReportImage], taps, *, meta: dict, title: str, tile_px: int = 64,
-                 parity_note: str | None = None, budget: dict | None = None) -> tuple[dict, dict]:
+                 parity_note: str | None = None, budget: dict | None = None,
+                 pixel_values: bool = False) -> tuple[dict, dict]:
     """``(manifest, sprites)``: the JSON-ready manifest and ``{relative PNG path: (H, W, 3) uint8}``.
 
     ``taps``: :class:`Tap` objects in display order; ``meta``: the export metadata (model,
     weights, precision, reductions); ``parity_note``: why parity was not computed (shown
-    instead of numbers); ``budget``: the precision's parity budget, shown next to the numbers.
+    instead of numbers); ``budget``: the precision's parity budget, shown next to the numbers;
+    ``pixel_values``: also a grey value sheet per image and tap (``values/...js``, loaded by the page
+    only when a channel is inspected) so hovering the enlarged channel shows the value under the
+    cursor (8-bit: within (max - min) / 510 of the tile's value).
     """
     if not images:
         raise ValueError("a report needs at least one image")
@@ -139,7 +153,11 @@ def build_report(images: list[ReportImage], taps, *, meta: dict, title: str, til
             rel = f"tiles/img{i}/{tap.name}.png"
             sprites[rel] = sheet
             stats = channel_stats(_as_chw(m))
-            entry["taps"][tap.name] = {"sprite": rel, "stats": stats, "order": energy_order(stats)}
+            entry["taps"][tap.name] = {"sprite": rel, "stats": stats, "order": energy_order(stats), "values": None}
+            if pixel_values:
+                vrel = f"values/img{i}/{tap.name}.js"
+                sprites[vrel] = value_sheet(m, tile_px)
+                entry["taps"][tap.name]["values"] = vrel
             tap_entries.setdefault(tap.name, _tap_entry(tap, m, t, reductions.get(tap.name)))
         if im.reference is not None:
             entry["parity"] = parity_rows({t.name: im.maps[t.name] for t in taps},
@@ -149,5 +167,6 @@ def build_report(images: list[ReportImage], taps, *, meta: dict, title: str, til
                 "weights": meta.get("weights") or {}, "precision": meta.get("precision", "fp32"),
                 "math_mode": meta.get("math_mode"), "input_size": meta.get("input_size"),
                 "tile_px": tile_px, "stats": list(STAT_NAMES), "taps": [tap_entries[t.name] for t in taps],
-                "images": per_image, "parity_note": parity_note, "parity_budget": budget}
+                "images": per_image, "parity_note": parity_note, "parity_budget": budget,
+                "pixel_values": pixel_values}
     return manifest, sprites

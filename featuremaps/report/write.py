@@ -36,12 +36,31 @@ def _write_png(path: Path, rgb: np.ndarray) -> None:
     path.write_bytes(buf.tobytes())
 
 
+def _write_values_js(path: Path, key: str, grey: np.ndarray) -> None:
+    """A grey PNG wrapped in a script (``FM_VALUES(key, "data:image/png;base64,...")``): a page
+    opened from ``file://`` may read pixels of a ``data:`` image, never of a local PNG file."""
+    import base64
+
+    import cv2
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ok, buf = cv2.imencode(".png", grey, [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    if not ok:
+        raise OSError(f"PNG encoding failed for {path}")
+    uri = "data:image/png;base64," + base64.b64encode(buf.tobytes()).decode("ascii")
+    path.write_text(f"window.FM_VALUES({json.dumps(key)}, {json.dumps(uri)});\n")
+
+
 def write_report(manifest: dict, sprites: dict[str, np.ndarray], out_dir: str | Path) -> WrittenReport:
-    """Write ``manifest`` and ``sprites`` (``{relative path: (H, W, 3) uint8}``) under ``out_dir``."""
+    """Write ``manifest`` and ``sprites`` (``{relative path: (H, W, 3) uint8}`` PNGs, and ``(H, W)
+    uint8`` value sheets for paths ending in ``.js``) under ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for rel, rgb in sprites.items():
-        _write_png(out / rel, rgb)
+    for rel, img in sprites.items():
+        if rel.endswith(".js"):
+            _write_values_js(out / rel, rel, img)
+        else:
+            _write_png(out / rel, img)
     text = json.dumps(manifest, separators=(",", ":"), allow_nan=False)
     (out / "report.json").write_text(text)
     (out / "data.js").write_text(f"window.FEATUREMAPS_REPORT = {text};\n")

@@ -35,7 +35,7 @@ def report_dir(tmp_path_factory):
               for i in range(2)]
     meta = {"model": "vgg16", "input_size": 32, "precision": "fp32", "weights": {"source": "random", "seed": 0}}
     manifest, sprites = build_report(images, taps, meta=meta, title="browser test", tile_px=32,
-                                     parity_note="test: no reference")
+                                     parity_note="test: no reference", pixel_values=True)
     out = tmp_path_factory.mktemp("report")
     write_report(manifest, sprites, out)
     return out, images, taps
@@ -91,6 +91,15 @@ def test_report_in_chromium(report_dir, driver, tmp_path):
     panel = driver.find_element(By.ID, "channel-stats")
     assert panel.get_attribute("data-channel") == ch
     assert "rank" in panel.text and "4 / 512" in panel.text  # the 4th tile has energy rank 4
+
+    # hovering the enlarged channel reads the value under the cursor (from the value sheet)
+    big = driver.find_element(By.CSS_SELECTOR, "#channel-views .big")
+    ActionChains(driver).move_to_element_with_offset(big, -big.size["width"] // 4, -big.size["height"] // 4).perform()
+    WebDriverWait(driver, 5).until(lambda d: "value" in d.find_element(By.ID, "pixel-value").text
+                                   and "at (y 0, x 0)" in d.find_element(By.ID, "pixel-value").text)
+    shown = float(driver.find_element(By.ID, "pixel-value").text.rsplit("value ", 1)[1].split()[0])
+    mch = images[0].maps[taps[1].name][int(ch)].astype(np.float64)  # 2x2: the top-left quadrant is (0, 0)
+    assert abs(shown - mch[0, 0]) <= (mch.max() - mch.min()) / 255 + 1e-3 * abs(mch).max()
 
     # compare: a second grid of the same channels, in the same order
     driver.find_element(By.ID, "compare").click()

@@ -171,3 +171,23 @@ def test_reduced_vector_tap_is_drawn_as_one_pixel_tiles():
     assert (entry["height"], entry["width"], entry["tile"], entry["reduction"]) == (1, 1, 1, "mean")
     assert sprites["tiles/img0/features.28.png"].shape == (entry["rows"], entry["cols"], 3)
     assert manifest["images"][0]["taps"][tap.name]["order"][0] in (0, 511)  # |-1| and |1| are the most energetic
+
+
+def test_pixel_values_ship_as_data_uri_scripts(tmp_path):
+    import base64
+
+    import cv2
+
+    from featuremaps.report import build_report, write_report
+
+    images = _images(1)
+    manifest, sprites = build_report(images, _taps(), meta=META, title="t", tile_px=32, pixel_values=True)
+    write_report(manifest, sprites, tmp_path)
+    rel = manifest["images"][0]["taps"]["features.0"]["values"]
+    text = (tmp_path / rel).read_text()
+    assert text.startswith(f'window.FM_VALUES("{rel}", "data:image/png;base64,')
+    grey = cv2.imdecode(np.frombuffer(base64.b64decode(text.split("base64,")[1].split('"')[0]), np.uint8),
+                        cv2.IMREAD_UNCHANGED)
+    m = images[0].maps["features.0"][3]  # channel 3: row 0, col 3 of 8 columns, 32 px tiles (native)
+    tile = grey[:32, 96:128].astype(np.float64)
+    np.testing.assert_allclose(m.min() + tile / 255 * (m.max() - m.min()), m, atol=(m.max() - m.min()) / 510 + 1e-6)

@@ -7,6 +7,32 @@
   var state = { a: 0, b: R.images.length > 1 ? 1 : 0, tap: 0, compare: false, sort: "energy", size: 64,
                 pinned: null };
   var observer = null;
+  var values = {};   // value-sheet key -> {pending: [callbacks]} or {data: ImageData}
+
+  // Value sheets arrive as scripts calling FM_VALUES(key, dataURI): a file:// page may read the
+  // pixels of a data: image (never of a local PNG file), so the value under the cursor is exact
+  // to 1/255 of the channel's range.
+  window.FM_VALUES = function (key, uri) {
+    var im = new Image();
+    im.onload = function () {
+      var c = document.createElement("canvas"); c.width = im.width; c.height = im.height;
+      var ctx = c.getContext("2d"); ctx.drawImage(im, 0, 0);
+      var slot = values[key], waiting = slot.pending;
+      values[key] = { data: ctx.getImageData(0, 0, c.width, c.height) };
+      waiting.forEach(function (cb) { cb(values[key].data); });
+    };
+    im.src = uri;
+  };
+  function withValues(img, cb) {
+    var key = entry(img).values;
+    if (!key) { return false; }
+    var slot = values[key];
+    if (slot && slot.data) { cb(slot.data); return true; }
+    if (slot) { slot.pending.push(cb); return true; }
+    values[key] = { pending: [cb] };
+    var s = document.createElement("script"); s.src = key; document.body.appendChild(s);
+    return true;
+  }
 
   function fmt(v) {
     if (v === null || v === undefined || Number.isNaN(v)) { return "–"; }
@@ -128,8 +154,10 @@
     var views = $("channel-views"); views.textContent = "";
     imgs.forEach(function (img) {
       var d = document.createElement("div"); d.className = "big"; d.title = R.images[img].name;
+      d.dataset.img = img; d.dataset.ch = ch;
       spriteStyle(d, img, ch, 140); views.appendChild(d);
     });
+    $("pixel-value").textContent = R.pixel_values ? "Hover the enlarged channel for values." : "";
     var rows = [["image"], ["energy rank"], ["energy"], ["mean"], ["std"], ["min"], ["max"], ["active (> 0)"]];
     imgs.forEach(function (img) {
       var s = statsOf(img, ch);
@@ -149,6 +177,20 @@
     $("channel-stats").dataset.channel = ch;
   }
 
+  function pixelValue(e) {
+    var el = e.target, img = +el.dataset.img, ch = +el.dataset.ch, t = tap();
+    var tx = Math.min(t.tile - 1, Math.floor(e.offsetX / el.clientWidth * t.tile));
+    var ty = Math.min(t.tile - 1, Math.floor(e.offsetY / el.clientHeight * t.tile));
+    withValues(img, function (data) {
+      var px = (ch % t.cols) * t.tile + tx, py = Math.floor(ch / t.cols) * t.tile + ty;
+      var g = data.data[(py * data.width + px) * 4], s = entry(img).stats;
+      var v = s.min[ch] + g / 255 * (s.max[ch] - s.min[ch]);
+      var y = Math.floor(ty * t.height / t.tile), x = Math.floor(tx * t.width / t.tile);
+      $("pixel-value").textContent = R.images[img].name + " ch " + ch + " at (y " + y + ", x " + x + "): value " +
+        fmt(v) + (t.tile < t.height ? " (mean of a " + (t.height / t.tile).toFixed(1) + "-px block)" : "");
+    });
+  }
+
   function highlight(ch) {
     document.querySelectorAll(".tile.hl").forEach(function (el) { el.classList.remove("hl"); });
     if (ch === null) { return; }
@@ -157,6 +199,9 @@
 
   function tileEvents() {
     var tip = $("tooltip");
+    $("channel-views").addEventListener("mousemove", function (e) {
+      if (R.pixel_values && e.target.classList.contains("big")) { pixelValue(e); }
+    });
     $("panes").addEventListener("mouseover", function (e) {
       var el = e.target.closest(".tile"); if (!el) { return; }
       var ch = +el.dataset.ch, s = statsOf(+el.dataset.img, ch);
