@@ -74,8 +74,9 @@ def _open_or_create(args, paths: list[str], model_path: Path, extractor):
     try:
         # the creating command travels in the model metadata dict (`featuremaps info` shows it)
         command = "featuremaps " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-        return FeatureStore.create(out, paths=paths, metadata=dict(meta, command=command), shapes=output_shapes(meta, extractor.session),
-                                   batch_size=args.batch_size, dtype=dtype, compression=args.compression,
+        return FeatureStore.create(out, paths=paths, metadata=dict(meta, command=command),
+                                   shapes=output_shapes(meta, extractor.session), batch_size=args.batch_size,
+                                   dtype=dtype, compression=args.compression,
                                    model_path=model_path.resolve(), model_sha256=sha)
     except StoreError as e:
         raise CLIError(str(e)) from None

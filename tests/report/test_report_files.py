@@ -23,8 +23,8 @@ def _images(n=2, seed=0):
 
     rng = np.random.RandomState(seed)
     return [ReportImage(name=f"im{i}.png", image=rng.randint(0, 255, (32, 32, 3), dtype=np.uint8),
-                        maps={t.name: rng.randn(*t.shape).astype(np.float32) * (1 + np.arange(t.shape[0]))[:, None, None]
-                              for t in _taps()})
+                        maps={t.name: rng.randn(*t.shape).astype(np.float32)
+                              * (1 + np.arange(t.shape[0]))[:, None, None] for t in _taps()})
             for i in range(n)]
 
 
