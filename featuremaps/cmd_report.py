@@ -12,6 +12,16 @@ import numpy as np
 from .cli import CLIError, add_model_args, resolve_model
 
 
+# Every map of every image is held in memory and drawn: a report is for browsing a few images.
+MAX_IMAGES = 32
+
+
+def _check_count(n: int) -> None:
+    if n > MAX_IMAGES:
+        raise CLIError(f"a report shows at most {MAX_IMAGES} images (got {n}); pick a few, or extract them all "
+                       "with `featuremaps extract` and report some rows with `report --store S.zarr --rows 0-9`")
+
+
 def register(sub) -> None:
     p = sub.add_parser(
         "report", help="write an interactive HTML report (every channel, sorted by energy, parity per tap)",
@@ -72,6 +82,7 @@ def _from_store(args) -> tuple[list, tuple, dict, str]:
 
     store = open_store(args.store)
     rows = parse_rows(args.rows, store)
+    _check_count(len(rows))
     status = np.asarray(store.status)
     not_ok = [r for r in rows if status[r] != "ok"]
     if not_ok:
@@ -107,6 +118,7 @@ def _from_model(args) -> tuple[list, tuple, dict, str | None]:
     if not args.images:
         raise CLIError("give IMAGE files/folders, or --store S.zarr")
     paths = collect_inputs(args.images)
+    _check_count(len(paths))
     with Extractor(resolve_model(args), provider=args.provider) as ex:
         meta, taps, pre = ex.metadata, ex.taps, ex.preprocessing
         pictures = [load_image(Path(p), pre.size) for p in paths]

@@ -110,13 +110,18 @@ def test_build_report_needs_images():
 # ---------------------------------------------------------------- the CLI
 
 
-def test_report_cli_errors(tmp_path):
+def test_report_cli_errors(tmp_path, capsys):
     from featuremaps.cli import main
 
     assert main(["report", "-o", str(tmp_path / "r"), "--model", str(tmp_path / "none.onnx"), "x.png"]) == 2
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "f").write_text("x")
     assert main(["report", "-o", str(tmp_path / "full"), "x.png"]) == 2
+    many = [tmp_path / "full" / f"{i}.png" for i in range(33)]
+    for f in many:
+        f.write_bytes(b"")  # refused by count before any decode
+    assert main(["report", "-o", str(tmp_path / "r2"), *map(str, many)]) == 2
+    assert "at most 32 images" in capsys.readouterr().err
 
 
 @pytest.mark.slow
