@@ -26,6 +26,11 @@ def _shape(dims) -> str:
     return "x".join(map(str, dims))
 
 
+def _reduced(t: dict) -> str:
+    r = t.get("reduction")
+    return f"  reduced: {r.get('spec', r) if isinstance(r, dict) else r}" if r else ""
+
+
 def format_model(d: dict) -> list[str]:
     from .info import weights_line
 
@@ -41,8 +46,8 @@ def format_model(d: dict) -> list[str]:
              f"  outputs ({len(d['outputs'])}): " + ("full network with logits" if d["logits"]
                                                      else f"cut after features.{d['cut_after']}")]
     for t in d["taps"]:
-        red = f"  reduced: {t['reduction']}" if t.get("reduction") else ""
-        lines.append(f"    {t['name']:<13}{t['alias'] or '':<9}{_shape(t['shape']):>14}  {t['output_type'] or ''}{red}")
+        lines.append(f"    {t['name']:<13}{t['alias'] or '':<9}{_shape(t['shape']):>14}  {t['output_type'] or ''}"
+                     f"{_reduced(t)}")
     return lines
 
 
@@ -59,8 +64,8 @@ def format_store(d: dict) -> list[str]:
              f"  command:  {d['command'] or '(not recorded)'}",
              f"  taps ({len(d['taps'])}):"]
     for t in d["taps"]:
-        red = f"  reduced: {t['reduction']}" if t.get("reduction") else ""
-        lines.append(f"    {t['name']:<13}{_shape(t['shape']):>18} {t['dtype']:<8} chunks {_shape(t['chunks'])}{red}")
+        lines.append(f"    {t['name']:<13}{_shape(t['shape']):>18} {t['dtype']:<8} chunks {_shape(t['chunks'])}"
+                     f"{_reduced(t)}")
     return lines
 
 

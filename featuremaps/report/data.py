@@ -77,7 +77,8 @@ def colorize(norm: np.ndarray, lut: np.ndarray) -> np.ndarray:
 
 
 def normalized_sheet(m: np.ndarray, tile_px: int) -> tuple[np.ndarray, int]:
-    """Every channel of ``(C, H, W)`` scaled to its own min..max (a constant channel is 0.5),
+    """Every channel of ``(C, H, W)`` scaled to its own min..max (a constant channel is 0.5; a
+    reduced ``(C, 1, 1)`` vector on one scale across the tap, so its tiles compare),
     tiled row-major into one ``(rows*t, cols*t) float32`` sheet in [0, 1]; cells past the last
     channel are NaN. Maps larger than ``tile_px`` are area-downsampled to ``t = tile_px`` (smaller
     ones stay native; the page enlarges them pixelated). Returns ``(sheet, t)``."""
@@ -88,8 +89,9 @@ def normalized_sheet(m: np.ndarray, tile_px: int) -> tuple[np.ndarray, int]:
     t = min(max(h, w), tile_px)
     rows, cols = grid_shape(c)
     cells = np.full((rows * cols, t, t), np.nan, np.float32)
-    lo = m.reshape(c, -1).min(1)[:, None, None]
-    span = m.reshape(c, -1).max(1)[:, None, None] - lo
+    flat = m.reshape(1, -1) if h * w == 1 else m.reshape(c, -1)  # a (C,) vector: one scale for the tap
+    lo = flat.min(1)[:, None, None]
+    span = flat.max(1)[:, None, None] - lo
     full = np.where(span > 0, (m - lo) / np.where(span > 0, span, 1), 0.5).astype(np.float32)
     for ch in range(c):
         cells[ch] = full[ch] if (h, w) == (t, t) else cv2.resize(

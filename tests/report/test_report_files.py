@@ -176,6 +176,8 @@ def test_reduced_vector_tap_is_drawn_as_one_pixel_tiles():
     assert (entry["height"], entry["width"], entry["tile"], entry["reduction"]) == (1, 1, 1, "mean")
     assert sprites["tiles/img0/features.28.png"].shape == (entry["rows"], entry["cols"], 3)
     assert manifest["images"][0]["taps"][tap.name]["order"][0] in (0, 511)  # |-1| and |1| are the most energetic
+    sheet = sprites["tiles/img0/features.28.png"].reshape(-1, 3)[:512].astype(int)
+    assert (sheet[0] != sheet[511]).any() and len(np.unique(sheet, axis=0)) > 100  # one scale: values differ
 
 
 def test_pixel_values_ship_as_data_uri_scripts(tmp_path):

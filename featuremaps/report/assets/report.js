@@ -130,7 +130,8 @@
   function render() {
     var t = tap();
     $("tap-info").textContent = t.name + (t.alias ? " (" + t.alias + ")" : "") + ": " + t.channels + " channels, " +
-      t.height + "×" + t.width + (t.reduction ? ", reduced in the graph: " + JSON.stringify(t.reduction) : "") +
+      t.height + "×" + t.width + (t.reduction ? ", reduced in the graph: " + (t.reduction.spec || JSON.stringify(t.reduction)) : "") +
+      (t.height * t.width === 1 ? "; one value per channel, coloured on one scale across the tap" : "") +
       (state.sort === "energy" ? "; sorted by energy (mean of squares) of " + R.images[state.a].name : "");
     $("pane-b").hidden = !state.compare;
     $("img-a").src = R.images[state.a].file; $("cap-a").textContent = "A: " + R.images[state.a].name;
