@@ -33,7 +33,8 @@ LAYERS: dict[str, tuple[int, str]] = {
     "featuremaps.viz": (4, "viz"),
     "featuremaps.export": (4, "export"),
     "featuremaps.bench": (5, "bench"),
-    "featuremaps.report": (5, "report"),  # reads results, may draw with viz; the CLI's report command uses it
+    "featuremaps.report": (5, "report"),
+    "featuremaps.info": (4, "info"),  # describes a model file or a store: reads them with the engine  # reads results, may draw with viz; the CLI's report command uses it
     "featuremaps.cli": (6, "cli"),
     "featuremaps.cmd_": (6, "cli"),  # commands added by other branches, moved into cli/ at merge
     "featuremaps.__main__": (7, "main"),

@@ -13,6 +13,7 @@ import logging
 import sys
 
 from ..errors import FeaturemapsError, one_line
+from .. import __version__
 from ._args import (DEFAULT_LAYERS, CLIError, ModelSpec, Parser, add_model_args,  # noqa: F401 - for cmd_ modules
                     cache_root, is_onnx_path, resolve_model)
 
@@ -28,6 +29,9 @@ COMMAND_MODULES: list[str] = [
     "featuremaps.cli.extract",
     "featuremaps.cli.show",
     "featuremaps.cli.verify",
+    "featuremaps.cli.info",
+    "featuremaps.cli.cache",
+    "featuremaps.cli.report",
 ]
 
 
@@ -37,6 +41,7 @@ def build_parser() -> Parser:
         description="Export CNN intermediate layers as ONNX outputs, extract them with ONNX Runtime, "
                     "check them against PyTorch, draw them.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens (INFO)")
+    parser.add_argument("--version", action="version", version=f"featuremaps {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)

@@ -12,6 +12,7 @@ import argparse
 import hashlib
 import os
 import sys
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from ..engine.providers import provider_names
 from ..errors import ArgumentError, InputError, ModelFileError, require
 from ..export.onnx_export import export_model
 from ..export.taps import MODELS, parse_taps
+from ..export.zoo import hub_checkpoint_path
 
 DEFAULT_LAYERS = "0,5,10,17,28"
 SEED_MAX = 2**32 - 1  # numpy and torch seeds are 32-bit
@@ -101,13 +103,40 @@ class ModelSpec:
         return cls(model=args.model, layers=args.layers, weights=args.weights, seed=args.seed,
                    input_size=args.input_size, logits=bool(getattr(args, "logits", False)))
 
+    def with_weights_chosen(self) -> "ModelSpec":
+        """For a zoo model: ``auto`` (or unset) becomes ``imagenet`` when torchvision's checkpoint is
+        already on disk (never a silent 528 MB download), else ``random``; and random weights are
+        announced on stderr in one line, because maps of an untrained network must never be a
+        surprise. An .onnx file keeps what its metadata says. Call it once, where the model is
+        built (it prints the warning)."""
+        if self.is_file:
+            return self
+        weights = self.weights
+        if weights in (None, "auto"):
+            weights = "imagenet" if imagenet_cached(self.model) else "random"
+        spec = dataclasses.replace(self, weights=weights, seed=0 if self.seed is None else self.seed)
+        if weights == "random":
+            why = "ImageNet weights are not cached; " if self.weights in (None, "auto") else ""
+            print(f"featuremaps: WARNING: {self.model} has seeded RANDOM weights (seed {spec.seed}): the maps "
+                  f"show an untrained network. {why}use --weights imagenet (needs the checkpoint) or "
+                  "--weights PATH.pth", file=sys.stderr)
+        return spec
+
     @property
     def is_file(self) -> bool:
         return is_onnx_path(self.model)
 
 
+def imagenet_cached(model: str) -> bool:
+    """Whether torchvision's ImageNet checkpoint for ``model`` is on disk (False without torch)."""
+    try:
+        return hub_checkpoint_path(model).is_file()
+    except ImportError:
+        return False
+
+
 def add_model_args(p: argparse.ArgumentParser, *, layers_default: str | None = DEFAULT_LAYERS,
-                   layers_help: str | None = None, weights_default: str | None = "random",
+                   layers_help: str | None = None, weights_default: str | None = "auto",
                    seed_default: int | None = 0) -> None:
     """``--model/--layers/--weights/--seed/--input-size``: the convention every command shares."""
     p.add_argument("--model", default="vgg16",
@@ -117,8 +146,9 @@ def add_model_args(p: argparse.ArgumentParser, *, layers_default: str | None = D
                    help=layers_help or ("taps for a zoo model: indices (0,5,17), features.17 or aliases (conv4_1, "
                                         f"relu4_1, pool4); see `featuremaps layers` (default: {layers_default})"))
     p.add_argument("--weights", default=weights_default,
-                   help="zoo weights: random (seeded), imagenet (torchvision, cached), or a .pth/.safetensors "
-                        "state_dict (default: " + (weights_default or "the .onnx metadata's, else random") + ")")
+                   help="zoo weights: auto (imagenet if torchvision's checkpoint is cached, else random with a "
+                        "warning), random (seeded), imagenet, or a .pth/.safetensors state_dict (default: "
+                        + (weights_default or "the .onnx metadata's, else auto") + ")")
     p.add_argument("--seed", type=seed_arg, default=seed_default,
                    help=f"seed for --weights random, 0..{SEED_MAX} (default: {seed_default if seed_default is not None else 0})")
     p.add_argument("--input-size", type=input_size_arg, default=224,
@@ -158,9 +188,9 @@ def resolve_model(spec: ModelSpec | argparse.Namespace) -> Path:
                                  "`featuremaps export -o PATH.onnx` or pass a zoo name (vgg16)")
         return path
     need_export_extra(f"exporting zoo model {spec.model!r} (or pass an exported .onnx file)")
-    weights = spec.weights or "random"
-    seed = 0 if spec.seed is None else spec.seed
-    taps = parse_taps(spec.layers or DEFAULT_LAYERS, spec.model, spec.input_size)
+    taps = parse_taps(spec.layers or DEFAULT_LAYERS, spec.model, spec.input_size)  # argument errors first
+    spec = spec.with_weights_chosen()
+    weights, seed = spec.weights, spec.seed
     weights_key = file_sha256(weights) if Path(weights).is_file() else f"{weights}:{seed}"
     key = "|".join([spec.model, ",".join(t.name for t in taps), weights_key, str(spec.input_size),
                     str(spec.logits), __version__, "uint8_nhwc"])  # input layout of new exports

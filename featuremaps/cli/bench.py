@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -89,11 +90,11 @@ def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def export_cached(net, info, model: str, taps, input_size: int, *, logits: bool) -> Path:
-    """Export ``net`` with ``taps`` into the model cache (keyed by weights SHA-256), once."""
+def export_cached(net, info, model: str, taps, input_size: int, *, logits: bool, folder: Path | None = None) -> Path:
+    """Export ``net`` with ``taps`` into ``folder`` (default: the model cache), keyed by weights SHA-256, once."""
     key = "|".join([model, ",".join(t.name for t in taps), info.sha256, str(input_size), str(logits),
                     __version__, "uint8_nhwc"])  # new exports take uint8 NHWC input
-    path = cache_root() / f"{model}-bench-{hashlib.sha256(key.encode()).hexdigest()[:16]}.onnx"
+    path = (folder or cache_root()) / f"{model}-bench-{hashlib.sha256(key.encode()).hexdigest()[:16]}.onnx"
     if not path.is_file():
         _say(f"exporting {model} taps {','.join(t.name.split('.')[-1] for t in taps)}"
              f"{' + logits' if logits else ''} at {input_size}² -> {path}")
@@ -127,12 +128,12 @@ def _prepare(args):
         taps = tuple(Tap.from_dict(d) for d in meta["taps"])
         return meta["model"], taps, int(meta["input_size"]), net, info, path
     taps = parse_taps(spec.layers or DEFAULT_LAYERS, spec.model, spec.input_size)
-    net, info = build_model(spec.model, spec.weights or "random", 0 if spec.seed is None else spec.seed,
-                            need_classifier=True)
+    spec = spec.with_weights_chosen()
+    net, info = build_model(spec.model, spec.weights, spec.seed, need_classifier=True)
     return spec.model, taps, spec.input_size, net, info, None
 
 
-def _scaling_exports(model, taps, net, info, input_size, full_path) -> list[tuple]:
+def _scaling_exports(model, taps, net, info, input_size, full_path, folder: Path) -> list[tuple]:
     """(group, label, taps, path, full) for the scaling study, exported (once, cached)."""
     specs = [("depth", f"to features.{d}", str(d)) for d in SCALING_DEPTHS]
     specs += [("taps", "5 outputs 0,5,10,17,28", DEFAULT_LAYERS),
@@ -140,7 +141,8 @@ def _scaling_exports(model, taps, net, info, input_size, full_path) -> list[tupl
     out = []
     for group, label, spec in specs:
         t = parse_taps(spec, model, input_size)
-        out.append((group, label, t, export_cached(net, info, model, t, input_size, logits=False), False))
+        out.append((group, label, t, export_cached(net, info, model, t, input_size, logits=False, folder=folder),
+                    False))
     out.append(("full", f"full + logits ({len(taps)} taps)", taps, full_path, True))
     return out
 
@@ -196,6 +198,13 @@ def _extra_backends(paths, threads, max_batch, input_size):
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    """Runs the bench with its exports in a temporary folder removed afterwards: bench leaves
+    nothing in the model cache (a full VGG16 with logits is 553 MB)."""
+    with tempfile.TemporaryDirectory(prefix="featuremaps-bench-") as tmp:
+        return _run_bench(args, Path(tmp))
+
+
+def _run_bench(args: argparse.Namespace, export_dir: Path) -> int:
     torch = require("torch", extra="export", what="featuremaps bench (the PyTorch baselines)")
     batch_sizes = _int_list(args.batch_sizes, "--batch-sizes")
     names = _backend_names(args.backends)
@@ -209,11 +218,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
                       threads=threads, scaling_batch=args.scaling_batch,
                       scaling_repeats=args.scaling_repeats or args.repeats)
     if cut_path is None:
-        cut_path = export_cached(net, info, model, taps, input_size, logits=False)
+        cut_path = export_cached(net, info, model, taps, input_size, logits=False, folder=export_dir)
     needs_full = "ort-cpu-full" in names or not args.no_scaling
-    full_path = export_cached(net, info, model, taps, input_size, logits=True) if needs_full else None
-
-    exports = None if args.no_scaling else _scaling_exports(model, taps, net, info, input_size, full_path)
+    full_path = (export_cached(net, info, model, taps, input_size, logits=True, folder=export_dir)
+                 if needs_full else None)
+    exports = None if args.no_scaling else _scaling_exports(model, taps, net, info, input_size, full_path,
+                                                            export_dir)
     cuda = args.torch_device == "cuda"
     if cuda:  # after every export: the exporter traces on the CPU
         if not torch.cuda.is_available():

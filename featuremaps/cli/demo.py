@@ -12,15 +12,14 @@ from ..bench.timing import interleaved
 from ..compare import PRECISION_BUDGETS, compare, format_parity_table
 from ..engine.extractor import Extractor
 from ..engine.decode_pool import load_batch
-from ..errors import WeightsError
 from ..export.onnx_export import export_model
 from ..export.reference import reference_features
 from ..export.taps import parse_taps
-from ..export.zoo import imagenet_state, build_model
+from ..export.zoo import build_model
 from ..samples import sample_images
 from ..viz.draw import ShowOptions, draw_figures, load_image, save_figure, save_figures, weights_label
 from ..viz.figures import overview_figure, seed_figure
-from ._args import DEFAULT_LAYERS, folder_arg, need_export_extra, seed_arg
+from ._args import DEFAULT_LAYERS, ModelSpec, folder_arg, need_export_extra, seed_arg
 
 FP32_REL_L2_TOL = PRECISION_BUDGETS["fp32"].rel_l2
 
@@ -45,17 +44,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(out_dir=Path(args.output), layers=args.layers, weights=args.weights, seed=args.seed)
 
 
-def _choose_weights(weights: str, model: str) -> str:
-    if weights != "auto":
-        return weights
-    try:
-        imagenet_state(model)
-        return "imagenet"
-    except WeightsError as e:
-        print(f"WARNING: {e}", file=sys.stderr)
-        print("WARNING: using seeded random weights (--seed): the maps show an untrained network, "
-              "not what VGG16 learned", file=sys.stderr)
-        return "random"
+def _choose_weights(weights: str, model: str, seed: int) -> str:
+    """The one weights default every command shares (:meth:`ModelSpec.with_weights_chosen`):
+    auto is imagenet when the checkpoint is cached, else random with one warning line."""
+    return ModelSpec(model=model, weights=weights, seed=seed).with_weights_chosen().weights
 
 
 def run_demo(out_dir: Path, layers: str = "0,5,10,17,28", weights: str = "auto", seed: int = 0,
@@ -66,7 +58,7 @@ def run_demo(out_dir: Path, layers: str = "0,5,10,17,28", weights: str = "auto",
 
     out_dir.mkdir(parents=True, exist_ok=True)
     taps = parse_taps(layers, model)
-    weights = _choose_weights(weights, model)
+    weights = _choose_weights(weights, model, seed)
     net, info = build_model(model, weights, seed, need_classifier=True)
     t0 = time.perf_counter()
     res = export_model(taps, out_dir / f"{model}-taps.onnx", model=model, seed=seed, net=net, weights_info=info)

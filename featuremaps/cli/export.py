@@ -105,6 +105,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     need_export_extra("featuremaps export")
     taps = parse_taps(spec.layers, spec.model, spec.input_size)
     reductions = check_reduce_args(args, taps)  # before the slow part: a bad spec fails at once
+    spec = spec.with_weights_chosen()
     net, info = build_model(spec.model, spec.weights, spec.seed, need_classifier=spec.logits)
     res = export_model(taps, output, model=spec.model, seed=spec.seed, input_size=spec.input_size,
                        logits=spec.logits, net=net, weights_info=info)

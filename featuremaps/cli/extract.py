@@ -77,8 +77,10 @@ def _open_or_create(args, paths: list[str], model_path: Path, extractor):
     sha = file_sha256(model_path)
     # The store records how its maps were computed: provider and math mode (tf32 vs strict fp32
     # changes the values at the 1e-4 level), next to the model's own metadata.
+    # and the command that created it (`featuremaps info` shows it)
     meta = dict(extractor.metadata, extraction={"provider": extractor.provider, "math_mode": extractor.math_mode,
-                                                "device": extractor.info.device_id})
+                                                "device": extractor.info.device_id},
+                command="featuremaps " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     dtype = args.dtype or ("fp16" if meta.get("output_dtype") == "fp16" else "fp32")
     if out.exists():
         if not args.resume:

@@ -80,11 +80,11 @@ def _reduced_decode_gap(path, paths, pre, net, taps, meta):
 def cmd_parity(args: argparse.Namespace) -> int:
     providers = _providers(args.providers)
     spec = ModelSpec.from_args(args)
-    path = resolve_model(spec)  # a zoo model: exported with weights random/0 unless given
+    path = resolve_model(spec)  # a zoo model: exported with the chosen weights (auto: imagenet if cached)
     meta = validate_model_file(path)
     precision = meta.get("precision", "fp32")
     budget = budget_for_model(meta)
-    net, info = load_reference_net(meta, spec.weights if spec.is_file else spec.weights or "random")
+    net, info = load_reference_net(meta, spec.weights if spec.is_file else None)  # None: the metadata's
     taps = tuple(Tap.from_dict(d) for d in meta["taps"])
     pre = Preprocessing.from_dict(meta["preprocessing"])
     paths = _image_paths(args)

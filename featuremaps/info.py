@@ -1,0 +1,112 @@
+"""What a file is: :func:`describe` an exported ``.onnx`` model or a bulk Zarr store as a plain dict.
+
+The CLI (``featuremaps info``) formats the dict or prints it as JSON; nothing here prints.
+The model side reads only the metadata the exporter wrote (``metadata_props["featuremaps"]``)
+and the graph's input/output signature, so it needs onnxruntime alone, no torch.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .engine.store import FeatureStore
+from .engine.validate import validate_model_file
+from .errors import FeaturemapsError, ModelFileError, StoreError
+
+
+def describe(path: str | Path) -> dict:
+    """``{"kind": "model" | "store", ...}`` for an exported model file or a store folder.
+
+    A missing path, a folder that is not a store, or a file that is not a featuremaps ONNX
+    export raises :class:`ModelFileError` / :class:`StoreError` with one line naming the fix.
+    """
+    path = Path(path)
+    if path.is_dir():
+        return describe_store(path)
+    if path.is_file():
+        return describe_model(path)
+    raise ModelFileError(f"{str(path)!r} not found; pass an exported .onnx file or a store folder (OUT.zarr)")
+
+
+def _session(path: Path):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+    except Exception as e:  # noqa: BLE001 - any load failure means "not a readable ONNX model"
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise ModelFileError(f"{path} is not a readable ONNX model ({first}); pass a file written by "
+                             "`featuremaps export`") from None
+
+
+def _shape(dims) -> list:
+    return [d if isinstance(d, int) else str(d) for d in dims]
+
+
+def describe_model(path: str | Path) -> dict:
+    """Taps with shapes, precision, math mode, weights, preprocessing, input layout, opset, tools, size."""
+    path = Path(path)
+    meta = validate_model_file(path)  # anything unreadable or lying: one ModelFileError line
+    sess = _session(path)
+    inp = sess.get_inputs()[0]
+    outputs = {o.name: {"shape": _shape(o.shape), "type": o.type} for o in sess.get_outputs()}
+    taps = [{"name": d["name"], "alias": d.get("alias"), "channels": d.get("channels"),
+             "shape": list(d["shape"]), "reduction": (meta.get("reductions") or {}).get(d["name"]),
+             "output_type": outputs.get(d["name"], {}).get("type")} for d in meta.get("taps", [])]
+    versions = dict(meta.get("versions") or {})
+    return {"kind": "model", "path": str(path), "size_bytes": path.stat().st_size,
+            "model": meta.get("model"), "input_size": meta.get("input_size"),
+            "weights": meta.get("weights") or {}, "precision": meta.get("precision", "fp32"),
+            "math_mode": meta.get("math_mode"), "output_dtype": meta.get("output_dtype"),
+            "input": {"name": inp.name, "shape": _shape(inp.shape), "type": inp.type,
+                      "layout": meta.get("input_layout") or ("NCHW" if "float" in inp.type else None)},
+            "preprocessing": meta.get("preprocessing"), "taps": taps, "outputs": list(outputs),
+            "logits": bool(meta.get("logits")), "cut_after": meta.get("cut_after"),
+            "opset": versions.pop("opset", None), "versions": versions, "created": meta.get("created")}
+
+
+def _bytes_on_disk(path: Path) -> int:
+    return sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(path) for f in fs)
+
+
+def describe_store(path: str | Path) -> dict:
+    """Counts ok/error/pending, taps with stored shape, dtype and chunks, bytes on disk, creating command."""
+    path = Path(path)
+    try:
+        store = FeatureStore.open(path, mode="r")
+    except FeaturemapsError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a broken zarr.json is "not a store", one line
+        raise StoreError(f"{path} is not a readable featuremaps store ({type(e).__name__}); "
+                         "write one with `featuremaps extract -o PATH.zarr`") from None
+    status = [str(s) for s in store.status]
+    meta = store.metadata
+    taps = []
+    for name in store.outputs:
+        arr = store[name]
+        taps.append({"name": name, "shape": list(arr.shape), "dtype": str(arr.dtype), "chunks": list(arr.chunks),
+                     "dimension_names": list(getattr(arr.metadata, "dimension_names", None) or []),
+                     "reduction": (meta.get("reductions") or {}).get(name)})
+    info = store.info
+    return {"kind": "store", "path": str(path), "images": len(store),
+            "counts": {k: status.count(k) for k in ("ok", "error", "pending")},
+            "taps": taps, "dtype": store.dtype, "batch_size": store.batch_size,
+            "compression": info.get("compression"), "bytes_on_disk": _bytes_on_disk(path),
+            "model": meta.get("model"), "weights": meta.get("weights") or {},
+            "precision": meta.get("precision", "fp32"), "model_path": info.get("model_path"),
+            "model_sha256": info.get("model_sha256"),
+            "command": info.get("command") or meta.get("command"), "created": info.get("created"),
+            "featuremaps": info.get("featuremaps")}
+
+
+def weights_line(weights: dict) -> str:
+    """One prominent line on where the weights came from (random ones flagged as untrained)."""
+    source = weights.get("source", "unknown")
+    sha = (weights.get("sha256") or "")[:12]
+    if source == "random":
+        return f"RANDOM (seeded init, seed {weights.get('seed')}; untrained), sha256 {sha}"
+    return f"{source}, sha256 {sha}" + (f", file sha256 {weights['file_sha256'][:12]}"
+                                         if weights.get("file_sha256") else "")
