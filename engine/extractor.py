@@ -21,7 +21,9 @@ class Extractor:
 
     Taps, input size and preprocessing come from the model's metadata. ``spin=False`` keeps
     ONNX Runtime's idle threads from busy-waiting between runs (for pipelines that decode on the
-    same CPUs).
+    same CPUs). ``provider="openvino"`` runs the same file with OpenVINO on ``device`` (``CPU``,
+    ``GPU``, ``NPU``) in ``math_mode`` ``default`` (bf16 where the CPU has it), ``bf16`` or ``fp32``
+    (strict); :attr:`math_mode` says which one ran.
 
     >>> from featuremaps import export_model, Extractor
     >>> import numpy as np
@@ -33,15 +35,22 @@ class Extractor:
     """
 
     def __init__(self, model_path: str | Path, provider: str = "auto", threads: int | None = None,
-                 max_batch: int = 32, spin: bool = True):
+                 max_batch: int = 32, spin: bool = True, device: str = "CPU", math_mode: str = "default"):
         self.model_path = Path(model_path)
         if not self.model_path.is_file():
             raise ModelFileError(f"model {str(model_path)!r} not found; export one with "
                                     "`featuremaps export -o PATH.onnx`")
-        size = self._profile_input_size(provider)
-        self.session, self.info = make_session(self.model_path, provider, threads=threads, spin=spin,
-                                               input_shape=(3, size, size), max_batch=max_batch)
-        self.metadata = metadata_from_session(self.session, self.model_path)
+        if provider == "openvino":  # --- OpenVINO backend (engine/openvino_backend.py) ---
+            from .openvino_backend import OpenVINOSession
+
+            self.session = OpenVINOSession(self.model_path, device=device, precision=math_mode,
+                                           threads=threads)
+            self.info, self.metadata = self.session.info, self.session.metadata
+        else:  # --- ONNX Runtime ---
+            size = self._profile_input_size(provider)
+            self.session, self.info = make_session(self.model_path, provider, threads=threads, spin=spin,
+                                                   input_shape=(3, size, size), max_batch=max_batch)
+            self.metadata = metadata_from_session(self.session, self.model_path)
         self.taps: tuple[Tap, ...] = tuple(Tap.from_dict(d) for d in self.metadata["taps"])
         self.preprocessing = Preprocessing.from_dict(self.metadata["preprocessing"])
         self.input_name = self.metadata["input"]
@@ -61,6 +70,12 @@ class Extractor:
         return self.info.provider
 
     @property
+    def math_mode(self) -> str:
+        """The arithmetic the model runs in: OpenVINO's reported mode (``fp32``/``bf16``), else the
+        export's precision (``fp32``, ``fp16``, ``int8``)."""
+        return getattr(self.info, "math_mode", None) or self.metadata.get("precision", "fp32")
+
+    @property
     def input_shape(self) -> tuple[int, int, int]:
         h, w = self.preprocessing.size
         return (3, h, w)
@@ -75,6 +90,8 @@ class Extractor:
                              f"got {tuple(batch.shape)}{hint}")
         if batch.dtype != np.float32:
             batch = batch.astype(np.float32)
+        if self.info.provider == "openvino":  # OpenVINO backend: returns the dict itself
+            return self.session.run(batch)
         outs = self.session.run(self.output_names, {self.input_name: np.ascontiguousarray(batch)})
         return dict(zip(self.output_names, outs))
 

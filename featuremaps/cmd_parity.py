@@ -27,8 +27,9 @@ def register(sub) -> None:
                    help="folder of photos (default: the sample photos shipped with installed packages)")
     p.add_argument("--max-images", type=int, default=8, help="use at most this many photos (default: 8)")
     p.add_argument("--providers", default="cpu,cuda,tensorrt",
-                   help="comma list of cpu, cuda, tensorrt; unavailable ones are skipped with the reason "
-                        "(default: cpu,cuda,tensorrt)")
+                   help="comma list of cpu, cuda, tensorrt, openvino (OpenVINO's default math: bf16 on CPUs "
+                        "with bf16 units, judged by the bf16 budget), openvino:fp32 (strict); unavailable ones "
+                        "are skipped with the reason (default: cpu,cuda,tensorrt)")
     p.add_argument("--pipeline", action="store_true",
                    help="also measure the preprocessing gap: engine decode/resize/normalize vs the seed's "
                         "PIL + torchvision Resize/ToTensor/Normalize (pixels and per-tap error)")
@@ -37,13 +38,15 @@ def register(sub) -> None:
 
 
 def _providers(spec: str) -> tuple[str, ...]:
+    from .engine.openvino_backend import MATH_MODES
     from .engine.session import PROVIDERS
 
+    known = (*PROVIDERS, "openvino", *(f"openvino:{m}" for m in MATH_MODES))
     names = tuple(s.strip() for s in spec.split(",") if s.strip())
-    bad = [n for n in names if n not in PROVIDERS]
+    bad = [n for n in names if n not in known]
     if bad or not names:
         raise CLIError(f"unknown provider {', '.join(bad) or spec!r}; use a comma list of "
-                       f"{', '.join(PROVIDERS)}")
+                       f"{', '.join(PROVIDERS)}, openvino or openvino:fp32")
     return names
 
 
@@ -91,12 +94,15 @@ def cmd_parity(args: argparse.Namespace) -> int:
         if r.status == "skipped":
             print(f"\n[{r.provider}] skipped: {r.reason}")
             continue
-        print(f"\n[{r.provider}] {r.status.upper()}" + (f": {r.reason}" if r.reason else ""))
-        print(format_parity_table(r.rows, budget.rel_l2))
-        if budget.cosine is not None:
-            low = [row.tap for row in r.rows if row.cosine < budget.cosine]
+        judged = r.budget or budget
+        mode = f" {r.mode} math" + (f", judged by the {r.mode} budget (rel L2 <= {judged.rel_l2:g})"
+                                    if judged is not budget else "") if r.mode else ""
+        print(f"\n[{r.provider}]{mode} {r.status.upper()}" + (f": {r.reason}" if r.reason else ""))
+        print(format_parity_table(r.rows, judged.rel_l2))
+        if judged.cosine is not None:
+            low = [row.tap for row in r.rows if row.cosine < judged.cosine]
             if low:
-                print(f"cosine below {budget.cosine:g}: {', '.join(low)}")
+                print(f"cosine below {judged.cosine:g}: {', '.join(low)}")
 
     gap = None
     if args.pipeline:
@@ -125,10 +131,11 @@ def cmd_parity(args: argparse.Namespace) -> int:
         print("featuremaps: error: no provider could run; add cpu to --providers", file=sys.stderr)
         return 1
     if not ok:
-        bad = [f"{r.provider}:{row.tap}" for r in ran for row in r.rows if not budget.passes(row)]
+        bad = [f"{r.provider}:{row.tap}" for r in ran for row in r.rows if not (r.budget or budget).passes(row)]
         bad += [f"{r.provider} ({r.reason})" for r in ran if r.status == "fail" and not r.rows]
         print(f"featuremaps: error: parity FAILED for {', '.join(bad)} ({precision} budget: {limits})",
               file=sys.stderr)
         return 1
-    print(f"\nparity ok: every tap within the {precision} budget on {', '.join(r.provider for r in ran)}")
+    print(f"\nparity ok: every tap within budget on " +
+          ", ".join(f"{r.provider} ({r.mode or precision})" for r in ran))
     return 0
