@@ -25,8 +25,14 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="images per model call and per chunk (default: 8)")
     p.add_argument("--workers", type=int, default=2, help="decode threads (default: 2)")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all cores)")
-    p.add_argument("--provider", default="auto", choices=("auto", "cpu", "cuda", "tensorrt"),
-                   help="ONNX Runtime provider (default: auto)")
+    p.add_argument("--provider", default="auto", choices=("auto", "cpu", "cuda", "tensorrt", "openvino"),
+                   help="ONNX Runtime provider, or openvino (default: auto: exact, TensorRT > CUDA > CPU)")
+    p.add_argument("--fast", action="store_true",
+                   help="let auto pick the fastest engine here, accepting bf16 math (OpenVINO on CPUs with "
+                        "AMX/AVX-512 BF16; parity budget rel L2 <= 1e-2); says what it chose and why")
+    p.add_argument("--device", default="CPU", help="OpenVINO device: CPU, GPU, NPU (default: CPU)")
+    p.add_argument("--math-mode", choices=("default", "bf16", "fp32"), default="default",
+                   help="OpenVINO math: default (bf16 where the CPU has it), bf16, fp32 (strict)")
     p.add_argument("--dtype", choices=("fp32", "fp16"), default=None,
                    help="stored dtype (default: the model's output dtype)")
     # Measured (bench/results/extract_bench.md): zstd shrinks full fp16 maps by only 12% and costs
@@ -69,7 +75,9 @@ def _open_or_create(args, paths: list[str], model_path: Path, extractor):
                            "images); resume with the same inputs, or choose a new -o path")
         store.clean_partials()
         return store
-    meta = extractor.metadata
+    # the store records what ran the model: provider and math mode (fp32, bf16, int8+bf16, ...)
+    meta = dict(extractor.metadata, engine={"provider": extractor.provider, "math_mode": extractor.math_mode,
+                                            "note": extractor.info.note})
     dtype = args.dtype or ("fp16" if meta.get("output_dtype") == "fp16" else "fp32")
     try:
         return FeatureStore.create(out, paths=paths, metadata=meta, shapes=output_shapes(meta, extractor.session),
@@ -109,6 +117,20 @@ def _run_ray(args, store, model_path: Path, bar):
             ray.shutdown()
 
 
+def _choose(args, model_path: Path) -> tuple[str, str]:
+    """``(provider, math_mode)``: as given, or for ``auto --fast`` the fastest engine here (one line why)."""
+    if args.provider != "auto" or not args.fast:
+        return args.provider, args.math_mode
+    from .engine.choice import available_providers, choose_backend
+    from .engine.cpu_features import cpu_features
+    from .export.onnx_export import read_metadata
+
+    choice = choose_backend(True, available=available_providers(), cpu=cpu_features(),
+                            model_precision=read_metadata(model_path).get("precision", "fp32"))
+    print(f"auto --fast: {choice.reason}", file=sys.stderr)
+    return choice.provider, choice.math_mode
+
+
 def _resume_command() -> str:
     argv = [a for a in sys.argv[1:] if a != "--resume"]
     return "featuremaps " + " ".join(shlex.quote(a) for a in argv) + " --resume"
@@ -129,9 +151,10 @@ def cmd_extract(args: argparse.Namespace) -> int:
         raise CLIError("--batch-size and --workers must be >= 1")
     _check_ray_args(args)
     model_path = resolve_model(args)
+    provider, math_mode = _choose(args, model_path)
     # spin=False: idle ONNX Runtime threads must not busy-wait while decode threads need the CPUs
-    with Extractor(model_path, provider=args.provider, threads=args.threads, max_batch=args.batch_size,
-                   spin=False) as ex:
+    with Extractor(model_path, provider=provider, threads=args.threads, max_batch=args.batch_size,
+                   spin=False, device=args.device, math_mode=math_mode) as ex:
         store = _open_or_create(args, paths, model_path, ex)
         done = len(store) - sum(b - a for a, b in map(store.batch_rows, store.pending_batches()))
         print(f"extracting {len(store)} images ({done} already done) with {ex.info.note} "

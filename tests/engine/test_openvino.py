@@ -1,0 +1,294 @@
+"""OpenVINO backend: same taps and shapes as ONNX Runtime, parity per math mode against the PyTorch
+clone-hook reference, int8 QDQ within the int8 budget, one-line errors, the optional-extra
+fallback, ``auto --fast`` decisions, and a store that records provider and math mode."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+
+from featuremaps.bench.parity import PRECISION_BUDGETS, Budget, budget_for, judged_budget, model_parity
+from featuremaps.bench.stats import cosine_similarity, rel_l2_error
+from featuremaps.engine.choice import choose_backend
+from featuremaps.engine.cpu_features import CpuFeatures, parse_cpuinfo
+from featuremaps.errors import DependencyError, ProviderError
+
+SIZE = 32
+TAPS = "0,5,10"
+needs_openvino = pytest.mark.skipif(
+    __import__("importlib").util.find_spec("openvino") is None,
+    reason="openvino not installed (pip install 'featuremaps[openvino]')")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, vgg_net):
+    """VGG16 taps 0,5,10 at 32x32 (seeded random weights): ExportResult."""
+    from featuremaps.export.onnx_export import export_model
+
+    net, info = vgg_net
+    path = tmp_path_factory.mktemp("ov") / "vgg16-tiny.onnx"
+    return export_model(TAPS, path, input_size=SIZE, net=net, weights_info=info)
+
+
+@pytest.fixture(scope="module")
+def photos(sample_paths):
+    """Three real photos preprocessed to (3, 3, 32, 32) float32."""
+    from featuremaps.engine.preprocess import Preprocessing, load_batch
+
+    return load_batch(sample_paths[:3], Preprocessing(size=(SIZE, SIZE)))
+
+
+@pytest.fixture(scope="module")
+def reference(vgg_net, tiny, photos):
+    """PyTorch clone-hook reference on ``photos``: tap -> (3, C, H, W)."""
+    from featuremaps.bench.reference import reference_features
+
+    return reference_features(vgg_net[0], photos, tiny.taps)
+
+
+def _run(path, photos, **kw):
+    from featuremaps.engine.extractor import Extractor
+
+    with Extractor(path, provider="openvino", **kw) as ex:
+        return ex.run(photos), ex.math_mode, ex.info
+
+
+# ------------------------------------------------------------------ running and parity
+
+
+@needs_openvino
+def test_same_keys_and_shapes_as_onnxruntime_any_batch(tiny, photos):
+    from featuremaps.engine.extractor import Extractor
+
+    with Extractor(tiny.path, provider="cpu") as ort_ex, \
+            Extractor(tiny.path, provider="openvino", math_mode="fp32") as ov_ex:
+        ort, ov = ort_ex.run(photos), ov_ex.run(photos)
+        single = ov_ex.run(photos[1:2])  # the same compiled model, another batch size
+        assert ov_ex.taps == ort_ex.taps and ov_ex.provider == "openvino"
+    assert list(ov) == list(ort) == ["features.0", "features.5", "features.10"]
+    assert {k: v.shape for k, v in ov.items()} == {k: v.shape for k, v in ort.items()}
+    assert all(v.dtype == np.float32 for v in ov.values())
+    for k in ov:
+        np.testing.assert_allclose(single[k][0], ov[k][1], rtol=1e-5, atol=1e-5)
+
+
+@needs_openvino
+def test_outputs_are_not_overwritten_by_the_next_run(tiny, photos):
+    from featuremaps.engine.extractor import Extractor
+
+    with Extractor(tiny.path, provider="openvino", math_mode="fp32") as ex:
+        first = ex.run(photos)
+        kept = {k: v.copy() for k, v in first.items()}
+        ex.run(np.zeros_like(photos))
+    for k in kept:
+        np.testing.assert_array_equal(first[k], kept[k])
+
+
+@needs_openvino
+def test_fp32_mode_is_exact_vs_pytorch_reference(tiny, photos, reference):
+    outs, mode, info = _run(tiny.path, photos, math_mode="fp32")
+    assert mode == "fp32" and "fp32" in info.note
+    for tap, ref in reference.items():
+        assert rel_l2_error(outs[tap], ref) <= 1e-5, tap
+
+
+@needs_openvino
+def test_default_mode_within_the_budget_of_the_mode_it_reports(tiny, photos, reference):
+    import openvino as ov
+
+    outs, mode, _ = _run(tiny.path, photos)
+    has_bf16 = "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    assert mode == ("bf16" if has_bf16 else "fp32")
+    budget = budget_for(mode)
+    errors = [rel_l2_error(outs[t], r) for t, r in reference.items()]
+    for tap, ref in reference.items():
+        assert rel_l2_error(outs[tap], ref) <= budget.rel_l2, tap
+        if budget.cosine is not None:
+            assert cosine_similarity(outs[tap], ref) >= budget.cosine, tap
+    if mode == "bf16":  # really bf16 arithmetic, not fp32 relabelled: errors are far above fp32's
+        assert min(errors) > 1e-4
+
+
+@needs_openvino
+def test_model_parity_judges_each_provider_by_its_mode(tiny, photos, reference):
+    results, _ = model_parity(tiny.path, reference, photos, ("cpu", "openvino", "openvino:fp32"),
+                              budget_for("fp32"))
+    by = {r.provider: r for r in results}
+    assert all(r.status == "ok" for r in results), [(r.provider, r.reason) for r in results]
+    assert by["cpu"].mode == "fp32" and by["cpu"].budget.rel_l2 == 1e-5
+    assert by["openvino:fp32"].mode == "fp32" and by["openvino:fp32"].budget.rel_l2 == 1e-5
+    assert by["openvino"].budget is PRECISION_BUDGETS.get(by["openvino"].mode, budget_for("fp32"))
+
+
+@needs_openvino
+def test_parity_cli_names_the_mode(tiny, tmp_path, capsys):
+    from featuremaps.cli import main
+
+    out = tmp_path / "p.json"
+    rc = main(["parity", "--model", str(tiny.path), "--providers", "cpu,openvino,openvino:fp32",
+               "--max-images", "2", "--json", str(out)])
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    rep = json.loads(out.read_text())
+    ov = next(p for p in rep["providers"] if p["provider"] == "openvino")
+    assert ov["status"] == "ok" and ov["mode"] in ("bf16", "fp32")
+    assert ov["budget"]["rel_l2"] == budget_for(ov["mode"]).rel_l2
+    assert f"[openvino] {ov['mode']} math" in text and f"openvino ({ov['mode']})" in text
+
+
+@needs_openvino
+@pytest.mark.slow
+def test_int8_qdq_export_runs_on_openvino_within_the_int8_budget(tiny, tmp_path, photos, reference, sample_paths):
+    from featuremaps.engine.preprocess import Preprocessing, load_batch
+    from featuremaps.export.quantize import quantize_int8
+
+    calib = load_batch(sample_paths[3:8], Preprocessing(size=(SIZE, SIZE)))
+    path = quantize_int8(tiny.path, tmp_path / "int8.onnx", calib)
+    outs, mode, _ = _run(path, photos)
+    assert mode.startswith("int8+")
+    budget = budget_for("int8")
+    for tap, ref in reference.items():
+        assert rel_l2_error(outs[tap], ref) <= budget.rel_l2, tap
+        assert cosine_similarity(outs[tap], ref) >= budget.cosine, tap
+
+
+# ------------------------------------------------------------------ errors and the optional extra
+
+
+@needs_openvino
+def test_unknown_device_is_one_line(tiny):
+    with pytest.raises(ProviderError, match=r"OpenVINO device 'XPU' is not present here; use one of .*CPU"):
+        _run(tiny.path, np.zeros((1, 3, SIZE, SIZE), np.float32), device="XPU")
+
+
+@needs_openvino
+def test_unknown_math_mode_is_one_line(tiny):
+    with pytest.raises(ProviderError, match=r"unknown OpenVINO math mode 'fp8'; use one of default, bf16, fp32"):
+        _run(tiny.path, np.zeros((1, 3, SIZE, SIZE), np.float32), math_mode="fp8")
+
+
+@pytest.fixture
+def no_openvino(monkeypatch):
+    """Behave as if the openvino package were not installed (``import openvino`` raises)."""
+    monkeypatch.setitem(sys.modules, "openvino", None)
+
+
+def test_missing_openvino_names_the_extra(no_openvino, tiny):
+    from featuremaps.engine.extractor import Extractor
+    from featuremaps.engine.openvino_backend import available, devices, unavailable_reason
+
+    assert not available() and devices() == ()
+    assert unavailable_reason() == "the openvino package is not installed (pip install 'featuremaps[openvino]')"
+    with pytest.raises(DependencyError, match=r"^provider 'openvino' cannot run here: .*featuremaps\[openvino\]"):
+        Extractor(tiny.path, provider="openvino")
+
+
+def test_missing_openvino_parity_skips_it_with_the_reason(no_openvino, tiny, photos, reference):
+    results, _ = model_parity(tiny.path, reference, photos, ("cpu", "openvino"), budget_for("fp32"))
+    assert [r.status for r in results] == ["ok", "skipped"]
+    assert "featuremaps[openvino]" in results[1].reason
+
+
+def test_missing_openvino_extract_is_one_line_exit_2(no_openvino, tiny, tmp_path, sample_paths, capsys):
+    from featuremaps.cli import main
+
+    rc = main(["extract", str(sample_paths[0]), "--model", str(tiny.path), "-o", str(tmp_path / "s.zarr"),
+               "--provider", "openvino", "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "pip install 'featuremaps[openvino]'" in err[0]
+    assert not (tmp_path / "s.zarr").exists()
+
+
+def test_missing_openvino_in_a_fresh_interpreter(tmp_path):
+    """The import is blocked by a meta-path finder, as on a machine without the package."""
+    import subprocess
+
+    code = ("import sys\n"
+            "class Block:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name == 'openvino' or name.startswith('openvino.'): raise ImportError(name)\n"
+            "sys.meta_path.insert(0, Block())\n"
+            "from featuremaps.engine.openvino_backend import unavailable_reason\n"
+            "print(unavailable_reason())\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "the openvino package is not installed (pip install 'featuremaps[openvino]')"
+
+
+# ------------------------------------------------------------------ budgets and the auto choice
+
+
+def test_bf16_budget_row_and_judging_by_mode():
+    bf16 = budget_for("bf16")
+    assert (bf16.rel_l2, bf16.cosine) == (1e-2, 0.9999) and bf16.why
+    assert judged_budget(budget_for("fp32"), "bf16") == ("bf16", bf16)
+    assert judged_budget(budget_for("fp32"), "fp32") == ("model", budget_for("fp32"))
+    # an int8 model run with bf16 elsewhere keeps the (looser) int8 budget
+    assert judged_budget(budget_for("int8"), "bf16") == ("model", budget_for("int8"))
+    assert judged_budget(budget_for("int8"), "int8+bf16") == ("model", budget_for("int8"))
+    assert Budget(1e-2, 0.9999, "x").passes(_row(7.3e-3, 0.99997))
+
+
+def _row(rel_l2, cosine):
+    from featuremaps.bench.stats import TapError
+
+    return TapError(tap="t", shape=(1,), max_abs=0.0, rel_l2=rel_l2, cosine=cosine, ref_max_abs=1.0)
+
+
+AMX = CpuFeatures("Xeon 8481C", frozenset({"amx_tile", "amx_bf16", "amx_int8", "avx512f", "avx512_vnni"}), 2)
+ZEN4 = CpuFeatures("EPYC 9B14", frozenset({"avx512f", "avx512_bf16", "avx512_vnni", "avx2"}), 2)
+AVX2 = CpuFeatures("EPYC 7B12", frozenset({"avx2", "fma"}), 2)
+CPU_OV = frozenset({"cpu", "openvino"})
+
+
+@pytest.mark.parametrize("fast, available, cpu, precision, provider, mode, why", [
+    (False, CPU_OV, AMX, "fp32", "cpu", "default", "exact fp32"),
+    (True, CPU_OV, AMX, "fp32", "openvino", "bf16", "AMX"),
+    (True, CPU_OV, ZEN4, "fp32", "openvino", "bf16", "AVX-512 BF16"),
+    (True, CPU_OV, AVX2, "fp32", "cpu", "default", "no bf16 units"),
+    (True, frozenset({"cpu"}), AMX, "fp32", "cpu", "default", "openvino is not installed"),
+    (True, CPU_OV, AMX, "int8", "openvino", "default", "int8"),
+    (False, CPU_OV, AMX, "int8", "cpu", "default", "int8 as exported"),
+    (True, CPU_OV | {"cuda"}, AMX, "fp32", "cuda", "default", "GPU"),
+    (False, CPU_OV | {"cuda", "tensorrt"}, AMX, "fp32", "tensorrt", "default", "GPU"),
+], ids=["exact-by-default", "fast-amx", "fast-avx512-bf16", "fast-avx2-stays-ort", "fast-no-openvino",
+        "fast-int8-model", "int8-model-not-fast", "fast-gpu", "gpu"])
+def test_choose_backend(fast, available, cpu, precision, provider, mode, why):
+    choice = choose_backend(fast, available=available, cpu=cpu, model_precision=precision)
+    assert (choice.provider, choice.math_mode) == (provider, mode)
+    assert why in choice.reason and "\n" not in choice.reason
+
+
+def test_cpu_features_from_cpuinfo_text():
+    text = ("processor\t: 0\nmodel name\t: Intel Xeon Platinum 8481C\n"
+            "flags\t\t: fpu avx2 avx512f avx512_vnni amx_bf16 amx_tile amx_int8 avx512_bf16\n"
+            "processor\t: 1\nflags\t\t: fpu\n")
+    cpu = parse_cpuinfo(text, cores=2)
+    assert cpu.model == "Intel Xeon Platinum 8481C" and cpu.amx and cpu.bf16 and cpu.vnni
+    assert "fpu" not in cpu.flags and cpu.to_dict()["avx512"] is True
+    assert cpu.summary() == "Intel Xeon Platinum 8481C, 2 cores: AMX, AVX-512, bf16, VNNI"
+    plain = parse_cpuinfo("model name : X\nflags : avx2 fma\n")
+    assert not (plain.amx or plain.bf16 or plain.vnni)
+
+
+# ------------------------------------------------------------------ bulk extraction
+
+
+@needs_openvino
+def test_extract_with_openvino_records_provider_and_mode(tiny, tmp_path, sample_paths, reference, capsys):
+    import featuremaps
+    from featuremaps.cli import main
+
+    out = tmp_path / "s.zarr"
+    rc = main(["extract", *map(str, sample_paths[:3]), "--model", str(tiny.path), "-o", str(out),
+               "--provider", "openvino", "--math-mode", "fp32", "--batch-size", "2", "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    store = featuremaps.open_store(out)
+    assert store.metadata["engine"]["provider"] == "openvino"
+    assert store.metadata["engine"]["math_mode"] == "fp32"
+    # the store holds the engine-preprocessed photos' taps: same input as the reference fixture
+    for tap, ref in reference.items():
+        assert rel_l2_error(np.asarray(store[tap][:]), ref) <= 1e-5, tap
