@@ -183,6 +183,9 @@ def _build_backends(names, *, model, taps, net, info, input_size, cut_path, full
             built.append(B.make_ort(name, cut_path, "cuda", max_batch=max_batch))
         elif name == "ort-tensorrt":
             built.append(B.make_ort(name, cut_path, "tensorrt", max_batch=max_batch))
+        elif name in ("openvino-cpu", "openvino-cpu-f32"):
+            built.append(B.make_openvino(name, cut_path, math_mode="fp32" if name.endswith("f32") else "default",
+                                         threads=threads))
         if isinstance(built[-1], B.Skipped):
             _say(f"  skipped {name}: {built[-1].reason}")
     return built
