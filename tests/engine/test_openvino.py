@@ -124,6 +124,7 @@ def test_model_parity_judges_each_provider_by_its_mode(tiny, photos, reference):
 
 
 @needs_openvino
+@pytest.mark.slow
 def test_parity_cli_names_the_mode(tiny, tmp_path, capsys):
     from featuremaps.cli import main
 
@@ -140,7 +141,6 @@ def test_parity_cli_names_the_mode(tiny, tmp_path, capsys):
 
 
 @needs_openvino
-@pytest.mark.slow
 def test_int8_qdq_export_runs_on_openvino_within_the_int8_budget(tiny, tmp_path, photos, reference, sample_paths):
     from featuremaps.engine.preprocess import Preprocessing, load_batch
     from featuremaps.export.quantize import quantize_int8
