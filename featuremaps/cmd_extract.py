@@ -99,7 +99,7 @@ def _check_ray_args(args) -> None:
                        "every node mounts (e.g. /shared/out.zarr)")
 
 
-def _run_ray(args, store, model_path: Path, bar):
+def _run_ray(args, store, model_path: Path, bar, provider: str):
     from .engine.ray_engine import RayUnavailableError, init_ray, run_extraction_ray
 
     try:
@@ -108,7 +108,7 @@ def _run_ray(args, store, model_path: Path, bar):
         raise CLIError(str(e)) from None
     try:
         return run_extraction_ray(store, model_path, actors=args.actors, gpus_per_actor=args.gpus_per_actor,
-                                  provider=args.provider, threads=args.threads, strict=args.strict,
+                                  provider=provider, threads=args.threads, strict=args.strict,
                                   progress=bar.update)
     finally:
         if started:
@@ -119,6 +119,9 @@ def _run_ray(args, store, model_path: Path, bar):
 
 def _choose(args, model_path: Path) -> tuple[str, str]:
     """``(provider, math_mode)``: as given, or for ``auto --fast`` the fastest engine here (one line why)."""
+    if args.engine == "ray" and (args.math_mode != "default" or args.device != "CPU"):
+        # the Ray actors build their Extractor with OpenVINO's defaults (engine/ray_engine.py)
+        raise CLIError("--math-mode/--device are not passed to Ray actors yet; drop them or use --engine local")
     if args.provider != "auto" or not args.fast:
         return args.provider, args.math_mode
     from .engine.choice import available_providers, choose_backend
@@ -163,7 +166,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
                    dynamic_ncols=True, smoothing=0.1)
         try:
             if args.engine == "ray":
-                summary = _run_ray(args, store, model_path, bar)
+                summary = _run_ray(args, store, model_path, bar, provider)
             else:
                 summary = run_extraction(store, ex.run, ex.preprocessing, workers=args.workers,
                                          strict=args.strict, progress=bar.update)

@@ -292,3 +292,31 @@ def test_extract_with_openvino_records_provider_and_mode(tiny, tmp_path, sample_
     # the store holds the engine-preprocessed photos' taps: same input as the reference fixture
     for tap, ref in reference.items():
         assert rel_l2_error(np.asarray(store[tap][:]), ref) <= 1e-5, tap
+
+
+@needs_openvino
+def test_extract_auto_fast_says_what_it_chose(tiny, tmp_path, sample_paths, capsys):
+    import featuremaps
+    from featuremaps.cli import main
+    from featuremaps.engine.cpu_features import cpu_features
+
+    out = tmp_path / "s.zarr"
+    rc = main(["extract", str(sample_paths[0]), "--model", str(tiny.path), "-o", str(out), "--fast",
+               "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    (line,) = [x for x in err.splitlines() if x.startswith("auto --fast: ")]
+    engine = featuremaps.open_store(out).metadata["engine"]
+    if cpu_features().bf16:  # this CPU has bf16 units: OpenVINO bf16 is the measured faster engine
+        assert engine["provider"] == "openvino" and engine["math_mode"] == "bf16" and "bf16" in line
+    else:
+        assert engine["provider"] == "cpu" and engine["math_mode"] == "fp32"
+
+
+def test_extract_ray_refuses_math_mode_it_cannot_pass(tiny, tmp_path, sample_paths, capsys):
+    from featuremaps.cli import main
+
+    rc = main(["extract", str(sample_paths[0]), "--model", str(tiny.path), "-o", str(tmp_path / "s.zarr"),
+               "--provider", "openvino", "--math-mode", "fp32", "--engine", "ray", "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "--math-mode/--device are not passed to Ray actors" in err[0]
