@@ -3,10 +3,17 @@
 ``auto`` stays exact: without ``fast`` it is ONNX Runtime's own order (TensorRT, CUDA, CPU) in
 the model's precision. With ``fast`` the user accepts a looser math mode with its own parity
 budget (bf16: rel L2 <= 1e-2) and we pick the fastest engine this machine has. The order is
-measured (issue 14, 2-core AMX Xeon, VGG16 taps 0/5/10/17/28, batch 8, img/s relative to ONNX
-Runtime fp32): OpenVINO int8 3.6x > OpenVINO bf16 2.7x ~ ORT int8 2.7x > ORT fp32 1.0x >
-OpenVINO f32 0.9x. OpenVINO bf16 only pays on CPUs with bf16 units (AMX or AVX-512 BF16);
-without them OpenVINO computes in f32 and ONNX Runtime fp32 is as fast or faster.
+measured (VGG16 taps 0/5/10/17/28 at 224, batch 8, img/s relative to ONNX Runtime fp32):
+
+* 2-core Xeon with AMX (issue 14): OpenVINO int8 3.6x > OpenVINO bf16 2.7x ~ ORT int8 2.7x >
+  ORT fp32 1.0x > OpenVINO f32 0.9x.
+* 2-core AMD EPYC with AVX-512 BF16 + VNNI, no AMX (bench/results/openvino_bench-224-shared.md,
+  loaded machine): ORT int8 3.3x > OpenVINO int8 2.3x > OpenVINO bf16 1.6x > ORT fp32 1.0x ~
+  OpenVINO f32 0.95x.
+
+So an fp32 model goes to OpenVINO bf16 on any CPU with bf16 units (AMX or AVX-512 BF16); an
+int8 model to OpenVINO only with AMX. Without bf16 units OpenVINO computes in f32 and ONNX
+Runtime is as fast or faster.
 """
 
 from __future__ import annotations
@@ -46,8 +53,11 @@ def choose_backend(fast: bool, *, available: frozenset[str] | set[str], cpu: Cpu
         return Choice("cpu", "default", "cpu (ONNX Runtime): --fast asked for, but openvino is not installed "
                                         "(pip install 'featuremaps[openvino]')")
     if model_precision == "int8":
-        return Choice("openvino", "default", "openvino: int8 QDQ model, OpenVINO int8 measured 1.3x ONNX Runtime int8"
-                      + ("" if cpu.vnni else " (this CPU has no VNNI/AMX: gain uncertain)"))
+        if cpu.amx:
+            return Choice("openvino", "default", "openvino: int8 QDQ model and this CPU has AMX "
+                                                 "(OpenVINO int8 measured 1.35x ONNX Runtime int8 there)")
+        return Choice("cpu", "default", "cpu (ONNX Runtime int8): int8 QDQ model and no AMX here "
+                                        "(ONNX Runtime int8 measured 1.4x OpenVINO int8 on an AVX-512 VNNI EPYC)")
     if cpu.bf16:
         unit = "AMX" if cpu.amx else "AVX-512 BF16"
         return Choice("openvino", "bf16", f"openvino bf16: --fast and this CPU has {unit} "

@@ -250,12 +250,13 @@ CPU_OV = frozenset({"cpu", "openvino"})
     (True, CPU_OV, ZEN4, "fp32", "openvino", "bf16", "AVX-512 BF16"),
     (True, CPU_OV, AVX2, "fp32", "cpu", "default", "no bf16 units"),
     (True, frozenset({"cpu"}), AMX, "fp32", "cpu", "default", "openvino is not installed"),
-    (True, CPU_OV, AMX, "int8", "openvino", "default", "int8"),
+    (True, CPU_OV, AMX, "int8", "openvino", "default", "AMX"),
+    (True, CPU_OV, ZEN4, "int8", "cpu", "default", "no AMX"),
     (False, CPU_OV, AMX, "int8", "cpu", "default", "int8 as exported"),
     (True, CPU_OV | {"cuda"}, AMX, "fp32", "cuda", "default", "GPU"),
     (False, CPU_OV | {"cuda", "tensorrt"}, AMX, "fp32", "tensorrt", "default", "GPU"),
 ], ids=["exact-by-default", "fast-amx", "fast-avx512-bf16", "fast-avx2-stays-ort", "fast-no-openvino",
-        "fast-int8-model", "int8-model-not-fast", "fast-gpu", "gpu"])
+        "fast-int8-model-amx", "fast-int8-model-no-amx", "int8-model-not-fast", "fast-gpu", "gpu"])
 def test_choose_backend(fast, available, cpu, precision, provider, mode, why):
     choice = choose_backend(fast, available=available, cpu=cpu, model_precision=precision)
     assert (choice.provider, choice.math_mode) == (provider, mode)
