@@ -321,3 +321,33 @@ def test_extract_ray_refuses_math_mode_it_cannot_pass(tiny, tmp_path, sample_pat
                "--provider", "openvino", "--math-mode", "fp32", "--engine", "ray", "--no-progress"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "--math-mode/--device are not passed to Ray actors" in err[0]
+
+
+# ------------------------------------------------------------------ bench
+
+
+@needs_openvino
+def test_bench_backends_run_and_name_their_mode(tiny, photos, reference):
+    from featuremaps.bench.backends import BACKENDS, Backend, make_openvino
+
+    assert {"openvino-cpu", "openvino-cpu-f32"} <= set(BACKENDS)
+    f32 = make_openvino("openvino-cpu-f32", tiny.path, math_mode="fp32")
+    assert isinstance(f32, Backend) and f32.provider == "openvino-fp32" and "fp32" in f32.note
+    outs = f32.run(photos)
+    assert rel_l2_error(outs["features.10"], reference["features.10"]) <= 1e-5
+
+
+def test_bench_backend_skipped_without_openvino(no_openvino, tiny):
+    from featuremaps.bench.backends import Skipped, make_openvino
+
+    skipped = make_openvino("openvino-cpu", tiny.path)
+    assert isinstance(skipped, Skipped) and "featuremaps[openvino]" in skipped.reason
+
+
+def test_bench_environment_reports_cpu_matrix_units():
+    from featuremaps.bench.suite import _cpu_line, environment
+
+    cpu = environment(None)["cpu_features"]
+    assert set(cpu) >= {"amx", "avx512", "bf16", "vnni", "flags", "model"}
+    assert _cpu_line({"amx": False, "avx512": True, "bf16": True, "vnni": True, "flags": ["avx512f"]}) == \
+        "CPU matrix units: AMX no · AVX-512 yes · bf16 yes · VNNI yes (flags: avx512f)"
