@@ -119,6 +119,9 @@ def _run_ray(args, store, model_path: Path, bar, provider: str):
 
 def _choose(args, model_path: Path) -> tuple[str, str]:
     """``(provider, math_mode)``: as given, or for ``auto --fast`` the fastest engine here (one line why)."""
+    if args.provider != "openvino" and (args.math_mode != "default" or args.device != "CPU"):
+        raise CLIError(f"--math-mode/--device choose OpenVINO's arithmetic and device; add --provider openvino "
+                       f"(provider {args.provider} runs the model's own precision)")
     if args.engine == "ray" and (args.math_mode != "default" or args.device != "CPU"):
         # the Ray actors build their Extractor with OpenVINO's defaults (engine/ray_engine.py)
         raise CLIError("--math-mode/--device are not passed to Ray actors yet; drop them or use --engine local")

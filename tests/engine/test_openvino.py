@@ -351,3 +351,12 @@ def test_bench_environment_reports_cpu_matrix_units():
     assert set(cpu) >= {"amx", "avx512", "bf16", "vnni", "flags", "model"}
     assert _cpu_line({"amx": False, "avx512": True, "bf16": True, "vnni": True, "flags": ["avx512f"]}) == \
         "CPU matrix units: AMX no · AVX-512 yes · bf16 yes · VNNI yes (flags: avx512f)"
+
+
+def test_extract_math_mode_needs_the_openvino_provider(tiny, tmp_path, sample_paths, capsys):
+    from featuremaps.cli import main
+
+    rc = main(["extract", str(sample_paths[0]), "--model", str(tiny.path), "-o", str(tmp_path / "s.zarr"),
+               "--provider", "cpu", "--math-mode", "bf16", "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "add --provider openvino" in err[0]
