@@ -63,6 +63,7 @@ def cmd_parity(args: argparse.Namespace) -> int:
     from .bench.parity import ReferenceWeightsError, budget_for, load_reference_net, model_parity, pipeline_gap
     from .bench.reference import reference_features
     from .bench.stats import format_parity_table
+    from .engine.cpu_features import cpu_features
     from .engine.preprocess import Preprocessing, load_batch
     from .export.onnx_export import read_metadata
     from .export.taps import Tap
@@ -123,6 +124,7 @@ def cmd_parity(args: argparse.Namespace) -> int:
                   "input_size": list(pre.size), "images": [str(p) for p in paths],
                   "taps": [t.name for t in taps],
                   "providers": [r.to_dict(budget) for r in results],
+                  "cpu": cpu_features().to_dict(),  # bf16/int8 modes depend on the CPU's matrix units
                   "pipeline": gap.to_dict() if gap else None}
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(report, indent=2))

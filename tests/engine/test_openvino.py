@@ -137,6 +137,7 @@ def test_parity_cli_names_the_mode(tiny, tmp_path, capsys):
     ov = next(p for p in rep["providers"] if p["provider"] == "openvino")
     assert ov["status"] == "ok" and ov["mode"] in ("bf16", "fp32")
     assert ov["budget"]["rel_l2"] == budget_for(ov["mode"]).rel_l2
+    assert set(rep["cpu"]) >= {"amx", "avx512", "bf16", "vnni"}  # the report says what CPU judged the mode
     assert f"[openvino] {ov['mode']} math" in text and f"openvino ({ov['mode']})" in text
 
 
