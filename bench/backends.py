@@ -236,7 +236,7 @@ def make_ort(name: str, model_path: str | Path, provider: str, *, threads: int |
         return Skipped(name, _first_line(e))
     setup = time.perf_counter() - t0
     if name.endswith("-device"):
-        run = _maps_on_device_run(ex, device)
+        run = _maps_on_device_run(ex, ex.device)  # the resolved GPU index (None -> 0)
     elif provider in ("cuda", "tensorrt"):
         run = _maps_to_pinned_run(ex, max_batch)
     else:
