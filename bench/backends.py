@@ -35,6 +35,8 @@ DESCRIPTIONS = {
     "ort-cuda-device": "ONNX Runtime CUDA, cut graph, IO binding: taps left in GPU memory (maps-on-device, "
                        "what the model alone costs)",
     "ort-tensorrt": "ONNX Runtime TensorRT, cut graph, engine cache + explicit batch profile",
+    "openvino-cpu": "OpenVINO CPU, cut graph, default precision (bf16 on CPUs with AMX/AVX-512 BF16, else f32)",
+    "openvino-cpu-f32": "OpenVINO CPU, cut graph, INFERENCE_PRECISION_HINT=f32 (strict fp32)",
 }
 BACKENDS = tuple(DESCRIPTIONS)
 DEFAULT_BACKENDS = BACKENDS
@@ -234,7 +236,7 @@ def make_ort(name: str, model_path: str | Path, provider: str, *, threads: int |
         return Skipped(name, _first_line(e))
     setup = time.perf_counter() - t0
     if name.endswith("-device"):
-        run = _maps_on_device_run(ex, device)
+        run = _maps_on_device_run(ex, ex.device)  # the resolved GPU index (None -> 0)
     elif provider in ("cuda", "tensorrt"):
         run = _maps_to_pinned_run(ex, max_batch)
     else:
@@ -310,3 +312,28 @@ def measure_first_calls(backend: Backend, batch_sizes: tuple[int, ...], input_si
         t0 = time.perf_counter()
         backend.run(x)
         backend.first_call_s[b] = time.perf_counter() - t0
+
+
+# ---------------------------------------------------------------- OpenVINO
+
+
+def make_openvino(name: str, model_path: str | Path, *, math_mode: str = "default", device: str = "CPU",
+                  threads: int | None = None) -> Backend | Skipped:
+    """OpenVINO reading the same exported file (``math_mode`` ``default``/``bf16``/``fp32``);
+    :class:`Skipped` without the openvino package. The note names the math mode it ran in. The
+    batch is converted to the model's input layout outside the timed call, as for ONNX Runtime."""
+    from ..engine.extractor import Extractor
+    from ..engine.openvino_backend import unavailable_reason
+    from ..errors import ProviderError
+
+    reason = unavailable_reason()
+    if reason is not None:
+        return Skipped(name, reason)
+    t0 = time.perf_counter()
+    try:
+        ex = Extractor(model_path, provider="openvino", threads=threads, device=device, math_mode=math_mode)
+    except ProviderError as e:
+        return Skipped(name, _first_line(e))
+    desc = DESCRIPTIONS.get(name, f"OpenVINO {device} {math_mode}, {Path(model_path).name}")
+    return Backend(name, _model_layout(ex, ex.run), time.perf_counter() - t0, desc, provider=f"openvino-{ex.math_mode}",
+                   model_path=str(model_path), note=ex.info.note)

@@ -83,27 +83,47 @@ class ProviderParity:
                 "taps": [dict(r.to_dict(), ok=bool(budget and budget.passes(r))) for r in self.rows]}
 
 
+def provider_unavailable(provider: str) -> str | None:
+    """Why ``provider`` (a provider-table name; ``openvino:fp32`` counts as ``openvino``) cannot run
+    here, or None."""
+    from ..engine.session import provider_unavailable_reason
+
+    return provider_unavailable_reason(provider.partition(":")[0])
+
+
+def _device_for(provider: str, device: int | str | None) -> int | str | None:
+    """``device`` where it is of the provider's kind (an OpenVINO name for openvino, a GPU index
+    for the others), else None (the provider's default): ``--device 1`` picks the GPU and
+    leaves OpenVINO on its CPU in the same run."""
+    wants_name = provider == "openvino"
+    return device if isinstance(device, str) == wants_name else None
+
+
 def model_parity(model_path: str | Path, reference: dict[str, np.ndarray], batch: np.ndarray,
                  providers: tuple[str, ...], budget: Budget | None = None, *, tf32: bool = True,
-                 device: int = 0) -> tuple[list[ProviderParity], dict]:
+                 device: int | str | None = None) -> tuple[list[ProviderParity], dict]:
     """Run ``model_path`` on ``batch`` with each provider and compare with ``reference``
     (tap name -> ``(N, C, H, W)``). Unavailable providers are skipped with their reason.
 
     Each provider is judged by the budget of the math mode it ran (``Extractor.math_mode``: an
     fp32 model on CUDA runs tf32 unless ``tf32=False``), or by ``budget`` (the model's own, e.g.
-    fp16 for an fp32 model with fp16 outputs) where that is looser. Returns the per-provider results and the CPU (or first) provider's outputs."""
+    fp16 for an fp32 model with fp16 outputs) where that is looser; OpenVINO reports its mode from
+    the compiled model (bf16 by default on CPUs with bf16 units). ``openvino:fp32`` (or ``:bf16``)
+    asks OpenVINO for that math mode. ``device`` goes to the providers of its kind (see
+    :func:`_device_for`). Returns the per-provider results and the CPU (or first) provider's outputs."""
     from ..engine.extractor import Extractor
-    from ..engine.session import ProviderError, provider_unavailable_reason
+    from ..engine.session import ProviderError
 
     results, first_outs = [], None
     for prov in providers:
-        reason = provider_unavailable_reason(prov)
+        name, _, math_mode = prov.partition(":")  # "openvino:fp32" = OpenVINO in strict fp32
+        reason = provider_unavailable(name)
         if reason is not None:
             results.append(ProviderParity(prov, "skipped", reason=reason))
             continue
         try:
-            with Extractor(model_path, provider=prov, max_batch=max(len(batch), 1), device=device,
-                           tf32=tf32) as ex:
+            with Extractor(model_path, provider=name, max_batch=max(len(batch), 1),
+                           device=_device_for(name, device), tf32=tf32, math_mode=math_mode or "default") as ex:
                 outs, note, mode = ex.run(batch), ex.info.note, ex.math_mode
         except ProviderError as e:
             results.append(ProviderParity(prov, "skipped", reason=str(e).splitlines()[0]))

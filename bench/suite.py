@@ -18,6 +18,7 @@ import numpy as np
 from ..contracts import Tap
 from ..engine.layouts import pixels_to_float
 from ..engine.preprocess import Preprocessing
+from ..engine.cpu_features import cpu_features
 from .backends import Backend, Skipped
 from .stats import bound_images_per_s, ratio, summarize_latency
 from .timing import GEMM_KEY, GemmRate, interleaved
@@ -114,11 +115,13 @@ def environment(threads: int | None) -> dict:
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "cpu": _cpu_name(), "cpu_flags": _cpu_flags(), "logical_cpus": os.cpu_count(),
+            "cpu_features": cpu_features().to_dict(),  # AMX / AVX-512 / bf16 / VNNI: why CPU numbers differ
             "usable_cpus": affinity, "threads": threads, "torch_threads": torch_threads,
             "load_avg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
             "gpu": gpu, "platform": platform.platform(), "python": platform.python_version(),
             "versions": {m: _version(m) for m in ("featuremaps", "numpy", "torch", "torchvision",
-                                                  "onnx", "onnxruntime", "onnxruntime-gpu", "opencv-python-headless")},
+                                                  "onnx", "onnxruntime", "onnxruntime-gpu", "opencv-python-headless",
+                                                  "openvino")},
             "ort_providers": ort.get_available_providers()}
 
 
@@ -283,6 +286,12 @@ def _f(x, fmt: str) -> str:
     return "–" if x is None or (isinstance(x, float) and not np.isfinite(x)) else format(x, fmt)
 
 
+def _cpu_line(cpu: dict) -> str:
+    yes = lambda k: "yes" if cpu.get(k) else "no"  # noqa: E731
+    return (f"CPU matrix units: AMX {yes('amx')} · AVX-512 {yes('avx512')} · bf16 {yes('bf16')} · "
+            f"VNNI {yes('vnni')} (flags: {', '.join(cpu.get('flags', [])) or 'unknown'})")
+
+
 def format_markdown(result: dict) -> str:
     """Markdown tables: environment, bound, per backend and batch, scaling, skipped backends."""
     env, m, g = result["environment"], result["model"], result["gemm"]
@@ -292,6 +301,7 @@ def format_markdown(result: dict) -> str:
              f" · torch {env['versions'].get('torch')} · onnxruntime "
              f"{env['versions'].get('onnxruntime-gpu') or env['versions'].get('onnxruntime')}"
              + (f" · GPU {env['gpu']}" if env.get("gpu") else ""), "",
+             *([_cpu_line(env["cpu_features"]), ""] if env.get("cpu_features") else []),
              f"fp32 bound: sgemm {g['size']}² best {g['gflops']:.1f} GFLOP/s before/after "
              f"({', '.join(f'{k} {v:.1f}' for k, v in g['by_library'].items())}) / "
              f"{m['flops_per_image'] / 1e9:.1f} GFLOP per image to {m['deepest']} = "

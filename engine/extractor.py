@@ -9,14 +9,15 @@ import numpy as np
 
 from ..contracts import Tap, metadata_from_session, read_metadata
 from .layouts import as_model_input
+from .openvino_backend import OpenVINOSession
 from .outputs import OutputRing, Slot
-from .providers import PROVIDER_TABLE
+from .providers import PROVIDER_TABLE, spec_for
 from .preprocess import Preprocessing
 from .decode_pool import load_batch
 from .session import make_session, provider_unavailable_reason
 from .store import output_shapes
 from .validate import validate_model_file
-from ..errors import ModelFileError
+from ..errors import ArgumentError, ModelFileError, ProviderError
 
 log = logging.getLogger(__name__)
 
@@ -29,13 +30,39 @@ def _input_dims(meta: dict) -> tuple[int, int, int]:
     return (size, size, 3) if layout == "uint8_nhwc" else (3, size, size)
 
 
+def resolve_device(provider: str, device: int | str | None) -> int | str:
+    """One ``device`` for every backend: a GPU index (``int``, or digits) for the ONNX Runtime
+    providers (default 0; ignored by ``cpu``), an OpenVINO device name (``CPU``, ``GPU``,
+    ``GPU.1``, ``NPU``; default ``CPU``) for ``openvino``. The wrong kind is an
+    :class:`ArgumentError` naming the right one."""
+    if provider != "auto" and spec_for(provider).backend == "openvino":
+        if device is None:
+            return "CPU"
+        if isinstance(device, int) or str(device).isdigit():
+            raise ArgumentError(f"--device {device} is a GPU index; OpenVINO takes a device name "
+                                "(--device CPU, GPU or NPU)")
+        return str(device).upper()
+    if device is None:
+        return 0
+    if isinstance(device, int) or str(device).isdigit():
+        return int(device)
+    raise ArgumentError(f"--device {device} is an OpenVINO device name; use it with --provider openvino, "
+                        "or give a GPU index (--device 0) for cuda/tensorrt")
+
+
 class Extractor:
     """Feature-map extraction from a self-describing exported model.
 
     Taps, input size, input layout and preprocessing come from the model's metadata. ``spin=False``
     keeps ONNX Runtime's idle threads from busy-waiting between runs (for pipelines that decode on
-    the same CPUs). ``device`` picks the GPU; ``tf32=False`` runs fp32 models in strict fp32 on
-    CUDA (default: TF32, see :attr:`math_mode`).
+    the same CPUs). ``device`` picks the GPU by index (cuda, tensorrt; default 0); ``tf32=False``
+    runs fp32 models in strict fp32 on CUDA (default: TF32, see :attr:`math_mode`).
+
+    ``provider="openvino"`` runs the same file with OpenVINO (its record in the provider table
+    has ``backend="openvino"``): ``device`` is then an OpenVINO device name (``CPU``, the
+    default; ``GPU``, ``NPU``) and ``math_mode`` (what to ask for) is ``default`` (bf16 where the CPU has bf16
+    units), ``bf16`` or ``fp32`` (strict); :attr:`math_mode` says which one ran. OpenVINO has no
+    IO binding: :attr:`binds_outputs` is False and pipelines call :meth:`run`.
 
     >>> from featuremaps import export_model, Extractor
     >>> import numpy as np
@@ -47,16 +74,28 @@ class Extractor:
     """
 
     def __init__(self, model_path: str | Path, provider: str = "auto", threads: int | None = None,
-                 max_batch: int = 32, spin: bool = True, *, device: int = 0, tf32: bool = True):
+                 max_batch: int = 32, spin: bool = True, *, device: int | str | None = None, tf32: bool = True,
+                 math_mode: str = "default"):
         self.model_path = Path(model_path)
         if not self.model_path.is_file():
             raise ModelFileError(f"model {str(model_path)!r} not found; export one with "
                                     "`featuremaps export -o PATH.onnx`")
         validate_model_file(self.model_path)  # a bad file or lying metadata: one ModelFileError line
-        self.session, self.info = make_session(
-            self.model_path, provider, threads=threads, spin=spin, input_shape=self._profile_dims(provider),
-            max_batch=max_batch, device_id=device, tf32=tf32)
-        self.metadata = metadata_from_session(self.session, self.model_path)
+        backend = "onnxruntime" if provider == "auto" else spec_for(provider).backend
+        device = resolve_device(provider, device)
+        if backend == "openvino":  # the openvino package itself is imported when the session is built
+            self.session = OpenVINOSession(self.model_path, device=device, precision=math_mode, threads=threads)
+            self.info, self.metadata = self.session.info, self.session.metadata
+        else:
+            if math_mode != "default":
+                raise ArgumentError(f"a math mode ({math_mode}) is OpenVINO's; use --provider openvino, or "
+                                    "--no-tf32 for strict fp32 on CUDA")
+            self.session, self.info = make_session(
+                self.model_path, provider, threads=threads, spin=spin, input_shape=self._profile_dims(provider),
+                max_batch=max_batch, device_id=device, tf32=tf32)
+            self.metadata = metadata_from_session(self.session, self.model_path)
+        self.backend = backend
+        self.device: int | str = device  # GPU index (ONNX Runtime) or OpenVINO device name
         self.taps: tuple[Tap, ...] = tuple(Tap.from_dict(d) for d in self.metadata["taps"])
         self.preprocessing = Preprocessing.from_dict(self.metadata["preprocessing"])
         self.input_name = self.metadata["input"]
@@ -80,6 +119,12 @@ class Extractor:
         return self.info.provider
 
     @property
+    def binds_outputs(self) -> bool:
+        """Whether :meth:`output_ring`/:meth:`run_into` work: ONNX Runtime's IO binding writes
+        outputs into preallocated (pinned) buffers; OpenVINO returns fresh arrays from :meth:`run`."""
+        return self.backend == "onnxruntime"
+
+    @property
     def input_layout(self) -> str:
         """``uint8_nhwc`` (pixels, normalized in the graph) or ``float_nchw`` (older exports)."""
         return self.preprocessing.input_layout
@@ -97,12 +142,16 @@ class Extractor:
         skip that) -> ``{output name: (N, C, h, w) array}``, keys in export order (taps, then
         ``logits``)."""
         x = as_model_input(batch, self.preprocessing)
+        if self.backend == "openvino":  # fresh arrays per call, already keyed by output name
+            return self.session.run(x)
         outs = self.session.run(self.output_names, {self.input_name: x})
         return dict(zip(self.output_names, outs))
 
     def output_ring(self, max_batch: int, slots: int = 3) -> OutputRing:
         """A ring of ``slots`` preallocated output buffer sets for :meth:`run_into`, each holding
-        ``max_batch`` images of every output; page-locked when the session runs on a GPU."""
+        ``max_batch`` images of every output; page-locked when the session runs on a GPU.
+        Only when :attr:`binds_outputs`."""
+        self._need_binding()
 
         types = {o.name: o.type for o in self.session.get_outputs()}
         dtypes = {k: np.dtype(np.float16 if types[k] == "tensor(float16)" else np.float32) for k in self.output_names}
@@ -113,6 +162,7 @@ class Extractor:
         """Like :meth:`run`, but ONNX Runtime writes every output straight into ``slot``'s
         preallocated buffers (IO binding; on a GPU the device -> host copy lands in pinned
         memory). Returns views ``{name: slot.arrays[name][:N]}``: valid until the slot is released."""
+        self._need_binding()
         x = as_model_input(batch, self.preprocessing)
         n = len(x)
         views = slot.views(n)
@@ -126,11 +176,18 @@ class Extractor:
         self.session.run_with_iobinding(binding)
         return views
 
+    def _need_binding(self) -> None:
+        if not self.binds_outputs:
+            raise ProviderError(f"provider {self.provider!r} has no IO binding; call run() "
+                                "(check Extractor.binds_outputs)")
+
     def run_files(self, paths) -> dict[str, np.ndarray]:
         """Decode, preprocess and run image files as one batch."""
         return self.run(load_batch(paths, self.preprocessing))
 
     def close(self) -> None:
+        if self.backend == "openvino" and self.session is not None:
+            self.session.close()
         self.session = None
 
     def __enter__(self) -> "Extractor":

@@ -154,8 +154,8 @@ def run_batch(run_model, ring, inputs, keep_waiting):
     writers still hold every slot), else as a plain call. Returns ``(slot or None, outputs)``."""
     if inputs is None:
         return None, {}
-    if ring is None:
-        return None, run_model(inputs)
+    if ring is None:  # a plain callable, or an Extractor without IO binding (OpenVINO)
+        return None, (run_model(inputs) if callable(run_model) else run_model.run(inputs))
     slot = None
     while slot is None and keep_waiting():
         slot = ring.acquire(timeout=0.1)
@@ -171,7 +171,8 @@ def run_extraction(store: FeatureStore, run_model, preprocessing, *, workers: in
 
     ``run_model``: an :class:`~featuremaps.engine.extractor.Extractor` (its outputs are bound into
     a ring of ``ring_slots`` preallocated, on a GPU pinned, buffer sets; up to ``ring_slots - 1``
-    batches are being written while the next one runs), or any callable
+    batches are being written while the next one runs; one whose ``binds_outputs`` is False,
+    OpenVINO's, is called through ``run``), or any callable
     ``batch -> {output name: (n, ...) array}`` (fresh arrays per batch). ``writers`` threads write
     chunks (each tap of each batch is its own chunk; casting to the store's dtype happens there);
     a batch's status chunk is written only after all of its tap chunks (the commit).
@@ -210,7 +211,8 @@ def run_extraction(store: FeatureStore, run_model, preprocessing, *, workers: in
                 return
         _put(batches, _DONE, lambda: not stop.is_set())
 
-    ring = run_model.output_ring(store.batch_size, ring_slots) if hasattr(run_model, "run_into") else None
+    binds = getattr(run_model, "binds_outputs", hasattr(run_model, "run_into"))  # OpenVINO: no IO binding
+    ring = run_model.output_ring(store.batch_size, ring_slots) if binds else None
     chunk_pool = ThreadPoolExecutor(max_workers=max(1, writers), thread_name_prefix="fm-write")
     inflight: list[_Written] = []
 

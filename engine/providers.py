@@ -4,11 +4,10 @@ Each :class:`ProviderSpec` says what the provider is called here and in ONNX Run
 tell cheaply whether it can run on this machine (``probe``: no session is built), and how
 to build its provider options (``options``). The CLI's ``--provider`` choices, ``auto``'s
 order and :func:`featuremaps.engine.session.make_session` all read this one table, so a new
-provider (OpenVINO, say) is one more record here::
-
-    PROVIDER_TABLE["openvino"] = ProviderSpec("openvino", "OpenVINOExecutionProvider",
-                                              probe=_probe_openvino, options=_openvino_options,
-                                              auto_rank=25)
+provider is one more record here. A record whose ``backend`` is not ``onnxruntime`` is run by
+its own session class: ``openvino`` (engine/openvino_backend.py) reads the same ``.onnx`` with
+OpenVINO; it has no ONNX Runtime name and ``auto`` never picks it (``--fast`` may, see
+engine/choice.py).
 
 Math modes (what arithmetic the convolutions run in) are decided here too, because they
 depend on provider + model precision + the caller's ``tf32`` wish: the CUDA provider runs
@@ -25,8 +24,9 @@ from typing import Callable
 
 from ..errors import ArgumentError
 from .hashing import file_sha256
+from .openvino_backend import unavailable_reason as _probe_openvino
 
-MATH_MODES = ("fp32", "tf32", "fp16", "int8")
+MATH_MODES = ("fp32", "tf32", "fp16", "bf16", "int8")  # bf16: OpenVINO on CPUs with bf16 units
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,8 @@ class OptionRequest:
 class ProviderSpec:
     """One execution provider: short ``name``, ONNX Runtime ``ort_name``, ``probe() -> reason or
     None`` (why it cannot run here), ``options(OptionRequest) -> dict``, ``auto_rank`` (lower is
-    tried first by ``auto``; None: never tried by ``auto``), ``gpu`` (runs on a device id)."""
+    tried first by ``auto``; None: never tried by ``auto``), ``gpu`` (runs on a device id),
+    ``backend`` (``onnxruntime``, or ``openvino``: built as an OpenVINO session, device by name)."""
 
     name: str
     ort_name: str
@@ -60,6 +61,7 @@ class ProviderSpec:
     options: Callable[[OptionRequest], dict]
     auto_rank: int | None
     gpu: bool = False
+    backend: str = "onnxruntime"
 
 
 def _loadable(*names: str) -> bool:
@@ -104,6 +106,10 @@ def _cpu_options(req: OptionRequest) -> dict:
     return {}
 
 
+def _no_ort_options(req: OptionRequest) -> dict:
+    return {}  # not an ONNX Runtime provider: its session takes device and math mode itself
+
+
 def _cuda_options(req: OptionRequest) -> dict:
     """CUDA: device, cuDNN algorithm search (``EXHAUSTIVE`` pays once per input shape and is
     fastest in steady state), TF32 per the math mode, and ``prefer_nhwc=1`` (cuDNN's NHWC conv
@@ -144,6 +150,7 @@ PROVIDER_TABLE: dict[str, ProviderSpec] = {
         ProviderSpec("tensorrt", "TensorrtExecutionProvider", _probe_tensorrt, _tensorrt_options, 10, gpu=True),
         ProviderSpec("cuda", "CUDAExecutionProvider", _probe_cuda, _cuda_options, 20, gpu=True),
         ProviderSpec("cpu", "CPUExecutionProvider", _probe_cpu, _cpu_options, 100),
+        ProviderSpec("openvino", "", _probe_openvino, _no_ort_options, None, backend="openvino"),
     )
 }
 
@@ -152,6 +159,11 @@ def provider_names() -> tuple[str, ...]:
     """Every provider the table knows, in ``auto`` order (the CLI's ``--provider`` choices)."""
     ranked = sorted(PROVIDER_TABLE.values(), key=lambda s: (s.auto_rank is None, s.auto_rank or 0))
     return tuple(s.name for s in ranked)
+
+
+def ort_provider_names() -> tuple[str, ...]:
+    """The providers ONNX Runtime itself runs (``backend == "onnxruntime"``), in ``auto`` order."""
+    return tuple(n for n in provider_names() if PROVIDER_TABLE[n].backend == "onnxruntime")
 
 
 def auto_order() -> tuple[str, ...]:
@@ -181,6 +193,8 @@ def math_mode(provider: str, precision: str, *, tf32: bool = True) -> str:
     elsewhere. TensorRT allows TF32 by default and ONNX Runtime's TensorRT provider has no option
     to forbid it, so an fp32 model on TensorRT is tf32 whatever ``tf32`` says.
     """
+    if provider == "openvino":
+        raise ValueError("OpenVINO reports its math mode from the compiled model (OpenVINOSession.info)")
     if precision in ("fp16", "int8"):
         return precision
     if precision != "fp32":

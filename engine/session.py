@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from .providers import (PROVIDER_TABLE, OptionRequest, auto_order, cache_dir_for, math_mode, provider_names,
+from .providers import (PROVIDER_TABLE, OptionRequest, auto_order, cache_dir_for, math_mode, ort_provider_names,
                         short_name, spec_for)
 from ..errors import ProviderError
 
@@ -24,7 +24,7 @@ __all__ = ["PROVIDERS", "SessionInfo", "cache_dir_for", "make_session", "provide
            "provider_unavailable_reason"]
 
 # short name -> ONNX Runtime name, derived from the table (kept for callers of the old dict)
-PROVIDERS = {name: PROVIDER_TABLE[name].ort_name for name in provider_names()}
+PROVIDERS = {name: PROVIDER_TABLE[name].ort_name for name in ort_provider_names()}
 _ORT_LOG_ERROR = 3
 
 
@@ -98,8 +98,9 @@ def make_session(model_path: str | Path, provider: str = "auto", *, threads: int
     import onnxruntime as ort
 
     ort.set_default_logger_severity(_ORT_LOG_ERROR)
-    if provider != "auto":
-        spec_for(provider)  # unknown name: one line listing the choices
+    if provider != "auto" and spec_for(provider).backend != "onnxruntime":  # unknown name: one line
+        raise ProviderError(f"provider {provider!r} is not an ONNX Runtime provider; run it with "
+                            f"Extractor(model, provider={provider!r})")
     order = auto_order()
     wanted = order if provider == "auto" else (provider,)
     skipped: list[str] = []

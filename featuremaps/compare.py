@@ -124,7 +124,11 @@ PRECISION_BUDGETS: dict[str, Budget] = {
 
 
 def budget_for(precision: str) -> Budget:
-    """The budget for ``precision`` (``fp32``, ``tf32``, ``fp16``, ``bf16``, ``int8``)."""
+    """The budget for ``precision`` (``fp32``, ``tf32``, ``fp16``, ``bf16``, ``int8``). A mixed
+    mode such as OpenVINO's ``int8+bf16`` (int8 convolutions, bf16 elsewhere) gets the loosest
+    budget of its parts."""
+    if "+" in precision:
+        return max((budget_for(p) for p in precision.split("+")), key=lambda b: b.rel_l2)
     try:
         return PRECISION_BUDGETS[precision]
     except KeyError:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import re
 import sys
 import dataclasses
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..engine.hashing import file_sha256
+from ..engine.openvino_backend import MATH_MODES as OV_MATH_MODES
 from ..engine.providers import provider_names
 from ..errors import ArgumentError, InputError, ModelFileError, require
 from ..export.onnx_export import export_model
@@ -160,13 +162,35 @@ def provider_choices() -> tuple[str, ...]:
     return ("auto", *provider_names())
 
 
-def add_math_args(p: argparse.ArgumentParser) -> None:
-    """``--device N`` (which GPU) and ``--no-tf32`` (strict fp32 on CUDA): the GPU options."""
-    p.add_argument("--device", type=int_in(0, 63, "--device"), default=0, metavar="N",
-                   help="GPU index for cuda/tensorrt (default: 0)")
+_OV_DEVICE = re.compile(r"^(CPU|GPU|NPU)(\.\d+)?$")
+
+
+def device_arg(text: str) -> int | str:
+    """``--device``: a GPU index ``0..63`` (cuda/tensorrt) or an OpenVINO device name (``CPU``,
+    ``GPU``, ``GPU.1``, ``NPU``; any case) for ``--provider openvino``. Which one fits the
+    provider is checked where the provider is known (``Extractor``), in one line."""
+    if text.strip().lstrip("-").isdigit():
+        return int_in(0, 63, "--device")(text)
+    name = text.strip().upper()
+    if not _OV_DEVICE.match(name):
+        raise argparse.ArgumentTypeError(f"--device must be a GPU index 0..63 (cuda/tensorrt) or an OpenVINO "
+                                         f"device name CPU, GPU, GPU.N or NPU (--provider openvino), got {text!r}")
+    return name
+
+
+def add_math_args(p: argparse.ArgumentParser, *, math_mode: bool = True) -> None:
+    """``--device`` (which GPU, or which OpenVINO device), ``--no-tf32`` (strict fp32 on CUDA) and,
+    with ``math_mode``, ``--math-mode`` (OpenVINO's arithmetic)."""
+    p.add_argument("--device", type=device_arg, default=None, metavar="N|NAME",
+                   help="GPU index for cuda/tensorrt (default: 0), or an OpenVINO device (CPU, GPU, NPU) "
+                        "for --provider openvino (default: CPU)")
     p.add_argument("--no-tf32", action="store_true",
                    help="strict fp32 on CUDA (use_tf32=0); default: fp32 models run TF32 convolutions on CUDA, "
                         "~4x faster on an H200, rel L2 <= 2e-3")
+    if math_mode:
+        p.add_argument("--math-mode", choices=OV_MATH_MODES, default="default",
+                       help="OpenVINO's arithmetic (--provider openvino): default (bf16 where the CPU has "
+                            "AMX/AVX-512 BF16, else fp32), bf16, fp32 (strict; as exact as ONNX Runtime)")
 
 
 def is_onnx_path(model: str) -> bool:

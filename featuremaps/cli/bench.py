@@ -61,7 +61,7 @@ def register(sub) -> None:
                         "fp16 export); repeatable")
     p.add_argument("--torch-device", default="cpu", choices=("cpu", "cuda"),
                    help="device of the torch backends (default: cpu; cuda on a GPU machine)")
-    add_math_args(p)
+    add_math_args(p, math_mode=False)  # OpenVINO modes are backends here: openvino-cpu, openvino-cpu-f32
     p.add_argument("--gemm-size", type=positive_int, default=2048, help="matrix size for the sgemm bound (default: 2048)")
     p.add_argument("-o", "--output", type=file_arg, default=None,
                    help="write OUT.json, OUT.md and OUT.png (e.g. bench/results/NAME.json)")
@@ -156,6 +156,8 @@ def _build_backends(names, *, model, taps, net, info, input_size, cut_path, full
                     compile_budget, device, tf32=True, gpu=0):
 
     max_batch = max(batch_sizes)
+    # one --device: a GPU index for the ONNX Runtime GPU backends, a name for the OpenVINO ones
+    ov_device, gpu = (gpu, None) if isinstance(gpu, str) else ("CPU", gpu)
     built = []
     for name in names:
         _say(f"building {name} ...")
@@ -178,6 +180,9 @@ def _build_backends(names, *, model, taps, net, info, input_size, cut_path, full
             built.append(B.make_ort(name, cut_path, "cuda", max_batch=max_batch, tf32=tf32, device=gpu))
         elif name == "ort-tensorrt":
             built.append(B.make_ort(name, cut_path, "tensorrt", max_batch=max_batch, device=gpu))
+        elif name in ("openvino-cpu", "openvino-cpu-f32"):
+            built.append(B.make_openvino(name, cut_path, math_mode="fp32" if name.endswith("f32") else "default",
+                                         threads=threads, device=ov_device))
         if isinstance(built[-1], B.Skipped):
             _say(f"  skipped {name}: {built[-1].reason}")
     return built

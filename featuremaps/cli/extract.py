@@ -10,6 +10,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from ..contracts import read_metadata
+from ..engine.choice import available_providers, choose_backend
+from ..engine.cpu_features import cpu_features
 from ..engine.extractor import Extractor
 from ..engine.hashing import file_sha256
 from ..engine.inputs import collect_inputs, printable_path
@@ -49,7 +52,10 @@ def register(sub) -> None:
                    help="chunk writer threads (each tap of each batch is its own chunk; default: 4)")
     p.add_argument("--threads", type=positive_int, default=None, help="ONNX Runtime intra-op threads (default: all cores)")
     p.add_argument("--provider", default="auto", choices=provider_choices(),
-                   help="ONNX Runtime provider (default: auto)")
+                   help="ONNX Runtime provider, or openvino (default: auto: exact, TensorRT > CUDA > CPU)")
+    p.add_argument("--fast", action="store_true",
+                   help="let auto pick the fastest engine here, accepting bf16 math (OpenVINO on CPUs with "
+                        "AMX/AVX-512 BF16; parity budget rel L2 <= 1e-2); says what it chose and why")
     add_math_args(p)
     p.add_argument("--dtype", choices=("fp32", "fp16"), default=None,
                    help="stored dtype (default: the model's output dtype)")
@@ -78,8 +84,9 @@ def _open_or_create(args, paths: list[str], model_path: Path, extractor):
     # The store records how its maps were computed: provider and math mode (tf32 vs strict fp32
     # changes the values at the 1e-4 level), next to the model's own metadata.
     # and the command that created it (`featuremaps info` shows it)
+    # (fp32, tf32, bf16, int8+bf16, ...); device: the GPU index, or OpenVINO's device name
     meta = dict(extractor.metadata, extraction={"provider": extractor.provider, "math_mode": extractor.math_mode,
-                                                "device": extractor.info.device_id},
+                                                "device": extractor.device},
                 command="featuremaps " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     dtype = args.dtype or ("fp16" if meta.get("output_dtype") == "fp16" else "fp32")
     if out.exists():
@@ -125,11 +132,11 @@ def _check_ray_args(args) -> None:
         check_cluster_address(args.ray_address, verbose=args.verbose)
 
 
-def _run_ray(args, store, model_path: Path, bar):
+def _run_ray(args, store, model_path: Path, bar, provider: str):
     started = init_ray(args.ray_address, verbose=args.verbose)
     try:
         return run_extraction_ray(store, model_path, actors=args.actors, gpus_per_actor=args.gpus_per_actor,
-                                  provider=args.provider, threads=args.threads, strict=args.strict,
+                                  provider=provider, threads=args.threads, strict=args.strict,
                                   progress=bar.update)
     finally:
         if started:
@@ -138,12 +145,35 @@ def _run_ray(args, store, model_path: Path, bar):
             ray.shutdown()
 
 
+def _choose(args, model_path: Path) -> tuple[str, str]:
+    """``(provider, OpenVINO math mode)``: as given, or for ``auto --fast`` the fastest engine here
+    (printed with the reason). Options for another engine are refused in one line."""
+    if args.math_mode != "default" and args.provider not in ("openvino", "auto"):
+        raise ArgumentError(f"--math-mode is OpenVINO's arithmetic; add --provider openvino (provider "
+                            f"{args.provider} runs the model's own precision; --no-tf32 is CUDA's strict fp32)")
+    if args.engine == "ray" and (args.math_mode != "default" or isinstance(args.device, str)):
+        # the Ray actors build their Extractor with the provider's defaults (engine/ray_engine.py)
+        raise ArgumentError("--math-mode and OpenVINO --device names are not passed to Ray actors yet; "
+                            "drop them or use --engine local")
+    if args.provider != "auto" or not args.fast:
+        if args.provider == "auto" and args.math_mode != "default":
+            raise ArgumentError("--math-mode is OpenVINO's arithmetic; add --provider openvino (or --fast)")
+        return args.provider, args.math_mode
+    choice = choose_backend(True, available=available_providers(), cpu=cpu_features(),
+                            model_precision=read_metadata(model_path).get("precision", "fp32"))
+    print(f"auto --fast: {choice.reason}", file=sys.stderr)
+    if choice.provider != "openvino" and args.math_mode != "default":
+        raise ArgumentError(f"--math-mode {args.math_mode} is OpenVINO's and auto --fast chose {choice.provider}; "
+                            "drop --math-mode or add --provider openvino")
+    return choice.provider, args.math_mode if args.math_mode != "default" else choice.math_mode
+
+
 def _resume_command() -> str:
     argv = [a for a in sys.argv[1:] if a != "--resume"]
     return "featuremaps " + " ".join(shlex.quote(a) for a in argv) + " --resume"
 
 
-def _run(args, store, model_path: Path, ex):
+def _run(args, store, model_path: Path, ex, provider: str):
     done = len(store) - sum(b - a for a, b in map(store.batch_rows, store.pending_batches()))
     print(f"extracting {len(store)} images ({done} already done) with {ex.info.note} "
           f"-> {store.path} [{store.dtype}, batch {store.batch_size}]", file=sys.stderr)
@@ -151,7 +181,7 @@ def _run(args, store, model_path: Path, ex):
                dynamic_ncols=True, smoothing=0.1)
     try:
         if args.engine == "ray":
-            return _run_ray(args, store, model_path, bar)
+            return _run_ray(args, store, model_path, bar, provider)
         pre = dataclasses.replace(ex.preprocessing, decode=args.decode)
         budget = DecodeBudget(max_pixels=args.max_pixels, max_file_bytes=args.max_file_bytes)
         return run_extraction(store, ex, pre, workers=args.workers, writers=args.writers, budget=budget,
@@ -169,13 +199,14 @@ def cmd_extract(args: argparse.Namespace) -> int:
     paths = collect_inputs(args.inputs)
     _check_ray_args(args)
     model_path = resolve_model(ModelSpec.from_args(args))
+    provider, math_mode = _choose(args, model_path)
     # spin=False: idle ONNX Runtime threads must not busy-wait while decode threads need the CPUs
-    with Extractor(model_path, provider=args.provider, threads=args.threads,
+    with Extractor(model_path, provider=provider, threads=args.threads,
                    max_batch=args.batch_size or DEFAULT_BATCH, spin=False, device=args.device,
-                   tf32=not args.no_tf32) as ex:
+                   tf32=not args.no_tf32, math_mode=math_mode) as ex:
         store = _open_or_create(args, paths, model_path, ex)
         try:
-            summary = _run(args, store, model_path, ex)
+            summary = _run(args, store, model_path, ex, provider)
         finally:
             store.close()  # release the writer's lock
     mb = summary.bytes_written / 1e6

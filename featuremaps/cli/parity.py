@@ -12,8 +12,10 @@ from ..bench.parity import (budget_for_model, list_images, load_reference_net, m
                             reduce_reference)
 from ..compare import format_parity_table
 from ..contracts import Preprocessing, Tap
+from ..engine.cpu_features import cpu_features
 from ..engine.extractor import Extractor
 from ..engine.decode_pool import load_batch
+from ..engine.openvino_backend import MATH_MODES as OV_MATH_MODES
 from ..engine.providers import provider_names
 from ..engine.validate import validate_model_file
 from ..errors import ArgumentError
@@ -26,7 +28,7 @@ def register(sub) -> None:
     p = sub.add_parser(
         "parity", help="check every tap and provider against the PyTorch clone-hook reference",
         description="Run an exported model (or a zoo model exported on the fly) with each ONNX Runtime "
-                    "provider on real photos and compare every tap with the PyTorch clone-hook reference "
+                    "provider (and OpenVINO) on real photos and compare every tap with the PyTorch clone-hook reference "
                     "on the same input tensor: max abs error, relative L2, cosine, pass/fail against the "
                     "budget of the math mode each provider ran (fp32: rel L2 <= 1e-5; tf32, CUDA's default for fp32 "
                     "models: rel L2 <= 2e-3 and cosine >= 0.99999; fp16: rel L2 <= 1e-2 and "
@@ -39,9 +41,10 @@ def register(sub) -> None:
                    help="folder of photos (default: the sample photos shipped with installed packages)")
     p.add_argument("--max-images", type=positive_int, default=8, help="use at most this many photos (default: 8)")
     p.add_argument("--providers", default="cpu,cuda,tensorrt",
-                   help="comma list of cpu, cuda, tensorrt; unavailable ones are skipped with the reason "
-                        "(default: cpu,cuda,tensorrt)")
-    add_math_args(p)
+                   help="comma list of cpu, cuda, tensorrt, openvino (OpenVINO's default math: bf16 on CPUs "
+                        "with bf16 units, judged by the bf16 budget), openvino:fp32 or openvino:bf16; unavailable "
+                        "ones are skipped with the reason (default: cpu,cuda,tensorrt)")
+    add_math_args(p, math_mode=False)  # OpenVINO's math mode is named per provider: openvino:fp32
     p.add_argument("--pipeline", action="store_true",
                    help="also measure the preprocessing gap: engine decode/resize/normalize vs the seed's "
                         "PIL + torchvision Resize/ToTensor/Normalize (pixels and per-tap error)")
@@ -50,11 +53,13 @@ def register(sub) -> None:
 
 
 def _providers(spec: str) -> tuple[str, ...]:
+    """``cpu,openvino:fp32`` -> names; ``openvino:MODE`` asks OpenVINO for a math mode."""
+    known = (*provider_names(), *(f"openvino:{m}" for m in OV_MATH_MODES))
     names = tuple(s.strip() for s in spec.split(",") if s.strip())
-    bad = [n for n in names if n not in provider_names()]
+    bad = [n for n in names if n not in known]
     if bad or not names:
         raise ArgumentError(f"unknown provider {', '.join(bad) or spec!r}; use a comma list of "
-                            f"{', '.join(provider_names())}")
+                            f"{', '.join(provider_names())} or openvino:fp32")
     return names
 
 
@@ -131,6 +136,7 @@ def cmd_parity(args: argparse.Namespace) -> int:
                   "input_size": list(pre.size), "images": [str(p) for p in paths],
                   "taps": [t.name for t in taps],
                   "providers": [r.to_dict(budget) for r in results],
+                  "cpu": cpu_features().to_dict(),  # bf16/int8 modes depend on the CPU's matrix units
                   "pipeline": gap.to_dict() if gap else None,
                   "pipeline_reduced_decode": gap_reduced.to_dict() if gap else None}
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
