@@ -65,8 +65,8 @@ def _decode_row(row: dict, pre: dict) -> dict:
     decoded = [_decode(path, p) for path in json.loads(row["paths"])]
     errors = {r: d for r, d in enumerate(decoded) if isinstance(d, str)}
     ok = [r for r in range(len(decoded)) if r not in errors]
-    h, w = p.size
-    inputs = np.stack([decoded[r] for r in ok]) if ok else np.zeros((0, 3, h, w), np.float32)
+    # the model's own layout (uint8 NHWC for new exports: 4x fewer bytes through the object store)
+    inputs = np.stack([decoded[r] for r in ok]) if ok else np.zeros((0, *p.input_shape), p.input_dtype)
     return {"batch": row["batch"], "n": len(decoded), "inputs": inputs, "ok_rows": json.dumps(ok),
             "errors": json.dumps(errors)}
 
@@ -87,7 +87,7 @@ class _ModelWriter:
         node = ray.get_runtime_context().get_node_id()
         for b, inputs, ok_json in zip(batch["batch"], batch["inputs"], batch["ok_rows"]):
             ok_rows = json.loads(str(ok_json))
-            outputs = self.extractor.run(np.asarray(inputs, np.float32)) if ok_rows else {}
+            outputs = self.extractor.run(np.asarray(inputs)) if ok_rows else {}
             self.store.write_maps(int(b), outputs, ok_rows)
             _maybe_die_for_test(int(b))
         return {"batch": batch["batch"], "n": batch["n"], "errors": batch["errors"],

@@ -51,7 +51,10 @@ def validate_model_file(path: str | Path) -> dict:
 def _has_onnx() -> bool:
     import importlib.util
 
-    return importlib.util.find_spec("onnx") is not None
+    try:  # a blocked or broken onnx (an import hook may refuse it) counts as absent
+        return importlib.util.find_spec("onnx") is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def _read_with_onnx(path: Path) -> tuple[str | None, dict]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .contracts import Preprocessing
 from .engine.store import FeatureStore
 from .engine.validate import validate_model_file
 from .errors import FeaturemapsError, ModelFileError, StoreError
@@ -62,7 +63,7 @@ def describe_model(path: str | Path) -> dict:
             "weights": meta.get("weights") or {}, "precision": meta.get("precision", "fp32"),
             "math_mode": meta.get("math_mode"), "output_dtype": meta.get("output_dtype"),
             "input": {"name": inp.name, "shape": _shape(inp.shape), "type": inp.type,
-                      "layout": meta.get("input_layout") or ("NCHW" if "float" in inp.type else None)},
+                      "layout": Preprocessing.from_dict(meta["preprocessing"]).input_layout},
             "preprocessing": meta.get("preprocessing"), "taps": taps, "outputs": list(outputs),
             "logits": bool(meta.get("logits")), "cut_after": meta.get("cut_after"),
             "opset": versions.pop("opset", None), "versions": versions, "created": meta.get("created")}

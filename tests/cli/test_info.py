@@ -38,7 +38,7 @@ def test_info_model(small_model, capsys):
     assert [(t["name"], t["shape"]) for t in d["taps"]][::4] == [("features.0", [64, 64, 64]),
                                                                  ("features.28", [512, 4, 4])]
     assert d["weights"]["source"] == "random" and d["weights"]["sha256"]
-    assert d["preprocessing"]["size"] == [64, 64] and d["input"]["layout"]
+    assert d["preprocessing"]["size"] == [64, 64] and d["input"]["layout"] == "uint8_nhwc"
     assert {"torch", "onnx", "featuremaps"} <= set(d["versions"])
     assert main(["info", str(small_model.path)]) == 0
     text = capsys.readouterr().out
@@ -68,7 +68,10 @@ def test_info_store(tmp_path, small_model, sample_paths, capsys):
     on_disk = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(store) for f in fs)
     assert d["bytes_on_disk"] == on_disk
     t28 = next(t for t in d["taps"] if t["name"] == "features.28")
-    assert t28["shape"] == [3, 512, 4, 4] and t28["chunks"][0] == 2 and t28["dtype"] == "float32"
+    import zarr
+
+    assert t28["shape"] == [3, 512, 4, 4] and t28["dtype"] == "float32"
+    assert tuple(t28["chunks"]) == zarr.open_array(store / "features.28", mode="r").chunks
     assert d["command"].startswith("featuremaps extract") and "--batch-size 2" in d["command"]
     assert main(["info", str(store)]) == 0
     assert "2 ok, 1 error, 0 pending" in capsys.readouterr().out

@@ -32,7 +32,10 @@ def test_fp16_io_export_passes_its_gate(tmp_path, capsys):
 
     out = tmp_path / "m-fp16io.onnx"
     assert main(["export", *SMALL, "--precision", "fp16", "--fp16-io", "-o", str(out)]) == 0
-    assert _input_type(out) == onnx.TensorProto.FLOAT16
+    proto = onnx.load(str(out))
+    # uint8 pixels stay uint8 (already 2 bytes less than fp16); every output becomes float16
+    assert _input_type(out) == onnx.TensorProto.UINT8
+    assert {o.type.tensor_type.elem_type for o in proto.graph.output} == {onnx.TensorProto.FLOAT16}
     assert _meta(out)["precision"] == "fp16"
     text = capsys.readouterr().out
     assert "fp16 vs fp32" in text and "FAIL" not in text
