@@ -258,8 +258,7 @@ def _save_comparison(samples: list[Sample], taps, prov: Provenance, args, out_di
     matplotlib.use("Agg")
     names = [p.name for p in sub_folders([s.path for s in samples], out_dir)]
     fig = comparison_figure([s.maps for s in samples], names, taps, channels=min(args.channels, 8),
-                            select=args.select, provenance=prov,
-                            suptitle=f"{len(samples)} images through {prov.model}")
+                            select=args.select, provenance=prov)
     print(save_figure(fig, out_dir / f"compare-{args.select}.png", args.dpi))
 
 
