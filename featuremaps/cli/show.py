@@ -229,7 +229,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     for sample, folder in zip(samples, folders):
         folder.mkdir(exist_ok=True)
         _show_sample(sample, taps, meta, prov, options, folder, diff=args.diff, dpi=args.dpi)
-    if several:
+    if len(samples) > 1:
         _save_comparison(samples, taps, prov, args, out_dir)
     return 0
 

@@ -1,7 +1,9 @@
 """Feature-map figures. Library draws (returns matplotlib Figures); the CLI saves them.
 
 Nothing here calls ``plt.show()`` or writes files; the numbers come from
-:mod:`featuremaps.mapstats`. Every figure takes one image's maps, ``{tap name: (C, H, W)}``.
+:mod:`featuremaps.viz.mapstats`. Every figure takes one image's maps, ``{tap name: (C, H, W)}``
+(a tap reduced in the graph: ``(C, H/K, W/K)`` or ``(C,)``), and a :class:`Provenance` that it
+states in its title: model, weights, precision, math mode, reductions.
 
 Each drawn tile carries an artist label (``ax.get_label()``) such as
 ``"tile features.5 12"`` so tests and tools can find what was drawn where.
@@ -88,7 +90,9 @@ def reduction_words(reduction: str | None) -> str:
 
 
 def tap_title(tap: Tap, provenance: Provenance | None = None) -> str:
-    """``"layer3.1.relu_1 (ReLU, layer 31 of 68): more abstract features"``; the alias when there is one."""
+    """``"layer3.1.relu_1 (layer3, ReLU, layer 50 of 67): more abstract features"``: FX name, alias
+    (when there is one), kind, position in execution order (with a layer count) and depth words
+    (with trained weights only)."""
     prov = provenance or Provenance()
     alias = f"{tap.alias}, " if tap.alias and tap.alias != tap.name else ""
     where = f", layer {tap.index + 1} of {prov.layer_count}" if prov.layer_count else ""
@@ -134,12 +138,10 @@ def _colorbar(sub, mappable, axes, label: str):
 # ---------------------------------------------------------------- channel rows (the seed's figure)
 
 
-def _bar_strip(ax, values: np.ndarray, label: str, highlight=()):
-    """All ``(C,)`` values of a globally reduced tap as one bar per channel (``highlight``: indices
-    drawn darker, e.g. the channels other rows show)."""
+def _bar_strip(ax, values: np.ndarray, label: str):
+    """All ``(C,)`` values of a globally reduced tap as one bar per channel."""
     values = np.asarray(values, np.float32)
-    colors = np.where(np.isin(np.arange(len(values)), list(highlight)), "#1f3f66", "#6f9bd1")
-    ax.bar(np.arange(len(values)), values, width=1.0, color=colors, linewidth=0)
+    ax.bar(np.arange(len(values)), values, width=1.0, color="#3b6ea8", linewidth=0)
     ax.set_label(label)
     ax.set_xlim(-0.5, len(values) - 0.5)
     ax.set_xlabel("channel", fontsize=8)
