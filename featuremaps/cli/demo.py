@@ -17,8 +17,9 @@ from ..export.reference import reference_features
 from ..export.taps import parse_taps
 from ..export.zoo import build_model
 from ..samples import sample_images
-from ..viz.draw import ShowOptions, draw_figures, load_image, save_figure, save_figures, weights_label
+from ..viz.draw import ShowOptions, draw_figures, load_photo, provenance, save_figure, save_figures
 from ..viz.figures import overview_figure, seed_figure
+from .show import layer_count
 from ._args import DEFAULT_LAYERS, ModelSpec, folder_arg, need_export_extra, seed_arg
 
 FP32_REL_L2_TOL = PRECISION_BUDGETS["fp32"].rel_l2
@@ -68,6 +69,7 @@ def run_demo(out_dir: Path, layers: str = "0,5,10,17,28", weights: str = "auto",
     images = sample_images()
     with Extractor(res.path) as ex:
         print(f"engine: {ex.info.note}")
+        prov = provenance(ex.metadata, math_mode=ex.math_mode, layer_count=layer_count(ex.metadata))
         pixels = load_batch(images, ex.preprocessing)  # what the model takes: uint8 (N, H, W, 3)
         batch = load_batch(images, ex.preprocessing.float_input())  # the same pixels, normalized
         maps = ex.run(pixels)
@@ -86,20 +88,21 @@ def run_demo(out_dir: Path, layers: str = "0,5,10,17,28", weights: str = "auto",
           f"{rates['torch']:.1f} img/s -> {rates['ort'] / rates['torch']:.2f}x")
 
     print("\nfigures:")
-    wlabel = weights_label(info.to_dict())
+    wlabel = prov.weights
     for i, path in enumerate(images):
         one = {k: v[i] for k, v in maps.items()}
-        fig = seed_figure(one, taps, suptitle=f"{path.name}: VGG16 feature maps, first 8 channels per layer "
-                                              f"(weights: {wlabel})")
+        fig = seed_figure(one, taps, suptitle=f"{path.name}: {model} feature maps, first 8 channels per layer",
+                          provenance=prov)
         png = save_figure(fig, out_dir / f"{path.stem}-layers.png")
         print(f"  {png}")
-        image = load_image(path, ex.preprocessing.size)
-        fig = overview_figure(one, taps, image, weights=wlabel,
-                              title=f"{path.name}: what VGG16 sees, from the first conv to the deepest tap")
+        image, note = load_photo(path, ex.preprocessing.size)
+        fig = overview_figure(one, taps, image, weights=wlabel, provenance=prov, image_note=note,
+                              title=f"{path.name}: what {model} sees, from the first conv to the deepest tap")
         print(f"  {save_figure(fig, out_dir / f'{path.stem}-overview.png')}")
         if i == 0:  # the other figures once: strongest channels, one full montage, parity
             opts = ShowOptions(select="top", scale="layer", montage=taps[1:2] or taps[:1], overview=False)
-            figs = draw_figures(one, taps, image, name=path.name, weights=wlabel, options=opts,
+            figs = draw_figures(one, taps, image, name=path.name, weights=wlabel, options=opts, provenance=prov,
+                                image_note=note,
                                 reference={k: v[i] for k, v in ref.items()})
             for png in save_figures(figs, out_dir):
                 print(f"  {png}")

@@ -1,28 +1,83 @@
-"""``featuremaps layers``: every tappable layer of a zoo model with shapes and compute share."""
+"""``featuremaps layers``: every tappable layer of a zoo model, or the taps of an exported file.
+
+For a zoo model (any registered family: VGG, VGG-BN, ResNet, AlexNet) it lists torchvision FX
+node names, aliases (empty where a layer has none), module kinds, output shapes and the share of
+the network's MACs needed to reach each. For an exported ``.onnx`` it prints what the file says
+about itself (model, precision, weights, input layout, reductions) and its taps.
+"""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
+from ..contracts import Preprocessing, Tap, read_metadata
+from ..errors import InputError
 from ..export.taps import MODELS, model_layers
-from ._args import input_size_arg
+from ..viz.draw import weights_label
+from ._args import input_size_arg, is_onnx_path
 
 
 def register(sub) -> None:
-    p = sub.add_parser("layers", help="list every tappable layer with shapes and compute share",
-                       description="List every tappable layer: canonical name, alias, module type, output "
-                                   "shape at the input size, and the share of the network's MACs needed to reach it.")
-    p.add_argument("--model", default="vgg16", choices=MODELS, help="zoo model (default: vgg16)")
-    p.add_argument("--input-size", type=input_size_arg, default=224, help="square input size (default: 224)")
+    p = sub.add_parser("layers", help="list the tappable layers of a zoo model, or the taps of an exported .onnx",
+                       description="List every tappable layer: torchvision FX node name, alias, module type, "
+                                   "output shape at the input size, and the share of the network's MACs needed "
+                                   "to reach it. Given an exported .onnx file, print its taps and what its "
+                                   "metadata says (model, precision, weights, input layout, reductions).")
+    p.add_argument("--model", default="vgg16", type=_model_arg, metavar="MODEL|FILE.onnx",
+                   help=f"zoo model ({', '.join(MODELS)}) or an exported .onnx file (default: vgg16)")
+    p.add_argument("--input-size", type=input_size_arg, default=224,
+                   help="square input size for a zoo model (default: 224)")
     p.set_defaults(func=cmd_layers)
 
 
-def cmd_layers(args: argparse.Namespace) -> int:
-    layers = model_layers(args.model, args.input_size)
-    print(f"{args.model} at {args.input_size}x{args.input_size}: tap with --layers INDEX, features.INDEX or ALIAS")
-    print(f"{'layer':<13}{'alias':<10}{'type':<11}{'output (C, H, W)':<20}{'MACs to here':>14}{'share':>8}")
+def _model_arg(text: str) -> str:
+    if is_onnx_path(text) or text.lower() in MODELS:
+        return text if is_onnx_path(text) else text.lower()
+    raise argparse.ArgumentTypeError(f"unknown model {text!r}; choose from {', '.join(MODELS)} or pass an "
+                                     "exported .onnx file")
+
+
+def format_layers(layers: tuple[Tap, ...]) -> list[str]:
+    """One line per tap: name, alias, kind, shape, cumulative MACs and their share of the network's."""
+    wn = max(len(t.name) for t in layers) + 2
+    wa = max([len(t.alias) for t in layers] + [5]) + 2
+    wk = max(len(t.kind) for t in layers) + 2
+    lines = [f"{'layer':<{wn}}{'alias':<{wa}}{'type':<{wk}}{'output shape':<16}{'MACs to here':>14}{'share':>8}"]
     for t in layers:
         shape = "x".join(map(str, t.shape))
-        print(f"{t.name:<13}{t.alias:<10}{t.kind:<11}{shape:<20}{t.macs / 1e9:>12.2f} G{t.mac_share:>8.1%}")
+        share = f"{t.mac_share:>8.1%}" if t.total_macs else f"{'-':>8}"
+        lines.append(f"{t.name:<{wn}}{t.alias:<{wa}}{t.kind:<{wk}}{shape:<16}{t.macs / 1e9:>12.2f} G{share}")
+    return lines
+
+
+def cmd_layers(args: argparse.Namespace) -> int:
+    if is_onnx_path(args.model):
+        return _exported(args.model)
+    layers = model_layers(args.model, args.input_size)
+    print(f"{args.model} at {args.input_size}x{args.input_size}: tap with --layers NAME or ALIAS"
+          + (" (or a features INDEX)" if layers[0].name.startswith("features.") else ""))
+    print("\n".join(format_layers(layers)))
     print(f"full network incl. classifier: {layers[0].total_macs / 1e9:.2f} GMACs per image")
+    return 0
+
+
+def _exported(path: str) -> int:
+    """Print an exported model's metadata summary and its taps (reduced shapes as the file returns them)."""
+    if not Path(path).is_file():
+        raise InputError(f"model file {path!r} not found; pass an exported .onnx (featuremaps export) or a zoo name")
+    meta = read_metadata(path)
+    model = meta.get("model", "?")
+    pre = Preprocessing.from_dict(meta["preprocessing"]) if "preprocessing" in meta else Preprocessing()
+    reductions = ", ".join(f"{k}={v.get('spec', v.get('op'))}" for k, v in (meta.get("reductions") or {}).items())
+    print(f"{path}: {model} exported by featuremaps ({meta.get('format', '?')})")
+    print(f"  precision     {meta.get('precision', 'fp32')}")
+    print(f"  weights       {weights_label(meta.get('weights') or {}, model)}")
+    print(f"  input         {pre.input_layout} {'x'.join(map(str, pre.input_shape))} "
+          f"(resize {pre.resize}, mean {list(pre.mean)}, std {list(pre.std)})")
+    print(f"  reductions    {reductions or 'none'}")
+    print(f"  outputs       {', '.join(meta.get('outputs', []))}")
+    taps = tuple(Tap.from_dict(t) for t in meta.get("taps", []))
+    if taps:
+        print("\n".join(format_layers(taps)))
     return 0

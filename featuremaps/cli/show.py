@@ -1,11 +1,14 @@
-"""``featuremaps show IMAGE`` / ``show --store OUT.zarr --index I``: draw one image's feature maps to PNGs.
+"""``featuremaps show IMAGE...`` / ``show --store OUT.zarr --index I``: draw feature maps to PNGs.
 
 Two halves, so the maps can come from anywhere:
 
-* getting maps: :func:`extract_maps` runs an exported model (or a zoo model exported on the
-  fly) on the image; :func:`show_from_store` reads one row of a bulk store instead;
+* getting maps: :func:`extract_samples` runs an exported model (or a zoo model exported on the
+  fly) on each image; :func:`show_from_store` reads one row of a bulk store instead;
 * drawing them: :func:`featuremaps.viz.draw.show_maps` draws every figure from maps + taps +
   image + labels and writes them (temporary name, then rename).
+
+Several images (files, folders, ``@list.txt``) get a sub-folder of figures each plus one
+comparison figure (the same channels of each tap across the images) in the output folder.
 """
 
 from __future__ import annotations
@@ -20,13 +23,15 @@ import numpy as np
 
 from ..contracts import Tap
 from ..engine.extractor import Extractor
+from ..engine.inputs import collect_inputs, printable_path
 from ..engine.preprocess import to_input
 from ..engine.store import open_store
-from ..errors import ArgumentError, InputError, StoreError
+from ..errors import ArgumentError, FeaturemapsError, InputError, StoreError
 from ..export.reference import reference_features
-from ..export.taps import parse_taps
+from ..export.taps import model_layers, parse_taps
 from ..bench.parity import load_reference_net
-from ..viz.draw import ShowOptions, load_image, show_maps, weights_label
+from ..viz.draw import DPI, ShowOptions, load_photo, provenance, save_figure, show_maps
+from ..viz.figures import Provenance, comparison_figure
 from ..viz.mapstats import SCALE_MODES, SELECT_MODES, tap_stats
 from ._args import (CHANNELS_MAX, DEFAULT_LAYERS, ModelSpec, add_model_args, check_not_both, folder_arg,
                     int_in, is_onnx_path, provider_choices, resolve_model)
@@ -58,6 +63,39 @@ def _pick(taps: tuple[Tap, ...], spec: str, meta: dict, model_path: Path, what: 
     return tuple(have[t.name] for t in wanted)
 
 
+@dataclasses.dataclass(frozen=True)
+class Sample:
+    """One image run through the model: ``maps`` ``{tap: (C, H, W) or reduced}``, ``image``
+    ``(H, W, 3) uint8`` at model size, ``note`` how it was resized, ``batch`` the reference's
+    ``(1, 3, H, W) float32`` input."""
+
+    path: Path
+    maps: dict
+    image: np.ndarray
+    note: str
+    batch: np.ndarray
+
+
+def extract_samples(model_path: Path, image_paths: list[Path], *, layers: str | None, montage: str | None,
+                    provider: str = "cpu"):
+    """Run the exported model on each image, one session for all.
+
+    Returns ``(samples, drawn taps, montage taps, metadata, math mode)``.
+    """
+    samples = []
+    with Extractor(model_path, provider=provider) as ex:
+        meta = ex.metadata
+        drawn = _pick(ex.taps, layers, meta, model_path, "layer") if layers else ex.taps
+        tiled = _pick(ex.taps, montage, meta, model_path, "montage layer") if montage else ()
+        for path in image_paths:
+            image, note = load_photo(path, ex.preprocessing.size)
+            batch = to_input(image, ex.preprocessing.float_input())[None]
+            out = ex.run(batch)
+            samples.append(Sample(Path(path), {t.name: out[t.name][0] for t in ex.taps}, image, note, batch))
+        math_mode = ex.math_mode
+    return samples, drawn, tiled, meta, math_mode
+
+
 def extract_maps(model_path: Path, image_path: Path, *, layers: str | None, montage: str | None,
                  provider: str = "cpu"):
     """Run the exported model on one image.
@@ -65,15 +103,9 @@ def extract_maps(model_path: Path, image_path: Path, *, layers: str | None, mont
     Returns ``(maps {tap: (C, H, W)}, drawn taps, montage taps, image (H, W, 3) uint8 at model size,
     batch (1, 3, H, W) float32, metadata)``.
     """
-    with Extractor(model_path, provider=provider) as ex:
-        meta = ex.metadata
-        drawn = _pick(ex.taps, layers, meta, model_path, "layer") if layers else ex.taps
-        tiled = _pick(ex.taps, montage, meta, model_path, "montage layer") if montage else ()
-        image = load_image(image_path, ex.preprocessing.size)
-        batch = to_input(image, ex.preprocessing.float_input())[None]
-        out = ex.run(batch)
-    maps = {t.name: out[t.name][0] for t in ex.taps}
-    return maps, drawn, tiled, image, batch, meta
+    samples, drawn, tiled, meta, _ = extract_samples(model_path, [image_path], layers=layers, montage=montage,
+                                                     provider=provider)
+    return samples[0].maps, drawn, tiled, samples[0].image, samples[0].batch, meta
 
 
 def reference_maps(meta: dict, batch: np.ndarray, taps: tuple[Tap, ...]) -> dict[str, np.ndarray]:
@@ -84,15 +116,55 @@ def reference_maps(meta: dict, batch: np.ndarray, taps: tuple[Tap, ...]) -> dict
     return {t.name: ref[t.name][0] for t in taps}
 
 
+def layer_count(meta: dict) -> int | None:
+    """How many tappable layers the metadata's model has (for depth words); None for a model the
+    zoo does not know."""
+    try:
+        return len(model_layers(str(meta["model"]), int(meta["input_size"])))
+    except (FeaturemapsError, KeyError, TypeError, ValueError):
+        return None
+
+
+def figure_provenance(meta: dict, math_mode: str | None) -> Provenance:
+    return provenance(meta, math_mode=math_mode, layer_count=layer_count(meta))
+
+
+def default_layers(model: str, input_size: int) -> str:
+    """Taps drawn when ``--layers`` is not given for a zoo model: the seed's five for VGG16, a
+    ResNet's stem and four stages, otherwise five convolutions spread from first to last."""
+    if model.lower() == "vgg16":
+        return DEFAULT_LAYERS
+    layers = model_layers(model, input_size)
+    aliases = {t.alias for t in layers}
+    if {"layer1", "layer4"} <= aliases:
+        return "conv1,layer1,layer2,layer3,layer4"
+    convs = [t for t in layers if t.kind == "Conv2d"]
+    picks = np.unique(np.round(np.linspace(0, len(convs) - 1, min(5, len(convs)))).astype(int))
+    return ",".join(convs[i].name for i in picks)
+
+
 # ---------------------------------------------------------------- the command
 
 
-def format_stats(maps: dict[str, np.ndarray], taps: tuple[Tap, ...]) -> str:
-    lines = [f"{'tap':<13}{'alias':<9}{'channels':>9}{'H x W':>10}{'active':>9}{'mean':>11}"]
+def _pct(v) -> str:
+    return "-" if v is None else f"{v:.1%}"
+
+
+def _num(v) -> str:
+    return "-" if v is None else f"{v:.4g}"
+
+
+def format_stats(maps: dict[str, np.ndarray], taps: tuple[Tap, ...], prov: Provenance | None = None) -> str:
+    """A table of per-tap statistics; ``-`` where a reduced tap's values would distort one."""
+    width = max([len(t.name) for t in taps] + [3]) + 2
+    awidth = max([len(t.alias) for t in taps] + [5]) + 2
+    lines = [f"{'tap':<{width}}{'alias':<{awidth}}{'channels':>9}{'H x W':>10}{'active':>9}{'mean':>11}"]
     for t in taps:
-        s = tap_stats(maps[t.name], t)
-        lines.append(f"{t.name:<13}{t.alias:<9}{s.channels:>9}{f'{s.height}x{s.width}':>10}"
-                     f"{s.fraction_active:>9.1%}{s.mean_activation:>11.4g}" + ("  (ReLU applied)" * s.relu_applied))
+        s = tap_stats(maps[t.name], t, prov.reduction(t.name) if prov else None)
+        size = f"{s.height}x{s.width}" if s.height else "(C,)"
+        lines.append(f"{t.name:<{width}}{t.alias:<{awidth}}{s.channels:>9}{size:>10}{_pct(s.fraction_active):>9}"
+                     f"{_num(s.mean_activation):>11}" + ("  (ReLU applied)" * s.relu_applied)
+                     + (f"  (reduced: {s.reduction})" if s.reduction else ""))
     return "\n".join(lines)
 
 
@@ -104,54 +176,110 @@ def check_channels(channels: int, taps: tuple[Tap, ...]) -> None:
                             f"use --channels {widest} or less (--montage TAP shows every channel)")
 
 
+def image_paths(items: list[str]) -> tuple[list[Path], bool]:
+    """IMAGE arguments (files, folders, @list.txt) -> ``(paths, several)``; ``several`` is False
+    only for exactly one image file named directly (its figures go straight into -o)."""
+    if len(items) == 1 and not items[0].startswith("@") and not Path(items[0]).is_dir():
+        if not Path(items[0]).is_file():
+            raise InputError(f"image {items[0]!r} not found; pass image files, folders or @list.txt")
+        return [Path(items[0])], False
+    paths = [Path(p) for p in collect_inputs(items)]
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise InputError(f"image {printable_path(missing[0])} (from a list file) not found; fix the list")
+    return paths, True
+
+
+def sub_folders(paths: list[Path], out_dir: Path) -> list[Path]:
+    """One output folder per image, named after its file stem (``-2``, ``-3`` ... on clashes)."""
+    seen: dict[str, int] = {}
+    folders = []
+    for p in paths:
+        seen[p.stem] = seen.get(p.stem, 0) + 1
+        folders.append(out_dir / (p.stem if seen[p.stem] == 1 else f"{p.stem}-{seen[p.stem]}"))
+    return folders
+
+
+def _resolve(args, spec: ModelSpec) -> tuple[Path, str | None]:
+    """The .onnx to run and the ``--layers`` to draw; a zoo model is exported with exactly the
+    taps asked for (montage taps included)."""
+    layers = args.layers
+    if is_onnx_path(spec.model):
+        return resolve_model(spec), layers
+    drawn = parse_taps(layers or default_layers(spec.model, spec.input_size), spec.model, spec.input_size)
+    tiled = parse_taps(args.montage, spec.model, spec.input_size) if args.montage else ()
+    spec = dataclasses.replace(spec, layers=",".join(dict.fromkeys(t.name for t in drawn + tiled)))
+    return resolve_model(spec), ",".join(t.name for t in drawn)
+
+
 def cmd_show(args: argparse.Namespace) -> int:
-    check_not_both(args.image, args.store)
+    check_not_both(" ".join(args.image) if args.image else None, args.store)
     out_dir = prepare_out_dir(args.output)
     if args.store:  # maps from a bulk store: no model run
         return show_from_store(args, out_dir)
-    image_path = Path(args.image)
-    if not image_path.is_file():
-        raise InputError(f"image {args.image!r} not found")
-    spec = ModelSpec.from_args(args)
-    layers, montage = args.layers, args.montage
-    if not is_onnx_path(spec.model):
-        # a zoo model is exported with exactly the taps asked for (montage taps included)
-        drawn = parse_taps(layers or DEFAULT_LAYERS, spec.model, spec.input_size)
-        tiled = parse_taps(montage, spec.model, spec.input_size) if montage else ()
-        spec = dataclasses.replace(spec, layers=",".join(dict.fromkeys(t.name for t in drawn + tiled)))
-        layers = ",".join(t.name for t in drawn)
-    maps, taps, tiled, image, batch, meta = extract_maps(resolve_model(spec), image_path, layers=layers,
-                                                         montage=montage, provider=args.provider)
+    paths, several = image_paths(args.image)
+    model_path, layers = _resolve(args, ModelSpec.from_args(args))
+    samples, taps, tiled, meta, math_mode = extract_samples(model_path, paths, layers=layers,
+                                                            montage=args.montage, provider=args.provider)
     check_channels(args.channels, taps)
-    weights = weights_label(meta["weights"])
-    print(f"{image_path.name}: {meta['model']} at {image.shape[1]}x{image.shape[0]}, weights {weights}")
-    print(format_stats(maps, taps))
-    reference = None
-    if args.diff:
-        reference = reference_maps(meta, batch, taps)
-        for t in taps:
-            err = float(np.abs(maps[t.name] - reference[t.name]).max())
-            print(f"parity {t.name}: max |ONNX Runtime - PyTorch| = {err:.3g}")
+    prov = figure_provenance(meta, math_mode)
+    print(prov.line())
     options = ShowOptions(channels=args.channels, select=args.select, scale=args.scale, montage=tiled)
-    for path in show_maps(maps, taps, image, name=image_path.name, weights=weights, options=options,
-                          out_dir=out_dir, reference=reference, model=meta["model"].upper()):
-        print(path)
+    folders = sub_folders(paths, out_dir) if several else [out_dir]
+    for sample, folder in zip(samples, folders):
+        folder.mkdir(exist_ok=True)
+        _show_sample(sample, taps, meta, prov, options, folder, diff=args.diff, dpi=args.dpi)
+    if len(samples) > 1:
+        _save_comparison(samples, taps, prov, args, out_dir)
     return 0
+
+
+def _show_sample(sample: Sample, taps, meta: dict, prov: Provenance, options: ShowOptions, folder: Path, *,
+                 diff: bool, dpi: int) -> None:
+    """Print one image's statistics (and parity with --diff), then draw and save its figures."""
+    print(f"{sample.path.name}: {meta['model']} input {sample.note}")
+    print(format_stats(sample.maps, taps, prov))
+    reference = None
+    if diff:
+        spatial = tuple(t for t in taps if np.ndim(sample.maps[t.name]) == 3 and not prov.reduction(t.name))
+        reference = reference_maps(meta, sample.batch, spatial)
+        for t in spatial:
+            err = float(np.abs(sample.maps[t.name] - reference[t.name]).max())
+            print(f"parity {t.name}: max |ONNX Runtime - PyTorch| = {err:.3g}")
+    for path in show_maps(sample.maps, taps, sample.image, name=sample.path.name, weights=prov.weights,
+                          options=options, out_dir=folder, reference=reference, provenance=prov,
+                          image_note=sample.note, dpi=dpi):
+        print(path)
+
+
+def _save_comparison(samples: list[Sample], taps, prov: Provenance, args, out_dir: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    names = [p.name for p in sub_folders([s.path for s in samples], out_dir)]
+    fig = comparison_figure([s.maps for s in samples], names, taps, channels=min(args.channels, 8),
+                            select=args.select, provenance=prov)
+    print(save_figure(fig, out_dir / f"compare-{args.select}.png", args.dpi))
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "show", help="draw one image's feature maps (channel rows, overview, montage, parity) to PNGs",
-        description="Draw one image's feature maps: per-layer channel rows (the seed's figure with "
+        "show", help="draw feature maps of images (channel rows, overview, montage, parity, comparison) to PNGs",
+        description="Draw each image's feature maps: per-layer channel rows (the seed's figure with "
                     "--select first), an overview (input, per-layer channel-mean overlays, and channels / "
                     "size / fraction active / mean activation across depth), optional full montages of "
-                    "chosen layers and a parity panel against the PyTorch reference. Writes PNGs to -o and "
-                    "prints their paths.")
-    p.add_argument("image", nargs="?", help="image file (JPEG, PNG, ...); or draw stored maps with --store")
+                    "chosen layers and a parity panel against the PyTorch reference. Several images (or a folder, or "
+                    "@list.txt) get a sub-folder each plus compare-SELECT.png with the same channels of each tap "
+                    "across the images. Every figure names the model, weights, precision, math mode and "
+                    "reductions. Writes PNGs to -o and prints their paths.")
+    p.add_argument("image", nargs="*", metavar="IMAGE",
+                   help="image files, folders (searched recursively) or @list.txt (one path per line); "
+                        "or draw stored maps with --store")
     add_store_args(p)
     add_model_args(p, layers_default=None,
-                   layers_help=f"taps to draw (default: {DEFAULT_LAYERS} for a zoo model, every tap of an .onnx "
-                               "file); indices, features.17 or aliases, see `featuremaps layers`")
+                   layers_help=f"taps to draw (default: {DEFAULT_LAYERS} for vgg16, conv1,layer1..layer4 for a "
+                               "ResNet, every tap of an .onnx file); names, aliases or VGG indices, see "
+                               "`featuremaps layers`")
     p.add_argument("--channels", type=int_in(1, CHANNELS_MAX, "--channels"), default=8,
                    help=f"channels per layer row, 1..{CHANNELS_MAX} (default: 8)")
     p.add_argument("--select", choices=SELECT_MODES, default="first",
@@ -166,6 +294,9 @@ def register(subparsers) -> None:
                    help="also draw |ONNX Runtime - PyTorch reference| for the shown channels (needs torch)")
     p.add_argument("--provider", default="cpu", choices=provider_choices(),
                    help="ONNX Runtime provider (default: cpu; one image does not repay a GPU engine build)")
+    p.add_argument("--dpi", type=int_in(30, 600, "--dpi"), default=DPI,
+                   help=f"PNG resolution, 30..600 (default: {DPI}; a montage is 13 inches wide, so --dpi 200 "
+                        "gives 2600 px)")
     p.add_argument("-o", "--output", type=folder_arg, default="featuremaps-show",
                    help="output folder (default: ./featuremaps-show)")
     p.set_defaults(func=cmd_show)
@@ -197,27 +328,21 @@ def show_from_store(args: argparse.Namespace, out_dir: Path) -> int:
         why = next((e.message for e in st.errors if e.index == args.index), "not extracted yet; run --resume")
         raise StoreError(f"row {args.index} ({path}) is {status}: {why}")
     meta = st.metadata
-    spatial = tuple(t for t in st.taps if len(t.shape) == 3)
-    if not spatial:
-        raise StoreError(f"{args.store} holds only globally reduced maps ({', '.join(st.outputs)}); "
-                         "figures need (C, H, W) maps")
-    taps = _pick(spatial, args.layers, meta, Path(args.store), "layer") if args.layers else spatial
-    tiled = _pick(spatial, args.montage, meta, Path(args.store), "montage layer") if args.montage else ()
+    taps = _pick(st.taps, args.layers, meta, Path(args.store), "layer") if args.layers else st.taps
+    tiled = _pick(st.taps, args.montage, meta, Path(args.store), "montage layer") if args.montage else ()
     check_channels(args.channels, taps)
     maps = {t.name: np.asarray(st[t.name][args.index], np.float32) for t in dict.fromkeys(taps + tiled)}
     size = tuple(meta["preprocessing"]["size"])
     try:
-        image = load_image(path, size)
+        image, note = load_photo(path, size)
     except InputError as e:
         print(f"featuremaps: warning: {e}; the overview shows a blank input", file=sys.stderr)
-        image = _blank(size)
-    weights = weights_label(meta["weights"])
-    reduced = ", ".join(f"{k}={v['spec']}" for k, v in (meta.get("reductions") or {}).items())
-    print(f"{Path(path).name} (row {args.index} of {args.store}): {meta['model']}, weights {weights}, "
-          f"stored {st.dtype}" + (f", reduced: {reduced}" if reduced else ""))
-    print(format_stats(maps, taps))
+        image, note = _blank(size), "image file unreadable now: blank"
+    prov = figure_provenance(meta, meta.get("math_mode"))
+    print(f"{Path(path).name} (row {args.index} of {args.store}), stored {st.dtype}: {prov.line()}")
+    print(format_stats(maps, taps, prov))
     options = ShowOptions(channels=args.channels, select=args.select, scale=args.scale, montage=tiled)
-    for p in show_maps(maps, taps, image, name=Path(path).name, weights=weights, options=options,
-                       out_dir=out_dir, model=meta["model"].upper()):
+    for p in show_maps(maps, taps, image, name=Path(path).name, weights=prov.weights, options=options,
+                       out_dir=out_dir, provenance=prov, image_note=note, dpi=args.dpi):
         print(p)
     return 0

@@ -13,15 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..contracts import Preprocessing, Tap
+from ..contracts import Tap
 from ..engine.inputs import printable_path
-from ..engine.preprocess import preprocess_file
+from ..engine.preprocess import decode_pil, read_file_bytes
 from ..errors import ArgumentError, ImageDecodeError
-from .figures import channel_figure, diff_figure, montage_figure, overview_figure
-from .mapstats import select_channels
+from .figures import Provenance, channel_figure, diff_figure, montage_figure, overview_figure
+from .mapstats import is_vector, select_channels
 
-DPI = 80
-PALETTE_ABOVE = 600_000  # bytes
+DPI = 80  # 13-inch montage -> 1040 px wide; --dpi 200 gives 2600 px (about 80 px a map at 512 channels)
 
 
 @dataclass(frozen=True)
@@ -38,68 +37,122 @@ class ShowOptions:
 def load_image(path: str | Path, size: tuple[int, int]) -> np.ndarray:
     """Image file -> ``(H, W, 3) uint8`` RGB resized to the model's ``size`` by the engine's decode
     path (budget checks, strict decode, Pillow's bilinear resize)."""
+    return load_photo(path, size)[0]
+
+
+def load_photo(path: str | Path, size: tuple[int, int]) -> tuple[np.ndarray, str]:
+    """Image file -> ``((H, W, 3) uint8 RGB at the model's size, how it was resized)``: the
+    pixels :func:`load_image` gives plus the words for the input panel (:func:`resize_note`)."""
+    from PIL import Image
+
+    h, w = size
     try:
-        return preprocess_file(path, Preprocessing(size=tuple(size), input_layout="uint8_nhwc"))
+        im = decode_pil(read_file_bytes(path))  # EXIF rotation applied: the size the viewer sees
+        w0, h0 = im.size
+        # as engine.preprocess.preprocess_image with full decode: Pillow's bilinear resize
+        pixels = np.asarray(im if im.size == (w, h) else im.resize((w, h), Image.BILINEAR))
     except ImageDecodeError as e:
         raise ImageDecodeError(f"cannot decode image {printable_path(path)}: {e}; pass a JPEG, PNG, BMP, TIFF "
                                "or WebP file") from None
+    return pixels, resize_note((h0, w0), (h, w))
 
 
-def weights_label(weights: dict) -> str:
-    """Export metadata ``weights`` -> the words every figure carries."""
+def resize_note(original: tuple[int, int], size: tuple[int, int]) -> str:
+    """``(375, 500), (224, 224)`` -> ``"stretched to 224\u00d7224 from 500\u00d7375"`` (W\u00d7H, as
+    image viewers say): the model input ignores the aspect ratio, as the seed's resize does."""
+    (h0, w0), (h, w) = original, size
+    if (h0, w0) == (h, w):
+        return f"{w}\u00d7{h}, not resized"
+    same_aspect = h0 * w == w0 * h
+    how = "resized" if same_aspect else "stretched"
+    return f"{how} to {w}\u00d7{h} from {w0}\u00d7{h0}"
+
+
+def weights_label(weights: dict, model: str = "the network") -> str:
+    """Export metadata ``weights`` -> the words every figure carries; ``model`` names the network."""
     source = weights.get("source", "unknown")
     if source == "random":
-        return f"random init (seed {weights.get('seed')}), untrained: not what VGG16 learned"
+        return f"random init (seed {weights.get('seed')}), untrained: not what {model} learned"
     if source == "imagenet":
         return "ImageNet (torchvision IMAGENET1K_V1)"
     sha = weights.get("file_sha256") or weights.get("sha256") or ""
     return f"{Path(source).name} (sha256 {sha[:12]})"
 
 
+def is_trained(weights: dict) -> bool:
+    """True for ImageNet weights or a weights file; random or unrecorded weights are not."""
+    return weights.get("source", "random") not in ("random", "unknown", "")
+
+
+def provenance(meta: dict, *, math_mode: str | None = None, layer_count: int | None = None) -> Provenance:
+    """What a figure states, from an exported model's (or a store's) metadata ``meta``.
+
+    ``math_mode``: the run's (``Extractor.math_mode``), or None when unknown (maps from a store
+    that did not record it); ``layer_count``: the family's number of tappable layers, for depth
+    words (the CLI knows the families; viz does not import export).
+    """
+    weights = meta.get("weights") or {}
+    reductions = tuple((k, str(v.get("spec") or v.get("op"))) for k, v in (meta.get("reductions") or {}).items())
+    return Provenance(model=str(meta.get("model", "model")), weights=weights_label(weights, meta.get("model", "model")),
+                      trained=is_trained(weights), precision=str(meta.get("precision", "fp32")),
+                      math_mode=math_mode, reductions=reductions, layer_count=layer_count)
+
+
 def _check_maps(maps: dict[str, np.ndarray], taps: tuple[Tap, ...]) -> None:
     for tap in taps:
         if tap.name not in maps:
             raise ArgumentError(f"no maps for {tap.name}; have {', '.join(maps)}")
-        if np.ndim(maps[tap.name]) != 3 or min(np.shape(maps[tap.name])[1:]) < 1:
-            raise ArgumentError(f"{tap.name} has shape {np.shape(maps[tap.name])}, not one image's (C, H, W) "
-                                "map; figures need unreduced maps")
+        shape = np.shape(maps[tap.name])
+        if len(shape) != len(tap.shape) or len(shape) not in (1, 3) or min(shape) < 1:
+            raise ArgumentError(f"{tap.name} has shape {shape}, not one image's {tuple(tap.shape)} as the model "
+                                "declares; pass the maps of one image, shaped as the exported outputs")
 
 
 def draw_figures(maps: dict[str, np.ndarray], taps: tuple[Tap, ...], image: np.ndarray, *, name: str,
                  weights: str, options: ShowOptions, reference: dict[str, np.ndarray] | None = None,
-                 model: str = "VGG16") -> dict[str, object]:
+                 model: str = "model", provenance: Provenance | None = None,
+                 image_note: str | None = None) -> dict[str, object]:
     """Every figure for one image: ``{file name: Figure}``.
 
-    ``maps``: tap name -> ``(C, H, W)`` for this image (from a model or a store); ``taps``: the
-    rows to draw; ``image``: ``(H, W, 3) uint8`` model input; ``name``: the image's file name;
-    ``weights``: words for the weights (see :func:`weights_label`); ``reference``: PyTorch maps
-    for the parity figure, or None.
+    ``maps``: tap name -> ``(C, H, W)`` (or a reduced tap's ``(C, H/K, W/K)`` / ``(C,)``) for this
+    image (from a model or a store); ``taps``: the rows to draw; ``image``: ``(H, W, 3) uint8``
+    model input; ``name``: the image's file name; ``weights``: words for the weights (see
+    :func:`weights_label`); ``reference``: PyTorch maps for the parity figure, or None;
+    ``provenance``: model, precision, math mode, reductions (see :func:`provenance`);
+    ``image_note``: how the photo was resized (see :func:`resize_note`).
     """
     _check_maps(maps, taps + options.montage)
+    prov = provenance or Provenance(model=model, weights=weights)
+    flat = [t.name for t in options.montage if is_vector(maps[t.name])]
+    if flat:
+        raise ArgumentError(f"--montage {', '.join(flat)}: reduced to one value per channel, no maps to tile; "
+                            "its channel figure draws it as a bar strip")
     stem = Path(name).stem
-    label = f"{name}: {model}, weights {weights}"
-    selection = {t.name: select_channels(maps[t.name], t, options.channels, options.select) for t in taps}
+    label = f"{name}: {prov.model}"
+    spatial = tuple(t for t in taps if not is_vector(maps[t.name]))
+    selection = {t.name: select_channels(maps[t.name], t, options.channels, options.select) for t in spatial}
     figs: dict[str, object] = {}
     what = {"first": "first", "top": "strongest (most activation energy after ReLU)",
             "spread": "evenly spread"}[options.select]
     figs[f"{stem}-layers-{options.select}-{options.scale}.png"] = channel_figure(
         maps, taps, channels=options.channels, select=options.select, scale=options.scale, selection=selection,
-        suptitle=f"{label}\n{what} {options.channels} channels per layer")
+        suptitle=f"{label}; {what} {options.channels} channels per layer", provenance=prov)
     if options.overview:
         figs[f"{stem}-overview.png"] = overview_figure(
-            maps, taps, image, weights=weights, title=f"{name}: what {model} sees, from the first conv to the deepest tap")
+            maps, taps, image, weights=prov.weights, provenance=prov, image_note=image_note,
+            title=f"{name}: what {prov.model} sees, from the first tap to the deepest")
     for tap in options.montage:
         figs[f"{stem}-montage-{tap.name}-{options.scale}.png"] = montage_figure(
-            maps[tap.name], tap, scale=options.scale, title=f"{label}\n{tap.name} ({tap.alias})")
-    if reference is not None:
-        figs[f"{stem}-diff-{options.select}.png"] = diff_figure(maps, reference, taps, selection=selection,
-                                                                 suptitle=label)
+            maps[tap.name], tap, scale=options.scale, provenance=prov, title=f"{label}, {tap.name}")
+    if reference is not None and spatial:
+        figs[f"{stem}-diff-{options.select}.png"] = diff_figure(maps, reference, spatial, selection=selection,
+                                                                 suptitle=label + "\n" + prov.line("\n"))
     return figs
 
 
-def png_bytes(fig, dpi: int = DPI, max_bytes: int = PALETTE_ABOVE) -> bytes:
-    """``fig`` as an RGB PNG; one larger than ``max_bytes`` (a 64-channel montage at 224x224 is
-    1.4 MB) is stored with a 256-colour palette instead, about 4x smaller."""
+def png_bytes(fig, dpi: int = DPI) -> bytes:
+    """``fig`` as a truecolour RGB PNG (colour type 2). Never palette-quantised: 256 colours band
+    a smooth activation plot into false contours."""
     import io
 
     from PIL import Image
@@ -109,9 +162,6 @@ def png_bytes(fig, dpi: int = DPI, max_bytes: int = PALETTE_ABOVE) -> bytes:
     img = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")  # alpha is always opaque here
     out = io.BytesIO()
     img.save(out, format="png")
-    if out.tell() > max_bytes:
-        out = io.BytesIO()
-        img.quantize(colors=256, method=Image.Quantize.FASTOCTREE).save(out, format="png")
     return out.getvalue()
 
 
@@ -140,8 +190,9 @@ def save_figures(figs: dict[str, object], out_dir: Path, dpi: int = DPI) -> list
 
 def show_maps(maps: dict[str, np.ndarray], taps: tuple[Tap, ...], image: np.ndarray, *, name: str,
               weights: str, options: ShowOptions, out_dir: Path,
-              reference: dict[str, np.ndarray] | None = None, model: str = "VGG16") -> list[Path]:
-    """Draw every figure for one image's maps and write them into ``out_dir``; returns the paths.
+              reference: dict[str, np.ndarray] | None = None, model: str = "model",
+              provenance: Provenance | None = None, image_note: str | None = None, dpi: int = DPI) -> list[Path]:
+    """Draw every figure for one image's maps and write them into ``out_dir`` at ``dpi``; returns the paths.
 
     The entry point for maps from anywhere: ``maps`` is ``{tap name: (C, H, W)}`` for this
     image (a model run, or one row of a store), the other arguments as in :func:`draw_figures`.
@@ -149,5 +200,6 @@ def show_maps(maps: dict[str, np.ndarray], taps: tuple[Tap, ...], image: np.ndar
     import matplotlib
 
     matplotlib.use("Agg")
-    return save_figures(draw_figures(maps, taps, image, name=name, weights=weights, options=options,
-                                     reference=reference, model=model), out_dir)
+    figs = draw_figures(maps, taps, image, name=name, weights=weights, options=options, reference=reference,
+                        model=model, provenance=provenance, image_note=image_note)
+    return save_figures(figs, out_dir, dpi)

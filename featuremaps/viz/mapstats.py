@@ -68,32 +68,57 @@ def select_channels(fmap: np.ndarray, tap: Tap, n: int, how: str = "first") -> n
     raise ValueError(f"unknown channel selection {how!r}; use one of {', '.join(SELECT_MODES)}")
 
 
+def is_vector(fmap: np.ndarray) -> bool:
+    """True for a globally reduced tap (``(C,)``: one value per channel, no spatial map)."""
+    return np.ndim(fmap) == 1
+
+
+def reduction_op(reduction: str | None) -> str | None:
+    """``"avgpool:4"`` -> ``"avgpool"``; ``"mean"`` -> ``"mean"``; None stays None."""
+    return reduction.split(":", 1)[0] if reduction else None
+
+
 @dataclass(frozen=True)
 class TapStats:
     """What the overview's depth panel shows for one tap of one image.
 
     ``fraction_active``: share of units > 0 after ReLU; ``mean_activation``: mean after ReLU.
+    Either is None where the stored values would distort it: a reduced tap's values are block
+    or global means/maxima, so "fraction of units > 0" counts blocks, not units; a max, or a
+    pooled conv output (ReLU must come before the pooling), has no honest mean activation.
+    ``height``/``width`` are 0 for a ``(C,)`` vector; ``reduction`` is the spec or None.
     """
 
     tap: Tap
     channels: int
     height: int
     width: int
-    fraction_active: float
-    mean_activation: float
+    fraction_active: float | None
+    mean_activation: float | None
     relu_applied: bool
+    reduction: str | None = None
 
     def to_dict(self) -> dict:
         return {"tap": self.tap.name, "channels": self.channels, "height": self.height, "width": self.width,
                 "fraction_active": self.fraction_active, "mean_activation": self.mean_activation,
-                "relu_applied": self.relu_applied}
+                "relu_applied": self.relu_applied, "reduction": self.reduction}
 
 
-def tap_stats(fmap: np.ndarray, tap: Tap) -> TapStats:
-    a = activated(check_map(fmap, tap), tap)
-    c, h, w = a.shape
-    return TapStats(tap=tap, channels=c, height=h, width=w, fraction_active=float((a > 0).mean()),
-                    mean_activation=float(a.mean(dtype=np.float64)), relu_applied=needs_relu(tap))
+def tap_stats(fmap: np.ndarray, tap: Tap, reduction: str | None = None) -> TapStats:
+    """Statistics of one image's tap value: ``(C, H, W)``, or a reduced ``(C, H/K, W/K)`` / ``(C,)``
+    when ``reduction`` (``mean``, ``max``, ``avgpool:K``) says how it was reduced."""
+    fmap = np.asarray(fmap)
+    if reduction is None:
+        a = activated(check_map(fmap, tap), tap)
+        c, h, w = a.shape
+        return TapStats(tap=tap, channels=c, height=h, width=w, fraction_active=float((a > 0).mean()),
+                        mean_activation=float(a.mean(dtype=np.float64)), relu_applied=needs_relu(tap))
+    # mean of block means = mean of the units, but only if the values were rectified before pooling
+    honest_mean = reduction_op(reduction) in ("mean", "avgpool") and not needs_relu(tap)
+    h, w = (0, 0) if is_vector(fmap) else fmap.shape[1:]
+    return TapStats(tap=tap, channels=fmap.shape[0], height=h, width=w, fraction_active=None,
+                    mean_activation=float(fmap.mean(dtype=np.float64)) if honest_mean else None,
+                    relu_applied=False, reduction=reduction)
 
 
 def channel_mean(fmap: np.ndarray, tap: Tap) -> np.ndarray:

@@ -9,7 +9,8 @@ from featuremaps import cli
 from featuremaps.errors import ArgumentError
 from featuremaps.viz.draw import ShowOptions, draw_figures, load_image, save_figure
 from featuremaps.export.taps import parse_taps
-from featuremaps.viz.figures import channel_figure, diff_figure, montage_figure, overview_figure, seed_figure
+from featuremaps.viz.figures import (Provenance, channel_figure, diff_figure, montage_figure, overview_figure,
+                                    seed_figure)
 from featuremaps.viz.mapstats import (channel_energy, channel_mean, montage_grid, normalize, select_channels,
                                   tap_stats, tile_montage, upsample)
 
@@ -110,7 +111,7 @@ def test_channel_figure_draws_the_extracted_maps(extracted, scale):
     first_tiles = []
     for sub, tap in zip(fig.subfigs, taps):
         fmap = maps[tap.name]
-        assert sub._suptitle.get_text().startswith(f"Layer {tap.index} ({tap.name}, {tap.alias}):")
+        assert sub._suptitle.get_text().startswith(f"{tap.name} ({tap.alias}, {tap.kind})")
         assert "strongest 6 of" in sub._suptitle.get_text()
         tiles = _tiles(fig, tap.name)
         assert len(tiles) == 6
@@ -131,9 +132,11 @@ def test_channel_figure_draws_the_extracted_maps(extracted, scale):
 
 def test_seed_figure_shows_first_channels_with_seed_titles(extracted):
     maps, taps, _ = extracted
-    fig = seed_figure(maps, taps, channels=8)
+    trained = Provenance(model="vgg16", weights="ImageNet", trained=True, layer_count=31)
+    fig = seed_figure(maps, taps, channels=8, provenance=trained)
     assert [ax.get_label() for ax in _tiles(fig, "features.0")] == [f"tile features.0 {c}" for c in range(8)]
-    assert fig.subfigs[0]._suptitle.get_text().startswith("Layer 0 (features.0, conv1_1): low-level features")
+    assert fig.subfigs[0]._suptitle.get_text().startswith(
+        "features.0 (conv1_1, Conv2d, layer 1 of 31): low-level features")
     assert "high-level features" in fig.subfigs[-1]._suptitle.get_text()
 
 
@@ -193,7 +196,7 @@ def test_draw_figures_from_an_extracted_dict(extracted):
     figs = draw_figures(maps, taps, image, name="cat.png", weights="random", options=opts)
     assert list(figs) == ["cat-layers-spread-layer.png", "cat-overview.png", "cat-montage-features.0-layer.png"]
     reduced = dict(maps, **{"features.28": maps["features.28"].mean(axis=(1, 2))})
-    with pytest.raises(ArgumentError, match="features.28 has shape .* figures need unreduced maps"):
+    with pytest.raises(ArgumentError, match=r"features.28 has shape \(512,\), not one image's \(512, 4, 4\)"):
         draw_figures(reduced, taps, image, name="cat.png", weights="random", options=opts)
 
 
