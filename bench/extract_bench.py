@@ -7,7 +7,7 @@ On the same image files, in one run, rounds interleaved (model-only, end-to-end,
 * **model-only**: the Extractor on pre-decoded batches (the ceiling the pipeline can reach);
 * **end-to-end**: :func:`run_extraction` from files to a fresh Zarr store (read, decode,
   resize, model, write, commit);
-* **decode-only**: the decode threads alone, to show what competes with the model for CPU.
+* **decode-only**: the decode workers alone, to show what competes with the model for CPU.
 
 for these configurations: **write-bound** (tap 0 only: 12.8 MB of fp32 maps per image at 224,
 little compute), judged against min(model-only img/s, the output disk's sequential write
@@ -192,7 +192,7 @@ def write_bound(config: dict, disk_bytes_s: float) -> dict:
 
 def markdown(result: dict) -> str:
     lines = [f"# Bulk extraction benchmark ({result['images']} images, batch {result['batch_size']}, "
-             f"{result['workers']} decode threads, {result.get('writers', 1)} writer threads, "
+             f"{result['workers']} decode processes, {result.get('writers', 1)} writer threads, "
              f"{result.get('provider', 'cpu')}, {result['cpu']})", "",
              "| configuration | model-only img/s | end-to-end img/s | ratio | decode-only img/s |",
              "|---|---:|---:|---:|---:|"]

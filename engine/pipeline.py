@@ -138,8 +138,7 @@ def write_chunk(store: FeatureStore, name: str, b: int, maps: np.ndarray | None,
         full = np.zeros((stop - start, *store.info["outputs"][name]), dtype)
         if ok_rows:
             full[ok_rows] = maps
-    store[name][start:stop] = full
-    return full.nbytes
+    return store.write_output(name, b, full)
 
 
 def submit_chunks(chunk_pool, store: FeatureStore, batch: _Batch, outputs: dict, slot=None) -> _Written:

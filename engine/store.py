@@ -530,10 +530,16 @@ class FeatureStore:
             full = np.zeros((stop - start, *self.info["outputs"][name]), dtype)
             if ok_rows:
                 full[ok_rows] = outputs[name]
-            # every chunk of a written batch lands on disk, zeros too: a missing one is damage
-            self._group[name].with_config({"write_empty_chunks": True})[start:stop] = full
-            written += full.nbytes
+            written += self.write_output(name, b, full)
         return written
+
+    def write_output(self, name: str, b: int, rows: np.ndarray) -> int:
+        """Write output ``name``'s ``rows`` (every row of batch ``b``, the store's dtype); no commit.
+        Every chunk of a written batch lands on disk, all-zero ones too (an error row's maps), so
+        that :meth:`verify` can call a missing chunk damage. Returns the bytes written."""
+        start, stop = self.batch_rows(b)
+        self._group[name].with_config({"write_empty_chunks": True})[start:stop] = rows
+        return rows.nbytes
 
     def commit_batch(self, b: int, errors: dict[int, str]) -> None:
         """Mark batch ``b`` done: its error rows, then its status rows (ok, or error for the

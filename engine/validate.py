@@ -16,14 +16,13 @@ Schema (types and ranges; other keys are allowed and kept)::
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
+from ..contracts import METADATA_KEY, parse_metadata
 from ..errors import ModelFileError
 from .names import unsafe_name_reason
 
-METADATA_KEY = "featuremaps"
 MAX_SIZE = 4096
 _FIX = "re-export it with `featuremaps export -o PATH.onnx`"
 
@@ -43,7 +42,7 @@ def validate_model_file(path: str | Path) -> dict:
     if not path.is_file():
         raise ModelFileError(f"model {str(path)!r} not found; export one with `featuremaps export -o PATH.onnx`")
     raw, io = _read_with_ort(path) if path.suffix == ".ort" or not _has_onnx() else _read_with_onnx(path)
-    meta = check_metadata(_parse_metadata(raw, path), path)
+    meta = check_metadata(parse_metadata(raw, path), path)
     check_against_graph(meta, io, path)
     return meta
 
@@ -86,19 +85,6 @@ def _read_with_ort(path: Path) -> tuple[str | None, dict]:
         raise ModelFileError(f"{path} is not a readable ONNX model (truncated or another format: "
                              f"{type(e).__name__}); {_FIX}") from None
     return sess.get_modelmeta().custom_metadata_map.get(METADATA_KEY), session_io(sess)
-
-
-def _parse_metadata(raw: str | None, path) -> dict:
-    if raw is None:
-        raise ModelFileError(f"{path} has no featuremaps metadata; {_FIX}")
-    try:
-        meta = json.loads(raw)
-    except (ValueError, RecursionError) as e:
-        raise ModelFileError(f"{path}: its featuremaps metadata is not valid JSON ({type(e).__name__}); "
-                             f"{_FIX}") from None
-    if not isinstance(meta, dict):
-        raise ModelFileError(f"{path}: its featuremaps metadata is not a JSON object; {_FIX}")
-    return meta
 
 
 def _fail(path, what: str):

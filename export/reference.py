@@ -19,6 +19,9 @@ from contextlib import contextmanager
 import numpy as np
 
 from ..contracts import Tap
+from ..errors import LayerError
+from .taps import parse_taps
+from .zoo import build_model
 
 
 class _StopForward(Exception):
@@ -92,22 +95,39 @@ def _to_tensor(x):
     return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)) if isinstance(x, np.ndarray) else x
 
 
-def reference_features(model, batch, taps: tuple[Tap, ...], *, full: bool = False) -> dict[str, np.ndarray]:
-    """Tap outputs of ``model`` on ``batch`` ``(N, 3, H, W) float32``: cloned at a forward hook
-    where hooks can tap them (VGG, AlexNet), else from torchvision's ``create_feature_extractor``
-    on an in-place-free copy (ResNet).
+def _as_taps(taps, model_name: str | None, batch) -> tuple[Tap, ...]:
+    """``taps`` as Tap objects: parsed once here when given as text (``"0,5"``, ``["layer1"]``)."""
+    if isinstance(taps, Tap) or (isinstance(taps, (tuple, list)) and taps and all(isinstance(t, Tap) for t in taps)):
+        return (taps,) if isinstance(taps, Tap) else tuple(taps)
+    if model_name is None:
+        raise LayerError(f"taps {taps!r} are names; say which model they belong to: "
+                         "reference_features(net, batch, taps, model='vgg16') or pass parse_taps(...) objects")
+    return parse_taps(taps, model_name, int(np.shape(batch)[-1]))
 
-    The forward pass stops after the deepest tap unless ``full=True`` (which also runs the
-    classifier, as the seed does). Returns tap name -> ``(N, C, H, W) float32`` numpy array.
 
-    >>> import torch, torchvision
-    >>> from featuremaps.export.taps import parse_taps
-    >>> net = torchvision.models.vgg16().eval()
-    >>> maps = reference_features(net, torch.zeros(1, 3, 64, 64), parse_taps("0,5", input_size=64))
+def reference_features(model, batch, taps, *, full: bool = False, model_name: str | None = None,
+                       weights: str = "random", seed: int = 0) -> dict[str, np.ndarray]:
+    """Tap outputs of ``model`` on ``batch`` ``(N, 3, H, W) float32`` (normalized): cloned at a
+    forward hook where hooks can tap them (VGG, AlexNet), else from torchvision's
+    ``create_feature_extractor`` on an in-place-free copy (ResNet).
+
+    ``model`` is a torchvision network or a zoo name (``"vgg16"``: built with ``weights``/``seed``);
+    ``taps`` are :class:`Tap` objects or a selection as text (``"0,5"``, ``"layer1,layer3"``),
+    parsed for ``model_name`` (default: ``model`` when it is a name). The forward pass stops after
+    the deepest tap unless ``full=True`` (which also runs the classifier, as the seed does).
+    Returns tap name -> ``(N, C, H, W) float32`` numpy array.
+
+    >>> import torch
+    >>> maps = reference_features("vgg16", torch.zeros(1, 3, 64, 64), "0,5")
     >>> maps["features.5"].shape
     (1, 128, 32, 32)
     """
     import torch
+
+    if isinstance(model, str):
+        model_name = model_name or model
+        model, _ = build_model(model, weights, seed, need_classifier=full)
+    taps = _as_taps(taps, model_name, batch)
 
     if not hooks_can_tap(model, taps):
         return {k: v.cpu().numpy() for k, v in _fx_features(model, batch, taps, full).items()}

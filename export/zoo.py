@@ -88,7 +88,12 @@ def load_state_file(path: str | Path) -> dict:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        state = load_file(str(path))
+        try:
+            state = load_file(str(path))
+        except Exception as e:  # noqa: BLE001 - SafetensorError, OSError, MemoryError from a lying header, ...
+            first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+            raise WeightsError(f"{path.name} is not a readable .safetensors file ({first}); save one with "
+                               "safetensors.torch.save_file(model.state_dict(), PATH)") from None
     else:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)

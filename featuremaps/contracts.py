@@ -136,10 +136,11 @@ def parse_metadata(raw: str | None, model_path: str | Path = "model") -> dict:
     try:
         meta = json.loads(raw)
     except (ValueError, RecursionError) as e:
-        raise ModelFileError(f"{model_path} has malformed featuremaps metadata ({type(e).__name__}); "
-                             "re-export it with `featuremaps export`") from None
+        raise ModelFileError(f"{model_path}: its featuremaps metadata is not valid JSON ({type(e).__name__}); "
+                             "re-export it with `featuremaps export -o PATH.onnx`") from None
     if not isinstance(meta, dict):
-        raise ModelFileError(f"{model_path}: featuremaps metadata is not a JSON object; re-export it")
+        raise ModelFileError(f"{model_path}: its featuremaps metadata is not a JSON object; re-export it with "
+                             "`featuremaps export -o PATH.onnx`")
     return meta
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 
 from ..errors import FeaturemapsError, one_line
@@ -60,3 +61,6 @@ def main(argv: list[str] | None = None) -> int:
     except FeaturemapsError as e:  # the one place user errors become a line and exit 2
         print(f"featuremaps: error: {one_line(e)}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `featuremaps info X | head`: the reader left; not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 141

@@ -49,3 +49,23 @@ def test_help_lists_subcommands(capsys):
     out = capsys.readouterr().out
     for cmd in ("layers", "export", "demo"):
         assert cmd in out
+
+
+def test_a_closed_pipe_is_not_a_traceback(tmp_path, monkeypatch):
+    """`featuremaps layers | head -1`: the reader leaves early; exit 141 quietly, no traceback."""
+    import sys
+
+    sink = open(tmp_path / "out", "w")
+
+    class ClosedPipe:
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            pass
+
+        def fileno(self):
+            return sink.fileno()
+
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    assert main(["layers", "--model", "vgg16"]) == 141

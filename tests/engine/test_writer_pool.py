@@ -113,3 +113,20 @@ def test_ring_path_equals_plain_calls(tiny, tmp_path):
     for name in a.outputs:
         np.testing.assert_array_equal(np.asarray(a[name][:]), np.asarray(b[name][:]))
     assert list(a.status) == list(b.status) == ["ok"] * 7
+
+
+def test_error_rows_chunks_land_on_disk_so_verify_finds_no_damage(tiny, tmp_path):
+    """A batch whose only image fails is written as zeros: its chunks must exist on disk, or verify
+    (and --resume) would call the finished batch damaged and redo it on every run."""
+    model, paths = tiny
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    with Extractor(model, provider="cpu") as ex:
+        st = FeatureStore.create(tmp_path / "e.zarr", paths=[*paths[:2], str(bad)], metadata=ex.metadata,
+                                 shapes=output_shapes(ex.metadata, ex.session), batch_size=1, dtype="fp32",
+                                 compression="none")
+        summary = run_extraction(st, ex, ex.preprocessing, writers=2, workers=0)
+        st.close()
+    assert (summary.ok, summary.errors) == (2, 1)
+    report = FeatureStore.open(tmp_path / "e.zarr").verify()
+    assert report.damage == () and report.batches == ()
