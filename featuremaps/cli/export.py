@@ -6,6 +6,7 @@ module holds the options and prints."""
 from __future__ import annotations
 
 import argparse
+import os
 import math
 import sys
 from pathlib import Path
@@ -119,8 +120,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     ver = _verify_on_photo(res.path, net, taps, spec.input_size)
     _print_verification(ver)
     if not ver.ok:
+        kept = res.path
+        if args.precision != "fp32":  # nothing but the precision asked for may stand under its name
+            kept = res.path.with_name(f"{res.path.stem}.fp32{res.path.suffix}")
+            os.replace(res.path, kept)
         print(f"featuremaps: error: {', '.join(ver.failures)} exceed the fp32 tolerance; "
-              f"the exported file is kept at {res.path} for inspection", file=sys.stderr)
+              f"the fp32 export is kept at {kept} for inspection", file=sys.stderr)
         return 1
     return run_precision_step(args, res)
 
