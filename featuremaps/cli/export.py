@@ -6,8 +6,8 @@ module holds the options and prints."""
 from __future__ import annotations
 
 import argparse
-import os
 import math
+import os
 import sys
 from pathlib import Path
 

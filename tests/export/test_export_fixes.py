@@ -57,6 +57,25 @@ def test_failed_int8_gate_leaves_no_fp32_model_under_the_int8_name(tmp_path, cap
 @pytest.mark.parametrize("extra", [["--reduce", "features.0=mean"],
                                    ["--reduce", "features.0=avgpool:4", "--fp16-outputs"]],
                          ids=["mean", "avgpool4-fp16-outputs"])
+def test_failed_fp32_check_of_an_int8_export_keeps_nothing_under_the_int8_name(tmp_path, capsys, monkeypatch):
+    import featuremaps.cli.export as cli_export
+
+    real = cli_export._verify_on_photo
+
+    def failing(*a, **k):  # the real check, then pretend a tap missed the fp32 tolerance
+        import dataclasses
+
+        ver = real(*a, **k)
+        return dataclasses.replace(ver, tolerance=-1.0)
+
+    monkeypatch.setattr(cli_export, "_verify_on_photo", failing)
+    out = tmp_path / "m-int8.onnx"
+    assert main(["export", *SMALL, "--precision", "int8", "-o", str(out)]) == 1
+    assert not out.exists()
+    assert _meta(tmp_path / "m-int8.fp32.onnx")["precision"] == "fp32"
+    assert "m-int8.fp32.onnx" in capsys.readouterr().err
+
+
 def test_parity_checks_a_reduced_model_against_the_reduced_reference(tmp_path, capsys, extra):
     out = tmp_path / "m-reduced.onnx"
     assert main(["export", *SMALL, *extra, "-o", str(out)]) == 0
