@@ -54,9 +54,6 @@ def test_failed_int8_gate_leaves_no_fp32_model_under_the_int8_name(tmp_path, cap
     assert f"moved to {fp32}" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("extra", [["--reduce", "features.0=mean"],
-                                   ["--reduce", "features.0=avgpool:4", "--fp16-outputs"]],
-                         ids=["mean", "avgpool4-fp16-outputs"])
 def test_failed_fp32_check_of_an_int8_export_keeps_nothing_under_the_int8_name(tmp_path, capsys, monkeypatch):
     import featuremaps.cli.export as cli_export
 
@@ -76,6 +73,9 @@ def test_failed_fp32_check_of_an_int8_export_keeps_nothing_under_the_int8_name(t
     assert "m-int8.fp32.onnx" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("extra", [["--reduce", "features.0=mean"],
+                                   ["--reduce", "features.0=avgpool:4", "--fp16-outputs"]],
+                         ids=["mean", "avgpool4-fp16-outputs"])
 def test_parity_checks_a_reduced_model_against_the_reduced_reference(tmp_path, capsys, extra):
     out = tmp_path / "m-reduced.onnx"
     assert main(["export", *SMALL, *extra, "-o", str(out)]) == 0
