@@ -94,7 +94,7 @@ def describe_store(path: str | Path) -> dict:
     info = store.info
     return {"kind": "store", "path": str(path), "images": len(store),
             "counts": {k: status.count(k) for k in ("ok", "error", "pending")},
-            "taps": taps, "dtype": store.dtype, "batch_size": store.batch_size,
+            "taps": taps, "dtype": store.dtype, "batch_size": store.batch_size, "chunk_rows": store.chunk_rows,
             "compression": info.get("compression"), "bytes_on_disk": _bytes_on_disk(path),
             "model": meta.get("model"), "weights": meta.get("weights") or {},
             "precision": meta.get("precision", "fp32"), "model_path": info.get("model_path"),

@@ -62,7 +62,8 @@ def format_store(d: dict) -> list[str]:
              f"{c['pending']} pending; {_mb(d['bytes_on_disk'])} on disk",
              f"  model:    {d['model']} ({d['precision']}) from {d['model_path']}",
              f"  weights:  {weights_line(d['weights'])}",
-             f"  storage:  {d['dtype']}, chunks of {d['batch_size']} images, compression {d['compression']}",
+             f"  storage:  {d['dtype']}, batches of {d['batch_size']} images in chunks of {d['chunk_rows']} rows, "
+             f"compression {d['compression']}",
              f"  created:  {d['created']} by featuremaps {d['featuremaps']}",
              f"  command:  {d['command'] or '(not recorded)'}",
              f"  taps ({len(d['taps'])}):"]

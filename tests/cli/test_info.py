@@ -74,7 +74,9 @@ def test_info_store(tmp_path, small_model, sample_paths, capsys):
     assert tuple(t28["chunks"]) == zarr.open_array(store / "features.28", mode="r").chunks
     assert d["command"].startswith("featuremaps extract") and "--batch-size 2" in d["command"]
     assert main(["info", str(store)]) == 0
-    assert "2 ok, 1 error, 0 pending" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "2 ok, 1 error, 0 pending" in text
+    assert f"batches of 2 images in chunks of {zarr.open_array(store / 'features.28', mode='r').chunks[0]} rows" in text
 
 
 def test_version(capsys):
