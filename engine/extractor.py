@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..contracts import Tap, metadata_from_session, read_metadata
+from ..contracts import Tap, metadata_from_session
 from .layouts import as_model_input
 from .openvino_backend import OpenVINOSession
 from .outputs import OutputRing, Slot
@@ -20,14 +20,6 @@ from .validate import validate_model_file
 from ..errors import ArgumentError, ModelFileError, ProviderError
 
 log = logging.getLogger(__name__)
-
-
-def _input_dims(meta: dict) -> tuple[int, int, int]:
-    """Per-image input shape from (possibly partial) metadata: ``(H, W, 3)`` for uint8 NHWC
-    models, ``(3, H, W)`` for float NCHW ones (TensorRT's profile needs it before the session)."""
-    size = int(meta.get("input_size", 224))
-    layout = (meta.get("preprocessing") or {}).get("input_layout", "float_nchw")
-    return (size, size, 3) if layout == "uint8_nhwc" else (3, size, size)
 
 
 def resolve_device(provider: str, device: int | str | None) -> int | str:
@@ -48,6 +40,14 @@ def resolve_device(provider: str, device: int | str | None) -> int | str:
         return int(device)
     raise ArgumentError(f"--device {device} is an OpenVINO device name; use it with --provider openvino, "
                         "or give a GPU index (--device 0) for cuda/tensorrt")
+
+
+def _profile_dims(provider: str, meta: dict) -> tuple[int, int, int]:
+    """Per-image input shape for TensorRT's shape profile, the one provider that needs it before
+    the session exists: ``(H, W, 3)`` for uint8 NHWC models, ``(3, H, W)`` for float NCHW ones."""
+    if provider not in ("auto", "tensorrt") or provider_unavailable_reason("tensorrt") is not None:
+        return (3, 224, 224)  # unused by the other providers
+    return Preprocessing.from_dict(meta["preprocessing"]).input_shape
 
 
 class Extractor:
@@ -80,7 +80,7 @@ class Extractor:
         if not self.model_path.is_file():
             raise ModelFileError(f"model {str(model_path)!r} not found; export one with "
                                     "`featuremaps export -o PATH.onnx`")
-        validate_model_file(self.model_path)  # a bad file or lying metadata: one ModelFileError line
+        checked = validate_model_file(self.model_path)  # a bad file or lying metadata: one ModelFileError line
         backend = "onnxruntime" if provider == "auto" else spec_for(provider).backend
         device = resolve_device(provider, device)
         if backend == "openvino":  # the openvino package itself is imported when the session is built
@@ -91,7 +91,7 @@ class Extractor:
                 raise ArgumentError(f"a math mode ({math_mode}) is OpenVINO's; use --provider openvino, or "
                                     "--no-tf32 for strict fp32 on CUDA")
             self.session, self.info = make_session(
-                self.model_path, provider, threads=threads, spin=spin, input_shape=self._profile_dims(provider),
+                self.model_path, provider, threads=threads, spin=spin, input_shape=_profile_dims(provider, checked),
                 max_batch=max_batch, device_id=device, tf32=tf32)
             self.metadata = metadata_from_session(self.session, self.model_path)
         self.backend = backend
@@ -100,13 +100,6 @@ class Extractor:
         self.preprocessing = Preprocessing.from_dict(self.metadata["preprocessing"])
         self.input_name = self.metadata["input"]
         self.output_names: list[str] = list(self.metadata["outputs"])
-
-    def _profile_dims(self, provider: str) -> tuple[int, int, int]:
-        # Only TensorRT's shape profile needs the input shape before the session exists; peek at
-        # the metadata with a CPU session just then, not on every start.
-        if provider not in ("auto", "tensorrt") or provider_unavailable_reason("tensorrt") is not None:
-            return (3, 224, 224)  # unused by the other providers
-        return _input_dims(read_metadata(self.model_path))
 
     @property
     def math_mode(self) -> str:
