@@ -27,7 +27,8 @@ def describe(path: str | Path) -> dict:
         return describe_store(path)
     if path.is_file():
         return describe_model(path)
-    raise ModelFileError(f"{str(path)!r} not found; pass an exported .onnx file or a store folder (OUT.zarr)")
+    what = "is not a regular file or folder" if os.path.lexists(path) else "not found"
+    raise ModelFileError(f"{str(path)!r} {what}; pass an exported .onnx file or a store folder (OUT.zarr)")
 
 
 def _session(path: Path):

@@ -16,6 +16,8 @@ def test_info_bad_paths_are_one_line_errors(tmp_path):
 
     with pytest.raises(ModelFileError, match="not found; pass an exported .onnx"):
         describe(tmp_path / "missing.onnx")
+    with pytest.raises(ModelFileError, match="'/dev/null' is not a regular file or folder"):
+        describe("/dev/null")
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(ModelFileError, match="not a readable ONNX model"):
         describe(tmp_path / "notes.txt")
