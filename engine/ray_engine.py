@@ -269,6 +269,9 @@ def _text(b) -> str:
     return b.decode(errors="replace") if isinstance(b, bytes) else (b or "")
 
 
+ACTOR_START_LIMIT_S = 600  # a cold node may need minutes to start a worker and load a large model
+
+
 def actor_cpus(total_cpus: float, actors: int) -> float:
     """CPUs each model actor reserves: at most half the cluster's CPUs go to actors, so decode
     tasks always get some (actors holding every CPU deadlock a 2-core machine)."""
@@ -288,6 +291,9 @@ def run_extraction_ray(store: FeatureStore, model_path, *, actors: int = 1, gpus
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
+    # Work starts once all ``actors`` model actors are up: otherwise the first one ready takes
+    # every batch of a short job while the others are still loading the model.
+    ctx.wait_for_min_actors_s = ACTOR_START_LIMIT_S
     todo = store.pending_batches()
     paths = store.paths
     summary = RaySummary(batches=len(todo))
@@ -320,6 +326,11 @@ def run_extraction_ray(store: FeatureStore, model_path, *, actors: int = 1, gpus
                     progress(int(row["n"]))
         except KeyboardInterrupt:
             summary.interrupted = True
+        except ray.exceptions.GetTimeoutError:
+            raise ClusterError(
+                f"the Ray cluster did not start {actors} model actor(s) within {ACTOR_START_LIMIT_S} s (each "
+                f"needs {actor_cpus(cpus, actors):g} CPU{f' and {gpus_per_actor:g} GPU' if gpus_per_actor else ''}); "
+                "pass fewer --actors (or --gpus-per-actor), or add nodes") from None
     summary.seconds = time.perf_counter() - t0
     _log_placement(summary.nodes)
     codes = store.status_codes

@@ -123,3 +123,23 @@ def test_ray_address_needs_absolute_store(small_model, images, capsys):
                "--ray-address", "auto"])
     assert rc == 2
     assert "is relative; on a Ray cluster pass an absolute path" in capsys.readouterr().err
+
+
+def test_actors_the_cluster_cannot_place_fail_in_one_line(local_ray, small_model, images, tmp_path, capsys,
+                                                          monkeypatch):
+    """An actor pool that cannot start (a GPU per actor on a CPU-only cluster) ends in one line that
+    names the fix, exit 2, within the start limit, the store left pending for --resume."""
+    import time
+
+    from featuremaps.engine import ray_engine
+
+    monkeypatch.setattr(ray_engine, "ACTOR_START_LIMIT_S", 5)
+    out = tmp_path / "gpu.zarr"
+    t0 = time.time()
+    rc = main(["extract", str(images), "--model", str(small_model.path), "--batch-size", "3", "--no-progress",
+               "-o", str(out), "--engine", "ray", "--actors", "1", "--gpus-per-actor", "1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and time.time() - t0 < 60
+    assert len(err) >= 1 and "did not start 1 model actor(s) within 5 s" in err[-1] and "--actors" in err[-1]
+    assert "Traceback" not in "\n".join(err)
+    assert (open_store(out).status == "pending").all()
