@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 import time
 from collections import Counter
@@ -30,7 +31,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import ClusterError, DependencyError, one_line
+from .. import errors
+from ..errors import ClusterError, DependencyError, FeaturemapsError, one_line
 from .pipeline import ExtractionError, Summary, _decode
 from .preprocess import Preprocessing
 from .store import ERROR, OK, FeatureStore
@@ -74,12 +76,19 @@ def _decode_row(row: dict, pre: dict) -> dict:
 class _ModelWriter:
     """Ray actor: one Extractor, built once; runs a batch and writes its tap chunks (no commit)."""
 
-    def __init__(self, model_path: str, store_path: str, provider: str, threads: int | None, batch_size: int):
+    def __init__(self, model_path: str, store_path: str, provider: str, threads: int | None, batch_size: int,
+                 tf32: bool = True, math_mode: str = "default", device: str | None = None):
         from .extractor import Extractor
 
+        # device: an OpenVINO device name, or None (Ray gives a GPU actor its GPU as device 0)
         self.extractor = Extractor(model_path, provider=provider, threads=threads, max_batch=batch_size,
-                                   spin=False)  # decode tasks share the node's CPUs
-        self.store = FeatureStore.open(store_path, mode="r+")
+                                   spin=False, device=device, tf32=tf32, math_mode=math_mode)  # spin=False: decode
+        self.store = FeatureStore.open(store_path, mode="r+")                            # tasks share the CPUs
+        # a node without the driver's GPU or bf16 units must not mix other arithmetic into the store
+        import ray
+
+        self.store.check_arithmetic(self.extractor.provider, self.extractor.math_mode,
+                                    who=f"Ray node {ray.get_runtime_context().get_node_id()[:12]}")
 
     def __call__(self, batch: dict) -> dict:
         import ray
@@ -123,9 +132,12 @@ def init_ray(address: str | None, *, num_cpus: int | None = None, verbose: bool 
         return False
     if address:
         check_cluster_address(address, verbose=verbose)
-        ray.init(address=address, **quiet)
+        with _fd2_silenced(not verbose):  # Ray's C++ core logs "Set ray log level ..." straight to fd 2
+            ray.init(address=address, **quiet)
         return False
-    ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, _node_ip_address="127.0.0.1", **quiet)
+    with _fd2_silenced(not verbose):
+        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, _node_ip_address="127.0.0.1",
+                 **quiet)
     return True
 
 
@@ -278,9 +290,20 @@ def actor_cpus(total_cpus: float, actors: int) -> float:
     return max(0.25, min(1.0, total_cpus / 2 / max(1, actors)))
 
 
+def gpu_shortfall(actors: int, gpus_per_actor: float, cluster_gpus: float) -> str | None:
+    """What is missing for ``actors`` x ``gpus_per_actor`` GPUs on a cluster with ``cluster_gpus``,
+    or None when they fit."""
+    need = actors * gpus_per_actor
+    if need <= cluster_gpus:
+        return None
+    return (f"{actors} actor(s) x {gpus_per_actor:g} GPU need {need:g} GPU(s) and the Ray cluster has "
+            f"{cluster_gpus:g}")
+
+
 def run_extraction_ray(store: FeatureStore, model_path, *, actors: int = 1, gpus_per_actor: float = 0.0,
                        provider: str = "auto", threads: int | None = None, strict: bool = False,
-                       progress=None) -> RaySummary:
+                       progress=None, tf32: bool = True, math_mode: str = "default",
+                       device: str | None = None) -> RaySummary:
     """Extract every pending batch of ``store`` on the current Ray cluster (see :func:`init_ray`).
 
     Same contract as :func:`~featuremaps.engine.pipeline.run_extraction`: bad images become error
@@ -302,6 +325,9 @@ def run_extraction_ray(store: FeatureStore, model_path, *, actors: int = 1, gpus
     t0 = time.perf_counter()
     if rows:
         cpus = float(ray.cluster_resources().get("CPU", 1))
+        short = gpu_shortfall(actors, gpus_per_actor, float(ray.cluster_resources().get("GPU", 0)))
+        if short:  # an autoscaler may still add GPU nodes: say so, then wait (bounded)
+            print(f"{short}; waiting up to {ACTOR_START_LIMIT_S} s for GPU nodes to join", file=sys.stderr)
         ds = ray.data.from_items(rows, override_num_blocks=len(rows))
         ds = ds.map(_decode_row, fn_kwargs={"pre": pre}, num_cpus=0.5)
         ds = ds.map_batches(_ModelWriter, batch_size=1, batch_format="numpy",
@@ -310,7 +336,8 @@ def run_extraction_ray(store: FeatureStore, model_path, *, actors: int = 1, gpus
                             fn_constructor_kwargs={"model_path": str(os.path.abspath(model_path)),
                                                    "store_path": str(os.path.abspath(store.path)),
                                                    "provider": provider, "threads": threads,
-                                                   "batch_size": store.batch_size})
+                                                   "batch_size": store.batch_size, "tf32": tf32,
+                                                   "math_mode": math_mode, "device": device})
         try:
             for row in ds.iter_rows():
                 b, errors = int(row["batch"]), {int(k): v for k, v in json.loads(str(row["errors"])).items()}
@@ -326,17 +353,39 @@ def run_extraction_ray(store: FeatureStore, model_path, *, actors: int = 1, gpus
                     progress(int(row["n"]))
         except KeyboardInterrupt:
             summary.interrupted = True
-        except ray.exceptions.GetTimeoutError:
+        except ray.exceptions.GetTimeoutError:  # raised before any actor ran: nothing to keep
             raise ClusterError(
                 f"the Ray cluster did not start {actors} model actor(s) within {ACTOR_START_LIMIT_S} s (each "
                 f"needs {actor_cpus(cpus, actors):g} CPU{f' and {gpus_per_actor:g} GPU' if gpus_per_actor else ''}); "
                 "pass fewer --actors (or --gpus-per-actor), or add nodes") from None
+        except ray.exceptions.RayError as e:
+            raise _user_error_from(e) from None
     summary.seconds = time.perf_counter() - t0
     _log_placement(summary.nodes)
     codes = store.status_codes
     summary.ok, summary.errors = int((codes == OK).sum()), int((codes == ERROR).sum())
     summary.pending = len(codes) - summary.ok - summary.errors
     return summary
+
+
+_OUR_ERROR = re.compile(r"featuremaps\.errors\.(\w+): (.+)$", re.M)
+
+
+def _user_error_from(e: Exception) -> FeaturemapsError:
+    """A Ray failure as one of our errors (one line at the CLI). An actor that raised ours in its
+    constructor (e.g. a store check) reaches the driver as ``ActorDiedError`` whose text holds the
+    remote traceback only; a task's ``RayTaskError`` keeps the exception as ``cause``."""
+    cause = getattr(e, "cause", None)
+    if isinstance(cause, FeaturemapsError):
+        return cause
+    found = _OUR_ERROR.findall(str(e))
+    if found:
+        name, message = found[-1]
+        cls = getattr(errors, name, None)
+        return (cls if isinstance(cls, type) and issubclass(cls, FeaturemapsError) else ClusterError)(message)
+    last = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return ClusterError(f"the Ray job failed: {last[-1] if last else type(e).__name__}; completed batches are "
+                        "kept: fix that and re-run with --resume")
 
 
 def _log_placement(nodes: dict[int, str]) -> None:

@@ -391,6 +391,19 @@ class FeatureStore:
                 raise StoreError(f"{self.path} was written with {key} {stored[key]}, not {value}; resume with "
                                  f"the store's settings ({key} {stored[key]}), or choose a new -o path")
 
+    def check_arithmetic(self, provider: str, math_mode: str, *, who: str = "this run") -> None:
+        """Refuse adding maps computed in another math mode than the store records (tf32 vs strict
+        fp32 differ at the 1e-4 level, bf16 or int8 more): one store, one arithmetic. A provider
+        change with the same mode (cpu fp32 vs cuda --no-tf32) is allowed. Stores that record no
+        mode (older versions) are not checked."""
+        recorded = self.metadata.get("extraction") or {}
+        mode = recorded.get("math_mode")
+        if mode is None or mode == math_mode:
+            return
+        raise StoreError(f"{self.path} holds maps computed in {mode} ({recorded.get('provider')}), but {who} "
+                         f"computes {math_mode} ({provider}); use the provider and math mode the store records "
+                         "(--provider, --no-tf32, --math-mode) on every machine, or choose a new -o path")
+
     # ------------------------------------------------------------ reading
 
     def __len__(self) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import math
 import os
 import re
 import sys
@@ -44,6 +45,24 @@ class Parser(argparse.ArgumentParser):
 
 
 # ---------------------------------------------------------------- argparse types (parse time)
+
+
+def float_in(lo: float, hi: float | None, what: str):
+    """An argparse ``type`` accepting finite numbers in ``lo..hi`` (``hi`` None: no upper bound);
+    ``nan`` and ``inf`` are refused (they pass every ``<``/``>`` check the wrong way)."""
+
+    def parse(text: str) -> float:
+        try:
+            x = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be a number, got {text!r}") from None
+        if not math.isfinite(x) or x < lo or (hi is not None and x > hi):
+            span = f"in {lo:g}..{hi:g}" if hi is not None else f">= {lo:g}"
+            raise argparse.ArgumentTypeError(f"{what} must be a finite number {span}, got {text!r}")
+        return x
+
+    parse.__name__ = what
+    return parse
 
 
 def int_in(lo: int, hi: int | None, what: str):

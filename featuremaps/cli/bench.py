@@ -27,7 +27,7 @@ from ..export.onnx_export import export_model
 from ..export.taps import parse_taps
 from ..export.variants import build_variant
 from ..export.zoo import build_model
-from ._args import (DEFAULT_LAYERS, ModelSpec, add_math_args, add_model_args, cache_root, file_arg, int_in,
+from ._args import (DEFAULT_LAYERS, ModelSpec, add_math_args, add_model_args, cache_root, file_arg, float_in, int_in,
                     positive_int)
 
 SCALING_DEPTHS = (0, 5, 10, 17, 28)
@@ -54,7 +54,7 @@ def register(sub) -> None:
     p.add_argument("--no-scaling", action="store_true", help="skip the depth / tap-count study")
     p.add_argument("--scaling-batch", type=positive_int, default=8, help="batch size of the scaling study (default: 8)")
     p.add_argument("--scaling-repeats", type=positive_int, default=None, help="(default: --repeats)")
-    p.add_argument("--compile-budget", type=float, default=240.0,
+    p.add_argument("--compile-budget", type=float_in(0, None, "--compile-budget"), default=240.0,
                    help="seconds torch.compile may take for all batch sizes before it is skipped (default: 240)")
     p.add_argument("--extra-model", action="append", default=[], metavar="PATH.onnx",
                    help="also time another exported variant of the same model on ort-cpu (e.g. an int8 or "

@@ -24,7 +24,7 @@ from ..export.variants import build_variant
 from ..export.verify import verify_export
 from ..export.zoo import build_model
 from ..samples import sample_images
-from ._args import ModelSpec, add_model_args, file_arg, is_onnx_path, need_export_extra, positive_int
+from ._args import ModelSpec, add_model_args, file_arg, float_in, is_onnx_path, need_export_extra, positive_int
 
 
 def register(sub) -> None:
@@ -60,9 +60,9 @@ def add_precision_args(p: argparse.ArgumentParser) -> None:
                    help="photos for the gate, never used for calibration (default: scikit-image's other photos)")
     g.add_argument("--calib-method", choices=CALIB_METHODS, default="minmax", help="int8 range calibration "
                    "(default: minmax)")
-    g.add_argument("--gate-cosine", type=float, default=DEFAULT_MIN_COSINE,
+    g.add_argument("--gate-cosine", type=float_in(-1, 1, "--gate-cosine"), default=DEFAULT_MIN_COSINE,
                    help=f"per-tap minimum cosine similarity vs fp32 (default: {DEFAULT_MIN_COSINE})")
-    g.add_argument("--gate-rel-l2", type=float, default=DEFAULT_MAX_REL_L2,
+    g.add_argument("--gate-rel-l2", type=float_in(0, None, "--gate-rel-l2"), default=DEFAULT_MAX_REL_L2,
                    help=f"per-tap maximum relative L2 error vs fp32 (default: {DEFAULT_MAX_REL_L2})")
     g.add_argument("--fp16-io", action="store_true", help="fp16: make input and outputs float16 too "
                    "(default: they stay float32)")

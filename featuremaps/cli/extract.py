@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import shlex
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from tqdm import tqdm
@@ -18,10 +19,10 @@ from ..engine.hashing import file_sha256
 from ..engine.inputs import collect_inputs, printable_path
 from ..engine.pipeline import run_extraction
 from ..engine.preprocess import DecodeBudget
-from ..engine.ray_engine import check_cluster_address, init_ray, run_extraction_ray  # imports ray only when called
+from ..engine.ray_engine import check_cluster_address, gpu_shortfall, init_ray, run_extraction_ray  # imports ray only when called
 from ..engine.store import FeatureStore, output_shapes
-from ..errors import ArgumentError, ExtractionError, StoreError
-from ._args import (ModelSpec, add_math_args, add_model_args, folder_arg, int_in, positive_int, provider_choices,
+from ..errors import ArgumentError, ClusterError, ExtractionError, StoreError
+from ._args import (ModelSpec, add_math_args, add_model_args, float_in, folder_arg, int_in, positive_int, provider_choices,
                     resolve_model)
 
 DEFAULT_BATCH = 8
@@ -74,7 +75,7 @@ def register(sub) -> None:
                    help="join this Ray cluster (e.g. ray://head:10001 or auto); default: a local instance on "
                         "127.0.0.1. -o must then be an absolute path every node can reach")
     g.add_argument("--actors", type=positive_int, default=1, help="model actors, one ONNX Runtime session each (default: 1)")
-    g.add_argument("--gpus-per-actor", type=float, default=0.0, help="GPUs each actor reserves (default: 0)")
+    g.add_argument("--gpus-per-actor", type=float_in(0, None, "--gpus-per-actor"), default=0.0, help="GPUs each actor reserves (default: 0)")
     p.set_defaults(func=cmd_extract)
 
 
@@ -92,20 +93,21 @@ def _open_or_create(args, paths: list[str], model_path: Path, extractor):
     if out.exists():
         if not args.resume:
             raise StoreError(f"{out} already exists; add --resume to complete it, or choose a new -o path")
-        return _resume(out, args, paths, sha, dtype)
+        return _resume(out, args, paths, sha, dtype, extractor)
     return FeatureStore.create(out, paths=paths, metadata=meta, shapes=output_shapes(meta, extractor.session),
                                batch_size=args.batch_size or DEFAULT_BATCH, dtype=dtype,
                                compression=args.compression or "none",
                                model_path=model_path.resolve(), model_sha256=sha)
 
 
-def _resume(out: Path, args, paths: list[str], sha: str, dtype: str):
-    """Open ``out`` locked, refuse other settings or inputs, drop dead temp files, and mark
+def _resume(out: Path, args, paths: list[str], sha: str, dtype: str, extractor):
+    """Open ``out`` locked, refuse other settings, inputs or math mode, drop dead temp files, and mark
     batches with chunks that fail their checksum pending (the run redoes them)."""
     store = FeatureStore.open(out, mode="r+", lock=True)
     try:
         store.check_settings(batch_size=args.batch_size, dtype=dtype, compression=args.compression,
                              model_sha256=sha)
+        store.check_arithmetic(extractor.provider, extractor.math_mode)
         if store.paths != paths:
             raise StoreError(f"the inputs differ from the list stored in {out} ({len(paths)} vs {len(store.paths)} "
                              "images); resume with the same inputs, or choose a new -o path")
@@ -132,16 +134,31 @@ def _check_ray_args(args) -> None:
         check_cluster_address(args.ray_address, verbose=args.verbose)
 
 
-def _run_ray(args, store, model_path: Path, bar, provider: str):
+def _run_ray(args, store, model_path: Path, bar, provider: str, math_mode: str):
+    # each actor checks that it computes what the store records (provider, math mode)
+    return run_extraction_ray(store, model_path, actors=args.actors, gpus_per_actor=args.gpus_per_actor,
+                              provider=provider, threads=args.threads, strict=args.strict, progress=bar.update,
+                              tf32=not args.no_tf32, math_mode=math_mode, device=args.device)
+
+
+@contextmanager
+def _ray_session(args):
+    """Join the cluster (or start a local instance, shut down on exit) before any store is made;
+    a local instance too small for the actors' GPUs is refused at once (no node will join it)."""
+    if args.engine != "ray":
+        yield
+        return
+    import ray
+
     started = init_ray(args.ray_address, verbose=args.verbose)
     try:
-        return run_extraction_ray(store, model_path, actors=args.actors, gpus_per_actor=args.gpus_per_actor,
-                                  provider=provider, threads=args.threads, strict=args.strict,
-                                  progress=bar.update)
+        short = gpu_shortfall(args.actors, args.gpus_per_actor, float(ray.cluster_resources().get("GPU", 0)))
+        if started and short:
+            raise ClusterError(f"{short} (a local instance on this machine); lower --actors or --gpus-per-actor, "
+                               "or join a cluster with GPU nodes (--ray-address)")
+        yield
     finally:
         if started:
-            import ray
-
             ray.shutdown()
 
 
@@ -151,10 +168,9 @@ def _choose(args, model_path: Path) -> tuple[str, str]:
     if args.math_mode != "default" and args.provider not in ("openvino", "auto"):
         raise ArgumentError(f"--math-mode is OpenVINO's arithmetic; add --provider openvino (provider "
                             f"{args.provider} runs the model's own precision; --no-tf32 is CUDA's strict fp32)")
-    if args.engine == "ray" and (args.math_mode != "default" or isinstance(args.device, str)):
-        # the Ray actors build their Extractor with the provider's defaults (engine/ray_engine.py)
-        raise ArgumentError("--math-mode and OpenVINO --device names are not passed to Ray actors yet; "
-                            "drop them or use --engine local")
+    if args.engine == "ray" and isinstance(args.device, int):
+        raise ArgumentError(f"--device {args.device} picks a GPU of this machine; Ray gives each actor its own "
+                            "GPU (--gpus-per-actor), so drop --device with --engine ray")
     if args.provider != "auto" or not args.fast:
         if args.provider == "auto" and args.math_mode != "default":
             raise ArgumentError("--math-mode is OpenVINO's arithmetic; add --provider openvino (or --fast)")
@@ -168,12 +184,26 @@ def _choose(args, model_path: Path) -> tuple[str, str]:
     return choice.provider, args.math_mode if args.math_mode != "default" else choice.math_mode
 
 
+def _extract(args, paths: list[str], model_path: Path, provider: str, math_mode: str):
+    """Open the model and the store, run the engine; ``(summary, store)`` (the store closed)."""
+    # spin=False: idle ONNX Runtime threads must not busy-wait while decode threads need the CPUs
+    with Extractor(model_path, provider=provider, threads=args.threads,
+                   max_batch=args.batch_size or DEFAULT_BATCH, spin=False, device=args.device,
+                   tf32=not args.no_tf32, math_mode=math_mode) as ex:
+        store = _open_or_create(args, paths, model_path, ex)
+        try:
+            summary = _run(args, store, model_path, ex, provider, math_mode)
+        finally:
+            store.close()  # release the writer's lock
+    return summary, store
+
+
 def _resume_command() -> str:
     argv = [a for a in sys.argv[1:] if a != "--resume"]
     return "featuremaps " + " ".join(shlex.quote(a) for a in argv) + " --resume"
 
 
-def _run(args, store, model_path: Path, ex, provider: str):
+def _run(args, store, model_path: Path, ex, provider: str, math_mode: str):
     done = len(store) - sum(b - a for a, b in map(store.batch_rows, store.pending_batches()))
     print(f"extracting {len(store)} images ({done} already done) with {ex.info.note} "
           f"-> {store.path} [{store.dtype}, batch {store.batch_size}]", file=sys.stderr)
@@ -181,7 +211,7 @@ def _run(args, store, model_path: Path, ex, provider: str):
                dynamic_ncols=True, smoothing=0.1)
     try:
         if args.engine == "ray":
-            return _run_ray(args, store, model_path, bar, provider)
+            return _run_ray(args, store, model_path, bar, provider, math_mode)
         pre = dataclasses.replace(ex.preprocessing, decode=args.decode)
         budget = DecodeBudget(max_pixels=args.max_pixels, max_file_bytes=args.max_file_bytes)
         return run_extraction(store, ex, pre, workers=args.workers, writers=args.writers, budget=budget,
@@ -200,15 +230,8 @@ def cmd_extract(args: argparse.Namespace) -> int:
     _check_ray_args(args)
     model_path = resolve_model(ModelSpec.from_args(args))
     provider, math_mode = _choose(args, model_path)
-    # spin=False: idle ONNX Runtime threads must not busy-wait while decode threads need the CPUs
-    with Extractor(model_path, provider=provider, threads=args.threads,
-                   max_batch=args.batch_size or DEFAULT_BATCH, spin=False, device=args.device,
-                   tf32=not args.no_tf32, math_mode=math_mode) as ex:
-        store = _open_or_create(args, paths, model_path, ex)
-        try:
-            summary = _run(args, store, model_path, ex, provider)
-        finally:
-            store.close()  # release the writer's lock
+    with _ray_session(args):
+        summary, store = _extract(args, paths, model_path, provider, math_mode)
     mb = summary.bytes_written / 1e6
     print(f"{summary.ok} ok, {summary.errors} errors, {summary.pending} pending; {summary.images} images this run "
           f"at {summary.images_per_s:.1f} img/s; {mb:.1f} MB of features written "

@@ -124,3 +124,24 @@ def test_errors_are_one_line_not_usage(capsys):
 ], ids=["batch-size", "actors", "repeats", "warmup", "index", "max-images"])
 def test_counts_out_of_range(capsys, argv, match):
     assert match in _exit_line(capsys, argv)
+
+
+@pytest.mark.parametrize("argv,value", [
+    (["extract", "x.jpg", "-o", "s.zarr", "--gpus-per-actor"], "-1"),
+    (["extract", "x.jpg", "-o", "s.zarr", "--gpus-per-actor"], "nan"),
+    (["export", "-o", "m.onnx", "--gate-cosine"], "1.5"),
+    (["export", "-o", "m.onnx", "--gate-rel-l2"], "inf"),
+    (["bench", "--compile-budget"], "-5"),
+    (["bench", "--compile-budget"], "soon"),
+], ids=["gpus-negative", "gpus-nan", "cosine-above-1", "rel-l2-inf", "budget-negative", "budget-text"])
+def test_numbers_out_of_range_at_parse_time(capsys, argv, value):
+    """Before: --gpus-per-actor -1 reached Ray and ended in a ValueError traceback; nan passed every check."""
+    err = _exit_line(capsys, [*argv, value])
+    assert f"{argv[-1]} must be a" in err and value in err
+
+
+def test_float_in_accepts_its_limits():
+    from featuremaps.cli._args import float_in
+
+    assert float_in(-1, 1, "--x")("-1") == -1.0 and float_in(-1, 1, "--x")("1") == 1.0
+    assert float_in(0, None, "--x")("0.25") == 0.25

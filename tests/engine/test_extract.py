@@ -242,3 +242,36 @@ def test_show_from_store_draws_without_model(extracted, tmp_path, capsys):
     bad = st.errors[0]
     assert main(["show", "--store", str(st.path), "--index", str(bad.index), "-o", str(tmp_path)]) == 2
     assert f"is error: {bad.message}" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- one store, one arithmetic
+
+
+def test_store_checks_the_math_mode_it_records(tmp_path):
+    st = FeatureStore.create(tmp_path / "m.zarr", paths=["a"], shapes={}, batch_size=1,
+                             metadata={"extraction": {"provider": "cuda", "math_mode": "tf32", "device": 0}})
+    st.check_arithmetic("tensorrt", "tf32")  # another provider, the same arithmetic: allowed
+    with pytest.raises(StoreError, match=r"computed in tf32 \(cuda\), but this run computes fp32 \(cpu\).*--no-tf32"):
+        st.check_arithmetic("cpu", "fp32")
+    old = FeatureStore.create(tmp_path / "old.zarr", paths=["a"], shapes={}, batch_size=1, metadata={})
+    old.check_arithmetic("cpu", "fp32")  # stores of earlier versions record no mode: not checked
+
+
+def test_resume_in_another_math_mode_is_refused(small_model, image_dir, tmp_path, capsys):
+    """A TF32 GPU job resumed on a machine that computes strict fp32: one line, exit 2, nothing written."""
+    from featuremaps.engine.extractor import Extractor
+    from featuremaps.engine.hashing import file_sha256
+    from featuremaps.engine.store import output_shapes
+
+    out = tmp_path / "gpu.zarr"
+    with Extractor(small_model.path, provider="cpu") as ex:
+        meta = dict(ex.metadata, extraction={"provider": "cuda", "math_mode": "tf32", "device": 0})
+        FeatureStore.create(out, paths=collect_inputs([image_dir]), metadata=meta, batch_size=3,
+                            shapes=output_shapes(ex.metadata, ex.session), model_path=small_model.path.resolve(),
+                            model_sha256=file_sha256(small_model.path)).close()
+    rc = _extract(image_dir, "--model", small_model.path, "-o", out, "--batch-size", "3", "--resume",
+                  "--provider", "cpu")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err[-1].startswith("featuremaps: error: ")
+    assert "computed in tf32 (cuda), but this run computes fp32 (cpu)" in err[-1]
+    assert (open_store(out).status == "pending").all()

@@ -143,3 +143,58 @@ def test_actors_the_cluster_cannot_place_fail_in_one_line(local_ray, small_model
     assert len(err) >= 1 and "did not start 1 model actor(s) within 5 s" in err[-1] and "--actors" in err[-1]
     assert "Traceback" not in "\n".join(err)
     assert (open_store(out).status == "pending").all()
+
+
+def test_ray_actors_run_the_math_mode_asked_for(local_ray, small_model, images, tmp_path):
+    """--math-mode reaches the actors: OpenVINO strict fp32 on Ray gives the local engine's maps and
+    records the same provider and mode."""
+    pytest.importorskip("openvino")
+    from featuremaps.compare import rel_l2_error
+
+    args = ["extract", str(images), "--model", str(small_model.path), "--batch-size", "3", "--no-progress",
+            "--provider", "openvino", "--math-mode", "fp32"]
+    assert main([*args, "-o", str(tmp_path / "local.zarr")]) == 1
+    assert main([*args, "-o", str(tmp_path / "ray.zarr"), "--engine", "ray", "--actors", "1"]) == 1
+    local, ray_store = open_store(tmp_path / "local.zarr"), open_store(tmp_path / "ray.zarr")
+    assert ray_store.metadata["extraction"]["math_mode"] == "fp32" == local.metadata["extraction"]["math_mode"]
+    np.testing.assert_array_equal(local.status_codes, ray_store.status_codes)
+    ok = local.status == "ok"
+    for name in local.outputs:
+        assert rel_l2_error(ray_store[name][:][ok], local[name][:][ok]) <= 1e-6, name
+
+
+def test_actor_that_would_compute_another_math_mode_writes_nothing(local_ray, small_model, images, tmp_path):
+    """The store records how its maps are computed (here: TF32 on a GPU); an actor on a node that
+    computes otherwise (strict fp32 on a CPU) refuses in one line before writing, the rows stay pending."""
+    from featuremaps.engine.extractor import Extractor
+    from featuremaps.engine.hashing import file_sha256
+    from featuremaps.engine.inputs import collect_inputs
+    from featuremaps.engine.ray_engine import run_extraction_ray
+    from featuremaps.engine.store import FeatureStore, output_shapes
+    from featuremaps.errors import FeaturemapsError, one_line
+
+    out = tmp_path / "tf32.zarr"
+    with Extractor(small_model.path, provider="cpu") as ex:
+        meta = dict(ex.metadata, extraction={"provider": "cuda", "math_mode": "tf32", "device": 0})
+        st = FeatureStore.create(out, paths=collect_inputs([images]), metadata=meta, batch_size=3,
+                                 shapes=output_shapes(ex.metadata, ex.session), model_path=small_model.path.resolve(),
+                                 model_sha256=file_sha256(small_model.path))
+    with pytest.raises(FeaturemapsError) as err:
+        run_extraction_ray(st, small_model.path, provider="cpu", actors=1)
+    line = one_line(err.value)
+    assert "computed in tf32 (cuda), but Ray node " in line and "computes fp32 (cpu)" in line and "\\n" not in line
+    st.close()
+    assert (open_store(out).status == "pending").all()
+
+
+def test_other_ray_failures_become_one_line_that_says_resume():
+    import ray
+
+    from featuremaps.engine.ray_engine import _user_error_from
+    from featuremaps.errors import ClusterError, StoreError, one_line
+
+    died = _user_error_from(ray.exceptions.ActorDiedError())  # a system failure, no exception of ours
+    assert isinstance(died, ClusterError) and "the Ray job failed: " in one_line(died)
+    assert one_line(died).endswith("re-run with --resume") and "\\n" not in one_line(died)
+    ours = _user_error_from(ray.exceptions.RayError("Traceback ...\n  File x\nfeaturemaps.errors.StoreError: disk full\n"))
+    assert isinstance(ours, StoreError) and str(ours) == "disk full"

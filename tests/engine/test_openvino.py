@@ -320,13 +320,16 @@ def test_extract_auto_fast_says_what_it_chose(tiny, tmp_path, sample_paths, caps
         assert engine["provider"] == "cpu" and engine["math_mode"] == "fp32"
 
 
-def test_extract_ray_refuses_math_mode_it_cannot_pass(tiny, tmp_path, sample_paths, capsys):
+def test_extract_ray_refuses_a_gpu_index(tiny, tmp_path, sample_paths, capsys):
+    """Ray gives each actor its GPU: --device N (a GPU of the driver's machine) is refused in one line
+    before anything starts; math modes and OpenVINO device names do reach the actors (test_extract_ray)."""
     from featuremaps.cli import main
 
     rc = main(["extract", str(sample_paths[0]), "--model", str(tiny.path), "-o", str(tmp_path / "s.zarr"),
-               "--provider", "openvino", "--math-mode", "fp32", "--engine", "ray", "--no-progress"])
+               "--provider", "cuda", "--device", "1", "--engine", "ray", "--no-progress"])
     err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 2 and len(err) == 1 and "--math-mode and OpenVINO --device names are not passed to Ray actors" in err[0]
+    assert rc == 2 and len(err) == 1 and "--device 1 picks a GPU of this machine" in err[0], err
+    assert "--gpus-per-actor" in err[0] and not (tmp_path / "s.zarr").exists()
 
 
 # ------------------------------------------------------------------ bench
