@@ -78,17 +78,21 @@ class _ModelWriter:
 
     def __init__(self, model_path: str, store_path: str, provider: str, threads: int | None, batch_size: int,
                  tf32: bool = True, math_mode: str = "default", device: str | None = None):
-        from .extractor import Extractor
-
-        # device: an OpenVINO device name, or None (Ray gives a GPU actor its GPU as device 0)
-        self.extractor = Extractor(model_path, provider=provider, threads=threads, max_batch=batch_size,
-                                   spin=False, device=device, tf32=tf32, math_mode=math_mode)  # spin=False: decode
-        self.store = FeatureStore.open(store_path, mode="r+")                            # tasks share the CPUs
-        # a node without the driver's GPU or bf16 units must not mix other arithmetic into the store
         import ray
 
-        self.store.check_arithmetic(self.extractor.provider, self.extractor.math_mode,
-                                    who=f"Ray node {ray.get_runtime_context().get_node_id()[:12]}")
+        from .extractor import Extractor
+
+        node = f"Ray node {ray.get_runtime_context().get_node_id()[:12]}"
+        try:
+            # device: an OpenVINO device name, or None (Ray gives a GPU actor its GPU as device 0);
+            # spin=False: decode tasks share the node's CPUs
+            self.extractor = Extractor(model_path, provider=provider, threads=threads, max_batch=batch_size,
+                                       spin=False, device=device, tf32=tf32, math_mode=math_mode)
+        except FeaturemapsError as e:  # say where: the driver's machine may well have what this node lacks
+            raise type(e)(f"{node}: {e}") from None
+        self.store = FeatureStore.open(store_path, mode="r+")
+        # a node without the driver's GPU or bf16 units must not mix other arithmetic into the store
+        self.store.check_arithmetic(self.extractor.provider, self.extractor.math_mode, who=node)
 
     def __call__(self, batch: dict) -> dict:
         import ray
@@ -147,7 +151,7 @@ def _quiet_ray(verbose: bool) -> None:
     if not verbose:
         os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
         for name in ("ray", "ray.data"):
-            logging.getLogger(name).setLevel(logging.ERROR)
+            logging.getLogger(name).setLevel(logging.CRITICAL)  # failures reach the CLI as one line
 
 
 _PROBE_S = 5.0  # per connect / per RPC; three at most, so a join fails within ~15 s

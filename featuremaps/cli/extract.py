@@ -19,6 +19,7 @@ from ..engine.hashing import file_sha256
 from ..engine.inputs import collect_inputs, printable_path
 from ..engine.pipeline import run_extraction
 from ..engine.preprocess import DecodeBudget
+from ..engine.providers import math_mode as session_math_mode
 from ..engine.ray_engine import check_cluster_address, gpu_shortfall, init_ray, run_extraction_ray  # imports ray only when called
 from ..engine.store import FeatureStore, output_shapes
 from ..errors import ArgumentError, ClusterError, ExtractionError, StoreError
@@ -79,35 +80,50 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_extract)
 
 
-def _open_or_create(args, paths: list[str], model_path: Path, extractor):
+def _extraction(args, ex, provider: str) -> dict:
+    """How the store's maps are computed (recorded in it; every later run and Ray actor must match).
+    Normally the session's own. Joining a Ray cluster with a GPU provider, the driver plans on its
+    CPU (it may have no GPU) and records what the actors will run: ``math_mode`` follows from the
+    provider, ``--no-tf32`` and the model's precision."""
+    if ex.provider == provider or provider == "auto" or not _plans_on_cpu(args, provider):
+        return {"provider": ex.provider, "math_mode": ex.math_mode, "device": ex.device}
+    mode = session_math_mode(provider, ex.metadata.get("precision", "fp32"), tf32=not args.no_tf32)
+    return {"provider": provider, "math_mode": mode, "device": None}
+
+
+def _plans_on_cpu(args, provider: str) -> bool:
+    """The driver of a joined Ray cluster needs the model's shapes, not its GPU provider."""
+    return args.engine == "ray" and bool(args.ray_address) and provider in ("cuda", "tensorrt")
+
+
+def _open_or_create(args, paths: list[str], model_path: Path, extractor, extraction: dict):
     out = Path(args.output)
     sha = file_sha256(model_path)
     # The store records how its maps were computed: provider and math mode (tf32 vs strict fp32
     # changes the values at the 1e-4 level), next to the model's own metadata.
     # and the command that created it (`featuremaps info` shows it)
     # (fp32, tf32, bf16, int8+bf16, ...); device: the GPU index, or OpenVINO's device name
-    meta = dict(extractor.metadata, extraction={"provider": extractor.provider, "math_mode": extractor.math_mode,
-                                                "device": extractor.device},
+    meta = dict(extractor.metadata, extraction=extraction,
                 command="featuremaps " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     dtype = args.dtype or ("fp16" if meta.get("output_dtype") == "fp16" else "fp32")
     if out.exists():
         if not args.resume:
             raise StoreError(f"{out} already exists; add --resume to complete it, or choose a new -o path")
-        return _resume(out, args, paths, sha, dtype, extractor)
+        return _resume(out, args, paths, sha, dtype, extraction)
     return FeatureStore.create(out, paths=paths, metadata=meta, shapes=output_shapes(meta, extractor.session),
                                batch_size=args.batch_size or DEFAULT_BATCH, dtype=dtype,
                                compression=args.compression or "none",
                                model_path=model_path.resolve(), model_sha256=sha)
 
 
-def _resume(out: Path, args, paths: list[str], sha: str, dtype: str, extractor):
+def _resume(out: Path, args, paths: list[str], sha: str, dtype: str, extraction: dict):
     """Open ``out`` locked, refuse other settings, inputs or math mode, drop dead temp files, and mark
     batches with chunks that fail their checksum pending (the run redoes them)."""
     store = FeatureStore.open(out, mode="r+", lock=True)
     try:
         store.check_settings(batch_size=args.batch_size, dtype=dtype, compression=args.compression,
                              model_sha256=sha)
-        store.check_arithmetic(extractor.provider, extractor.math_mode)
+        store.check_arithmetic(extraction["provider"], extraction["math_mode"])
         if store.paths != paths:
             raise StoreError(f"the inputs differ from the list stored in {out} ({len(paths)} vs {len(store.paths)} "
                              "images); resume with the same inputs, or choose a new -o path")
@@ -186,13 +202,15 @@ def _choose(args, model_path: Path) -> tuple[str, str]:
 
 def _extract(args, paths: list[str], model_path: Path, provider: str, math_mode: str):
     """Open the model and the store, run the engine; ``(summary, store)`` (the store closed)."""
+    planned = "cpu" if _plans_on_cpu(args, provider) else provider
     # spin=False: idle ONNX Runtime threads must not busy-wait while decode threads need the CPUs
-    with Extractor(model_path, provider=provider, threads=args.threads,
+    with Extractor(model_path, provider=planned, threads=args.threads,
                    max_batch=args.batch_size or DEFAULT_BATCH, spin=False, device=args.device,
                    tf32=not args.no_tf32, math_mode=math_mode) as ex:
-        store = _open_or_create(args, paths, model_path, ex)
+        extraction = _extraction(args, ex, provider)
+        store = _open_or_create(args, paths, model_path, ex, extraction)
         try:
-            summary = _run(args, store, model_path, ex, provider, math_mode)
+            summary = _run(args, store, model_path, ex, provider, math_mode, extraction)
         finally:
             store.close()  # release the writer's lock
     return summary, store
@@ -203,9 +221,11 @@ def _resume_command() -> str:
     return "featuremaps " + " ".join(shlex.quote(a) for a in argv) + " --resume"
 
 
-def _run(args, store, model_path: Path, ex, provider: str, math_mode: str):
+def _run(args, store, model_path: Path, ex, provider: str, math_mode: str, extraction: dict):
     done = len(store) - sum(b - a for a, b in map(store.batch_rows, store.pending_batches()))
-    print(f"extracting {len(store)} images ({done} already done) with {ex.info.note} "
+    how = (f"{extraction['provider']}, {extraction['math_mode']} on {args.actors} Ray actor(s)"
+           if args.engine == "ray" else ex.info.note)
+    print(f"extracting {len(store)} images ({done} already done) with {how} "
           f"-> {store.path} [{store.dtype}, batch {store.batch_size}]", file=sys.stderr)
     bar = tqdm(total=len(store), initial=done, unit="img", file=sys.stderr, disable=args.no_progress,
                dynamic_ncols=True, smoothing=0.1)

@@ -198,3 +198,29 @@ def test_other_ray_failures_become_one_line_that_says_resume():
     assert one_line(died).endswith("re-run with --resume") and "\\n" not in one_line(died)
     ours = _user_error_from(ray.exceptions.RayError("Traceback ...\n  File x\nfeaturemaps.errors.StoreError: disk full\n"))
     assert isinstance(ours, StoreError) and str(ours) == "disk full"
+
+
+def test_driver_without_the_gpu_plans_on_its_cpu_and_records_what_actors_run(local_ray, small_model, images,
+                                                                            tmp_path, capsys):
+    """Joining a cluster with --provider cuda from a driver with no GPU (a CPU head node): the driver
+    reads shapes on its CPU and records cuda/tf32; here the cluster has no GPU either, so the actors'
+    one-line refusal ends the run (exit 2), rows pending; a --resume computing fp32 is refused."""
+    import ray
+
+    from featuremaps.engine.choice import available_providers
+
+    if "cuda" in available_providers():
+        pytest.skip("this machine has CUDA: the actors would run")
+    address = ray.get_runtime_context().gcs_address
+    out = tmp_path / "cuda.zarr"
+    args = ["extract", str(images), "--model", str(small_model.path), "--batch-size", "3", "--no-progress",
+            "-o", str(out), "--engine", "ray", "--ray-address", address]
+    rc = main([*args, "--provider", "cuda"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err[-1].startswith("featuremaps: error: Ray node ") and "cuda" in err[-1], err
+    assert "Traceback" not in "\n".join(err)
+    store = open_store(out)
+    assert store.metadata["extraction"]["provider"] == "cuda" and store.metadata["extraction"]["math_mode"] == "tf32"
+    assert (store.status == "pending").all()
+    assert main([*args, "--provider", "cpu", "--resume"]) == 2
+    assert "computed in tf32 (cuda), but this run computes fp32 (cpu)" in capsys.readouterr().err
