@@ -184,6 +184,10 @@ def _choose(args, model_path: Path) -> tuple[str, str]:
     if args.math_mode != "default" and args.provider not in ("openvino", "auto"):
         raise ArgumentError(f"--math-mode is OpenVINO's arithmetic; add --provider openvino (provider "
                             f"{args.provider} runs the model's own precision; --no-tf32 is CUDA's strict fp32)")
+    if args.engine == "ray" and args.provider in ("cuda", "tensorrt") and not args.gpus_per_actor:
+        raise ArgumentError(f"--provider {args.provider} on Ray needs --gpus-per-actor (e.g. 1, or 0.5 for two "
+                            "actors per GPU): Ray hands out GPUs only to actors that reserve them, and the others "
+                            "would all share each node's first GPU")
     if args.engine == "ray" and isinstance(args.device, int):
         raise ArgumentError(f"--device {args.device} picks a GPU of this machine; Ray gives each actor its own "
                             "GPU (--gpus-per-actor), so drop --device with --engine ray")

@@ -200,27 +200,50 @@ def test_other_ray_failures_become_one_line_that_says_resume():
     assert isinstance(ours, StoreError) and str(ours) == "disk full"
 
 
-def test_driver_without_the_gpu_plans_on_its_cpu_and_records_what_actors_run(local_ray, small_model, images,
-                                                                            tmp_path, capsys):
+_GPU_CLUSTER = """
+import json, subprocess, sys
+import ray
+model, images, out = sys.argv[1:4]
+# a node that declares a GPU Ray hands to the actor, on a machine whose onnxruntime cannot use one
+ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+base = [sys.executable, "-m", "featuremaps", "extract", images, "--model", model, "-o", out, "--batch-size", "3",
+        "--no-progress", "--engine", "ray", "--ray-address", ray.get_runtime_context().gcs_address]
+runs = [subprocess.run(base + extra, capture_output=True, text=True, timeout=240)
+        for extra in (["--provider", "cuda", "--gpus-per-actor", "1"], ["--provider", "cpu", "--resume"])]
+print(json.dumps([[r.returncode, r.stderr] for r in runs]))
+"""
+
+
+def test_driver_without_the_gpu_plans_on_its_cpu_and_records_what_actors_run(small_model, images, tmp_path):
     """Joining a cluster with --provider cuda from a driver with no GPU (a CPU head node): the driver
-    reads shapes on its CPU and records cuda/tf32; here the cluster has no GPU either, so the actors'
-    one-line refusal ends the run (exit 2), rows pending; a --resume computing fp32 is refused."""
-    import ray
+    reads shapes on its CPU and records cuda/tf32. The cluster's GPU node here cannot run CUDA
+    either, so the actor's one-line refusal, naming its node, ends the run (exit 2) with the rows
+    pending; a --resume that would compute fp32 is refused."""
+    import json
+    import subprocess
+    import sys
 
     from featuremaps.engine.choice import available_providers
 
     if "cuda" in available_providers():
         pytest.skip("this machine has CUDA: the actors would run")
-    address = ray.get_runtime_context().gcs_address
     out = tmp_path / "cuda.zarr"
-    args = ["extract", str(images), "--model", str(small_model.path), "--batch-size", "3", "--no-progress",
-            "-o", str(out), "--engine", "ray", "--ray-address", address]
-    rc = main([*args, "--provider", "cuda"])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 2 and err[-1].startswith("featuremaps: error: Ray node ") and "cuda" in err[-1], err
-    assert "Traceback" not in "\n".join(err)
+    proc = subprocess.run([sys.executable, "-c", _GPU_CLUSTER, str(small_model.path), str(images), str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (rc, err), (rc_resume, err_resume) = json.loads(proc.stdout.strip().splitlines()[-1])
+    last = err.strip().splitlines()[-1]
+    assert rc == 2 and last.startswith("featuremaps: error: Ray node ") and "'cuda' cannot run here" in last, err
+    assert "Traceback" not in err
     store = open_store(out)
     assert store.metadata["extraction"]["provider"] == "cuda" and store.metadata["extraction"]["math_mode"] == "tf32"
     assert (store.status == "pending").all()
-    assert main([*args, "--provider", "cpu", "--resume"]) == 2
-    assert "computed in tf32 (cuda), but this run computes fp32 (cpu)" in capsys.readouterr().err
+    assert rc_resume == 2 and "computed in tf32 (cuda), but this run computes fp32 (cpu)" in err_resume
+
+
+def test_gpu_provider_on_ray_needs_gpus_per_actor(small_model, images, tmp_path, capsys):
+    rc = main(["extract", str(images), "--model", str(small_model.path), "-o", str(tmp_path / "s.zarr"),
+               "--engine", "ray", "--provider", "cuda", "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "needs --gpus-per-actor" in err[0], err
+    assert not (tmp_path / "s.zarr").exists()
