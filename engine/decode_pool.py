@@ -25,6 +25,7 @@ import queue
 import signal
 import time
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from multiprocessing import connection, shared_memory
 
@@ -37,6 +38,23 @@ from ..errors import ImageDecodeError
 log = logging.getLogger(__name__)
 _DEPTH = 2  # tasks queued per worker
 _PRELOAD = ["featuremaps.engine.decode_pool", "PIL.Image", "PIL.JpegImagePlugin", "PIL.PngImagePlugin"]
+
+
+@contextmanager
+def _safe_path():
+    """``PYTHONSAFEPATH=1`` while workers start: Python 3.11's forkserver runs as ``python -c``
+    (the current folder first on ``sys.path``) and does not apply the parent's ``sys.path`` before
+    preloading, so a folder or file named ``featuremaps`` where the user stands shadowed the package
+    and every worker died on import. Safe-path mode leaves the current folder off ``sys.path``."""
+    old = os.environ.get("PYTHONSAFEPATH")
+    os.environ["PYTHONSAFEPATH"] = "1"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("PYTHONSAFEPATH", None)
+        else:
+            os.environ["PYTHONSAFEPATH"] = old
 
 
 def usable_cores() -> int:
@@ -156,7 +174,8 @@ class DecodePool:
         for s in range(self.slots):
             self._free.put(s)
         try:
-            self._procs = [self._spawn() for _ in range(self.workers)]
+            with _safe_path():
+                self._procs = [self._spawn() for _ in range(self.workers)]
         except BaseException:
             self.close()
             raise

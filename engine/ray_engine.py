@@ -19,6 +19,7 @@ Ray is optional (``pip install 'ray[data]'``); nothing here is imported by the l
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -61,9 +62,9 @@ def _import_ray():
     return ray
 
 
-def _decode_row(row: dict, pre: dict) -> dict:
+def _decode_row(row: dict, pre: dict, decode: str = "full") -> dict:
     """One store batch's images -> inputs of the good ones, their row offsets, error reasons (JSON)."""
-    p = Preprocessing.from_dict(pre)
+    p = dataclasses.replace(Preprocessing.from_dict(pre), decode=decode)
     decoded = [_decode(path, p) for path in json.loads(row["paths"])]
     errors = {r: d for r, d in enumerate(decoded) if isinstance(d, str)}
     ok = [r for r in range(len(decoded)) if r not in errors]
@@ -136,8 +137,14 @@ def init_ray(address: str | None, *, num_cpus: int | None = None, verbose: bool 
         return False
     if address:
         check_cluster_address(address, verbose=verbose)
-        with _fd2_silenced(not verbose):  # Ray's C++ core logs "Set ray log level ..." straight to fd 2
-            ray.init(address=address, **quiet)
+        try:
+            with _fd2_silenced(not verbose):  # Ray's C++ core logs "Set ray log level ..." straight to fd 2
+                ray.init(address=address, **quiet)
+        except ValueError as e:
+            if "ray[client]" in str(e):
+                raise RayUnavailableError(f"--ray-address {address} uses Ray Client, which needs its extra: pip "
+                                          "install 'ray[client]' (or pass the head's HOST:PORT)") from None
+            raise
         return False
     with _fd2_silenced(not verbose):
         ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, _node_ip_address="127.0.0.1",
@@ -225,6 +232,8 @@ def _split_host_port(hostport: str, address: str) -> tuple[str, int]:
     if not sep or not port.isdigit() or not host:
         raise ClusterError(f"--ray-address {address} is not HOST:PORT (e.g. 10.0.0.5:6379, ray://head:10001, "
                            "or auto)")
+    if not 0 < int(port) < 65536:
+        raise ClusterError(f"--ray-address {address}: port {port} is not a TCP port (1..65535)")
     return host.strip("[]"), int(port)
 
 
@@ -294,6 +303,18 @@ def actor_cpus(total_cpus: float, actors: int) -> float:
     return max(0.25, min(1.0, total_cpus / 2 / max(1, actors)))
 
 
+def actor_shortfall(actors: int, total_cpus: float) -> str | None:
+    """Why ``actors`` model actors do not fit ``total_cpus``, or None. Each actor reserves at least
+    0.25 CPU and actors get at most half the CPUs (:func:`actor_cpus`): more actors than that would
+    leave the decode tasks no CPU, and the job would wait forever."""
+    most = int(total_cpus / 2 / 0.25)
+    if actors <= most:
+        return None
+    return (f"--actors {actors} is more than the Ray cluster's {total_cpus:g} CPU(s) can host next to the decode "
+            f"tasks (at most {most}: each actor reserves 0.25 CPU or more, actors get at most half the CPUs); "
+            f"pass --actors {max(most, 1)} or fewer, or add nodes")
+
+
 def gpu_shortfall(actors: int, gpus_per_actor: float, cluster_gpus: float) -> str | None:
     """What is missing for ``actors`` x ``gpus_per_actor`` GPUs on a cluster with ``cluster_gpus``,
     or None when they fit."""
@@ -328,12 +349,14 @@ def run_extraction_ray(store: FeatureStore, model_path, *, actors: int = 1, gpus
     rows = [{"batch": b, "paths": json.dumps(paths[slice(*store.batch_rows(b))])} for b in todo]
     t0 = time.perf_counter()
     if rows:
+        actors = min(actors, len(rows))  # an actor without a batch would only load the model
         cpus = float(ray.cluster_resources().get("CPU", 1))
         short = gpu_shortfall(actors, gpus_per_actor, float(ray.cluster_resources().get("GPU", 0)))
         if short:  # an autoscaler may still add GPU nodes: say so, then wait (bounded)
             print(f"{short}; waiting up to {ACTOR_START_LIMIT_S} s for GPU nodes to join", file=sys.stderr)
         ds = ray.data.from_items(rows, override_num_blocks=len(rows))
-        ds = ds.map(_decode_row, fn_kwargs={"pre": pre}, num_cpus=0.5)
+        decode = store.metadata["preprocessing"].get("decode", "full")  # as recorded by the driver
+        ds = ds.map(_decode_row, fn_kwargs={"pre": pre, "decode": decode}, num_cpus=0.5)
         ds = ds.map_batches(_ModelWriter, batch_size=1, batch_format="numpy",
                             compute=ray.data.ActorPoolStrategy(size=actors),
                             num_cpus=actor_cpus(cpus, actors), num_gpus=gpus_per_actor or None,

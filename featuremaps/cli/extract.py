@@ -20,7 +20,7 @@ from ..engine.inputs import collect_inputs, printable_path
 from ..engine.pipeline import run_extraction
 from ..engine.preprocess import DecodeBudget
 from ..engine.providers import math_mode as session_math_mode
-from ..engine.ray_engine import check_cluster_address, gpu_shortfall, init_ray, run_extraction_ray  # imports ray only when called
+from ..engine.ray_engine import actor_shortfall, check_cluster_address, gpu_shortfall, init_ray, run_extraction_ray  # imports ray only when called
 from ..engine.store import FeatureStore, output_shapes
 from ..errors import ArgumentError, ClusterError, ExtractionError, StoreError
 from ._args import (ModelSpec, add_math_args, add_model_args, float_in, folder_arg, int_in, positive_int, provider_choices,
@@ -37,22 +37,26 @@ def register(sub) -> None:
                     "2 usage error, 130 interrupted (re-run with --resume).")
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="image files, folders (searched recursively) or @list.txt (one path per line)")
-    add_model_args(p)
+    # None: not given. They build a zoo model; an .onnx file fixes them, so giving one is refused
+    add_model_args(p, layers_default=None, weights_default=None, seed_default=None,
+                   layers_help="taps of a zoo model: indices (0,5,17), features.17 or aliases (conv4_1, relu4_1, "
+                               "pool4); see `featuremaps layers` (default: 0,5,10,17,28)")
+    p.set_defaults(input_size=None)
     p.add_argument("-o", "--output", type=folder_arg, required=True, help="store path (a new folder, e.g. OUT.zarr)")
     p.add_argument("--batch-size", type=positive_int, default=None,
                    help=f"images per model call (default: {DEFAULT_BATCH}; with --resume: the store's)")
     p.add_argument("--workers", type=int_in(0, 512, "--workers"), default=None,
                    help="decode worker processes (default: the usable cores; 0 decodes in a thread)")
-    p.add_argument("--decode", choices=("full", "reduced"), default="full",
+    p.add_argument("--decode", choices=("full", "reduced"), default=None,
                    help="reduced: JPEGs >= 2x the model size decode at 1/2-1/8 scale, then resize (faster, "
-                        "not the seed's pixels; default: full)")
-    p.add_argument("--max-pixels", type=positive_int, default=100_000_000,
+                        "not the seed's pixels; default: full, with --resume the store's)")
+    p.add_argument("--max-pixels", type=int_in(1, 10**12, "--max-pixels"), default=100_000_000,
                    help="refuse images whose header declares more pixels (default: 100000000)")
-    p.add_argument("--max-file-bytes", type=positive_int, default=256 * 1024 * 1024,
+    p.add_argument("--max-file-bytes", type=int_in(1, 2**40, "--max-file-bytes"), default=256 * 1024 * 1024,
                    help="refuse larger files without reading them (default: 268435456)")
-    p.add_argument("--writers", type=positive_int, default=4,
+    p.add_argument("--writers", type=int_in(1, 256, "--writers"), default=4,
                    help="chunk writer threads (each tap of each batch is its own chunk; default: 4)")
-    p.add_argument("--threads", type=positive_int, default=None, help="ONNX Runtime intra-op threads (default: all cores)")
+    p.add_argument("--threads", type=int_in(1, 1024, "--threads"), default=None, help="ONNX Runtime intra-op threads (default: all cores)")
     p.add_argument("--provider", default="auto", choices=provider_choices(),
                    help="ONNX Runtime provider, or openvino (default: auto: exact, TensorRT > CUDA > CPU)")
     p.add_argument("--fast", action="store_true",
@@ -75,8 +79,10 @@ def register(sub) -> None:
     g.add_argument("--ray-address", default=None,
                    help="join this Ray cluster (e.g. ray://head:10001 or auto); default: a local instance on "
                         "127.0.0.1. -o must then be an absolute path every node can reach")
-    g.add_argument("--actors", type=positive_int, default=1, help="model actors, one ONNX Runtime session each (default: 1)")
-    g.add_argument("--gpus-per-actor", type=float_in(0, None, "--gpus-per-actor"), default=0.0, help="GPUs each actor reserves (default: 0)")
+    g.add_argument("--actors", type=positive_int, default=None,
+                   help="model actors, one ONNX Runtime session each (default: 1)")
+    g.add_argument("--gpus-per-actor", type=float_in(0, None, "--gpus-per-actor"), default=None,
+                   help="GPUs each actor reserves (default: 0)")
     p.set_defaults(func=cmd_extract)
 
 
@@ -103,10 +109,16 @@ def _open_or_create(args, paths: list[str], model_path: Path, extractor, extract
     # changes the values at the 1e-4 level), next to the model's own metadata.
     # and the command that created it (`featuremaps info` shows it)
     # (fp32, tf32, bf16, int8+bf16, ...); device: the GPU index, or OpenVINO's device name
-    meta = dict(extractor.metadata, extraction=extraction,
+    # preprocessing.decode: how pixels were made (full, or DCT-reduced JPEG decoding); --resume and
+    # the Ray engine read it from the store
+    pre = dict(extractor.metadata["preprocessing"], decode=args.decode or "full")
+    meta = dict(extractor.metadata, preprocessing=pre, extraction=extraction,
                 command="featuremaps " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     dtype = args.dtype or ("fp16" if meta.get("output_dtype") == "fp16" else "fp32")
     if out.exists():
+        if out.is_dir() and not (out / "zarr.json").exists():
+            what = "an empty folder" if not any(out.iterdir()) else "a folder that is not a featuremaps store"
+            raise StoreError(f"{out} is {what}; choose a new -o path (extract creates the store folder itself)")
         if not args.resume:
             raise StoreError(f"{out} already exists; add --resume to complete it, or choose a new -o path")
         return _resume(out, args, paths, sha, dtype, extraction)
@@ -124,6 +136,11 @@ def _resume(out: Path, args, paths: list[str], sha: str, dtype: str, extraction:
         store.check_settings(batch_size=args.batch_size, dtype=dtype, compression=args.compression,
                              model_sha256=sha)
         store.check_arithmetic(extraction["provider"], extraction["math_mode"])
+        stored = store.metadata["preprocessing"].get("decode", "full")
+        if args.decode not in (None, stored):
+            raise StoreError(f"{out} was decoded with --decode {stored}, not {args.decode}; resume with --decode "
+                             f"{stored} (or without --decode), or choose a new -o path")
+        args.decode = stored
         if store.paths != paths:
             raise StoreError(f"the inputs differ from the list stored in {out} ({len(paths)} vs {len(store.paths)} "
                              "images); resume with the same inputs, or choose a new -o path")
@@ -138,9 +155,34 @@ def _resume(out: Path, args, paths: list[str], sha: str, dtype: str, extraction:
     return store
 
 
+_ZOO_ONLY = ("layers", "weights", "seed", "input_size")
+_RAY_ONLY = ("ray_address", "actors", "gpus_per_actor")
+
+
+def _given(args, names) -> list[str]:
+    return [f"--{n.replace('_', '-')}" for n in names if getattr(args, n) is not None]
+
+
+def _model_path(args) -> Path:
+    """The .onnx file to run. Options that build a zoo model are refused with a file (they would be
+    ignored: the file fixes its taps, weights and input size)."""
+    spec = ModelSpec.from_args(args)
+    given = _given(args, _ZOO_ONLY)
+    if spec.is_file and given:
+        raise ArgumentError(f"{' and '.join(given)} build a zoo model, but {args.model} is an exported model with its "
+                            f"own taps, weights and input size (`featuremaps info {args.model}`); drop "
+                            f"{' and '.join(given)}, or pass a zoo name (--model vgg16 {given[0]} ...)")
+    return resolve_model(dataclasses.replace(spec, input_size=spec.input_size or 224))
+
+
 def _check_ray_args(args) -> None:
     if args.engine != "ray":
+        given = _given(args, _RAY_ONLY)
+        if given:
+            raise ArgumentError(f"{' and '.join(given)} apply to --engine ray; add --engine ray, or drop them")
         return
+    args.actors = args.actors or 1
+    args.gpus_per_actor = args.gpus_per_actor or 0.0
     if "://" in args.output:
         raise ArgumentError(f"store URLs ({args.output}) are not supported yet; use a shared filesystem path")
     if args.ray_address and not Path(args.output).is_absolute():
@@ -168,6 +210,9 @@ def _ray_session(args):
 
     started = init_ray(args.ray_address, verbose=args.verbose)
     try:
+        too_many = actor_shortfall(args.actors, float(ray.cluster_resources().get("CPU", 0)))
+        if too_many:  # actors would hold every CPU and the decode tasks would wait forever
+            raise ClusterError(too_many)
         short = gpu_shortfall(args.actors, args.gpus_per_actor, float(ray.cluster_resources().get("GPU", 0)))
         if started and short:
             raise ClusterError(f"{short} (a local instance on this machine); lower --actors or --gpus-per-actor, "
@@ -236,7 +281,7 @@ def _run(args, store, model_path: Path, ex, provider: str, math_mode: str, extra
     try:
         if args.engine == "ray":
             return _run_ray(args, store, model_path, bar, provider, math_mode)
-        pre = dataclasses.replace(ex.preprocessing, decode=args.decode)
+        pre = dataclasses.replace(ex.preprocessing, decode=args.decode or "full")
         budget = DecodeBudget(max_pixels=args.max_pixels, max_file_bytes=args.max_file_bytes)
         return run_extraction(store, ex, pre, workers=args.workers, writers=args.writers, budget=budget,
                               strict=args.strict, progress=bar.update)
@@ -252,7 +297,7 @@ def _run(args, store, model_path: Path, ex, provider: str, math_mode: str, extra
 def cmd_extract(args: argparse.Namespace) -> int:
     paths = collect_inputs(args.inputs)
     _check_ray_args(args)
-    model_path = resolve_model(ModelSpec.from_args(args))
+    model_path = _model_path(args)
     provider, math_mode = _choose(args, model_path)
     with _ray_session(args):
         summary, store = _extract(args, paths, model_path, provider, math_mode)

@@ -275,3 +275,83 @@ def test_resume_in_another_math_mode_is_refused(small_model, image_dir, tmp_path
     assert rc == 2 and err[-1].startswith("featuremaps: error: ")
     assert "computed in tf32 (cuda), but this run computes fp32 (cpu)" in err[-1]
     assert (open_store(out).status == "pending").all()
+
+
+# ---------------------------------------------------------------- options that would be ignored
+
+
+@pytest.mark.parametrize("extra", [["--layers", "10"], ["--input-size", "64"], ["--weights", "random"],
+                                   ["--seed", "3"]], ids=["layers", "input-size", "weights", "seed"])
+def test_zoo_options_with_an_onnx_file_are_refused(small_model, image_dir, tmp_path, capsys, extra):
+    """They build a zoo model; with an .onnx file they were silently ignored (--layers 10 gave a store
+    of the file's own taps)."""
+    rc = _extract(image_dir, "--model", small_model.path, "-o", tmp_path / "s.zarr", *extra)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and f"{extra[0]} build a zoo model" in err[0] and "drop" in err[0], err
+    assert not (tmp_path / "s.zarr").exists()
+
+
+@pytest.mark.parametrize("extra", [["--actors", "2"], ["--ray-address", "auto"], ["--gpus-per-actor", "1"]],
+                         ids=["actors", "ray-address", "gpus-per-actor"])
+def test_ray_options_without_engine_ray_are_refused(small_model, image_dir, tmp_path, capsys, extra):
+    rc = _extract(image_dir, "--model", small_model.path, "-o", tmp_path / "s.zarr", *extra)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and f"{extra[0]} apply to --engine ray" in err[0], err
+    assert not (tmp_path / "s.zarr").exists()
+
+
+@pytest.mark.parametrize("option,value", [("--max-file-bytes", "9223372036854775807"), ("--threads", "100000"),
+                                          ("--max-pixels", str(10**13)), ("--writers", "100000")])
+def test_huge_limits_are_refused_at_parse_time(capsys, option, value):
+    """--max-file-bytes 2**63-1 used to be accepted and then blamed every image (OverflowError);
+    --threads 100000 hung."""
+    with pytest.raises(SystemExit) as exit_:
+        _extract("x.jpg", "-o", "never.zarr", option, value)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and len(err) == 1 and f"{option} must be in 1.." in err[0] and value in err[0], err
+
+
+def test_a_folder_named_featuremaps_where_the_user_stands_does_not_break_decoding(small_model, sample_paths,
+                                                                                  tmp_path, monkeypatch):
+    """Python 3.11's forkserver starts as `python -c` with the current folder first on sys.path and
+    preloads before applying the parent's path: a folder named `featuremaps` there shadowed the
+    package, every decode worker died, and every image became an error row."""
+    import shutil
+    import subprocess
+    import sys
+
+    work = tmp_path / "here"
+    (work / "featuremaps").mkdir(parents=True)
+    img = tmp_path / "a.jpg"
+    shutil.copy(sample_paths[0], img)
+    script = Path(sys.executable).with_name("featuremaps")  # `python -m` would itself put the folder first
+    if not script.is_file():
+        pytest.skip("no featuremaps console script next to this interpreter")
+    proc = subprocess.run([str(script), "extract", str(img), "--model", str(small_model.path),
+                           "-o", "s.zarr", "--no-progress", "--workers", "1"], cwd=work, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "1 ok, 0 errors" in proc.stdout
+
+
+def test_decode_mode_is_recorded_and_resume_keeps_it(small_model, image_dir, tmp_path, capsys):
+    """--resume --decode reduced on a store decoded in full used to mix two pixel pipelines silently."""
+    out = tmp_path / "r.zarr"
+    assert _extract(image_dir, "--model", small_model.path, "-o", out, "--decode", "reduced") == 1
+    assert open_store(out).metadata["preprocessing"]["decode"] == "reduced"
+    before = open_store(out).status_codes.copy()
+    capsys.readouterr()
+    assert _extract(image_dir, "--model", small_model.path, "-o", out, "--resume", "--decode", "full") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "was decoded with --decode reduced, not full" in err[0], err
+    assert _extract(image_dir, "--model", small_model.path, "-o", out, "--resume") == 1  # takes the store's
+    np.testing.assert_array_equal(open_store(out).status_codes, before)
+
+
+def test_an_empty_folder_as_output_is_named_as_such(small_model, image_dir, tmp_path, capsys):
+    """It used to say "already exists; add --resume", and --resume then said there was no store."""
+    (tmp_path / "empty.zarr").mkdir()
+    for extra in ([], ["--resume"]):
+        assert _extract(image_dir, "--model", small_model.path, "-o", tmp_path / "empty.zarr", *extra) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "is an empty folder; choose a new -o path" in err[0], err

@@ -247,3 +247,33 @@ def test_gpu_provider_on_ray_needs_gpus_per_actor(small_model, images, tmp_path,
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "needs --gpus-per-actor" in err[0], err
     assert not (tmp_path / "s.zarr").exists()
+
+
+def test_ray_address_port_out_of_range(small_model, images, capsys):
+    rc = main(["extract", str(images), "--model", str(small_model.path), "-o", "/tmp/never.zarr", "--engine", "ray",
+               "--ray-address", "127.0.0.1:99999", "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "port 99999 is not a TCP port (1..65535)" in err[0], err
+
+
+def test_ray_client_address_without_the_client_extra(small_model, images, tmp_path, capsys):
+    """ray:// needs `ray[client]`; without it Ray raised a ValueError traceback."""
+    import socket
+    import subprocess
+    import sys
+
+    from ray._private.utils import get_ray_client_dependency_error as missing  # Ray's own check
+
+    if missing() is None:
+        pytest.skip("ray[client] is installed here")
+    with socket.socket() as server:  # something answers the TCP probe, as a client server would
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        address = f"ray://127.0.0.1:{server.getsockname()[1]}"
+        # a fresh process: this one may already hold a local Ray instance (the module's fixture)
+        proc = subprocess.run([sys.executable, "-m", "featuremaps", "extract", str(images), "--model",
+                               str(small_model.path), "-o", str(tmp_path / "c.zarr"), "--engine", "ray",
+                               "--ray-address", address, "--no-progress"], capture_output=True, text=True, timeout=120)
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(err) == 1 and "pip install 'ray[client]'" in err[0], err
+    assert not (tmp_path / "c.zarr").exists()
