@@ -21,8 +21,11 @@ from __future__ import annotations
 
 import logging
 import queue
+import signal
+import sys
 import threading
 import time
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field
@@ -163,6 +166,26 @@ def run_batch(run_model, ring, inputs, keep_waiting):
     return slot, run_model.run_into(inputs, slot)
 
 
+@contextmanager
+def _sigint_deferred():
+    """While stopping: Ctrl-C (SIGINT) only says that the stop is under way. The batches in flight
+    are written and committed, the decode workers stopped and the shared memory freed within a few
+    seconds; an interrupted clean-up would leak the block and leave a traceback."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def note(signum, frame):
+        print("featuremaps: stopping: writing the batches already computed, then exiting", file=sys.stderr,
+              flush=True)
+
+    previous = signal.signal(signal.SIGINT, note)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def run_extraction(store: FeatureStore, run_model, preprocessing, *, workers: int | None = None, prefetch: int = 2,
                    strict: bool = False, progress=None, writers: int = 4, ring_slots: int = 3,
                    budget: DecodeBudget | None = None, decode_timeout_s: float = 60.0) -> Summary:
@@ -270,13 +293,14 @@ def run_extraction(store: FeatureStore, run_model, preprocessing, *, workers: in
     except KeyboardInterrupt:
         summary.interrupted = True
     finally:
-        stop.set()
-        _put(results, _DONE, writer.is_alive)  # the writer finishes what the model already produced
-        writer.join()
-        reader.join()
-        pool.__exit__(None, None, None)
-        if ring is not None:
-            ring.close()
+        with _sigint_deferred():  # a second Ctrl-C must not cut the clean-up short (leaked shared memory)
+            stop.set()
+            _put(results, _DONE, writer.is_alive)  # the writer finishes what the model already produced
+            writer.join()
+            reader.join()
+            pool.__exit__(None, None, None)
+            if ring is not None:
+                ring.close()
     summary.seconds = time.perf_counter() - t0
     for worker in (writer, reader):
         if worker.error is not None:

@@ -97,6 +97,16 @@ def read_file_bytes(path, max_file_bytes: int = DecodeBudget.max_file_bytes) -> 
     return data
 
 
+def _pixels(n: int) -> str:
+    """``12.6 megapixels`` or, for small counts, ``4096 pixels``."""
+    return f"{round(n / 1e6, 1):g} megapixels" if n >= 100_000 else f"{n} pixels"
+
+
+def _limit(n: int) -> str:
+    """``100-megapixel limit`` or, for small limits, ``1000-pixel limit``."""
+    return f"{round(n / 1e6, 1):g}-megapixel limit" if n >= 100_000 else f"{n}-pixel limit"
+
+
 def _decoder_error(e: BaseException, fmt: str | None = None) -> ImageDecodeError:
     """A third-party decoder's exception (PIL, simplejpeg, cv2, MemoryError) -> one-line reason."""
     if isinstance(e, MemoryError):
@@ -117,21 +127,23 @@ def probe(data: bytes, budget: DecodeBudget):
 
     if not data:
         raise ImageDecodeError("empty file (0 bytes)")
+    # Pillow refuses images over 2 * MAX_IMAGE_PIXELS by itself: follow --max-pixels (ours is checked below)
+    Image.MAX_IMAGE_PIXELS = max(budget.max_pixels, 1)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(io.BytesIO(data))
-    except Image.DecompressionBombError as e:  # over Pillow's own limit, 2 * MAX_IMAGE_PIXELS
+    except Image.DecompressionBombError as e:  # over 2 * MAX_IMAGE_PIXELS
         n = re.search(r"\((\d+) pixels\)", str(e))
-        declared = f"{int(n.group(1)) / 1e6:.0f} megapixels" if n else "too many pixels"
-        raise ImageDecodeError(f"image declares {declared}, over Pillow's decompression-bomb limit; "
-                               "refused before decoding") from None
+        declared = _pixels(int(n.group(1))) if n else "too many pixels"
+        raise ImageDecodeError(f"image declares {declared}, over the {_limit(budget.max_pixels)}; raise "
+                               "--max-pixels to accept it") from None
     except Exception as e:  # noqa: BLE001 - any decoder failure on hostile bytes is that file's error
         raise _decoder_error(e) from None
     w, h = im.size
     if w * h > budget.max_pixels:
-        raise ImageDecodeError(f"image declares {w}x{h} = {w * h / 1e6:.0f} megapixels, over the "
-                               f"{budget.max_pixels / 1e6:g}-megapixel limit; raise --max-pixels to accept it")
+        raise ImageDecodeError(f"image declares {w}x{h} = {_pixels(w * h)}, over the {_limit(budget.max_pixels)}; "
+                               "raise --max-pixels to accept it")
     if w < 1 or h < 1:
         raise ImageDecodeError(f"image declares an empty size {w}x{h}")
     return im

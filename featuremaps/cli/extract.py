@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import shlex
+import signal
 import sys
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -294,7 +296,15 @@ def _run(args, store, model_path: Path, ex, provider: str, math_mode: str, extra
         bar.close()
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def cmd_extract(args: argparse.Namespace) -> int:
+    # SIGTERM (a batch scheduler, `kill`) stops like Ctrl-C: batches in flight are committed, the
+    # shared memory is freed, and the resume command is printed
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
     paths = collect_inputs(args.inputs)
     _check_ray_args(args)
     model_path = _model_path(args)

@@ -94,6 +94,14 @@ def test_budget_limits_are_the_users():
         decode_image(data, DecodeBudget(max_pixels=1_000_000))
     with pytest.raises(ImageDecodeError, match="over the 100-megapixel limit"):
         decode_image(jpeg_declaring(12000, 12000))
+    with pytest.raises(ImageDecodeError, match=r"declares (64x64 = )?4096 pixels, over the 1000-pixel limit"):
+        decode_image(png_declaring(64, 64), DecodeBudget(max_pixels=1000))  # was "0 megapixels, over 0.001"
+    bomb = png_declaring(15000, 15000)  # 225 MP: over Pillow's own refusal (2 x 89.5 MP)
+    with pytest.raises(ImageDecodeError, match="over the 100-megapixel limit; raise --max-pixels"):
+        decode_image(bomb)
+    with pytest.raises(ImageDecodeError) as raised:  # a raised --max-pixels is the user's, not Pillow's
+        decode_image(bomb, DecodeBudget(max_pixels=300_000_000))
+    assert "limit" not in str(raised.value)  # this tiny file then fails as what it is: truncated
 
 
 def test_file_size_limit_refuses_without_reading(tmp_path):
@@ -172,6 +180,6 @@ def test_extract_cli_budget_and_reduced_decode_options(tmp_path, small_model, sa
     base = ["extract", *imgs, "--model", str(small_model.path), "--no-progress", "--workers", "0"]
     assert main([*base, "-o", str(tmp_path / "a.zarr"), "--max-pixels", "1000"]) == 1
     st = open_store(tmp_path / "a.zarr")
-    assert [e.message.split(",")[1].strip() for e in st.errors] == ["over the 0.001-megapixel limit; raise --max-pixels to accept it"] * 2
+    assert [e.message.split(",")[1].strip() for e in st.errors] == ["over the 1000-pixel limit; raise --max-pixels to accept it"] * 2
     assert main([*base, "-o", str(tmp_path / "b.zarr"), "--decode", "reduced"]) == 0
     assert list(open_store(tmp_path / "b.zarr").status) == ["ok", "ok"]
