@@ -82,7 +82,10 @@ def _worker_main(conn, shm_name: str, shape: tuple, dtype: str, pre: Preprocessi
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     # The workers share the parent's resource tracker (spawn/forkserver pass it on), so attaching
     # registers nothing new and the parent's unlink is the one clean-up.
-    shm = shared_memory.SharedMemory(name=shm_name)
+    try:
+        shm = shared_memory.SharedMemory(name=shm_name)
+    except FileNotFoundError:  # the pool closed (Ctrl-C) before this worker got going: nothing to do
+        return
     buf = _as_array(shm, shape, np.dtype(dtype))
     try:
         while True:
