@@ -24,7 +24,7 @@ from ..engine.ray_engine import check_cluster_address, gpu_shortfall, init_ray, 
 from ..engine.store import FeatureStore, output_shapes
 from ..errors import ArgumentError, ClusterError, ExtractionError, StoreError
 from ._args import (ModelSpec, add_math_args, add_model_args, float_in, folder_arg, int_in, positive_int, provider_choices,
-                    resolve_model)
+                    resolve_model, threads_arg)
 
 DEFAULT_BATCH = 8
 
@@ -52,7 +52,7 @@ def register(sub) -> None:
                    help="refuse larger files without reading them (default: 268435456)")
     p.add_argument("--writers", type=positive_int, default=4,
                    help="chunk writer threads (each tap of each batch is its own chunk; default: 4)")
-    p.add_argument("--threads", type=positive_int, default=None, help="ONNX Runtime intra-op threads (default: all cores)")
+    p.add_argument("--threads", type=threads_arg, default=None, help="ONNX Runtime intra-op threads 1..1024 (default: all cores)")
     p.add_argument("--provider", default="auto", choices=provider_choices(),
                    help="ONNX Runtime provider, or openvino (default: auto: exact, TensorRT > CUDA > CPU)")
     p.add_argument("--fast", action="store_true",
