@@ -120,6 +120,9 @@ def _backend_names(spec: str) -> list[str]:
     bad = [n for n in names if n not in BACKENDS]
     if bad or not names:
         raise ArgumentError(f"unknown backend {', '.join(bad) or spec!r}; choose from {', '.join(BACKENDS)}")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:  # it would be built and timed twice, and its rows would collide
+        raise ArgumentError(f"--backends names {', '.join(twice)} more than once; list each backend once")
     return names
 
 

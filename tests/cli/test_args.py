@@ -171,3 +171,10 @@ def test_batch_memory_scales_with_the_input_size():
     check_batch_memory((1, 256), 8, 224)
     with pytest.raises(ArgumentError, match="at 448² use batch sizes up to 64"):
         check_batch_memory((1, 65), 8, 448)
+
+
+def test_bench_backend_named_twice(capsys):
+    """Before: --backends ort-cpu,ort-cpu built and timed the same backend twice."""
+    assert main(["bench", "--backends", "ort-cpu,ort-cpu", "--no-scaling"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "featuremaps: error: --backends names ort-cpu more than once; list each backend once"
