@@ -7,6 +7,7 @@ precision and tool versions. :func:`read_metadata` reads it back with onnxruntim
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime as _dt
 import json
@@ -144,7 +145,7 @@ def export_model(taps="0,5,10,17,28", output="models/vgg16.onnx", *, model: str 
     else:
         example = torch.zeros(2, 3, input_size, input_size)
     output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
+    _make_parent(output)
     names = [t.name for t in taps] + ([LOGITS_NAME] if logits else [])
     with warnings.catch_warnings(), tempfile.TemporaryDirectory() as tmp:
         warnings.simplefilter("ignore")
@@ -178,6 +179,20 @@ def write_model(proto, meta: dict, output: str | Path) -> Path:
     onnx.checker.check_model(proto)
     output = Path(output)
     tmp_out = output.with_name(output.name + ".partial")
-    onnx.save_model(proto, str(tmp_out))
-    os.replace(tmp_out, output)
+    try:
+        onnx.save_model(proto, str(tmp_out))
+        os.replace(tmp_out, output)
+    except OSError as e:  # read-only folder, disk full: one line, and no .partial left behind
+        with contextlib.suppress(OSError):
+            tmp_out.unlink()
+        raise ArgumentError(f"cannot write {str(output)!r}: {e.strerror or e}; choose a writable path") from None
     return output
+
+
+def _make_parent(output: Path) -> None:
+    """Create ``output``'s folder, or one line saying why it cannot be (a file in the way, read-only)."""
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ArgumentError(f"cannot create folder {str(output.parent)!r}: {e.strerror or e}; "
+                            "choose a writable path") from None

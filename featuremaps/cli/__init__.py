@@ -8,9 +8,12 @@ with ``register(subparsers)``; shared options live in :mod:`._args`. User errors
 
 from __future__ import annotations
 
+import errno
 import importlib
+import io
 import logging
 import os
+import signal
 import sys
 
 from ..errors import FeaturemapsError, one_line
@@ -50,17 +53,102 @@ def build_parser() -> Parser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; returns its exit status. User errors, Ctrl-C and an unwritable stdout are
+    one line on stderr here; anything else is a bug and keeps its traceback."""
+    _replace_unencodable(sys.stdout)  # PYTHONIOENCODING=ascii, undecodable file names: never a traceback
+    interrupts = _catch_interrupts()
+    try:
+        status = _run(argv)
+        sys.stdout.flush()  # a full stdout (>/dev/full) fails here, in our hands, not at interpreter exit
+        return status
+    except SystemExit:  # argparse: --help, --version, a usage error; their text must reach stdout too
+        _flush_or_fail()
+        raise
+    except BaseException as e:
+        if interrupts is not None and interrupts.count:  # Ctrl-C mid-import surfaces as an ImportError
+            print("featuremaps: interrupted", file=sys.stderr)
+            return 130
+        return _error_status(e)
+    finally:
+        if interrupts is not None:
+            interrupts.restore()
+
+
+def _run(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
+    return int(args.func(args) or 0)
+
+
+def _error_status(e: BaseException) -> int:
+    """The exit status (and one stderr line) for an exception that ends a command; re-raises bugs."""
+    if isinstance(e, KeyboardInterrupt):
         print("featuremaps: interrupted", file=sys.stderr)
         return 130
-    except FeaturemapsError as e:  # the one place user errors become a line and exit 2
+    if isinstance(e, FeaturemapsError):  # the one place user errors become a line and exit 2
         print(f"featuremaps: error: {one_line(e)}", file=sys.stderr)
         return 2
-    except BrokenPipeError:  # `featuremaps info X | head`: the reader left; not an error of ours
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+    if isinstance(e, BrokenPipeError):  # `featuremaps info X | head`: the reader left; not an error of ours
+        _silence_stdout()  # no second error at exit
         return 141
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):  # a full disk, or >/dev/full
+        _silence_stdout()
+        print(f"featuremaps: error: {e.strerror} while writing output; free some space or write elsewhere",
+              file=sys.stderr)
+        return 2
+    raise e
+
+
+def _flush_or_fail() -> None:
+    """Flush stdout after argparse's own output; a full one becomes one line and exit 2."""
+    try:
+        sys.stdout.flush()
+    except OSError as e:
+        raise SystemExit(_error_status(e)) from None
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so what is left in its buffer cannot fail again at exit."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, io.UnsupportedOperation):  # no real file behind it (a test's capture)
+        pass
+
+
+def _replace_unencodable(stream) -> None:
+    """Characters the stream's encoding cannot hold are written as escapes instead of raising."""
+    if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
+        stream.reconfigure(errors="backslashreplace")
+
+
+class _Interrupts:
+    """A SIGINT handler for one command. The first Ctrl-C raises KeyboardInterrupt and is counted
+    (an import it broke then reads as the interrupt it was, not an ImportError); the second is
+    ignored so the first one's cleanup (store, shared memory) finishes; a third quits at once."""
+
+    def __init__(self):
+        self.count = 0
+        self.previous = signal.signal(signal.SIGINT, self._on_sigint)
+
+    def _on_sigint(self, signum, frame):
+        self.count += 1
+        if self.count == 1:
+            raise KeyboardInterrupt
+        if self.count >= 3:
+            print("featuremaps: interrupted", file=sys.stderr)
+            os._exit(130)
+
+    def restore(self) -> None:
+        signal.signal(signal.SIGINT, self.previous)
+
+
+def _catch_interrupts() -> _Interrupts | None:
+    """Install :class:`_Interrupts`; None where Ctrl-C is ignored (``nohup``) or no handler can be
+    installed (not the main thread)."""
+    try:
+        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+            return None
+        return _Interrupts()
+    except ValueError:
+        return None

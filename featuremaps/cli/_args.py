@@ -9,6 +9,7 @@ argparse ``type=`` functions, so a bad value is one line and exit status 2 befor
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import math
 import os
@@ -32,6 +33,8 @@ SEED_MAX = 2**32 - 1  # numpy and torch seeds are 32-bit
 # VGG halves the input five times (>= 32); at 4096² features.0 alone is 4.3 GB of fp32 per image
 INPUT_SIZE_MIN, INPUT_SIZE_MAX = 32, 4096
 CHANNELS_MAX = 64  # one figure row; --montage TAP shows every channel of a tap
+# beyond this ONNX Runtime and torch refuse the value (>= 2**31) or start one OS thread per unit (a hang)
+THREADS_MAX = 1024
 
 # kept for cmd_<name>.py modules written against the old featuremaps/cli.py; raise ArgumentError
 CLIError = ArgumentError
@@ -42,6 +45,14 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def _print_message(self, message: str, file=None) -> None:
+        """argparse drops an OSError here, so ``--help >/dev/full`` exited 0 having printed nothing;
+        let it reach :func:`featuremaps.cli.main`, which makes it one line and exit 2."""
+        if message:
+            file = file or sys.stderr
+            file.write(message)
+            file.flush()
 
 
 # ---------------------------------------------------------------- argparse types (parse time)
@@ -65,8 +76,9 @@ def float_in(lo: float, hi: float | None, what: str):
     return parse
 
 
-def int_in(lo: int, hi: int | None, what: str):
-    """An argparse ``type`` accepting integers in ``lo..hi`` (``hi`` None: no upper bound)."""
+def int_in(lo: int, hi: int | None, what: str, why: str = ""):
+    """An argparse ``type`` accepting integers in ``lo..hi`` (``hi`` None: no upper bound); ``why``
+    (the reason for the bound) follows the range in the message."""
 
     def parse(text: str) -> int:
         try:
@@ -75,7 +87,8 @@ def int_in(lo: int, hi: int | None, what: str):
             raise argparse.ArgumentTypeError(f"{what} must be an integer, got {text!r}") from None
         if n < lo or (hi is not None and n > hi):
             span = f"in {lo}..{hi}" if hi is not None else f">= {lo}"
-            raise argparse.ArgumentTypeError(f"{what} must be {span}, got {n}")
+            reason = f" ({why})" if why and hi is not None and n > hi else ""
+            raise argparse.ArgumentTypeError(f"{what} must be {span}{reason}, got {n}")
         return n
 
     parse.__name__ = what
@@ -85,13 +98,63 @@ def int_in(lo: int, hi: int | None, what: str):
 seed_arg = int_in(0, SEED_MAX, "seed")
 input_size_arg = int_in(INPUT_SIZE_MIN, INPUT_SIZE_MAX, "input size")
 positive_int = int_in(1, None, "value")
+threads_arg = int_in(1, THREADS_MAX, "--threads", "more threads than that only contend for the cores")
 
 
 def file_arg(text: str) -> str:
-    """An output *file* path: not an existing folder (its parent is created when written)."""
+    """An output *file* path: not an existing folder, in a folder that can be written (its parent is
+    created when written)."""
     if Path(text).is_dir():
         raise argparse.ArgumentTypeError(f"{text!r} is a folder; give a file path inside it")
+    check_writable_parent(Path(text), argparse.ArgumentTypeError)
     return text
+
+
+def new_file_arg(text: str) -> str:
+    """An output file that must not exist yet (``parity --json``): a command never replaces a file
+    it did not make (a typo must not turn the model being checked, or a photo, into JSON)."""
+    file_arg(text)
+    refuse_existing([Path(text)], argparse.ArgumentTypeError)
+    return text
+
+
+def refuse_existing(paths, error=ArgumentError, fix: str = "remove it or name a new file") -> None:
+    """Raise ``error`` naming the first of ``paths`` that exists (a dangling link counts)."""
+    for path in paths:
+        if os.path.lexists(path):
+            raise error(f"{str(path)!r} exists and is never overwritten; {fix}")
+
+
+def check_writable_parent(path: Path, error=ArgumentError) -> None:
+    """Raise ``error`` when ``path`` cannot be created: its nearest existing ancestor is a file, or
+    a folder this process cannot write into (read-only file system, no permission)."""
+    folder = path.absolute().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise error(f"cannot write {str(path)!r}: {str(folder)!r} is a file, not a folder; choose another path")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise error(f"cannot write {str(path)!r}: folder {str(folder)!r} is not writable (read-only or no "
+                    "permission); choose another path")
+
+
+def write_new_file(path: Path, data: str | bytes) -> None:
+    """Create ``path`` holding ``data``; never replace a file. A failed write (disk full, read-only)
+    is one :class:`ArgumentError` line and leaves no partial file behind."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(path, "x" if isinstance(data, str) else "xb")
+    except FileExistsError:
+        raise ArgumentError(f"{str(path)!r} exists and is never overwritten; remove it or name a new file") from None
+    except OSError as e:
+        raise ArgumentError(f"cannot write {str(path)!r}: {e.strerror or e}; choose a writable path") from None
+    try:
+        with f:
+            f.write(data)
+    except OSError as e:
+        with contextlib.suppress(OSError):  # we created it: a half-written file is no result
+            path.unlink()
+        raise ArgumentError(f"cannot write {str(path)!r}: {e.strerror or e}; choose a path with space") from None
 
 
 def folder_arg(text: str) -> str:
@@ -217,7 +280,26 @@ def is_onnx_path(model: str) -> bool:
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "featuremaps" / "models"
+    """``$XDG_CACHE_HOME/featuremaps/models``, default ``~/.cache/featuremaps/models``. An empty or
+    relative ``XDG_CACHE_HOME`` is ignored, as the XDG spec says: a relative one would put the
+    cache (and ``cache --clear``) in whatever folder the command runs from."""
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    if not os.path.isabs(base):
+        base = str(Path.home() / ".cache")
+    return Path(base) / "featuremaps" / "models"
+
+
+def ensure_cache_root() -> Path:
+    """The cache folder, created if needed; one line when it cannot be (a file in the way, read-only)."""
+    root = cache_root()
+    fix = "set XDG_CACHE_HOME to a writable folder, or pass an exported .onnx file as --model"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ModelFileError(f"cannot create the model cache {str(root)!r}: {e.strerror or e}; {fix}") from None
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise ModelFileError(f"the model cache {str(root)!r} is not writable; {fix}")
+    return root
 
 
 def resolve_model(spec: ModelSpec | argparse.Namespace) -> Path:
@@ -239,6 +321,7 @@ def resolve_model(spec: ModelSpec | argparse.Namespace) -> Path:
                     str(spec.logits), __version__, "uint8_nhwc"])  # input layout of new exports
     path = cache_root() / f"{spec.model}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.onnx"
     if not path.is_file():
+        ensure_cache_root()
         print(f"exporting {spec.model} ({', '.join(t.name for t in taps)}, weights {weights}) "
               f"to {path} ...", file=sys.stderr)
         export_model(taps, path, model=spec.model, weights=weights, seed=seed,

@@ -27,10 +27,18 @@ from ..export.onnx_export import export_model
 from ..export.taps import parse_taps
 from ..export.variants import build_variant
 from ..export.zoo import build_model
-from ._args import (DEFAULT_LAYERS, ModelSpec, add_math_args, add_model_args, cache_root, file_arg, float_in, int_in,
-                    positive_int)
+from ._args import (DEFAULT_LAYERS, THREADS_MAX, ModelSpec, add_math_args, add_model_args, cache_root, file_arg,
+                    float_in, int_in, refuse_existing, threads_arg, write_new_file)
 
 SCALING_DEPTHS = (0, 5, 10, 17, 28)
+# Bounds a 24 GB machine holds. Every backend keeps a batch's activations, inputs and outputs (VGG16 at
+# 224²: ~80 MB an image), so 256 images at 224² is ~20 GB; sgemm holds three n x n fp32 matrices
+# (16384: 3.2 GB, ~9 TFLOP a call, timed in every round). Beyond these a run is OOM-killed or never ends.
+BATCH_MAX = 256
+BATCH_WHY = "256 images at 224² need about 20 GB; more would not fit a 24 GB machine"
+GEMM_MAX = 16384
+GEMM_WHY = "three n x n fp32 matrices: 16384 needs 3.2 GB and ~9 TFLOP per timed call; far larger would not fit 24 GB"
+ROUNDS_MAX = 10000
 
 
 def register(sub) -> None:
@@ -44,16 +52,21 @@ def register(sub) -> None:
                     f"become outputs. Backends: {legend}. Unavailable ones are skipped with the reason. "
                     "Writes JSON (with an environment block), markdown and a PNG with -o.")
     add_model_args(p, weights_default=None, seed_default=None)  # None: from the .onnx metadata, else random/0
-    p.add_argument("--batch-sizes", default="1,8", help="comma list (default: 1,8)")
+    p.add_argument("--batch-sizes", type=batch_sizes_arg, default=(1, 8),
+                   help=f"comma list, each 1..{BATCH_MAX} (default: 1,8)")
     p.add_argument("--backends", default=",".join(BACKENDS),
                    help=f"comma list of {', '.join(BACKENDS)} (default: all)")
-    p.add_argument("--repeats", type=positive_int, default=5, help="timed rounds per batch size (default: 5)")
-    p.add_argument("--warmup", type=int_in(0, None, "--warmup"), default=1, help="untimed rounds first (default: 1)")
-    p.add_argument("--threads", type=positive_int, default=None,
-                   help="intra-op threads for torch and ONNX Runtime (default: usable CPUs)")
+    p.add_argument("--repeats", type=int_in(1, ROUNDS_MAX, "--repeats"), default=5,
+                   help=f"timed rounds per batch size, 1..{ROUNDS_MAX} (default: 5)")
+    p.add_argument("--warmup", type=int_in(0, ROUNDS_MAX, "--warmup"), default=1,
+                   help=f"untimed rounds first, 0..{ROUNDS_MAX} (default: 1)")
+    p.add_argument("--threads", type=threads_arg, default=None,
+                   help=f"intra-op threads for torch and ONNX Runtime, 1..{THREADS_MAX} (default: usable CPUs)")
     p.add_argument("--no-scaling", action="store_true", help="skip the depth / tap-count study")
-    p.add_argument("--scaling-batch", type=positive_int, default=8, help="batch size of the scaling study (default: 8)")
-    p.add_argument("--scaling-repeats", type=positive_int, default=None, help="(default: --repeats)")
+    p.add_argument("--scaling-batch", type=int_in(1, BATCH_MAX, "--scaling-batch"), default=8,
+                   help=f"batch size of the scaling study, 1..{BATCH_MAX} (default: 8)")
+    p.add_argument("--scaling-repeats", type=int_in(1, ROUNDS_MAX, "--scaling-repeats"), default=None,
+                   help="(default: --repeats)")
     p.add_argument("--compile-budget", type=float_in(0, None, "--compile-budget"), default=240.0,
                    help="seconds torch.compile may take for all batch sizes before it is skipped (default: 240)")
     p.add_argument("--extra-model", action="append", default=[], metavar="PATH.onnx",
@@ -62,20 +75,44 @@ def register(sub) -> None:
     p.add_argument("--torch-device", default="cpu", choices=("cpu", "cuda"),
                    help="device of the torch backends (default: cpu; cuda on a GPU machine)")
     add_math_args(p, math_mode=False)  # OpenVINO modes are backends here: openvino-cpu, openvino-cpu-f32
-    p.add_argument("--gemm-size", type=positive_int, default=2048, help="matrix size for the sgemm bound (default: 2048)")
-    p.add_argument("-o", "--output", type=file_arg, default=None,
-                   help="write OUT.json, OUT.md and OUT.png (e.g. bench/results/NAME.json)")
+    p.add_argument("--gemm-size", type=int_in(1, GEMM_MAX, "--gemm-size", GEMM_WHY), default=2048,
+                   help=f"matrix size for the sgemm bound, 1..{GEMM_MAX} (default: 2048)")
+    p.add_argument("-o", "--output", type=output_arg, default=None,
+                   help="write OUT.json, OUT.md and OUT.png (e.g. bench/results/NAME.json); none of the three "
+                        "may exist (an existing file is never overwritten)")
     p.set_defaults(func=cmd_bench)
 
 
-def _int_list(spec: str, what: str) -> tuple[int, ...]:
+def batch_sizes_arg(spec: str) -> tuple[int, ...]:
+    """``--batch-sizes 1,8``: a comma list of batch sizes, each ``1..BATCH_MAX``."""
     try:
         vals = tuple(int(s) for s in spec.split(",") if s.strip())
     except ValueError:
-        raise ArgumentError(f"{what} must be a comma list of integers, got {spec!r}") from None
-    if not vals or min(vals) < 1:
-        raise ArgumentError(f"{what} must be positive integers, got {spec!r}")
+        raise argparse.ArgumentTypeError(f"--batch-sizes must be a comma list of integers, got {spec!r}") from None
+    if not vals or min(vals) < 1 or max(vals) > BATCH_MAX:
+        raise argparse.ArgumentTypeError(f"--batch-sizes must be integers in 1..{BATCH_MAX} ({BATCH_WHY}), got {spec!r}")
     return vals
+
+
+def output_arg(text: str) -> str:
+    """``-o OUT``: OUT.json, OUT.md and OUT.png are all new files in a writable folder."""
+    file_arg(text)
+    refuse_existing(_outputs(Path(text)), argparse.ArgumentTypeError, fix="remove it or name a new -o")
+    return text
+
+
+def _outputs(out: Path) -> tuple[Path, Path, Path]:
+    """The three files ``-o OUT`` writes: OUT.json, OUT.md, OUT.png (OUT's own suffix replaced)."""
+    return out.with_suffix(".json"), out.with_suffix(".md"), out.with_suffix(".png")
+
+
+def check_batch_memory(batch_sizes, scaling_batch: int, input_size: int) -> None:
+    """Batches scale with the input area: the largest must fit as BATCH_MAX images at 224² do."""
+    biggest = max(*batch_sizes, scaling_batch)
+    if biggest * input_size ** 2 > BATCH_MAX * 224 ** 2:
+        fits = max(1, BATCH_MAX * 224 ** 2 // input_size ** 2)
+        raise ArgumentError(f"batch size {biggest} at {input_size}² is too large ({BATCH_WHY}); at {input_size}² "
+                            f"use batch sizes up to {fits}")
 
 
 def _backend_names(spec: str) -> list[str]:
@@ -83,6 +120,9 @@ def _backend_names(spec: str) -> list[str]:
     bad = [n for n in names if n not in BACKENDS]
     if bad or not names:
         raise ArgumentError(f"unknown backend {', '.join(bad) or spec!r}; choose from {', '.join(BACKENDS)}")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:  # it would be built and timed twice, and its rows would collide
+        raise ArgumentError(f"--backends names {', '.join(twice)} more than once; list each backend once")
     return names
 
 
@@ -211,14 +251,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def _run_bench(args: argparse.Namespace, export_dir: Path) -> int:
     torch = require("torch", extra="export", what="featuremaps bench (the PyTorch baselines)")
-    batch_sizes = _int_list(args.batch_sizes, "--batch-sizes")
+    batch_sizes = tuple(args.batch_sizes)
     names = _backend_names(args.backends)
-    if args.repeats < 1 or args.warmup < 0:
-        raise ArgumentError("--repeats must be >= 1 and --warmup >= 0")
     threads = args.threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
     torch.set_num_threads(threads)
     t_start = time.perf_counter()
     model, taps, input_size, net, info, cut_path = _prepare(args)
+    check_batch_memory(batch_sizes, args.scaling_batch, input_size)
     cfg = BenchConfig(batch_sizes=batch_sizes, repeats=args.repeats, warmup=args.warmup, input_size=input_size,
                       threads=threads, scaling_batch=args.scaling_batch,
                       scaling_repeats=args.scaling_repeats or args.repeats)
@@ -276,12 +315,16 @@ def _run_bench(args: argparse.Namespace, export_dir: Path) -> int:
 
 
 def _write(result: dict, md: str, out: Path) -> None:
+    """Write OUT.json, OUT.md, OUT.png, each a new file (never over one that appeared meanwhile)."""
+    import io
+
     import matplotlib
 
     matplotlib.use("Agg")
-    out = out.with_suffix(".json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(json_ready(result), indent=2, allow_nan=False))
-    out.with_suffix(".md").write_text(md)
-    throughput_figure(result).savefig(out.with_suffix(".png"), dpi=110)
-    print(f"wrote {out}, {out.with_suffix('.md')}, {out.with_suffix('.png')}")
+    json_path, md_path, png_path = _outputs(out)
+    png = io.BytesIO()
+    throughput_figure(result).savefig(png, format="png", dpi=110)
+    write_new_file(json_path, json.dumps(json_ready(result), indent=2, allow_nan=False))
+    write_new_file(md_path, md)
+    write_new_file(png_path, png.getvalue())
+    print(f"wrote {json_path}, {md_path}, {png_path}")

@@ -24,7 +24,8 @@ from ..export.variants import build_variant
 from ..export.verify import verify_export
 from ..export.zoo import build_model
 from ..samples import sample_images
-from ._args import ModelSpec, add_model_args, file_arg, float_in, is_onnx_path, need_export_extra, positive_int
+from ._args import (ModelSpec, add_model_args, check_writable_parent, file_arg, float_in, is_onnx_path,
+                    need_export_extra, positive_int, refuse_existing)
 
 
 def register(sub) -> None:
@@ -36,8 +37,9 @@ def register(sub) -> None:
     add_model_args(p)
     p.add_argument("--logits", action="store_true", help="keep the classifier and add a 'logits' output")
     p.add_argument("-o", "--output", type=file_arg, default=None,
-                   help="output .onnx path (default: models/MODEL.onnx, which is never overwritten without --force)")
-    p.add_argument("--force", action="store_true", help="overwrite the default output file if it exists")
+                   help="output .onnx path (default: models/MODEL.onnx); an existing file is never overwritten "
+                        "without --force")
+    p.add_argument("--force", action="store_true", help="overwrite the output file (and its .ort) if it exists")
     p.add_argument("--no-verify", action="store_true", help="skip the parity check after writing")
     add_precision_args(p)
     add_reduce_args(p)
@@ -77,14 +79,20 @@ def add_reduce_args(p: argparse.ArgumentParser) -> None:
                    help="cast every output to float16 inside the graph (half the bytes leave the model)")
 
 
-def output_path(output: str | None, model: str, force: bool) -> Path:
-    """``-o`` as given (overwritten if it exists: the user named it), else ``models/MODEL.onnx``,
-    which an export never overwrites without ``--force``."""
-    if output is not None:
-        return Path(output)
-    path = Path("models") / f"{model}.onnx"
-    if path.exists() and not force:
-        raise ArgumentError(f"{path} exists; name the new file with -o PATH.onnx, or add --force to overwrite it")
+def output_path(output: str | None, model: str, force: bool, *, fmt: str = "onnx",
+                inputs: tuple[str | None, ...] = ()) -> Path:
+    """``-o`` as given, else ``models/MODEL.onnx``. An existing file there (or its ``.ort`` with
+    ``--format ort``) is never overwritten without ``force``, and never at all when it is one of
+    ``inputs`` (a ``--weights``/``--calib``/``--holdout`` file); its folder must be writable.
+    Checked before the slow export."""
+    path = Path(output) if output is not None else Path("models") / f"{model}.onnx"
+    for inp in inputs:
+        if inp and path.exists() and Path(inp).exists() and os.path.samefile(inp, path):
+            raise ArgumentError(f"-o {path} is the input file {inp!r}; name the new model with -o PATH.onnx")
+    written = [path] + ([path.with_suffix(".ort")] if fmt == "ort" else [])
+    if not force:
+        refuse_existing(written, fix="name the new file with -o PATH.onnx, or add --force to overwrite it")
+    check_writable_parent(path)
     return path
 
 
@@ -102,7 +110,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     spec = ModelSpec.from_args(args)
     if is_onnx_path(spec.model):
         raise ArgumentError("export takes a zoo model name (--model vgg16), not an .onnx file")
-    output = output_path(args.output, spec.model, args.force)
+    output = output_path(args.output, spec.model, args.force, fmt=args.model_format,
+                         inputs=(spec.weights, args.calib, args.holdout))
     need_export_extra("featuremaps export")
     taps = parse_taps(spec.layers, spec.model, spec.input_size)
     reductions = check_reduce_args(args, taps)  # before the slow part: a bad spec fails at once

@@ -18,10 +18,11 @@ from ..engine.decode_pool import load_batch
 from ..engine.openvino_backend import MATH_MODES as OV_MATH_MODES
 from ..engine.providers import provider_names
 from ..engine.validate import validate_model_file
-from ..errors import ArgumentError
+from ..errors import ArgumentError, ProviderError
 from ..export.reference import reference_features
 from ..samples import sample_images
-from ._args import ModelSpec, add_math_args, add_model_args, file_arg, positive_int, resolve_model
+from ._args import (ModelSpec, add_math_args, add_model_args, new_file_arg, positive_int, resolve_model,
+                    write_new_file)
 
 
 def register(sub) -> None:
@@ -48,7 +49,8 @@ def register(sub) -> None:
     p.add_argument("--pipeline", action="store_true",
                    help="also measure the preprocessing gap: engine decode/resize/normalize vs the seed's "
                         "PIL + torchvision Resize/ToTensor/Normalize (pixels and per-tap error)")
-    p.add_argument("--json", metavar="OUT", type=file_arg, default=None, help="also write the full report as JSON")
+    p.add_argument("--json", metavar="OUT", type=new_file_arg, default=None,
+                   help="also write the full report as JSON to OUT, a new file (an existing one is never overwritten)")
     p.set_defaults(func=cmd_parity)
 
 
@@ -139,12 +141,11 @@ def cmd_parity(args: argparse.Namespace) -> int:
                   "cpu": cpu_features().to_dict(),  # bf16/int8 modes depend on the CPU's matrix units
                   "pipeline": gap.to_dict() if gap else None,
                   "pipeline_reduced_decode": gap_reduced.to_dict() if gap else None}
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=2))
+        write_new_file(Path(args.json), json.dumps(report, indent=2))
         print(f"\nwrote {args.json}")
-    if not ran:
-        print("featuremaps: error: no provider could run; add cpu to --providers", file=sys.stderr)
-        return 1
+    if not ran:  # every provider asked for is missing here: a usage error (exit 2), not a parity failure
+        raise ProviderError(f"no provider could run ({', '.join(r.provider for r in results)} skipped); "
+                            "add cpu to --providers")
     if not ok:
         bad = [f"{r.provider}:{row.tap} ({r.math_mode})" for r in ran for row in r.rows if not r.passes(row)]
         bad += [f"{r.provider} ({r.reason})" for r in ran if r.status == "fail" and not r.rows]

@@ -69,7 +69,7 @@ def test_export_without_o_never_overwrites(capsys, tmp_path, monkeypatch):
     rc = main(["export", "--layers", "0", "--input-size", "32", "--no-verify"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1
-    assert "models/vgg16.onnx exists" in err and "-o" in err and "--force" in err
+    assert "'models/vgg16.onnx' exists" in err and "-o" in err and "--force" in err
     assert existing.read_bytes() == b"an earlier export"
 
 
@@ -117,8 +117,8 @@ def test_errors_are_one_line_not_usage(capsys):
 @pytest.mark.parametrize("argv, match", [
     (["extract", "x.jpg", "-o", "s.zarr", "--batch-size", "0"], "value must be >= 1, got 0"),
     (["extract", "x.jpg", "-o", "s.zarr", "--actors", "0"], "value must be >= 1, got 0"),
-    (["bench", "--repeats", "0"], "value must be >= 1, got 0"),
-    (["bench", "--warmup", "-1"], "--warmup must be >= 0, got -1"),
+    (["bench", "--repeats", "0"], "--repeats must be in 1..10000, got 0"),
+    (["bench", "--warmup", "-1"], "--warmup must be in 0..10000, got -1"),
     (["show", "--store", "s.zarr", "--index", "-1"], "--index must be >= 0, got -1"),
     (["parity", "--max-images", "0"], "value must be >= 1, got 0"),
 ], ids=["batch-size", "actors", "repeats", "warmup", "index", "max-images"])
@@ -145,3 +145,36 @@ def test_float_in_accepts_its_limits():
 
     assert float_in(-1, 1, "--x")("-1") == -1.0 and float_in(-1, 1, "--x")("1") == 1.0
     assert float_in(0, None, "--x")("0.25") == 0.25
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["extract", "x.jpg", "-o", "s.zarr", "--threads", "100000"], "--threads must be in 1..1024"),
+    (["extract", "x.jpg", "-o", "s.zarr", "--threads", str(2**31)], "--threads must be in 1..1024"),
+    (["bench", "--threads", "99999999999999999999"], "--threads must be in 1..1024"),
+    (["bench", "--batch-sizes=1,100000"], "--batch-sizes must be integers in 1..256 (256 images at 224²"),
+    (["bench", "--batch-sizes=99999999999999999999"], "24 GB machine"),
+    (["bench", "--scaling-batch", "100000"], "--scaling-batch must be in 1..256"),
+    (["bench", "--gemm-size", "99999999999999999999"], "--gemm-size must be in 1..16384 (three n x n fp32"),
+    (["bench", "--repeats", "99999999999999999999"], "--repeats must be in 1..10000"),
+    (["bench", "--warmup", "99999999999999999999"], "--warmup must be in 0..10000"),
+], ids=["extract-threads", "extract-threads-2**31", "bench-threads", "batch-sizes", "batch-sizes-huge",
+        "scaling-batch", "gemm-size", "repeats", "warmup"])
+def test_sizes_with_an_upper_bound(capsys, argv, match):
+    """Before: --threads 100000 hung, 2**31 and a huge --gemm-size were tracebacks, --batch-sizes=100000
+    was OOM-killed, a huge --repeats ran until killed."""
+    assert match in _exit_line(capsys, argv)
+
+
+def test_batch_memory_scales_with_the_input_size():
+    from featuremaps.cli.bench import check_batch_memory
+
+    check_batch_memory((1, 256), 8, 224)
+    with pytest.raises(ArgumentError, match="at 448² use batch sizes up to 64"):
+        check_batch_memory((1, 65), 8, 448)
+
+
+def test_bench_backend_named_twice(capsys):
+    """Before: --backends ort-cpu,ort-cpu built and timed the same backend twice."""
+    assert main(["bench", "--backends", "ort-cpu,ort-cpu", "--no-scaling"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "featuremaps: error: --backends names ort-cpu more than once; list each backend once"

@@ -99,10 +99,10 @@ def test_cache_lists_and_clears(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     models = tmp_path / "featuremaps" / "models"
     models.mkdir(parents=True)
-    (models / "vgg16-abc.onnx").write_bytes(b"x" * 2_500_000)
+    (models / "vgg16-0123456789abcdef.onnx").write_bytes(b"x" * 2_500_000)
     assert main(["cache"]) == 0
     out = capsys.readouterr().out
-    assert "1 files, 2.5 MB" in out and "vgg16-abc.onnx" in out
+    assert "1 files, 2.5 MB" in out and "vgg16-0123456789abcdef.onnx" in out
     assert main(["cache", "--clear"]) == 0
     assert not models.exists()
 

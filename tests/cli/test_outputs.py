@@ -1,0 +1,225 @@
+"""Output files: a command never overwrites a file it did not make, and an output it cannot write
+(read-only folder, a file in the way, full stdout) is one line on stderr and exit status 2."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from featuremaps.cli import main
+from featuremaps.cli import _args
+
+
+def _exit_line(capsys, argv) -> str:
+    """Run ``argv``; it must exit 2 with one line on stderr, which is returned."""
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(err.splitlines()) == 1, err
+    return err
+
+
+def _digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def photo(tmp_path):
+    path = tmp_path / "photo.png"
+    path.write_bytes(b"\x89PNG not really, but the user's")
+    return path
+
+
+def test_parity_json_never_overwrites(capsys, photo):
+    """Before: --json on the model being checked (or a photo) replaced it with JSON, exit 0."""
+    before = _digest(photo)
+    err = _exit_line(capsys, ["parity", "--model", "m.onnx", "--json", str(photo)])
+    assert "exists and is never overwritten" in err and _digest(photo) == before
+
+
+@pytest.mark.parametrize("out", ["photo.png", "photo", "photo.json"])
+def test_bench_output_never_overwrites(capsys, photo, out):
+    """Before: -o photo.png (or -o photo) replaced photo.png with the throughput chart, exit 0."""
+    before = _digest(photo)
+    err = _exit_line(capsys, ["bench", "-o", str(photo.parent / out)])
+    assert "photo.png' exists and is never overwritten" in err and _digest(photo) == before
+
+
+def test_export_never_overwrites_without_force(capsys, photo):
+    """Before: export -o photo.png wrote a model over the photo without --force."""
+    before = _digest(photo)
+    assert main(["export", "--layers", "0", "--input-size", "32", "-o", str(photo), "--no-verify"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "exists and is never overwritten" in err and "--force" in err and len(err.splitlines()) == 1
+    assert _digest(photo) == before
+
+
+def test_export_never_writes_over_its_weights_file(capsys, photo):
+    """Even --force does not turn the --weights file into the output."""
+    before = _digest(photo)
+    assert main(["export", "--weights", str(photo), "-o", str(photo), "--force", "--no-verify"]) == 2
+    assert "is the input file" in capsys.readouterr().err and _digest(photo) == before
+
+
+@pytest.mark.parametrize("argv", [["export", "-o", "OUT"], ["parity", "--json", "OUT"], ["bench", "-o", "OUT"]],
+                         ids=["export", "parity", "bench"])
+def test_unwritable_destination_is_one_line(capsys, tmp_path, monkeypatch, argv):
+    """Before: a read-only folder gave an OSError traceback after the run (or the export)."""
+    real_access = os.access
+    monkeypatch.setattr(_args.os, "access", lambda p, mode: False if str(p) == str(tmp_path) else real_access(p, mode))
+    err = _exit_line(capsys, [str(tmp_path / "new") if a == "OUT" else a for a in argv])
+    assert "is not writable" in err
+
+
+def test_destination_under_a_file_is_one_line(capsys, photo):
+    err = _exit_line(capsys, ["parity", "--json", str(photo / "p.json")])
+    assert "is a file, not a folder" in err
+
+
+def test_write_new_file_refuses_an_existing_file(photo):
+    before = _digest(photo)
+    with pytest.raises(_args.ArgumentError, match="never overwritten"):
+        _args.write_new_file(photo, "{}")
+    assert _digest(photo) == before
+
+
+def test_write_new_file_on_a_full_disk_leaves_no_partial_file(tmp_path, monkeypatch):
+    out = tmp_path / "full.json"
+    real_open = open
+
+    class Full:
+        """The file ``open`` made, whose writes fail as on a full disk."""
+
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    def fake_open(path, mode="r", *a, **k):
+        f = real_open(path, mode, *a, **k)
+        return Full(f) if Path(path) == out else f
+
+    monkeypatch.setattr("builtins.open", fake_open)
+    with pytest.raises(_args.ArgumentError, match="No space left on device"):
+        _args.write_new_file(out, "{}")
+    assert not out.exists()
+
+
+# ---------------------------------------------------------------- the model cache
+
+
+@pytest.mark.parametrize("value", ["", "relative/cache"], ids=["empty", "relative"])
+def test_cache_ignores_empty_or_relative_xdg(tmp_path, monkeypatch, capsys, value):
+    """Before: XDG_CACHE_HOME= made `cache --clear` delete ./featuremaps/models in the cwd."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_CACHE_HOME", value)
+    mine = tmp_path / "featuremaps" / "models"
+    mine.mkdir(parents=True)
+    (mine / "vgg16-0123456789abcdef.onnx").write_bytes(b"my model")
+    assert _args.cache_root() == tmp_path / "home" / ".cache" / "featuremaps" / "models"
+    assert main(["cache", "--clear"]) == 0
+    assert (mine / "vgg16-0123456789abcdef.onnx").read_bytes() == b"my model"
+
+
+def test_cache_clear_deletes_only_files_the_cache_made(tmp_path, monkeypatch, capsys):
+    """Before: --clear ran rmtree on the folder, notes and hand-placed models included."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    root = tmp_path / "featuremaps" / "models"
+    root.mkdir(parents=True)
+    made = [root / "vgg16-0123456789abcdef.onnx", root / "resnet50-bench-fedcba9876543210-int8.onnx",
+            root / "vgg16_bn-00000000ffffffff.onnx.partial"]
+    for p in made:
+        p.write_bytes(b"x" * 1000)
+    kept = [root / "my_precious.onnx", root / "notes.txt", root / "vgg16-abc.onnx"]
+    for p in kept:
+        p.write_text("keep me")
+    assert main(["cache"]) == 0
+    out = capsys.readouterr().out
+    assert "3 files" in out and "3 other entries left alone" in out and "my_precious" not in out
+    assert main(["cache", "--clear"]) == 0
+    assert not any(p.exists() for p in made) and all(p.read_text() == "keep me" for p in kept)
+
+
+def test_cache_that_is_a_file_is_one_line(tmp_path, monkeypatch):
+    """Before: exporting a zoo model into a cache under a file gave a NotADirectoryError traceback."""
+    (tmp_path / "xdgfile").write_text("not a folder")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdgfile"))
+    with pytest.raises(_args.ModelFileError, match="cannot create the model cache .*XDG_CACHE_HOME"):
+        _args.ensure_cache_root()
+
+
+def test_read_only_cache_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(_args.os, "access", lambda p, mode: False)
+    with pytest.raises(_args.ModelFileError, match="is not writable; set XDG_CACHE_HOME"):
+        _args.ensure_cache_root()
+
+
+# ---------------------------------------------------------------- stdout, encodings, Ctrl-C
+
+
+def _run_cli(*argv, env_extra=None, stdout=subprocess.PIPE):
+    env = dict(os.environ, **(env_extra or {}))
+    return subprocess.run([sys.executable, "-m", "featuremaps", *argv], stdout=stdout, stderr=subprocess.PIPE,
+                          env=env, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("argv", [["layers"], ["--help"], ["--version"]], ids=["layers", "help", "version"])
+def test_full_stdout_is_one_line(argv):
+    """Before: `featuremaps layers >/dev/full` ended in an OSError traceback; --help exited 0."""
+    with open("/dev/full", "w") as full:
+        res = _run_cli(*argv, stdout=full)
+    err = res.stderr.strip()
+    assert res.returncode == 2 and "No space left on device" in err and len(err.splitlines()) == 1, err
+
+
+def test_ascii_stdout_escapes_what_it_cannot_encode(tmp_path):
+    """Before: PYTHONIOENCODING=ascii gave a UnicodeEncodeError traceback on the first non-ASCII character."""
+    res = _run_cli("cache", env_extra={"PYTHONIOENCODING": "ascii", "XDG_CACHE_HOME": str(tmp_path / "café")})
+    assert res.returncode == 0 and not res.stderr, res.stderr
+    assert "caf\\xe9" in res.stdout
+
+
+def test_ctrl_c_that_breaks_an_import_exits_130(monkeypatch, capsys):
+    """Ctrl-C while onnxruntime initialises surfaces as ImportError('initialization failed'): exit 130."""
+    def cmd(args):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+        except KeyboardInterrupt:
+            raise ImportError("initialization failed") from None
+
+    monkeypatch.setattr("featuremaps.cli.layers.cmd_layers", cmd)
+    assert main(["layers"]) == 130
+    assert capsys.readouterr().err.strip() == "featuremaps: interrupted"
+
+
+def test_second_ctrl_c_does_not_break_the_cleanup(monkeypatch, capsys):
+    """Before: a second Ctrl-C interrupted the first one's cleanup (BufferError traceback)."""
+    cleaned = []
+
+    def cmd(args):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+        finally:
+            os.kill(os.getpid(), signal.SIGINT)  # lands in the cleanup
+            cleaned.append(True)
+
+    monkeypatch.setattr("featuremaps.cli.layers.cmd_layers", cmd)
+    assert main(["layers"]) == 130 and cleaned
+    assert capsys.readouterr().err.strip() == "featuremaps: interrupted"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back for the next caller
