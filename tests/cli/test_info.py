@@ -120,8 +120,10 @@ def test_default_weights_are_auto_everywhere():
     from featuremaps.cli import build_parser
 
     sub = build_parser()._subparsers._group_actions[0].choices
-    for name in ("extract", "show", "export", "report"):
+    for name in ("show", "export", "report"):
         assert sub[name].get_default("weights") == "auto", name
+    # extract: None means "not given" (refused with an .onnx file); a zoo model then chooses as auto
+    assert sub["extract"].get_default("weights") is None
 
 
 def test_auto_without_imagenet_is_random_with_one_warning(empty_torch_home, capsys):
@@ -130,6 +132,8 @@ def test_auto_without_imagenet_is_random_with_one_warning(empty_torch_home, caps
     spec = ModelSpec(model="vgg16", weights="auto", seed=0).with_weights_chosen()
     err = capsys.readouterr().err
     assert spec.weights == "random" and err.count("WARNING") == 1 and "RANDOM" in err
+    unset = ModelSpec(model="vgg16", weights=None, seed=None).with_weights_chosen()  # extract's default
+    assert (unset.weights, unset.seed) == ("random", 0) and capsys.readouterr().err == err
 
 
 def test_explicit_random_warns_and_cached_imagenet_does_not(empty_torch_home, capsys):
