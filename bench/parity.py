@@ -246,8 +246,9 @@ def list_images(folder: str | Path, limit: int | None = None) -> list[Path]:
     """Image files directly in ``folder`` (sorted), at most ``limit``."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise InputError(f"image folder {str(folder)!r} not found; pass a folder of "
-                                "JPEG/PNG files or leave --images out to use the sample photos")
+        what = "is not a folder" if folder.exists() else "not found"
+        raise InputError(f"image folder {str(folder)!r} {what}; pass a folder of "
+                         "JPEG/PNG files or leave --images out to use the sample photos")
     from ..engine.inputs import IMAGE_EXTENSIONS, images_in
 
     paths = images_in(folder)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..engine.inputs import images_in
+from ..engine.inputs import IMAGE_EXTENSIONS, images_in
 from ..samples import sample_images, skimage_data_dir
 from ..errors import CalibrationError
 
@@ -24,9 +24,10 @@ def default_holdout() -> list[Path]:
     return [data / f for f in HOLDOUT_SKIMAGE if data is not None and (data / f).is_file()]
 
 
-def resolve_images(spec: str | Path | list | tuple | None) -> list[Path]:
+def resolve_images(spec: str | Path | list | tuple | None, option: str = "--calib") -> list[Path]:
     """Image files from a folder, a comma-separated list of files/folders, or a list of paths;
-    folders contribute their image files in sorted order (not recursive)."""
+    folders contribute their image files in sorted order (not recursive). ``option`` names the
+    argument in errors (``--calib`` or ``--holdout``)."""
     if spec is None:
         return []
     items = spec.split(",") if isinstance(spec, str) else list(spec)
@@ -35,10 +36,13 @@ def resolve_images(spec: str | Path | list | tuple | None) -> list[Path]:
         p = Path(str(item).strip())
         if p.is_dir():
             paths += images_in(p)
-        elif p.is_file():
+        elif p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS:
             paths.append(p)
+        elif p.exists():
+            raise CalibrationError(f"{option} {str(p)!r} is not an image file or a folder; pass a folder of photos "
+                                   f"or image files ({', '.join(sorted(IMAGE_EXTENSIONS))}), comma-separated")
         else:
-            raise CalibrationError(f"calibration image or folder {str(p)!r} not found; pass a folder of photos "
+            raise CalibrationError(f"{option} image or folder {str(p)!r} not found; pass a folder of photos "
                                    "or image files, comma-separated")
     return paths
 
@@ -58,9 +62,10 @@ def split_images(calib=None, holdout=None, *, calib_count: int | None = None,
     if not cal:
         raise CalibrationError("no calibration images; pass --calib DIR or a list of photos")
     seen = {p.resolve() for p in cal}
-    hold = [p for p in (resolve_images(holdout) if holdout is not None else default_holdout())
+    hold = [p for p in (resolve_images(holdout, "--holdout") if holdout is not None else default_holdout())
             if p.resolve() not in seen]
     if len(hold) < min_holdout:
         raise CalibrationError(f"need >= {min_holdout} held-back images not used for calibration, found "
-                               f"{len(hold)}; install scikit-image or pass --holdout DIR")
+                               f"{len(hold)}; " + ("pass more with --holdout (a folder, or files comma-separated)"
+                                                  if holdout is not None else "install scikit-image or pass --holdout DIR"))
     return cal, hold

@@ -81,6 +81,8 @@ def parse_reductions(spec: str, taps: tuple[Tap, ...], model: str = "vgg16") -> 
         if red.op == "avgpool" and (red.k < 1 or h % red.k or w % red.k):
             raise ArgumentError(f"avgpool:{red.k} does not divide {name}'s {h}x{w} map; "
                              f"pick a divisor of {h}")
+        if name in out:
+            raise ArgumentError(f"--reduce names {name} twice ({out[name].op} and {red.op}); one reduction per tap")
         out[name] = red
     return out
 

@@ -309,7 +309,8 @@ def resolve_model(spec: ModelSpec | argparse.Namespace) -> Path:
     if spec.is_file:
         path = Path(spec.model)
         if not path.is_file():
-            raise ModelFileError(f"model file {spec.model!r} not found; export one with "
+            what = ("is a folder" if path.is_dir() else "is not a regular file") if path.exists() else "not found"
+            raise ModelFileError(f"model file {spec.model!r} {what}; export one with "
                                  "`featuremaps export -o PATH.onnx` or pass a zoo name (vgg16)")
         return path
     need_export_extra(f"exporting zoo model {spec.model!r} (or pass an exported .onnx file)")

@@ -178,3 +178,15 @@ def test_bench_backend_named_twice(capsys):
     assert main(["bench", "--backends", "ort-cpu,ort-cpu", "--no-scaling"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == "featuremaps: error: --backends names ort-cpu more than once; list each backend once"
+
+
+def test_paths_that_exist_but_are_the_wrong_kind_are_named_as_such(tmp_path, capsys, sample_paths):
+    """They used to be reported as "not found"."""
+    from featuremaps.cli import main
+
+    (tmp_path / "dir.onnx").mkdir()
+    (tmp_path / "notes.txt").write_text("x")
+    assert main(["extract", str(sample_paths[0]), "--model", str(tmp_path / "dir.onnx"), "-o", str(tmp_path / "s.zarr")]) == 2
+    assert "dir.onnx' is a folder; export one with" in capsys.readouterr().err
+    assert main(["parity", "--images", str(tmp_path / "notes.txt")]) == 2
+    assert "notes.txt' is not a folder; pass a folder of JPEG/PNG files" in capsys.readouterr().err

@@ -70,9 +70,17 @@ def test_split_drops_calibration_files_from_holdout(sample_paths):
     ({"calib": "/nonexistent/photos"}, "not found"),
     ({"calib_count": 0}, "calib-count"),
     ({"holdout": []}, "held-back"),
-], ids=["missing-calib", "zero-count", "no-holdout"])
-def test_split_errors_name_the_fix(kwargs, match):
+    ({"holdout": "/nonexistent/photos"}, "^--holdout image or folder '/nonexistent/photos' not found"),
+    ({"holdout": "NOTIMG"}, "^--holdout '.*notes.txt' is not an image file or a folder"),
+    ({"holdout": "ONE"}, "found 1; pass more with --holdout"),
+], ids=["missing-calib", "zero-count", "no-holdout", "missing-holdout", "holdout-not-image", "one-holdout"])
+def test_split_errors_name_the_fix(kwargs, match, tmp_path, sample_paths):
     from featuremaps.export.calib import CalibrationError, split_images
+
+    (tmp_path / "notes.txt").write_text("not a photo")
+    (tmp_path / "one.jpg").write_bytes(sample_paths[0].read_bytes())  # not among the calibration photos
+    stand_in = {"NOTIMG": str(tmp_path / "notes.txt"), "ONE": str(tmp_path / "one.jpg")}
+    kwargs = {k: stand_in.get(v, v) if isinstance(v, str) else v for k, v in kwargs.items()}
 
     with pytest.raises(CalibrationError, match=match):
         split_images(**kwargs)

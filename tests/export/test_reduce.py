@@ -37,6 +37,8 @@ def test_parse_reductions(small_model):
         parse_reductions("features.3=mean", small_model.taps)
     with pytest.raises(ValueError, match="avgpool:3 does not divide features.28's 4x4"):
         parse_reductions("28=avgpool:3", small_model.taps)
+    with pytest.raises(ValueError, match="names features.0 twice \\(mean and max\\)"):  # the last one won, silently
+        parse_reductions("features.0=mean,0=max", small_model.taps)
 
 
 def test_reduced_parity_against_numpy_reference(reduced, small_batch, reference):
