@@ -107,13 +107,14 @@ def attrs_problem(info: dict) -> str | None:
     model = info.get("model")
     if not isinstance(model, dict):
         return "the model metadata is missing" if model is None else "the model metadata is not an object"
-    taps = model.get("taps")
+    taps = model.get("taps", [])  # a store made by the library may carry no model metadata ({})
     if not isinstance(taps, list) or not all(isinstance(t, dict) and isinstance(t.get("name"), str)
                                              and isinstance(t.get("shape"), list) for t in taps):
-        return "the model's taps are missing or not a list of {name, shape}"
-    size = (model.get("preprocessing") or {}).get("size") if isinstance(model.get("preprocessing"), dict) else None
+        return "the model's taps are not a list of {name, shape}"
+    pre = model.get("preprocessing", {"size": [1, 1]})
+    size = pre.get("size") if isinstance(pre, dict) else None
     if not isinstance(size, list) or len(size) != 2 or not all(_is_count(d, 1) for d in size):
-        return "the model's preprocessing size is missing or not [H, W]"
+        return "the model's preprocessing size is not [H, W]"
     reductions = model.get("reductions")
     if reductions is not None and not (isinstance(reductions, dict)
                                        and all(isinstance(v, dict) for v in reductions.values())):
@@ -479,7 +480,23 @@ class FeatureStore:
     @property
     def taps(self) -> tuple[Tap, ...]:
         """The stored taps; ``shape`` is the per-image stored shape (reduced where reduced)."""
-        return tuple(Tap.from_dict(d) for d in self.metadata["taps"])
+        if "taps" not in self.metadata:
+            raise StoreError(f"{self.path} records no model taps (zarr.json has no model metadata); it was not "
+                             "written by `featuremaps extract`, so it cannot be drawn")
+        try:
+            return tuple(Tap.from_dict(d) for d in self.metadata["taps"])
+        except (TypeError, ValueError, KeyError):
+            raise StoreError(f"{self.path}/zarr.json is damaged (a model tap lacks its name, shape or counts); "
+                             "re-create the store with `featuremaps extract`") from None
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """``(H, W)`` the model took its images at (the stored preprocessing size)."""
+        pre = self.metadata.get("preprocessing")
+        if not isinstance(pre, dict):
+            raise StoreError(f"{self.path} records no model preprocessing (zarr.json has no model metadata); it "
+                             "was not written by `featuremaps extract`, so it cannot be drawn")
+        return tuple(pre["size"])
 
     @property
     def paths(self) -> list[str]:

@@ -96,7 +96,7 @@ def _from_store(args) -> tuple[list, tuple, dict, str]:
     not_ok = [r for r in rows if status[r] != "ok"]
     if not_ok:
         raise StoreError(f"rows {', '.join(map(str, not_ok))} of {store.path} are not ok (error or pending)")
-    size = tuple(store.metadata["preprocessing"]["size"])
+    size = store.image_size
     taps = store.taps
     images = [ReportImage(name=f"{Path(store.paths[r]).name} (row {r})", image=_image_or_blank(store.paths[r], size),
                           maps={t.name: store.read_row(t.name, r) for t in taps}) for r in rows]

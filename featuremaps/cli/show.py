@@ -332,7 +332,7 @@ def show_from_store(args: argparse.Namespace, out_dir: Path) -> int:
     tiled = _pick(st.taps, args.montage, meta, Path(args.store), "montage layer") if args.montage else ()
     check_channels(args.channels, taps)
     maps = {t.name: np.asarray(st.read_row(t.name, args.index), np.float32) for t in dict.fromkeys(taps + tiled)}
-    size = tuple(meta["preprocessing"]["size"])
+    size = st.image_size
     try:
         image, note = load_photo(path, size)
     except InputError as e:
