@@ -150,8 +150,8 @@ def parse_metadata(raw: str | None, model_path: str | Path = "model") -> dict:
 
 
 def optional_keys_problem(meta: dict) -> str | None:
-    """What is wrong with the keys every reader of the metadata trusts (precision, the input
-    layout, reductions, the weights' seed), or None. The full schema is checked by
+    """What is wrong with the keys every reader of the metadata trusts (taps as objects, precision,
+    the input layout, reductions, the weights' seed), or None. The full schema is checked by
     ``featuremaps.engine.validate`` against the graph; these are checked wherever metadata is read.
 
     >>> optional_keys_problem({"precision": "fp64"})
@@ -160,6 +160,9 @@ def optional_keys_problem(meta: dict) -> str | None:
     def short(x) -> str:
         return repr(x)[:60]
 
+    taps = meta.get("taps")
+    if taps is not None and not (isinstance(taps, list) and all(isinstance(t, dict) for t in taps)):
+        return f"has taps {short(taps)}; expected a list of objects {{name, shape, ...}}"
     if "precision" in meta and meta["precision"] not in PRECISIONS:
         return f"has precision {short(meta['precision'])}; expected fp32, fp16 or int8"
     pre = meta.get("preprocessing")

@@ -84,6 +84,7 @@ BAD_METADATA = {  # name: (edit of the metadata, expected message)
     "reduction-unknown-tap": (_set("reductions", {"features.9": {"op": "mean"}}), "reduction 'features.9'"),
     "seed-str": (_set("weights.seed", "x"), "weights seed 'x'; expected an integer >= 0"),
     "weights-str": (_set("weights", "imagenet"), "weights 'imagenet'; expected an object"),
+    "taps-str": (_set("taps", ["features.0"]), "taps \\['features.0'\\]; expected a list of objects"),
 }
 
 
@@ -145,7 +146,8 @@ def test_show_and_parity_with_bad_model_exit_2_with_one_line(bad_models, case, c
     assert "ModelFileError" not in line and str(path) in line
 
 
-@pytest.mark.parametrize("case", ["precision-fp64", "layout-unknown", "reductions-str", "reduction-str", "seed-str"])
+@pytest.mark.parametrize("case", ["precision-fp64", "layout-unknown", "reductions-str", "reduction-str", "seed-str",
+                                  "taps-str"])
 def test_layers_and_info_with_bad_metadata_exit_2_with_one_line(bad_models, case, capsys):
     """``layers`` reads the metadata without the graph checks: the key checks still apply."""
     path, match = bad_models[case]
