@@ -46,7 +46,7 @@ from ..contracts import Tap
 from ..errors import StoreError
 from .names import unsafe_name_reason
 from .store_format import ERROR, FIXED_ARRAYS, OK, PENDING, STORE_FORMAT, Damage  # noqa: F401 - re-exported
-from .store_verify import scan
+from .store_verify import chunk_file, scan
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,44 @@ class VerifyReport:
     @property
     def ok(self) -> bool:
         return not self.damage
+
+
+def _is_count(x, lo: int = 0) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= lo
+
+
+def attrs_problem(info: dict) -> str | None:
+    """What is wrong with a store's attributes (``zarr.json``), or None: the counts, dtype and
+    compression, and the model metadata every reader relies on (taps, preprocessing size,
+    reductions, weights)."""
+    for key, lo in (("n", 0), ("batch_size", 1), ("chunk_rows", 1)):
+        if key in info and not _is_count(info[key], lo):
+            return f"{key} {info[key]!r} is not an integer >= {lo}"
+    if info.get("dtype") not in DTYPES:
+        return f"dtype {info.get('dtype')!r} is not one of {', '.join(DTYPES)}"
+    if "compression" in info and info["compression"] not in COMPRESSIONS:
+        return f"compression {info['compression']!r} is not one of {', '.join(COMPRESSIONS)}"
+    outputs = info["outputs"]
+    if not all(isinstance(v, list) and all(_is_count(d, 1) for d in v) for v in outputs.values()):
+        return "an output shape is not a list of positive integers"
+    model = info.get("model")
+    if not isinstance(model, dict):
+        return "the model metadata is missing" if model is None else "the model metadata is not an object"
+    taps = model.get("taps", [])  # a store made by the library may carry no model metadata ({})
+    if not isinstance(taps, list) or not all(isinstance(t, dict) and isinstance(t.get("name"), str)
+                                             and isinstance(t.get("shape"), list) for t in taps):
+        return "the model's taps are not a list of {name, shape}"
+    pre = model.get("preprocessing", {"size": [1, 1]})
+    size = pre.get("size") if isinstance(pre, dict) else None
+    if not isinstance(size, list) or len(size) != 2 or not all(_is_count(d, 1) for d in size):
+        return "the model's preprocessing size is not [H, W]"
+    reductions = model.get("reductions")
+    if reductions is not None and not (isinstance(reductions, dict)
+                                       and all(isinstance(v, dict) for v in reductions.values())):
+        return "the model's reductions are not an object of {tap: {op, k, spec}}"
+    if model.get("weights") is not None and not isinstance(model["weights"], dict):
+        return "the model's weights entry is not an object"
+    return None
 
 
 def output_shapes(metadata: dict, session=None) -> dict[str, tuple[int, ...]]:
@@ -203,8 +241,12 @@ class StoreLock:
         try:
             fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
-            raise StoreError(f"cannot lock {store_dir} ({e.strerror or e}: its status array is missing or "
-                             "read-only); a damaged store must be re-created") from None
+            if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise StoreError(f"{store_dir} is read-only ({e.strerror or e}); writing to it (--resume, verify "
+                                 "--repair) needs write permission: make it writable, or copy it somewhere "
+                                 "writable and use the copy") from None
+            raise StoreError(f"cannot lock {store_dir} ({e.strerror or e}: its status array is missing); "
+                             "a damaged store must be re-created") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -271,6 +313,10 @@ class FeatureStore:
         outputs = self.info.get("outputs")
         if not isinstance(outputs, dict) or not isinstance(self.info.get("n"), int):
             raise StoreError(f"{self.path}/zarr.json is damaged (no outputs or row count); re-create the store")
+        problem = attrs_problem(self.info)
+        if problem:
+            raise StoreError(f"{self.path}/zarr.json is damaged ({problem}); the store cannot be used, "
+                             "re-create it with `featuremaps extract`")
         lossless = ("path_bytes",) if self.info.get("format") == STORE_FORMAT else ()
         for name in (*ROW_ARRAYS, *lossless, *outputs):
             try:
@@ -434,7 +480,23 @@ class FeatureStore:
     @property
     def taps(self) -> tuple[Tap, ...]:
         """The stored taps; ``shape`` is the per-image stored shape (reduced where reduced)."""
-        return tuple(Tap.from_dict(d) for d in self.metadata["taps"])
+        if "taps" not in self.metadata:
+            raise StoreError(f"{self.path} records no model taps (zarr.json has no model metadata); it was not "
+                             "written by `featuremaps extract`, so it cannot be drawn")
+        try:
+            return tuple(Tap.from_dict(d) for d in self.metadata["taps"])
+        except (TypeError, ValueError, KeyError):
+            raise StoreError(f"{self.path}/zarr.json is damaged (a model tap lacks its name, shape or counts); "
+                             "re-create the store with `featuremaps extract`") from None
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """``(H, W)`` the model took its images at (the stored preprocessing size)."""
+        pre = self.metadata.get("preprocessing")
+        if not isinstance(pre, dict):
+            raise StoreError(f"{self.path} records no model preprocessing (zarr.json has no model metadata); it "
+                             "was not written by `featuremaps extract`, so it cannot be drawn")
+        return tuple(pre["size"])
 
     @property
     def paths(self) -> list[str]:
@@ -482,7 +544,26 @@ class FeatureStore:
 
     def maps(self, index: int) -> dict[str, np.ndarray]:
         """All stored outputs of image ``index``: ``{name: (C, H, W)}`` (reduced shapes where reduced)."""
-        return {name: np.asarray(self._group[name][index]) for name in self.outputs}
+        return {name: self.read_row(name, index) for name in self.outputs}
+
+    def read_row(self, tap, index: int) -> np.ndarray:
+        """Output ``tap`` of row ``index``, checked: a chunk that fails its checksum, or a done
+        row's chunk file that is missing (zarr would read it as zeros), is a :class:`StoreError`
+        naming ``verify --repair`` and ``extract --resume``, never maps that were not computed."""
+        name = tap.name if isinstance(tap, Tap) else str(tap)
+        arr = self[name]
+        ci = int(index) // self.chunk_rows
+        rows = f"rows {ci * self.chunk_rows}-{min(ci * self.chunk_rows + self.chunk_rows, len(self)) - 1}"
+        fix = (f"run `featuremaps verify {self.path} --repair`, then `featuremaps extract ... -o {self.path} "
+               "--resume` to redo them")
+        done = self.status_codes[int(index)] != PENDING
+        if done and self.info.get("format") == STORE_FORMAT and not chunk_file(self, name, ci, arr.ndim).is_file():
+            raise StoreError(f"{self.path}: the {name} chunk of {rows} is missing; {fix}")
+        try:
+            return np.asarray(arr[int(index)])
+        except ValueError as e:  # zarr: "Stored and computed checksum do not match", or a short chunk
+            why = "fails its checksum" if "checksum" in str(e) else "is unreadable"
+            raise StoreError(f"{self.path}: the {name} chunk of {rows} {why}; {fix}") from None
 
     def n_batches(self) -> int:
         return -(-len(self) // self.batch_size)

@@ -11,9 +11,26 @@ import numpy as np
 from .store_format import FIXED_ARRAYS, PENDING, STORE_FORMAT, Damage
 
 
-def _chunk_file(store, name: str, ci: int, ndim: int):
+def chunk_file(store, name: str, ci: int, ndim: int):
     """The file of chunk ``ci`` along ``image`` (zarr v3 default keys: ``c/i/0/0/0``)."""
     return store.path / name / "c" / "/".join([str(ci)] + ["0"] * (ndim - 1))
+
+
+def missing_chunks(store, codes: np.ndarray | None = None) -> list[Damage]:
+    """Tap chunks of done batches whose file is absent (zarr would read them as the fill value,
+    all zeros): a file check per chunk, no read. Only format/2 stores write every done chunk."""
+    if store.info.get("format") != STORE_FORMAT:
+        return []
+    n, c = len(store), store.chunk_rows
+    codes = store.status_codes if codes is None else codes
+    damage = []
+    for name in store.outputs:
+        ndim = store._group[name].ndim
+        for ci in range(-(-n // c)):
+            rows = (ci * c, min(ci * c + c, n))
+            if (codes[rows[0]:rows[1]] != PENDING).any() and not chunk_file(store, name, ci, ndim).is_file():
+                damage.append(Damage(name, ci, rows, "missing chunk"))
+    return damage
 
 
 def _read(arr, rows: tuple[int, int]) -> str | None:
@@ -38,18 +55,19 @@ def scan(store) -> tuple[list[Damage], int, list[str]]:
             codes[rows[0]:rows[1]] = group["status"][rows[0]:rows[1]]
     names = [a for a in (*FIXED_ARRAYS, "errors") if a in group] + store.outputs
     # format/1 stores skipped all-zero chunks, so only format/2 guarantees a done batch's files
-    checks_missing = store.info.get("format") == STORE_FORMAT
+    missing = missing_chunks(store, codes)
+    damage += missing
+    skip = {(d.array, d.chunk) for d in missing}
     for name in names:
         arr = group[name]
         for ci, rows in chunks:
-            done = (codes[rows[0]:rows[1]] != PENDING).any()
-            missing = checks_missing and name in store.outputs and done
-            if missing and not _chunk_file(store, name, ci, arr.ndim).is_file():
-                damage.append(Damage(name, ci, rows, "missing chunk"))
+            if (name, ci) in skip:
                 continue
             reason = _read(arr, rows)
             if reason:
                 damage.append(Damage(name, ci, rows, reason))
+    order = {a: i for i, a in enumerate(["status", *names])}
+    damage.sort(key=lambda d: (order[d.array], d.chunk))
     notes = [f"{d.array} rows {d.rows[0]}-{d.rows[1] - 1} cannot be redone (fixed at creation): re-create the store"
              for d in damage if d.array in FIXED_ARRAYS]
     return damage, len(chunks) * (len(names) + 1), notes

@@ -11,7 +11,9 @@ Schema (types and ranges; other keys are allowed and kept)::
 
     format str, model str, input str, outputs [safe name, ...] (non-empty, unique)
     taps [{name: safe name listed in outputs, shape: [int >= 1, ...]}, ...] (non-empty)
-    preprocessing {size: [H, W] in 1..4096, mean: 3 finite numbers, std: 3 finite numbers > 0}
+    preprocessing {size: [H, W] in 1..4096, mean: 3 finite numbers, std: 3 finite numbers > 0,
+                   input_layout: uint8_nhwc | float_nchw (optional; it must match the graph's input)}
+    precision, reductions, weights: types checked by :func:`featuremaps.contracts.parse_metadata`
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from ..contracts import METADATA_KEY, parse_metadata
+from ..contracts import METADATA_KEY, UINT8_NHWC, Preprocessing, parse_metadata
 from ..errors import ModelFileError
 from .names import unsafe_name_reason
 
@@ -154,7 +156,10 @@ def _dims(value_info) -> list:
 def _graph_io(proto) -> dict:
     inits = {i.name for i in proto.graph.initializer}
     inputs = {v.name: _dims(v) for v in proto.graph.input if v.name not in inits}
-    return {"inputs": inputs, "outputs": {v.name: _dims(v) for v in proto.graph.output}}
+    uint8 = 2  # onnx.TensorProto.UINT8
+    types = {v.name: "uint8" if v.type.tensor_type.elem_type == uint8 else "float"
+             for v in proto.graph.input if v.name not in inits}
+    return {"inputs": inputs, "input_types": types, "outputs": {v.name: _dims(v) for v in proto.graph.output}}
 
 
 def check_against_graph(meta: dict, io: dict, path="model") -> None:
@@ -173,6 +178,21 @@ def check_against_graph(meta: dict, io: dict, path="model") -> None:
             raise ModelFileError(f"{path}: tap {tap['name']!r} is {tap['shape']} in the metadata but "
                                  f"{['?' if g is None else g for g in graph]} in the graph; {_FIX}")
     _check_input_dims(io["inputs"][meta["input"]][1:], list(meta["preprocessing"]["size"]), path)
+    _check_layout(meta, io, path)
+
+
+def _check_layout(meta: dict, io: dict, path) -> None:
+    """The metadata's input_layout must be what the graph takes: uint8 (N, H, W, 3) pixels for
+    ``uint8_nhwc``, floats (N, 3, H, W) for ``float_nchw`` (the engine feeds what the metadata says)."""
+    layout = Preprocessing.from_dict(meta["preprocessing"]).input_layout
+    dims = io["inputs"][meta["input"]][1:]
+    kind = (io.get("input_types") or {}).get(meta["input"])
+    wants_uint8 = layout == UINT8_NHWC
+    channels = dims[2] if wants_uint8 else dims[0]
+    if (kind is not None and (kind == "uint8") != wants_uint8) or channels not in (3, None):
+        graph = f"{kind or '?'} {['?' if d is None else d for d in dims]}"
+        raise ModelFileError(f"{path}: the metadata says input_layout {layout} but the graph's input is {graph} "
+                             f"per image; {_FIX}")
 
 
 def _check_input_dims(dims: list, size: list, path) -> None:
@@ -189,4 +209,5 @@ def session_io(session) -> dict:
         return [d if isinstance(d, int) else None for d in shape]
 
     return {"inputs": {i.name: dims(i.shape) for i in session.get_inputs()},
+            "input_types": {i.name: "uint8" if i.type == "tensor(uint8)" else "float" for i in session.get_inputs()},
             "outputs": {o.name: dims(o.shape) for o in session.get_outputs()}}

@@ -23,7 +23,7 @@ import numpy as np
 from .errors import ArgumentError, ModelFileError
 
 __all__ = ["METADATA_KEY", "RESIZE_METHOD", "Preprocessing", "Tap", "load_proto_metadata",
-           "metadata_from_session", "parse_metadata", "read_metadata"]
+           "metadata_from_session", "optional_keys_problem", "parse_metadata", "read_metadata"]
 
 METADATA_KEY = "featuremaps"
 RESIZE_METHOD = "pil-bilinear-antialias"
@@ -31,6 +31,7 @@ FLOAT_NCHW = "float_nchw"
 UINT8_NHWC = "uint8_nhwc"
 INPUT_LAYOUTS = (FLOAT_NCHW, UINT8_NHWC)
 DECODE_MODES = ("full", "reduced")
+PRECISIONS = ("fp32", "fp16", "int8")
 _LEGACY_LAYOUTS = {"NCHW float32": FLOAT_NCHW, "NHWC uint8": UINT8_NHWC}
 
 
@@ -141,7 +142,48 @@ def parse_metadata(raw: str | None, model_path: str | Path = "model") -> dict:
     if not isinstance(meta, dict):
         raise ModelFileError(f"{model_path}: its featuremaps metadata is not a JSON object; re-export it with "
                              "`featuremaps export -o PATH.onnx`")
+    problem = optional_keys_problem(meta)
+    if problem:
+        raise ModelFileError(f"{model_path}: its featuremaps metadata {problem}; re-export it with "
+                             "`featuremaps export -o PATH.onnx`")
     return meta
+
+
+def optional_keys_problem(meta: dict) -> str | None:
+    """What is wrong with the keys every reader of the metadata trusts (taps as objects, precision,
+    the input layout, reductions, the weights' seed), or None. The full schema is checked by
+    ``featuremaps.engine.validate`` against the graph; these are checked wherever metadata is read.
+
+    >>> optional_keys_problem({"precision": "fp64"})
+    "has precision 'fp64'; expected fp32, fp16 or int8"
+    """
+    def short(x) -> str:
+        return repr(x)[:60]
+
+    taps = meta.get("taps")
+    if taps is not None and not (isinstance(taps, list) and all(isinstance(t, dict) for t in taps)):
+        return f"has taps {short(taps)}; expected a list of objects {{name, shape, ...}}"
+    if "precision" in meta and meta["precision"] not in PRECISIONS:
+        return f"has precision {short(meta['precision'])}; expected fp32, fp16 or int8"
+    pre = meta.get("preprocessing")
+    if isinstance(pre, dict) and "input_layout" in pre and pre["input_layout"] not in INPUT_LAYOUTS:
+        return f"has input_layout {short(pre['input_layout'])}; expected {' or '.join(INPUT_LAYOUTS)}"
+    reductions = meta.get("reductions")
+    if reductions is not None:
+        if not isinstance(reductions, dict):
+            return f"has reductions {short(reductions)}; expected an object {{output: {{op, k, spec}}}}"
+        outputs = meta.get("outputs") if isinstance(meta.get("outputs"), list) else None
+        for name, red in reductions.items():
+            if not isinstance(red, dict) or (outputs is not None and name not in outputs):
+                return f"has reduction {short(name)}: {short(red)}; expected an output name and {{op, k, spec}}"
+    weights = meta.get("weights")
+    if weights is not None:
+        if not isinstance(weights, dict):
+            return f"has weights {short(weights)}; expected an object"
+        seed = weights.get("seed")
+        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
+            return f"has weights seed {short(seed)}; expected an integer >= 0"
+    return None
 
 
 def metadata_from_session(sess, model_path: str | Path = "model") -> dict:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .contracts import Preprocessing
 from .engine.store import FeatureStore
+from .engine.store_verify import missing_chunks
 from .engine.validate import validate_model_file
 from .errors import FeaturemapsError, ModelFileError, StoreError
 
@@ -75,7 +76,8 @@ def _bytes_on_disk(path: Path) -> int:
 
 
 def describe_store(path: str | Path) -> dict:
-    """Counts ok/error/pending, taps with stored shape, dtype and chunks, bytes on disk, creating command."""
+    """Counts ok/error/pending, taps with stored shape, dtype and chunks, bytes on disk, creating command;
+    ``missing_chunks``: tap chunk files of done rows that are absent (their rows would read as zeros)."""
     path = Path(path)
     try:
         store = FeatureStore.open(path, mode="r")
@@ -93,8 +95,11 @@ def describe_store(path: str | Path) -> dict:
                      "dimension_names": list(getattr(arr.metadata, "dimension_names", None) or []),
                      "reduction": (meta.get("reductions") or {}).get(name)})
     info = store.info
+    missing = missing_chunks(store)  # a file check per chunk: cheap, unlike verify's full read
     return {"kind": "store", "path": str(path), "images": len(store),
             "counts": {k: status.count(k) for k in ("ok", "error", "pending")},
+            "missing_chunks": len(missing),
+            "rows_with_missing_chunks": len({r for d in missing for r in range(*d.rows)}),
             "taps": taps, "dtype": store.dtype, "batch_size": store.batch_size, "chunk_rows": store.chunk_rows,
             "compression": info.get("compression"), "bytes_on_disk": _bytes_on_disk(path),
             "model": meta.get("model"), "weights": meta.get("weights") or {},

@@ -67,6 +67,11 @@ def format_store(d: dict) -> list[str]:
              f"  created:  {d['created']} by featuremaps {d['featuremaps']}",
              f"  command:  {d['command'] or '(not recorded)'}",
              f"  taps ({len(d['taps'])}):"]
+    if d.get("missing_chunks"):
+        lines[0] = (f"{d['path']}: featuremaps store of {d['images']} images: DAMAGED, {d['missing_chunks']} chunk "
+                    f"file(s) missing for {d['rows_with_missing_chunks']} done rows; run `featuremaps verify "
+                    f"{d['path']} --repair`, then `featuremaps extract ... --resume` (status counts: {c['ok']} ok, "
+                    f"{c['error']} error, {c['pending']} pending; {_mb(d['bytes_on_disk'])} on disk)")
     for t in d["taps"]:
         lines.append(f"    {t['name']:<13}{_shape(t['shape']):>18} {t['dtype']:<8} chunks {_shape(t['chunks'])}"
                      f"{_reduced(t)}")

@@ -65,17 +65,20 @@ def parse_rows(spec: str | None, store) -> list[int]:
         if not rows:
             raise StoreError(f"{store.path} has no ok rows yet; finish it with `featuremaps extract --resume`")
         return rows
-    rows = []
+    spans = []
     try:
         for part in spec.split(","):
-            a, _, b = part.strip().partition("-")
-            rows += list(range(int(a), int(b) + 1)) if b else [int(a)]
+            a, dash, b = part.strip().partition("-")
+            spans.append((int(a), int(b) if dash else int(a)))
     except ValueError:
         raise CLIError(f"--rows must look like 0,3,7 or 0-4, got {spec!r}") from None
-    bad = [r for r in rows if not 0 <= r < n]
-    if bad or not rows:
-        raise CLIError(f"--rows {spec!r}: the store has rows 0-{n - 1}")
-    return rows
+    for a, b in spans:  # checked before any range is built: 0-200000000 must not allocate
+        if not (0 <= a < n and 0 <= b < n):
+            raise CLIError(f"--rows {spec!r}: the store has rows 0-{n - 1}")
+        if b < a:
+            raise CLIError(f"--rows {spec!r}: the range {a}-{b} is reversed; write it {b}-{a}")
+    _check_count(sum(b - a + 1 for a, b in spans))
+    return [r for a, b in spans for r in range(a, b + 1)]
 
 
 def _image_or_blank(path: str, size) -> np.ndarray:
@@ -93,10 +96,10 @@ def _from_store(args) -> tuple[list, tuple, dict, str]:
     not_ok = [r for r in rows if status[r] != "ok"]
     if not_ok:
         raise StoreError(f"rows {', '.join(map(str, not_ok))} of {store.path} are not ok (error or pending)")
-    size = tuple(store.metadata["preprocessing"]["size"])
+    size = store.image_size
     taps = store.taps
     images = [ReportImage(name=f"{Path(store.paths[r]).name} (row {r})", image=_image_or_blank(store.paths[r], size),
-                          maps={t.name: store[t.name][r] for t in taps}) for r in rows]
+                          maps={t.name: store.read_row(t.name, r) for t in taps}) for r in rows]
     return images, taps, store.metadata, "maps read from a store; run `featuremaps parity` on its model"
 
 

@@ -237,7 +237,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 def _show_sample(sample: Sample, taps, meta: dict, prov: Provenance, options: ShowOptions, folder: Path, *,
                  diff: bool, dpi: int) -> None:
     """Print one image's statistics (and parity with --diff), then draw and save its figures."""
-    print(f"{sample.path.name}: {meta['model']} input {sample.note}")
+    print(f"{printable_path(sample.path.name)}: {meta['model']} input {sample.note}")
     print(format_stats(sample.maps, taps, prov))
     reference = None
     if diff:
@@ -249,17 +249,17 @@ def _show_sample(sample: Sample, taps, meta: dict, prov: Provenance, options: Sh
     for path in show_maps(sample.maps, taps, sample.image, name=sample.path.name, weights=prov.weights,
                           options=options, out_dir=folder, reference=reference, provenance=prov,
                           image_note=sample.note, dpi=dpi):
-        print(path)
+        print(printable_path(path))
 
 
 def _save_comparison(samples: list[Sample], taps, prov: Provenance, args, out_dir: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    names = [p.name for p in sub_folders([s.path for s in samples], out_dir)]
+    names = [printable_path(p.name) for p in sub_folders([s.path for s in samples], out_dir)]
     fig = comparison_figure([s.maps for s in samples], names, taps, channels=min(args.channels, 8),
                             select=args.select, provenance=prov)
-    print(save_figure(fig, out_dir / f"compare-{args.select}.png", args.dpi))
+    print(printable_path(save_figure(fig, out_dir / f"compare-{args.select}.png", args.dpi)))
 
 
 def register(subparsers) -> None:
@@ -331,18 +331,18 @@ def show_from_store(args: argparse.Namespace, out_dir: Path) -> int:
     taps = _pick(st.taps, args.layers, meta, Path(args.store), "layer") if args.layers else st.taps
     tiled = _pick(st.taps, args.montage, meta, Path(args.store), "montage layer") if args.montage else ()
     check_channels(args.channels, taps)
-    maps = {t.name: np.asarray(st[t.name][args.index], np.float32) for t in dict.fromkeys(taps + tiled)}
-    size = tuple(meta["preprocessing"]["size"])
+    maps = {t.name: np.asarray(st.read_row(t.name, args.index), np.float32) for t in dict.fromkeys(taps + tiled)}
+    size = st.image_size
     try:
         image, note = load_photo(path, size)
     except InputError as e:
         print(f"featuremaps: warning: {e}; the overview shows a blank input", file=sys.stderr)
         image, note = _blank(size), "image file unreadable now: blank"
     prov = figure_provenance(meta, meta.get("math_mode"))
-    print(f"{Path(path).name} (row {args.index} of {args.store}), stored {st.dtype}: {prov.line()}")
+    print(f"{printable_path(Path(path).name)} (row {args.index} of {printable_path(args.store)}), stored {st.dtype}: {prov.line()}")
     print(format_stats(maps, taps, prov))
     options = ShowOptions(channels=args.channels, select=args.select, scale=args.scale, montage=tiled)
     for p in show_maps(maps, taps, image, name=Path(path).name, weights=prov.weights, options=options,
                        out_dir=out_dir, provenance=prov, image_note=note, dpi=args.dpi):
-        print(p)
+        print(printable_path(p))
     return 0

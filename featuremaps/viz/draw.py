@@ -128,6 +128,7 @@ def draw_figures(maps: dict[str, np.ndarray], taps: tuple[Tap, ...], image: np.n
         raise ArgumentError(f"--montage {', '.join(flat)}: reduced to one value per channel, no maps to tile; "
                             "its channel figure draws it as a bar strip")
     stem = Path(name).stem
+    name = printable_path(name)  # a file name that is not UTF-8 cannot be drawn as text: \xNN
     label = f"{name}: {prov.model}"
     spatial = tuple(t for t in taps if not is_vector(maps[t.name]))
     selection = {t.name: select_channels(maps[t.name], t, options.channels, options.select) for t in spatial}

@@ -59,6 +59,26 @@ def test_show_several_images_writes_a_folder_each_and_a_comparison(tmp_path, sma
     assert printed.count("stretched to 64\u00d764 from") + printed.count("resized to 64\u00d764 from") == 3
 
 
+def test_show_draws_a_file_name_that_is_not_utf8_and_the_rest_of_the_folder(tmp_path, small_model, sample_paths,
+                                                                             capsys):
+    """matplotlib cannot draw surrogate-escaped bytes: titles show them as \\xNN, files keep the real name."""
+    import os
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    bad = os.fsdecode(os.path.join(os.fsencode(photos), b"bad-\xff\xfe.png"))
+    shutil.copy(sample_paths[0], bad)
+    shutil.copy(sample_paths[1], photos / "good.png")
+    out = tmp_path / "figs"
+    for argv in (["show", str(photos)], ["show", bad]):
+        target = out / argv[1][-3:]
+        assert main([*argv, "--model", str(small_model.path), "--layers", "0", "--dpi", "30", "-o", str(target)]) == 0
+        captured = capsys.readouterr()
+        assert "Traceback" not in captured.err and "bad-\\xff\\xfe.png: vgg16 input" in captured.out
+    pngs = {os.fsencode(p.name) for p in out.rglob("*.png")}
+    assert b"bad-\xff\xfe-overview.png" in pngs and b"good-overview.png" in pngs and b"compare-first.png" in pngs
+
+
 @pytest.mark.parametrize("arg, match", [
     ("missing-folder/", "'missing-folder/' not found; pass image files, folders or @list.txt"),
     ("@nolist.txt", "list file nolist.txt not found"),

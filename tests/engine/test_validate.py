@@ -75,6 +75,16 @@ BAD_METADATA = {  # name: (edit of the metadata, expected message)
     "tap-abs": (lambda m: {**m, "outputs": ["/tmp/x"]}, "output '/tmp/x' is not a safe name"),
     "tap-zarr-json": (lambda m: {**m, "outputs": ["zarr.json"]}, "'zarr.json' is reserved"),
     "tap-status": (lambda m: {**m, "outputs": ["status"]}, "'status' is reserved"),
+    "precision-fp64": (_set("precision", "fp64"), "precision 'fp64'; expected fp32, fp16 or int8"),
+    "layout-lies": (_set("preprocessing.input_layout", "uint8_nhwc"),
+                    "input_layout uint8_nhwc but the graph's input is float \\[3, 32, 32\\]"),
+    "layout-unknown": (_set("preprocessing.input_layout", "planar"), "input_layout 'planar'; expected"),
+    "reductions-str": (_set("reductions", "xx"), "reductions 'xx'; expected an object"),
+    "reduction-str": (_set("reductions", {"features.0": "avgpool:0"}), "reduction 'features.0': 'avgpool:0'"),
+    "reduction-unknown-tap": (_set("reductions", {"features.9": {"op": "mean"}}), "reduction 'features.9'"),
+    "seed-str": (_set("weights.seed", "x"), "weights seed 'x'; expected an integer >= 0"),
+    "weights-str": (_set("weights", "imagenet"), "weights 'imagenet'; expected an object"),
+    "taps-str": (_set("taps", ["features.0"]), "taps \\['features.0'\\]; expected a list of objects"),
 }
 
 
@@ -113,7 +123,8 @@ def _one_error_line(capsys) -> str:
 
 
 @pytest.mark.parametrize("case", ["truncated", "random", "no-metadata", "deep-json", "no-taps", "tap-shape-lies",
-                                  "size-60000", "std-0", "tap-dotdot", "tap-status"])
+                                  "size-60000", "std-0", "tap-dotdot", "tap-status", "precision-fp64",
+                                  "layout-lies", "reductions-str", "reduction-str", "seed-str"])
 def test_extract_with_bad_model_exits_2_with_one_line_and_no_store(bad_models, case, tmp_path, capsys):
     path, match = bad_models[case]
     out = tmp_path / "out.zarr"
@@ -124,7 +135,8 @@ def test_extract_with_bad_model_exits_2_with_one_line_and_no_store(bad_models, c
 
 
 @pytest.mark.parametrize("command", ["show", "parity"])
-@pytest.mark.parametrize("case", ["truncated", "not-json", "output-not-in-graph"])
+@pytest.mark.parametrize("case", ["truncated", "not-json", "output-not-in-graph", "precision-fp64", "layout-lies",
+                                  "reduction-str", "seed-str"])
 def test_show_and_parity_with_bad_model_exit_2_with_one_line(bad_models, case, command, tmp_path, capsys):
     path, match = bad_models[case]
     argv = (["show", str(GOOD), "--model", str(path), "-o", str(tmp_path), "--provider", "cpu"] if command == "show"
@@ -132,6 +144,16 @@ def test_show_and_parity_with_bad_model_exit_2_with_one_line(bad_models, case, c
     assert main(argv) == 2
     line = _one_error_line(capsys)
     assert "ModelFileError" not in line and str(path) in line
+
+
+@pytest.mark.parametrize("case", ["precision-fp64", "layout-unknown", "reductions-str", "reduction-str", "seed-str",
+                                  "taps-str"])
+def test_layers_and_info_with_bad_metadata_exit_2_with_one_line(bad_models, case, capsys):
+    """``layers`` reads the metadata without the graph checks: the key checks still apply."""
+    path, match = bad_models[case]
+    for argv in (["layers", "--model", str(path)], ["info", str(path)]):
+        assert main(argv) == 2
+        assert str(path) in _one_error_line(capsys)
 
 
 def test_schema_rejects_bool_and_nan():
