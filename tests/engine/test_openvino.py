@@ -326,7 +326,7 @@ def test_extract_ray_refuses_a_gpu_index(tiny, tmp_path, sample_paths, capsys):
     from featuremaps.cli import main
 
     rc = main(["extract", str(sample_paths[0]), "--model", str(tiny.path), "-o", str(tmp_path / "s.zarr"),
-               "--provider", "cuda", "--device", "1", "--engine", "ray", "--no-progress"])
+               "--provider", "cuda", "--device", "1", "--gpus-per-actor", "1", "--engine", "ray", "--no-progress"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "--device 1 picks a GPU of this machine" in err[0], err
     assert "--gpus-per-actor" in err[0] and not (tmp_path / "s.zarr").exists()
