@@ -221,11 +221,12 @@ def imagenet_cached(model: str) -> bool:
 
 def add_model_args(p: argparse.ArgumentParser, *, layers_default: str | None = DEFAULT_LAYERS,
                    layers_help: str | None = None, weights_default: str | None = "auto",
-                   seed_default: int | None = 0) -> None:
-    """``--model/--layers/--weights/--seed/--input-size``: the convention every command shares."""
+                   seed_default: int | None = 0, onnx_file: bool = True) -> None:
+    """``--model/--layers/--weights/--seed/--input-size``: the convention every command shares.
+    ``onnx_file`` False: ``--model`` takes zoo names only (``export``)."""
     p.add_argument("--model", default="vgg16",
-                   help=f"zoo name ({', '.join(MODELS)}; exported on the fly) or an exported .onnx file "
-                        "(default: vgg16)")
+                   help=f"zoo name ({', '.join(MODELS)}" + ("; exported on the fly) or an exported .onnx file "
+                                                            if onnx_file else ") ") + "(default: vgg16)")
     p.add_argument("--layers", default=layers_default,
                    help=layers_help or ("taps for a zoo model: indices (0,5,17), features.17 or aliases (conv4_1, "
                                         f"relu4_1, pool4); see `featuremaps layers` (default: {layers_default})"))

@@ -57,8 +57,8 @@ def run_demo(out_dir: Path, layers: str = "0,5,10,17,28", weights: str = "auto",
 
     matplotlib.use("Agg")
 
+    taps = parse_taps(layers, model)  # argument errors before the output folder exists
     out_dir.mkdir(parents=True, exist_ok=True)
-    taps = parse_taps(layers, model)
     weights = _choose_weights(weights, model, seed)
     net, info = build_model(model, weights, seed, need_classifier=True)
     t0 = time.perf_counter()

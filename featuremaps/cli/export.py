@@ -34,7 +34,7 @@ def register(sub) -> None:
                                    "(dynamic batch), cut after the deepest tap unless --logits, with JSON "
                                    "metadata inside; then verify every tap against the PyTorch clone-hook "
                                    "reference on a real photo (exit 1 if any fp32 tap has rel L2 > 1e-5).")
-    add_model_args(p)
+    add_model_args(p, onnx_file=False)  # export builds from the zoo; an .onnx file is refused
     p.add_argument("--logits", action="store_true", help="keep the classifier and add a 'logits' output")
     p.add_argument("-o", "--output", type=file_arg, default=None,
                    help="output .onnx path (default: models/MODEL.onnx); an existing file is never overwritten "

@@ -36,6 +36,6 @@ def cmd_verify(args: argparse.Namespace) -> int:
         return 0
     done = "marked pending" if report.repaired else "to redo"
     hint = "re-run extract with --resume" if report.repaired else "add --repair, then re-run extract with --resume"
-    print(f"{store.path}: {len(report.damage)} damaged chunk(s); batch(es) {done}: "
-          f"{', '.join(map(str, report.batches)) or 'none'}; {hint}")
+    batches = ", ".join(f"#{b}" for b in report.batches) or "none"  # indices, not a count
+    print(f"{store.path}: {len(report.damage)} damaged chunk(s); batch(es) {done}: {batches}; {hint}")
     return 1

@@ -8,6 +8,7 @@ The maps can come from anywhere (a model run, one row of a store): :func:`draw_f
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -159,7 +160,9 @@ def png_bytes(fig, dpi: int = DPI) -> bytes:
     from PIL import Image
 
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
+    with warnings.catch_warnings():  # a file name in a script the font lacks (CJK) is drawn as boxes;
+        warnings.filterwarnings("ignore", message="Glyph .* missing from", category=UserWarning)  # 4 lines each
+        fig.savefig(buf, format="png", dpi=dpi)
     img = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")  # alpha is always opaque here
     out = io.BytesIO()
     img.save(out, format="png")

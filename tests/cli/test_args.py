@@ -190,3 +190,10 @@ def test_paths_that_exist_but_are_the_wrong_kind_are_named_as_such(tmp_path, cap
     assert "dir.onnx' is a folder; export one with" in capsys.readouterr().err
     assert main(["parity", "--images", str(tmp_path / "notes.txt")]) == 2
     assert "notes.txt' is not a folder; pass a folder of JPEG/PNG files" in capsys.readouterr().err
+
+
+def test_demo_with_bad_layers_leaves_no_output_folder(tmp_path, capsys):
+    from featuremaps.cli import main
+
+    assert main(["demo", "--layers", "99", "-o", str(tmp_path / "demo")]) == 2
+    assert "99" in capsys.readouterr().err and not (tmp_path / "demo").exists()

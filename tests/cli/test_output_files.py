@@ -17,13 +17,7 @@ from featuremaps.cli import main
 from featuremaps.cli import _args
 
 
-def _exit_line(capsys, argv) -> str:
-    """Run ``argv``; it must exit 2 with one line on stderr, which is returned."""
-    with pytest.raises(SystemExit) as e:
-        main(argv)
-    err = capsys.readouterr().err.strip()
-    assert e.value.code == 2 and len(err.splitlines()) == 1, err
-    return err
+from test_args import _exit_line  # noqa: E402 - tests/cli is on sys.path (pytest's prepend import mode)
 
 
 def _digest(path) -> str:

@@ -198,6 +198,16 @@ def test_interrupted_run_resumes_identically(small_model, image_dir, extracted, 
 
 
 @pytest.mark.slow
+def _wait_for_commits(proc, out: Path, n: int, limit_s: float = 120) -> None:
+    """Poll until ``n`` status chunks of ``out`` are on disk (``n`` batches committed) or ``proc`` ends."""
+    status_dir = out / "status" / "c"
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        if status_dir.is_dir() and len(os.listdir(status_dir)) >= n:
+            return
+        time.sleep(0.005)
+
+
 def test_kill_9_then_resume_gives_identical_store(small_model, sample_paths, tmp_path):
     imgs = tmp_path / "imgs"
     _small_copies(sample_paths, imgs, 40, size=72)
@@ -210,12 +220,7 @@ def test_kill_9_then_resume_gives_identical_store(small_model, sample_paths, tmp
     out = tmp_path / "killed.zarr"
     cmd = [sys.executable, "-m", "featuremaps", "extract", *map(str, args), "-o", str(out), "--no-progress"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    status_dir = out / "status" / "c"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        if status_dir.is_dir() and len(os.listdir(status_dir)) >= 3:
-            break
-        time.sleep(0.005)
+    _wait_for_commits(proc, out, 3)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
@@ -242,12 +247,7 @@ def test_sigterm_then_a_second_ctrl_c_stop_cleanly_and_resume(small_model, sampl
     cmd = [str(script) if script.is_file() else sys.executable, *([] if script.is_file() else ["-m", "featuremaps"]),
            "extract", *map(str, args), "-o", str(out), "--no-progress"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    status_dir = out / "status" / "c"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        if status_dir.is_dir() and len(os.listdir(status_dir)) >= 3:
-            break
-        time.sleep(0.005)
+    _wait_for_commits(proc, out, 3)
     proc.send_signal(signal.SIGTERM)
     time.sleep(0.05)
     proc.send_signal(signal.SIGINT)

@@ -175,6 +175,7 @@ def test_verify_repair_marks_the_batch_pending(reference, tmp_path, capsys):
     store = _copy(reference.path, tmp_path / "s.zarr")
     _flip(store / "features.0" / "c" / "0" / "0" / "0" / "0")
     assert main(["verify", "--repair", str(store)]) == 1
+    assert "batch(es) marked pending: #0;" in capsys.readouterr().out  # an index, not a count
     st = open_store(store)
     assert st.pending_batches() == [0]
     assert (st.status[: st.batch_size] == "pending").all() and (st.status[st.batch_size:] == "ok").all()
