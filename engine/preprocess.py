@@ -184,12 +184,21 @@ def _decode_pillow(im, data: bytes, min_size: tuple[int, int] | None):
     if min_size and im.format == "JPEG":
         im.draft("RGB", (min_size[1], min_size[0]))
     im.load()
+    if im.mode == "F":  # no photo range to map to 0..255: guessing one would invent the pixels
+        raise ImageDecodeError("32-bit float pixels (mode F: a measurement, not a photo); convert the file to "
+                               "8- or 16-bit first")
     if im.mode in _WIDE_MODES:
         import cv2
+        from cv2.utils import logging as cv_log
 
-        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        level = cv_log.getLogLevel()
+        cv_log.setLogLevel(cv_log.LOG_LEVEL_ERROR)  # OpenCV's warning lines would cut into the progress bar
+        try:
+            bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        finally:
+            cv_log.setLogLevel(level)
         if bgr is None:
-            raise ImageDecodeError("not a decodable image (16-bit image OpenCV could not read)")
+            raise ImageDecodeError(f"not a decodable image ({im.mode} pixels OpenCV could not read)")
         return Image.fromarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))  # OpenCV applied EXIF already
     return im if im.mode == "RGB" else im.convert("RGB")
 

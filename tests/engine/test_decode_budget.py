@@ -183,3 +183,25 @@ def test_extract_cli_budget_and_reduced_decode_options(tmp_path, small_model, sa
     assert [e.message.split(",")[1].strip() for e in st.errors] == ["over the 1000-pixel limit; raise --max-pixels to accept it"] * 2
     assert main([*base, "-o", str(tmp_path / "b.zarr"), "--decode", "reduced"]) == 0
     assert list(open_store(tmp_path / "b.zarr").status) == ["ok", "ok"]
+
+
+def test_wide_pixel_modes_are_named_and_opencv_stays_quiet(capfd):
+    """A float TIFF was called a "16-bit image" after an OpenCV warning line on stderr; 16-bit PNGs
+    still decode (through OpenCV)."""
+    import io
+
+    from PIL import Image
+
+    def tiff(array, mode) -> bytes:
+        buf = io.BytesIO()
+        Image.fromarray(array, mode=mode).save(buf, format="TIFF")
+        return buf.getvalue()
+
+    with pytest.raises(ImageDecodeError, match=r"32-bit float pixels \(mode F"):
+        decode_image(tiff(np.random.rand(8, 8).astype(np.float32), "F"))
+    with pytest.raises(ImageDecodeError, match=r"\(I pixels OpenCV could not read\)"):
+        decode_image(tiff((np.random.rand(8, 8) * 2**31).astype(np.int32), "I"))
+    buf = io.BytesIO()
+    Image.fromarray((np.arange(64).reshape(8, 8) * 1000).astype(np.uint16)).save(buf, format="PNG")
+    assert np.asarray(decode_image(buf.getvalue())).shape[:2] == (8, 8)
+    assert "WARN" not in capfd.readouterr().err
