@@ -38,8 +38,13 @@ def load_reference_net(meta: dict, weights: str | None = None):
     :class:`ReferenceWeightsError` is raised: a reference with other weights proves nothing.
     Returns ``(net, WeightsInfo)``.
     """
+    from ..export.families import all_models
     from ..export.zoo import build_model, weight_hashes
 
+    if str(meta.get("model", "")).lower() not in all_models():
+        raise ReferenceWeightsError(
+            f"the model's metadata names {meta.get('model')!r}, which this version cannot rebuild as the PyTorch "
+            f"reference (the zoo has {', '.join(all_models())}); re-export it with `featuremaps export`")
     rec = meta.get("weights") or {}
     source = weights or rec.get("source") or "random"
     seed = rec.get("seed") if rec.get("seed") is not None else 0

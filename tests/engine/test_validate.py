@@ -187,3 +187,13 @@ def test_ort_format_model_validates(tmp_path):
     (tmp_path / "cut.ort").write_bytes(ort_path.read_bytes()[:2000])
     with pytest.raises(ModelFileError, match="not a readable ONNX model"):
         validate_model_file(tmp_path / "cut.ort")
+
+
+def test_parity_on_a_model_whose_metadata_names_no_zoo_model(tmp_path, capsys):
+    """It said "unknown model 'vgg99' ... (or pass the path of an exported .onnx file)" to someone
+    who had passed exactly that."""
+    path = _with_metadata(tmp_path, "vgg99", _set("model", "vgg99"))
+    assert main(["parity", "--model", str(path), "--max-images", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "metadata names 'vgg99', which this version cannot rebuild" in err and "re-export" in err, err
+    assert "or pass the path of an exported .onnx file" not in err
