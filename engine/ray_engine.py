@@ -122,21 +122,24 @@ def _maybe_die_for_test(batch: int) -> None:
         os._exit(1)
 
 
-def init_ray(address: str | None, *, num_cpus: int | None = None, verbose: bool = False) -> bool:
+def init_ray(address: str | None, *, num_cpus: int | None = None, verbose: bool = False, check: bool = True) -> bool:
     """Join ``address``, or start a local instance bound to 127.0.0.1. Returns True if started here
     (the caller shuts it down).
 
     A join is checked first, in bounded time (:func:`check_cluster_address`): ``ray.init`` itself
-    retries an address where no GCS answers for minutes.
+    retries an address where no GCS answers for minutes. The check runs even when this process is
+    already connected (which is then kept), so a bad address is never silently ignored. ``check``
+    False: the caller has just checked it.
     """
     ray = _import_ray()
     quiet = {"log_to_driver": verbose, "logging_level": logging.INFO if verbose else logging.ERROR,
              "configure_logging": True}
     _quiet_ray(verbose)
+    if address and check:
+        check_cluster_address(address, verbose=verbose)
     if ray.is_initialized():
         return False
     if address:
-        check_cluster_address(address, verbose=verbose)
         try:
             with _fd2_silenced(not verbose):  # Ray's C++ core logs "Set ray log level ..." straight to fd 2
                 ray.init(address=address, **quiet)
@@ -297,17 +300,20 @@ def _text(b) -> str:
 ACTOR_START_LIMIT_S = 600  # a cold node may need minutes to start a worker and load a large model
 
 
+MIN_ACTOR_CPUS = 0.25
+
+
 def actor_cpus(total_cpus: float, actors: int) -> float:
     """CPUs each model actor reserves: at most half the cluster's CPUs go to actors, so decode
     tasks always get some (actors holding every CPU deadlock a 2-core machine)."""
-    return max(0.25, min(1.0, total_cpus / 2 / max(1, actors)))
+    return max(MIN_ACTOR_CPUS, min(1.0, total_cpus / 2 / max(1, actors)))
 
 
 def actor_shortfall(actors: int, total_cpus: float) -> str | None:
     """Why ``actors`` model actors do not fit ``total_cpus``, or None. Each actor reserves at least
-    0.25 CPU and actors get at most half the CPUs (:func:`actor_cpus`): more actors than that would
-    leave the decode tasks no CPU, and the job would wait forever."""
-    most = int(total_cpus / 2 / 0.25)
+    :data:`MIN_ACTOR_CPUS` and actors get at most half the CPUs (:func:`actor_cpus`): more actors
+    than that would leave the decode tasks no CPU, and the job would wait forever."""
+    most = int(total_cpus / 2 / MIN_ACTOR_CPUS)
     if actors <= most:
         return None
     return (f"--actors {actors} is more than the Ray cluster's {total_cpus:g} CPU(s) can host next to the decode "
@@ -350,8 +356,9 @@ def run_extraction_ray(store: FeatureStore, model_path, *, actors: int = 1, gpus
     t0 = time.perf_counter()
     if rows:
         actors = min(actors, len(rows))  # an actor without a batch would only load the model
-        cpus = float(ray.cluster_resources().get("CPU", 1))
-        short = gpu_shortfall(actors, gpus_per_actor, float(ray.cluster_resources().get("GPU", 0)))
+        resources = ray.cluster_resources()
+        cpus = float(resources.get("CPU", 1))
+        short = gpu_shortfall(actors, gpus_per_actor, float(resources.get("GPU", 0)))
         if short:  # an autoscaler may still add GPU nodes: say so, then wait (bounded)
             print(f"{short}; waiting up to {ACTOR_START_LIMIT_S} s for GPU nodes to join", file=sys.stderr)
         ds = ray.data.from_items(rows, override_num_blocks=len(rows))

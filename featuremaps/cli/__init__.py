@@ -123,13 +123,16 @@ def _replace_unencodable(stream) -> None:
 
 
 class _Interrupts:
-    """A SIGINT handler for one command. The first Ctrl-C raises KeyboardInterrupt and is counted
-    (an import it broke then reads as the interrupt it was, not an ImportError); the second is
-    ignored so the first one's cleanup (store, shared memory) finishes; a third quits at once."""
+    """SIGINT and SIGTERM handlers for one command. The first Ctrl-C (or a SIGTERM from a batch
+    scheduler or `kill`) raises KeyboardInterrupt and is counted (an import it broke then reads as
+    the interrupt it was, not an ImportError): extract commits the batches in flight and prints the
+    resume command. The second is ignored so the first one's cleanup (store, shared memory)
+    finishes; a third quits at once."""
 
-    def __init__(self):
+    def __init__(self, sigint: bool = True):
         self.count = 0
-        self.previous = signal.signal(signal.SIGINT, self._on_sigint)
+        self.previous = signal.signal(signal.SIGINT, self._on_sigint) if sigint else None
+        self.previous_term = signal.signal(signal.SIGTERM, self._on_sigint)
 
     def _on_sigint(self, signum, frame):
         self.count += 1
@@ -140,15 +143,15 @@ class _Interrupts:
             os._exit(130)
 
     def restore(self) -> None:
-        signal.signal(signal.SIGINT, self.previous)
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+        signal.signal(signal.SIGTERM, self.previous_term)
 
 
 def _catch_interrupts() -> _Interrupts | None:
-    """Install :class:`_Interrupts`; None where Ctrl-C is ignored (``nohup``) or no handler can be
-    installed (not the main thread)."""
+    """Install :class:`_Interrupts` (SIGTERM only where Ctrl-C is ignored, as in a script's
+    background job); None where no handler can be installed (not the main thread)."""
     try:
-        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-            return None
-        return _Interrupts()
+        return _Interrupts(sigint=signal.getsignal(signal.SIGINT) is not signal.SIG_IGN)
     except ValueError:
         return None

@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import shlex
-import signal
 import sys
-import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -93,7 +91,7 @@ def _extraction(args, ex, provider: str) -> dict:
     Normally the session's own. Joining a Ray cluster with a GPU provider, the driver plans on its
     CPU (it may have no GPU) and records what the actors will run: ``math_mode`` follows from the
     provider, ``--no-tf32`` and the model's precision."""
-    if ex.provider == provider or provider == "auto" or not _plans_on_cpu(args, provider):
+    if not _plans_on_cpu(args, provider):
         return {"provider": ex.provider, "math_mode": ex.math_mode, "device": ex.device}
     mode = session_math_mode(provider, ex.metadata.get("precision", "fp32"), tf32=not args.no_tf32)
     return {"provider": provider, "math_mode": mode, "device": None}
@@ -190,7 +188,7 @@ def _check_ray_args(args) -> None:
     if args.ray_address and not Path(args.output).is_absolute():
         raise ArgumentError(f"-o {args.output} is relative; on a Ray cluster pass an absolute path on a filesystem "
                        "every node mounts (e.g. /shared/out.zarr)")
-    if args.ray_address:  # before any store is made: a join that cannot succeed fails in bounded time
+    if args.ray_address:  # first of all: a join that cannot succeed fails in bounded time
         check_cluster_address(args.ray_address, verbose=args.verbose)
 
 
@@ -203,19 +201,21 @@ def _run_ray(args, store, model_path: Path, bar, provider: str, math_mode: str):
 
 @contextmanager
 def _ray_session(args):
-    """Join the cluster (or start a local instance, shut down on exit) before any store is made;
-    a local instance too small for the actors' GPUs is refused at once (no node will join it)."""
+    """Join the cluster (its address was checked by :func:`_check_ray_args`) or start a local
+    instance (shut down on exit) before any store is made; a local instance too small for the
+    actors' GPUs is refused at once (no node will join it)."""
     if args.engine != "ray":
         yield
         return
     import ray
 
-    started = init_ray(args.ray_address, verbose=args.verbose)
+    started = init_ray(args.ray_address, verbose=args.verbose, check=False)
     try:
-        too_many = actor_shortfall(args.actors, float(ray.cluster_resources().get("CPU", 0)))
+        resources = ray.cluster_resources()
+        too_many = actor_shortfall(args.actors, float(resources.get("CPU", 0)))
         if too_many:  # actors would hold every CPU and the decode tasks would wait forever
             raise ClusterError(too_many)
-        short = gpu_shortfall(args.actors, args.gpus_per_actor, float(ray.cluster_resources().get("GPU", 0)))
+        short = gpu_shortfall(args.actors, args.gpus_per_actor, float(resources.get("GPU", 0)))
         if started and short:
             raise ClusterError(f"{short} (a local instance on this machine); lower --actors or --gpus-per-actor, "
                                "or join a cluster with GPU nodes (--ray-address)")
@@ -296,15 +296,7 @@ def _run(args, store, model_path: Path, ex, provider: str, math_mode: str, extra
         bar.close()
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def cmd_extract(args: argparse.Namespace) -> int:
-    # SIGTERM (a batch scheduler, `kill`) stops like Ctrl-C: batches in flight are committed, the
-    # shared memory is freed, and the resume command is printed
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _interrupt)
     paths = collect_inputs(args.inputs)
     _check_ray_args(args)
     model_path = _model_path(args)
