@@ -39,6 +39,26 @@ def sample_paths():
 
 
 @pytest.fixture(scope="session")
+def photo_folder(tmp_path_factory, sample_paths):
+    """``make(name, n, width, height)``: a new folder of ``n`` small JPEGs of the sample photos
+    (``width + i`` pixels wide, so no two are alike) plus two bad files, an empty ``empty.jpg`` and
+    a text file named ``text.png``."""
+    import cv2
+
+    def make(name: str, n: int, width: int, height: int):
+        root = tmp_path_factory.mktemp(name)
+        for i in range(n):
+            bgr = cv2.imread(str(sample_paths[i % len(sample_paths)]))
+            cv2.imwrite(str(root / f"img{i:02d}.jpg"),
+                        cv2.resize(bgr, (width + i, height), interpolation=cv2.INTER_AREA))
+        (root / "empty.jpg").write_bytes(b"")
+        (root / "text.png").write_text("not an image")
+        return root
+
+    return make
+
+
+@pytest.fixture(scope="session")
 def small_batch(sample_paths):
     """Two real photos preprocessed to (2, 3, 64, 64) float32."""
     from featuremaps.engine.preprocess import Preprocessing

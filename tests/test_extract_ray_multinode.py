@@ -54,17 +54,9 @@ def tiny_model(tmp_path_factory, vgg_net):
 
 
 @pytest.fixture(scope="module")
-def images(tmp_path_factory, sample_paths):
+def images(photo_folder):
     """14 small photos plus two bad files (an empty file and a text file named .png)."""
-    import cv2
-
-    root = tmp_path_factory.mktemp("cluster-images")
-    for i in range(14):
-        bgr = cv2.imread(str(sample_paths[i % len(sample_paths)]))
-        cv2.imwrite(str(root / f"img{i:02d}.jpg"), cv2.resize(bgr, (60 + i, 50), interpolation=cv2.INTER_AREA))
-    (root / "empty.jpg").write_bytes(b"")
-    (root / "text.png").write_text("not an image")
-    return root
+    return photo_folder("cluster-images", 14, 60, 50)
 
 
 @pytest.fixture(scope="module")

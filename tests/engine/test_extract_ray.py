@@ -39,16 +39,8 @@ def local_ray(kill_marker):
 
 
 @pytest.fixture(scope="module")
-def images(tmp_path_factory, sample_paths):
-    import cv2
-
-    root = tmp_path_factory.mktemp("ray-images")
-    for i in range(7):
-        bgr = cv2.imread(str(sample_paths[i % len(sample_paths)]))
-        cv2.imwrite(str(root / f"img{i}.jpg"), cv2.resize(bgr, (90 + i, 80), interpolation=cv2.INTER_AREA))
-    (root / "empty.jpg").write_bytes(b"")
-    (root / "text.png").write_text("not an image")
-    return root
+def images(photo_folder):
+    return photo_folder("ray-images", 7, 90, 80)
 
 
 def _same_store(a, b) -> None:
