@@ -19,6 +19,14 @@ from pathlib import Path
 import numpy as np
 
 from ..contracts import Tap
+from ..engine.extractor import Extractor
+from ..engine.layouts import as_model_input, pixels_to_float
+from ..engine.openvino_backend import unavailable_reason
+from ..engine.preprocess import Preprocessing
+from ..engine.session import provider_unavailable_reason
+from ..errors import ProviderError
+from ..export.onnx_export import _tap_module
+from ..export.reference import hooked_forward, reference_features
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +91,6 @@ class Skipped:
 def _torch_run(net, taps: tuple[Tap, ...], *, full: bool, device: str):
     import torch
 
-    from .reference import reference_features
 
     if device == "cpu":
         def run(batch: np.ndarray):
@@ -100,17 +107,12 @@ def _torch_run_pinned(net, taps: tuple[Tap, ...], *, full: bool, device: str):
     memory ran at 1.35 GB/s on an H200, pinned at 55 GB/s)."""
     import torch
 
-    from .reference import _StopForward, tap_hooks
-
     pinned: dict = {}
 
     def run(batch: np.ndarray):
         x = torch.from_numpy(batch).to(device)
-        with torch.inference_mode(), tap_hooks(net, taps, stop_after_deepest=not full) as store:
-            try:
-                net(x)
-            except _StopForward:
-                pass
+        with torch.inference_mode():
+            store = hooked_forward(net, x, taps, full=full)
             out = {}
             for t in taps:
                 src = store[t.name]
@@ -174,7 +176,6 @@ def make_torch_compile(net, taps: tuple[Tap, ...], *, batch_sizes: tuple[int, ..
     """
     import torch
 
-    from ..export.onnx_export import _tap_module
 
     t0 = time.perf_counter()
     try:
@@ -221,8 +222,6 @@ def make_ort(name: str, model_path: str | Path, provider: str, *, threads: int |
     preallocated host buffers); name ``ort-cuda-device``: maps left on the GPU. The float batch
     the suite hands every backend is converted to the model's input layout once per batch array
     (uint8 NHWC for new exports: what crosses to the device), outside the timed call."""
-    from ..engine.extractor import Extractor
-    from ..engine.session import ProviderError, provider_unavailable_reason
 
     reason = provider_unavailable_reason(provider)
     if reason is not None:
@@ -249,7 +248,6 @@ def make_ort(name: str, model_path: str | Path, provider: str, *, threads: int |
 def _model_layout(ex, run) -> Callable[[np.ndarray], object]:
     """Wrap ``run`` so it gets the batch in the model's input layout, converted once per batch
     array (the suite reuses one array per batch size; conversion is decode work, not model work)."""
-    from ..engine.layouts import as_model_input
 
     memo: dict = {}
 
@@ -296,8 +294,6 @@ def _maps_on_device_run(ex, device: int) -> Callable[[np.ndarray], object]:
 
 def _grey_batch(n: int, size: int) -> np.ndarray:
     """``(n, 3, size, size) float32``: mid-grey pixels, normalized (representable by uint8 models)."""
-    from ..engine.layouts import pixels_to_float
-    from ..engine.preprocess import Preprocessing
 
     return pixels_to_float(np.full((n, size, size, 3), 128, np.uint8), Preprocessing(size=(size, size)))
 
@@ -322,9 +318,6 @@ def make_openvino(name: str, model_path: str | Path, *, math_mode: str = "defaul
     """OpenVINO reading the same exported file (``math_mode`` ``default``/``bf16``/``fp32``);
     :class:`Skipped` without the openvino package. The note names the math mode it ran in. The
     batch is converted to the model's input layout outside the timed call, as for ONNX Runtime."""
-    from ..engine.extractor import Extractor
-    from ..engine.openvino_backend import unavailable_reason
-    from ..errors import ProviderError
 
     reason = unavailable_reason()
     if reason is not None:

@@ -131,12 +131,21 @@ def reference_features(model, batch, taps, *, full: bool = False, model_name: st
 
     if not hooks_can_tap(model, taps):
         return {k: v.cpu().numpy() for k, v in _fx_features(model, batch, taps, full).items()}
-    with torch.inference_mode(), tap_hooks(model, taps, stop_after_deepest=not full) as store:
+    with torch.inference_mode():
+        store = hooked_forward(model, _to_tensor(batch), taps, full=full)
+    return {t.name: store[t.name].cpu().numpy() for t in taps}
+
+
+def hooked_forward(model, x, taps: tuple[Tap, ...], *, full: bool) -> dict:
+    """Run ``model`` on the tensor ``x`` (on the model's device) with clone hooks on ``taps``;
+    returns tap name -> tensor, left where the model computed it. The forward pass stops after the
+    deepest tap unless ``full`` (the seed runs the classifier too). Call under ``inference_mode``."""
+    with tap_hooks(model, taps, stop_after_deepest=not full) as store:
         try:
-            model(_to_tensor(batch))
+            model(x)
         except _StopForward:
             pass
-    return {t.name: store[t.name].cpu().numpy() for t in taps}
+    return store
 
 
 def seed_features(model, batch, taps: tuple[Tap, ...]) -> dict[str, np.ndarray]:

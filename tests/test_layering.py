@@ -190,7 +190,6 @@ FUNCTION_LEVEL_ALLOWED: dict[str, str] = {
     "featuremaps.export.quantize": "file edited on another branch this round",
     "featuremaps.export.variants": "file edited on another branch this round (gate, atomic outputs)",
     "featuremaps.export.gate": "file edited on another branch this round",
-    "featuremaps.bench.backends": "file edited on another branch this round (backend table)",
     "featuremaps.bench.extract_bench": "benchmark program edited on another branch this round",
     "featuremaps.bench.precision_bench": "benchmark program; imports the export stack only when run",
     "featuremaps.bench.parity": "engine decode helpers it uses are being changed on another branch",
@@ -219,3 +218,34 @@ def test_project_imports_are_at_module_level():
 
 def test_cycle_finder_finds_a_cycle():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def _function_level_targets(module: str, path: Path) -> list[tuple[str, str, int]]:
+    """``(imported module, name, line)`` for each project ``from X import name`` inside a function."""
+    tree = ast.parse(path.read_text(), str(path))
+    is_pkg = path.name == "__init__.py"
+    out = []
+    for fn in ast.walk(tree):
+        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for node in ast.walk(fn):
+                if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("featuremaps")):
+                    out += [(_resolve(module, is_pkg, node), a.name, node.lineno) for a in node.names]
+    return out
+
+
+def test_function_level_imports_name_what_exists():
+    """An import inside a function only fails when that function runs (a GPU path no CPU test
+    reaches broke this way: ``from .reference import _StopForward`` after a module became a shim).
+    Import each target here and check every name it takes exists."""
+    import importlib
+
+    missing = []
+    for mod, path in sorted(all_modules().items()):
+        for target, name, line in _function_level_targets(mod, path):
+            imported = importlib.import_module(target)
+            if not hasattr(imported, name):
+                try:
+                    importlib.import_module(f"{target}.{name}")
+                except ImportError:
+                    missing.append(f"{path.relative_to(ROOT)}:{line}: {target} has no {name!r}")
+    assert not missing, "\n".join(missing)

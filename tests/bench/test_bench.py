@@ -246,3 +246,32 @@ def test_int8_backend_model_is_built_once_and_gated(small_model, tmp_path):
     assert read_metadata(int8)["precision"] == "int8"
     mtime = int8.stat().st_mtime_ns
     assert int8_cached(fp32) == int8 and int8.stat().st_mtime_ns == mtime  # cached, not rebuilt
+
+
+def test_torch_hooks_backend_for_a_gpu_builds_on_a_cpu():
+    """The GPU branch of the seed's backend is built (not run) here: it used to import a name a
+    shim no longer exported, an ImportError on the first GPU machine."""
+    from featuremaps.bench.backends import make_torch_hooks
+
+    backend = make_torch_hooks(None, (), device="cuda:0")
+    assert backend.name == "torch-hooks" and callable(backend.run)
+
+
+def test_hooked_forward_stops_after_the_deepest_tap_and_clones():
+    import torch
+    from torch import nn
+
+    from featuremaps.export.reference import hooked_forward
+
+    calls = []
+    net = nn.Sequential()
+    net.features = nn.Sequential(nn.Conv2d(3, 2, 1), nn.ReLU(inplace=True), nn.Conv2d(2, 2, 1))
+    net.features[2].register_forward_hook(lambda *a: calls.append("features.2"))
+    taps = parse_taps("0", "vgg16", 32)  # features.0, the first conv
+    x = torch.randn(1, 3, 4, 4)
+    with torch.inference_mode():
+        got = hooked_forward(net, x, taps, full=False)["features.0"]
+        conv = net.features[0](x)
+    assert calls == []  # stopped after features.0: features.2 never ran
+    np.testing.assert_array_equal(got.numpy(), conv.numpy())  # the clone, before the in-place ReLU
+    assert (got < 0).any()
