@@ -215,6 +215,29 @@ def family_of(model: str) -> Family:
                      "(or pass the path of an exported .onnx file)")
 
 
+VGG16_DEFAULT_TAPS = "0,5,10,17,28"  # the seed article's five: conv1_1, conv2_1, conv3_1, conv4_1, conv5_1's ReLU
+
+
+def default_taps(model: str, input_size: int = 224) -> str:
+    """The taps a command uses when ``--layers`` is not given (timm's ``out_indices`` idea): the
+    seed's five for VGG16, a ResNet's stem and four stages, otherwise five convolutions spread
+    from first to last.
+
+    >>> default_taps("vgg16"), default_taps("resnet18")
+    ('0,5,10,17,28', 'conv1,layer1,layer2,layer3,layer4')
+    """
+    if str(model).lower() == "vgg16":
+        return VGG16_DEFAULT_TAPS
+    layers = family_layers(model, input_size)
+    aliases = {t.alias for t in layers}
+    if {"layer1", "layer4"} <= aliases:
+        return "conv1,layer1,layer2,layer3,layer4"
+    convs = [t for t in layers if t.kind == "Conv2d"]
+    n = min(5, len(convs))
+    picks = sorted({round(i * (len(convs) - 1) / max(n - 1, 1)) for i in range(n)})
+    return ",".join(convs[i].name for i in picks)
+
+
 def family_layers(model: str, input_size: int = 224) -> tuple[Tap, ...]:
     """Every tappable layer of ``model`` at a square ``input_size``, in execution order."""
     fam = family_of(model)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import datetime as _dt
 import json
 import logging
 import os
@@ -22,7 +21,7 @@ from pathlib import Path
 from ..contracts import (METADATA_KEY, Preprocessing, Tap, load_proto_metadata,  # noqa: F401
                          metadata_from_session, read_metadata)
 from ..errors import ArgumentError
-from .families import family_of
+from .families import default_taps, family_of
 from .taps import IMAGENET_MEAN, IMAGENET_STD, parse_taps
 
 log = logging.getLogger(__name__)
@@ -106,16 +105,15 @@ def build_metadata(model: str, taps: tuple[Tap, ...], input_size: int, weights: 
             "family": family_of(model).name,
             "cut_after": None if logits else max(taps, key=lambda t: t.index).name,
             "weights": weights, "preprocessing": pre.to_dict(), "precision": "fp32",
-            "reductions": {}, "versions": _versions(),
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+            "reductions": {}, "versions": _versions()}  # no timestamp: the same export gives the same bytes
 
 
-def export_model(taps="0,5,10,17,28", output="models/vgg16.onnx", *, model: str = "vgg16",
+def export_model(taps=None, output="models/vgg16.onnx", *, model: str = "vgg16",
                  weights: str = "random", seed: int = 0, input_size: int = 224,
                  logits: bool = False, net=None, weights_info=None,
                  input_layout: str = "uint8_nhwc") -> ExportResult:
     """Export ``model`` with ``taps`` as ONNX outputs named by tap (``features.17``,
-    ``layer3.5.relu_2``); batch is dynamic.
+    ``layer3.5.relu_2``); batch is dynamic. ``taps`` None: the family's default taps (``default_taps``).
 
     The input is ``uint8 (N, H, W, 3)`` RGB pixels with normalization inside the graph
     (``input_layout="uint8_nhwc"``, the default), or the older normalized ``float32 (N, 3, H, W)``
@@ -135,7 +133,7 @@ def export_model(taps="0,5,10,17,28", output="models/vgg16.onnx", *, model: str 
 
     if input_layout not in INPUT_LAYOUTS:
         raise ArgumentError(f"unknown input layout {input_layout!r}; use {' or '.join(INPUT_LAYOUTS)}")
-    taps = parse_taps(taps, model, input_size)
+    taps = parse_taps(default_taps(model, input_size) if taps is None else taps, model, input_size)
     if net is None:
         net, weights_info = build_model(model, weights, seed, need_classifier=logits)
     module = _tap_module(net, taps, logits_node=family_of(model).logits_node if logits else None)
@@ -156,9 +154,30 @@ def export_model(taps="0,5,10,17,28", output="models/vgg16.onnx", *, model: str 
                                  verbose=False, report=False, artifacts_dir=tmp)
     proto = prog.model_proto
     proto.producer_name = "featuremaps"
+    strip_trace_metadata(proto)
     meta = build_metadata(model, taps, input_size, weights_info.to_dict(), logits, input_layout)
     write_model(proto, meta, output)
     return ExportResult(path=output, taps=taps, metadata=meta, size_bytes=output.stat().st_size)
+
+
+def strip_trace_metadata(proto) -> None:
+    """Drop the exporter's per-node and per-value ``metadata_props`` (Python stack traces with this
+    machine's paths and a counter that changes between calls, FX names, class hierarchies): they
+    made two exports of the same model differ, and leaked local paths into a shared file. The
+    model-level ``featuremaps`` JSON is what describes the file."""
+    graphs = [proto.graph]
+    while graphs:
+        g = graphs.pop()
+        del g.metadata_props[:]
+        for v in (*g.input, *g.output, *g.value_info, *g.initializer):
+            if hasattr(v, "metadata_props"):
+                del v.metadata_props[:]
+        for node in g.node:
+            del node.metadata_props[:]
+            graphs += [a.g for a in node.attribute if a.HasField("g")] + [x for a in node.attribute for x in a.graphs]
+    for f in proto.functions:
+        for node in f.node:
+            del node.metadata_props[:]
 
 
 def set_metadata(proto, meta: dict) -> None:

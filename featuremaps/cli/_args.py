@@ -24,11 +24,14 @@ from ..engine.hashing import file_sha256
 from ..engine.openvino_backend import MATH_MODES as OV_MATH_MODES
 from ..engine.providers import provider_names
 from ..errors import ArgumentError, InputError, ModelFileError, require
+from ..export.families import VGG16_DEFAULT_TAPS, default_taps
 from ..export.onnx_export import export_model
 from ..export.taps import MODELS, parse_taps
 from ..export.zoo import hub_checkpoint_path
 
-DEFAULT_LAYERS = "0,5,10,17,28"
+DEFAULT_LAYERS = VGG16_DEFAULT_TAPS  # VGG16's; other families have their own (default_taps)
+DEFAULT_TAPS_HELP = (f"the family's own: {VGG16_DEFAULT_TAPS} for vgg16, conv1,layer1..layer4 for a ResNet, "
+                     "else five convolutions from first to last")
 SEED_MAX = 2**32 - 1  # numpy and torch seeds are 32-bit
 # VGG halves the input five times (>= 32); at 4096² features.0 alone is 4.3 GB of fp32 per image
 INPUT_SIZE_MIN, INPUT_SIZE_MAX = 32, 4096
@@ -176,7 +179,7 @@ class ModelSpec:
     """
 
     model: str = "vgg16"
-    layers: str | None = DEFAULT_LAYERS
+    layers: str | None = None  # None: the family's default taps (families.default_taps)
     weights: str | None = "random"
     seed: int | None = 0
     input_size: int = 224
@@ -219,7 +222,7 @@ def imagenet_cached(model: str) -> bool:
         return False
 
 
-def add_model_args(p: argparse.ArgumentParser, *, layers_default: str | None = DEFAULT_LAYERS,
+def add_model_args(p: argparse.ArgumentParser, *, layers_default: str | None = None,
                    layers_help: str | None = None, weights_default: str | None = "auto",
                    seed_default: int | None = 0, onnx_file: bool = True) -> None:
     """``--model/--layers/--weights/--seed/--input-size``: the convention every command shares.
@@ -229,7 +232,7 @@ def add_model_args(p: argparse.ArgumentParser, *, layers_default: str | None = D
                                                             if onnx_file else ") ") + "(default: vgg16)")
     p.add_argument("--layers", default=layers_default,
                    help=layers_help or ("taps for a zoo model: indices (0,5,17), features.17 or aliases (conv4_1, "
-                                        f"relu4_1, pool4); see `featuremaps layers` (default: {layers_default})"))
+                                        f"relu4_1, pool4); see `featuremaps layers` (default: {layers_default or DEFAULT_TAPS_HELP})"))
     p.add_argument("--weights", default=weights_default,
                    help="zoo weights: auto (imagenet if torchvision's checkpoint is cached, else random with a "
                         "warning), random (seeded), imagenet, or a .pth/.safetensors state_dict (default: "
@@ -315,7 +318,8 @@ def resolve_model(spec: ModelSpec | argparse.Namespace) -> Path:
                                  "`featuremaps export -o PATH.onnx` or pass a zoo name (vgg16)")
         return path
     need_export_extra(f"exporting zoo model {spec.model!r} (or pass an exported .onnx file)")
-    taps = parse_taps(spec.layers or DEFAULT_LAYERS, spec.model, spec.input_size)  # argument errors first
+    taps = parse_taps(spec.layers or default_taps(spec.model, spec.input_size), spec.model,
+                      spec.input_size)  # argument errors first
     spec = spec.with_weights_chosen()
     weights, seed = spec.weights, spec.seed
     weights_key = file_sha256(weights) if Path(weights).is_file() else f"{weights}:{seed}"

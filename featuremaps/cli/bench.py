@@ -27,6 +27,7 @@ from ..export.onnx_export import export_model
 from ..export.taps import parse_taps
 from ..export.variants import build_variant
 from ..export.zoo import build_model
+from ..export.families import default_taps
 from ._args import (DEFAULT_LAYERS, THREADS_MAX, ModelSpec, add_math_args, add_model_args, cache_root, file_arg,
                     float_in, int_in, refuse_existing, threads_arg, write_new_file)
 
@@ -167,7 +168,7 @@ def _prepare(args):
         net, info = load_reference_net(meta, spec.weights)
         taps = tuple(Tap.from_dict(d) for d in meta["taps"])
         return meta["model"], taps, int(meta["input_size"]), net, info, path
-    taps = parse_taps(spec.layers or DEFAULT_LAYERS, spec.model, spec.input_size)
+    taps = parse_taps(spec.layers or default_taps(spec.model, spec.input_size), spec.model, spec.input_size)
     spec = spec.with_weights_chosen()
     net, info = build_model(spec.model, spec.weights, spec.seed, need_classifier=True)
     return spec.model, taps, spec.input_size, net, info, None

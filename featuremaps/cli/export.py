@@ -24,6 +24,7 @@ from ..export.variants import build_variant
 from ..export.verify import verify_export
 from ..export.zoo import build_model
 from ..samples import sample_images
+from ..export.families import default_taps
 from ._args import (ModelSpec, add_model_args, check_writable_parent, file_arg, float_in, is_onnx_path,
                     need_export_extra, positive_int, refuse_existing)
 
@@ -113,7 +114,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     output = output_path(args.output, spec.model, args.force, fmt=args.model_format,
                          inputs=(spec.weights, args.calib, args.holdout))
     need_export_extra("featuremaps export")
-    taps = parse_taps(spec.layers, spec.model, spec.input_size)
+    taps = parse_taps(spec.layers or default_taps(spec.model, spec.input_size), spec.model, spec.input_size)
     reductions = check_reduce_args(args, taps)  # before the slow part: a bad spec fails at once
     spec = spec.with_weights_chosen()
     net, info = build_model(spec.model, spec.weights, spec.seed, need_classifier=spec.logits)

@@ -33,6 +33,7 @@ from ..bench.parity import load_reference_net
 from ..viz.draw import DPI, ShowOptions, load_photo, provenance, save_figure, show_maps
 from ..viz.figures import Provenance, comparison_figure
 from ..viz.mapstats import SCALE_MODES, SELECT_MODES, tap_stats
+from ..export.families import default_taps
 from ._args import (CHANNELS_MAX, DEFAULT_LAYERS, ModelSpec, add_model_args, check_not_both, folder_arg,
                     int_in, is_onnx_path, provider_choices, resolve_model)
 
@@ -129,18 +130,6 @@ def figure_provenance(meta: dict, math_mode: str | None) -> Provenance:
     return provenance(meta, math_mode=math_mode, layer_count=layer_count(meta))
 
 
-def default_layers(model: str, input_size: int) -> str:
-    """Taps drawn when ``--layers`` is not given for a zoo model: the seed's five for VGG16, a
-    ResNet's stem and four stages, otherwise five convolutions spread from first to last."""
-    if model.lower() == "vgg16":
-        return DEFAULT_LAYERS
-    layers = model_layers(model, input_size)
-    aliases = {t.alias for t in layers}
-    if {"layer1", "layer4"} <= aliases:
-        return "conv1,layer1,layer2,layer3,layer4"
-    convs = [t for t in layers if t.kind == "Conv2d"]
-    picks = np.unique(np.round(np.linspace(0, len(convs) - 1, min(5, len(convs)))).astype(int))
-    return ",".join(convs[i].name for i in picks)
 
 
 # ---------------------------------------------------------------- the command
@@ -206,7 +195,7 @@ def _resolve(args, spec: ModelSpec) -> tuple[Path, str | None]:
     layers = args.layers
     if is_onnx_path(spec.model):
         return resolve_model(spec), layers
-    drawn = parse_taps(layers or default_layers(spec.model, spec.input_size), spec.model, spec.input_size)
+    drawn = parse_taps(layers or default_taps(spec.model, spec.input_size), spec.model, spec.input_size)
     tiled = parse_taps(args.montage, spec.model, spec.input_size) if args.montage else ()
     spec = dataclasses.replace(spec, layers=",".join(dict.fromkeys(t.name for t in drawn + tiled)))
     return resolve_model(spec), ",".join(t.name for t in drawn)

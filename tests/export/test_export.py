@@ -136,3 +136,28 @@ def test_layer_table_shapes_agree_with_exported_outputs(all_taps_outputs):
     out, _ = all_taps_outputs
     for tap in model_layers("vgg16", SMALL):
         assert out[tap.name].shape[1:] == tap.shape
+
+
+def test_exporting_twice_gives_identical_bytes(tmp_path, vgg_net):
+    """A model's identity is its content: the same model, taps and weights give the same file, so
+    a store made with the first export resumes with the second (its SHA-256 is the same)."""
+    net, info = vgg_net
+    a = export_model("0,5", tmp_path / "a.onnx", input_size=SMALL, net=net, weights_info=info).path.read_bytes()
+    b = export_model("0,5", tmp_path / "b.onnx", input_size=SMALL, net=net, weights_info=info).path.read_bytes()
+    assert a == b
+    # the exporter's stack traces (this machine's paths) are not in the shared file
+    assert b"onnx_export.py" not in a and b"site-packages" not in a
+    proto = onnx.load_from_string(a)
+    assert all(len(n.metadata_props) == 0 for n in proto.graph.node)
+    assert "created" not in read_metadata(tmp_path / "a.onnx")
+
+
+@pytest.mark.slow
+def test_export_without_layers_uses_the_familys_default_taps(tmp_path, capsys):
+    """`export --model resnet18` with no --layers: a ResNet's stem and stages, not VGG's `0`."""
+    from featuremaps.cli import main
+
+    out = tmp_path / "r.onnx"
+    assert main(["export", "--model", "resnet18", "--input-size", "32", "--weights", "random", "-o", str(out)]) == 0
+    taps = read_metadata(out)["taps"]
+    assert [t["alias"] or t["name"] for t in taps] == ["conv1", "layer1", "layer2", "layer3", "layer4"]
