@@ -187,7 +187,9 @@ class ModelSpec:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "ModelSpec":
-        return cls(model=args.model, layers=args.layers, weights=args.weights, seed=args.seed,
+        # zoo names are case-insensitive: `VGG16` is vgg16 (one cache file, one that `cache` lists)
+        model = args.model if is_onnx_path(args.model) else args.model.lower()
+        return cls(model=model, layers=args.layers, weights=args.weights, seed=args.seed,
                    input_size=args.input_size, logits=bool(getattr(args, "logits", False)))
 
     def with_weights_chosen(self) -> "ModelSpec":

@@ -197,3 +197,15 @@ def test_demo_with_bad_layers_leaves_no_output_folder(tmp_path, capsys):
 
     assert main(["demo", "--layers", "99", "-o", str(tmp_path / "demo")]) == 2
     assert "99" in capsys.readouterr().err and not (tmp_path / "demo").exists()
+
+
+def test_zoo_model_names_are_case_insensitive():
+    """`--model VGG16` is vgg16: one cache file, named so that `cache` lists and clears it."""
+    import argparse
+
+    from featuremaps.cli._args import ModelSpec
+
+    ns = argparse.Namespace(model="VGG16", layers=None, weights=None, seed=None, input_size=64)
+    assert ModelSpec.from_args(ns).model == "vgg16"
+    ns.model = "Models/My.onnx"
+    assert ModelSpec.from_args(ns).model == "Models/My.onnx"  # a path keeps its case
