@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import ArgumentError
+from .cache_home import cache_home
+from .gpu_libs import find_tensorrt, gpu_info, preload, tensorrt_version
 from .hashing import file_sha256
 from .openvino_backend import unavailable_reason as _probe_openvino
 
@@ -96,10 +98,9 @@ def _probe_cuda() -> str | None:
 
 
 def _probe_tensorrt() -> str | None:
-    reason = _ort_has("TensorrtExecutionProvider") or _probe_cuda()
-    if reason is None and not _loadable(*(f"libnvinfer.so.{v}" for v in (10, 11, 9, 8)), "nvinfer_10.dll"):
-        reason = "TensorRT libraries (libnvinfer) not found"
-    return reason
+    """CUDA's probe, then TensorRT's libraries: found in pip's ``tensorrt_libs`` folder or the
+    loader's path and preloaded by path (engine/gpu_libs.py), so the session finds them."""
+    return _ort_has("TensorrtExecutionProvider") or _probe_cuda() or preload(find_tensorrt())
 
 
 def _cpu_options(req: OptionRequest) -> dict:
@@ -119,14 +120,20 @@ def _cuda_options(req: OptionRequest) -> dict:
             "do_copy_in_default_stream": "1", "use_tf32": "1" if req.tf32 else "0", "prefer_nhwc": "1"}
 
 
-def cache_dir_for(model_path: str | Path, key: str = "") -> Path:
-    """TensorRT engine/timing cache folder next to the model, keyed by model content + ``key``.
+def cache_dir_for(model_path: str | Path, key: str = "", *, device_id: int = 0) -> Path:
+    """TensorRT engine/timing cache folder in the featuremaps cache (``tensorrt/<digest>``), keyed by
+    the model's content, ``key`` (shape profile, precision), the GPU's name and the TensorRT
+    version: an engine built for one GPU or TensorRT release is never loaded by another, and a
+    model in a read-only folder still gets a cache.
 
-    The model hash covers the graph, weights and the taps (they are graph outputs); ``key``
-    carries what else changes the engine (shape profile, precision).
+    The model hash covers the graph, weights and taps (they are graph outputs); exports are
+    byte-reproducible, so a re-export of the same model reuses its engine.
     """
-    digest = file_sha256(model_path, key.encode())
-    return Path(model_path).with_suffix("").parent / "trt-cache" / digest[:16]
+    gpus = gpu_info().devices
+    gpu = gpus[device_id][0] if device_id < len(gpus) else "no-gpu"
+    trt = tensorrt_version(find_tensorrt()) or "unknown"
+    digest = file_sha256(model_path, f"{key}|gpu={gpu}|tensorrt={trt}".encode())
+    return cache_home() / "tensorrt" / digest[:16]
 
 
 def _tensorrt_options(req: OptionRequest) -> dict:
@@ -139,7 +146,7 @@ def _tensorrt_options(req: OptionRequest) -> dict:
             "trt_profile_min_shapes": shapes["min"], "trt_profile_opt_shapes": shapes["opt"],
             "trt_profile_max_shapes": shapes["max"]}
     if req.model_path is not None:
-        cache = str(cache_dir_for(req.model_path, f"{shapes}|fp16={req.fp16}"))
+        cache = str(cache_dir_for(req.model_path, f"{shapes}|fp16={req.fp16}", device_id=int(req.device_id)))
         opts.update({"trt_engine_cache_enable": True, "trt_engine_cache_path": cache,
                      "trt_timing_cache_enable": True, "trt_timing_cache_path": cache})
     return opts

@@ -36,6 +36,7 @@ COMMAND_MODULES: list[str] = [
     "featuremaps.cli.info",
     "featuremaps.cli.cache",
     "featuremaps.cli.report",
+    "featuremaps.cli.doctor",
 ]
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from .. import __version__
 from ..engine.hashing import file_sha256
 from ..engine.openvino_backend import MATH_MODES as OV_MATH_MODES
+from ..engine.cache_home import cache_home
 from ..engine.providers import provider_names
 from ..errors import ArgumentError, InputError, ModelFileError, require
 from ..export.families import VGG16_DEFAULT_TAPS, default_taps
@@ -289,10 +290,7 @@ def cache_root() -> Path:
     """``$XDG_CACHE_HOME/featuremaps/models``, default ``~/.cache/featuremaps/models``. An empty or
     relative ``XDG_CACHE_HOME`` is ignored, as the XDG spec says: a relative one would put the
     cache (and ``cache --clear``) in whatever folder the command runs from."""
-    base = os.environ.get("XDG_CACHE_HOME", "")
-    if not os.path.isabs(base):
-        base = str(Path.home() / ".cache")
-    return Path(base) / "featuremaps" / "models"
+    return cache_home() / "models"
 
 
 def ensure_cache_root() -> Path:
