@@ -7,7 +7,7 @@
 #   call 2 (carry .gpu-carry/wheels):  bash bench/gpu/run_h200.sh "$OUT"       # writes JSON under $OUT
 #   DRY_RUN=1 bash bench/gpu/run_h200.sh /tmp/x   # tiny settings; also runs on a CPU machine (cuda skipped)
 #
-# Writes OUT_DIR/h200-env.txt, h200-pinned.json, h200-parity-tf32.json, h200-parity-fp32.json, h200-bench.{json,md,png},
+# Writes OUT_DIR/h200-env.txt, h200-doctor.json, h200-pinned.json, h200-parity-tf32.json, h200-parity-fp32.json, h200-bench.{json,md,png},
 # extract_bench.{json,md} and h200.log. Budget: the default settings take ~8 min of device time
 # (parity 2 x ~1 min, bench ~3 min, extract_bench ~3 min); STEP_TIMEOUT caps each step (default 240 s).
 set -uo pipefail
@@ -61,6 +61,8 @@ except ImportError:
     print("no torch")
 PYEOF
 } 2>&1 | tee "$OUT_DIR/h200-env.txt" | tee -a "$LOG"
+# what featuremaps itself sees: driver, devices, CUDA/cuDNN/TensorRT libraries, what auto picks
+"$PY" -m featuremaps doctor --json >"$OUT_DIR/h200-doctor.json" 2>>"$LOG" && "$PY" -m featuremaps doctor 2>&1 | tee -a "$LOG"
 
 DEVICE=$("$PY" -c "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')" 2>/dev/null || echo cpu)
 EP=$("$PY" -c "from featuremaps.engine.session import provider_unavailable_reason as r; print('cpu' if r('cuda') else 'cuda')")
