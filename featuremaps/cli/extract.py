@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import shlex
 import sys
+from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from ..engine.choice import available_providers, choose_backend
 from ..engine.cpu_features import cpu_features
 from ..engine.extractor import Extractor
 from ..engine.hashing import file_sha256
-from ..engine.inputs import collect_inputs, printable_path
+from ..engine.inputs import collect_inputs, printable_path, skipped_note
 from ..engine.pipeline import run_extraction
 from ..engine.preprocess import DecodeBudget
 from ..engine.providers import math_mode as session_math_mode
@@ -297,7 +298,8 @@ def _run(args, store, model_path: Path, ex, provider: str, math_mode: str, extra
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
-    paths = collect_inputs(args.inputs)
+    skipped = Counter()
+    paths = collect_inputs(args.inputs, skipped)
     _check_ray_args(args)
     model_path = _model_path(args)
     provider, math_mode = _choose(args, model_path)
@@ -307,6 +309,8 @@ def cmd_extract(args: argparse.Namespace) -> int:
     print(f"{summary.ok} ok, {summary.errors} errors, {summary.pending} pending; {summary.images} images this run "
           f"at {summary.images_per_s:.1f} img/s; {mb:.1f} MB of features written "
           f"({store.nbytes_on_disk() / 1e6:.1f} MB on disk) -> {store.path}")
+    if skipped:
+        print(skipped_note(skipped))
     for row in store.errors[:5]:
         print(f"  error: {printable_path(row.path)}: {printable_path(row.message)}", file=sys.stderr)
     if summary.errors > 5:
