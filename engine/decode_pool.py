@@ -14,11 +14,19 @@ killed and replaced, and that file becomes an error row; the run goes on. Worker
 the ``forkserver`` method (the parent may already run ONNX Runtime threads, and forking a
 threaded process is unsafe); they ignore SIGINT, so Ctrl-C reaches only the parent, which
 stops them on close. ``close()`` unlinks the shared block, so nothing is left in ``/dev/shm``.
+
+The block is reserved when it is made (``posix_fallocate``), after checking the free space of
+``/dev/shm``: a sparse block on a small ``/dev/shm`` (Docker's default is 64 MiB) would kill the
+run with SIGBUS at the first write past the end. With room for fewer batch buffers than asked
+the pool uses fewer (less overlap of decode and model, with a warning); with room for none,
+:class:`SharedMemoryError` tells the caller to decode without shared memory.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import math
 import multiprocessing as mp
 import os
 import queue
@@ -33,9 +41,10 @@ import numpy as np
 
 from .inputs import printable_path
 from .preprocess import DecodeBudget, Preprocessing, preprocess_file
-from ..errors import ImageDecodeError
+from ..errors import ExtractionError, ImageDecodeError
 
 log = logging.getLogger(__name__)
+SHM_DIR = "/dev/shm"  # where glibc's shm_open (multiprocessing.shared_memory) makes its files
 _DEPTH = 2  # tasks queued per worker
 _PRELOAD = ["featuremaps.engine.decode_pool", "PIL.Image", "PIL.JpegImagePlugin", "PIL.PngImagePlugin"]
 
@@ -63,6 +72,62 @@ def usable_cores() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux
         return max(1, os.cpu_count() or 1)
+
+
+class SharedMemoryError(ExtractionError):
+    """Not even one batch buffer fits in shared memory (``/dev/shm``)."""
+
+
+def shm_free_bytes() -> int | None:
+    """Bytes free in ``/dev/shm`` for this user, or None where it cannot be told (no /dev/shm)."""
+    try:
+        st = os.statvfs(SHM_DIR)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2**20:.0f} MiB" if n >= 2**20 else f"{n / 2**10:.0f} KiB"
+
+
+def _shm_fix(need: int) -> str:
+    return (f"give it at least {_mb(need)} (docker run --shm-size={math.ceil(need * 1.25 / 2**20)}m), or lower "
+            "--batch-size")
+
+
+def fit_slots(slots: int, slot_bytes: int, free: int | None) -> int:
+    """How many of ``slots`` batch buffers of ``slot_bytes`` to make with ``free`` bytes in
+    /dev/shm (10% left to others); fewer than asked is logged; none raises :class:`SharedMemoryError`."""
+    if free is None:
+        return slots
+    fits = min(slots, int(free * 0.9) // max(slot_bytes, 1))
+    need = slots * slot_bytes
+    if fits < 1:
+        raise SharedMemoryError(f"{SHM_DIR} has {_mb(free)} free, less than one decode batch buffer "
+                                f"({_mb(slot_bytes)}); {_shm_fix(need)}")
+    if fits < slots:
+        log.warning("%s has %s free, room for %d of the %d decode batch buffers (%s); decoding overlaps the model "
+                    "less. To run at full speed %s", SHM_DIR, _mb(free), fits, slots, _mb(need), _shm_fix(need))
+    return fits
+
+
+def _reserved_block(nbytes: int) -> shared_memory.SharedMemory:
+    """A new shared block whose pages are reserved now: no room is :class:`SharedMemoryError` here,
+    not SIGBUS at the first write (another process may have filled /dev/shm since the check)."""
+    shm = shared_memory.SharedMemory(create=True, size=max(nbytes, 1))
+    fd = getattr(shm, "_fd", -1)  # POSIX only
+    try:
+        if fd >= 0 and hasattr(os, "posix_fallocate"):
+            os.posix_fallocate(fd, 0, max(nbytes, 1))
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.ENOMEM, errno.EFBIG):
+            return shm  # not supported on this file system: the free-space check is what there is
+        shm.close()
+        shm.unlink()
+        raise SharedMemoryError(f"{SHM_DIR} has no room for the decode batch buffers ({_mb(nbytes)}); "
+                                f"{_shm_fix(nbytes)}") from None
+    return shm
 
 
 def default_decoder(path: str, pre: Preprocessing, budget: DecodeBudget, out: np.ndarray) -> None:
@@ -171,8 +236,10 @@ class DecodePool:
         """Create the shared block and start the workers."""
         if self._ctx.get_start_method() == "forkserver":
             self._ctx.set_forkserver_preload(_PRELOAD)
-        nbytes = int(np.prod(self._shape)) * self.pre.input_dtype.itemsize
-        self._shm = shared_memory.SharedMemory(create=True, size=max(nbytes, 1))
+        slot_bytes = int(np.prod(self._shape[1:])) * self.pre.input_dtype.itemsize
+        self.slots = fit_slots(self.slots, slot_bytes, shm_free_bytes())
+        self._shape = (self.slots, *self._shape[1:])
+        self._shm = _reserved_block(self.slots * slot_bytes)
         self._buf = _as_array(self._shm, self._shape, self.pre.input_dtype)
         for s in range(self.slots):
             self._free.put(s)
@@ -384,13 +451,21 @@ def decode_paths(paths: list[str], pre: Preprocessing, *, budget: DecodeBudget, 
     ``pool_threshold * workers`` files (starting processes costs more than a handful of decodes)."""
     workers = workers or usable_cores()
     out = np.empty((len(paths), *pre.input_shape), pre.input_dtype)
-    if workers < 2 or len(paths) < pool_threshold * workers:
-        for i, p in enumerate(paths):
-            try:
-                preprocess_file(p, pre, budget, out[i])
-            except ImageDecodeError as e:
-                raise ImageDecodeError(f"{printable_path(p)}: {e}") from None
-        return out
+    if workers >= 2 and len(paths) >= pool_threshold * workers:
+        try:
+            return _decode_in_pool(paths, pre, budget, min(workers, len(paths)), out)
+        except SharedMemoryError as e:
+            log.warning("%s; decoding in this process instead", e)
+    for i, p in enumerate(paths):
+        try:
+            preprocess_file(p, pre, budget, out[i])
+        except ImageDecodeError as e:
+            raise ImageDecodeError(f"{printable_path(p)}: {e}") from None
+    return out
+
+
+def _decode_in_pool(paths: list[str], pre: Preprocessing, budget: DecodeBudget, workers: int,
+                    out: np.ndarray) -> np.ndarray:
     with DecodePool(pre, workers=workers, batch_size=len(paths), slots=1, budget=budget) as pool:
         batch = pool.decode(paths)
         if batch.errors:

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import ExtractionError, ImageDecodeError
-from .decode_pool import DecodePool, InlineDecoder, usable_cores
+from .decode_pool import DecodePool, InlineDecoder, SharedMemoryError, usable_cores
 from .inputs import printable_path
 from .preprocess import DecodeBudget, preprocess_file
 from .store import DTYPES, ERROR, OK, FeatureStore
@@ -78,6 +78,19 @@ def _open_decoder(preprocessing, workers: int, batch_size: int, prefetch: int, b
         return InlineDecoder(preprocessing, batch_size=batch_size, budget=budget)
     return DecodePool(preprocessing, workers=workers, batch_size=batch_size, slots=prefetch + 2, budget=budget,
                       timeout_s=timeout_s)
+
+
+def _start_decoder(pool):
+    """Start ``pool``; where /dev/shm has no room for one batch buffer, decode in a thread instead
+    (slower, with a warning) rather than refuse the run."""
+    if isinstance(pool, InlineDecoder):
+        return pool
+    try:
+        pool.start()
+    except SharedMemoryError as e:
+        log.warning("%s; decoding in a thread instead of %d worker processes (slower)", e, pool.workers)
+        return InlineDecoder(pool.pre, batch_size=pool.batch_size, budget=pool.budget)
+    return pool
 
 
 @dataclass
@@ -271,7 +284,7 @@ def run_extraction(store: FeatureStore, run_model, preprocessing, *, workers: in
 
     reader, writer = _Worker(read, "fm-reader"), _Worker(write, "fm-writer")
     t0 = time.perf_counter()
-    pool.__enter__()
+    pool = _start_decoder(pool)  # read() sees this one
     reader.start()
     writer.start()
     try:
