@@ -9,8 +9,12 @@ path)`` over its own pipe, writes the model input into ``buffer[slot, row]`` and
 ``(task, reason or None)``.
 
 A file is a row: each worker has its own pipe, so the parent always knows which file a worker
-holds. A worker that dies (killed, a decoder segfault) or exceeds ``timeout_s`` on one image is
-killed and replaced, and that file becomes an error row; the run goes on. Workers start with
+holds. A worker that dies (killed by the OOM killer, SIGBUS, a decoder segfault) or exceeds
+``timeout_s`` on one image (stopped, a hung network read, a laptop asleep) is killed and replaced
+and the file is tried once more in the fresh worker; a second failure leaves the row *pending*
+(:attr:`DecodedBatch.pending`), not an error: it says nothing certain about the file, so
+``--resume`` retries it. A file that kills its decoder every time costs two workers per run, never
+a loop. Only the decoder's own verdict ("truncated JPEG", "not a decodable image") is an error row. Workers start with
 the ``forkserver`` method (the parent may already run ONNX Runtime threads, and forking a
 threaded process is unsafe); they ignore SIGINT, so Ctrl-C reaches only the parent, which
 stops them on close. ``close()`` unlinks the shared block, so nothing is left in ``/dev/shm``.
@@ -46,6 +50,7 @@ from ..errors import ExtractionError, ImageDecodeError
 log = logging.getLogger(__name__)
 SHM_DIR = "/dev/shm"  # where glibc's shm_open (multiprocessing.shared_memory) makes its files
 _DEPTH = 2  # tasks queued per worker
+TRIES = 2  # attempts per file when its worker dies or times out (the second in a fresh worker)
 _PRELOAD = ["featuremaps.engine.decode_pool", "PIL.Image", "PIL.JpegImagePlugin", "PIL.PngImagePlugin"]
 
 
@@ -185,12 +190,24 @@ class _Proc:
 class DecodedBatch:
     """One decoded batch: ``inputs`` is a view of the shared buffer holding the ok rows in order
     (``(n_ok, *input_shape)``; valid until :meth:`DecodePool.release`), ``ok_rows`` their row
-    numbers in the request, ``errors`` ``{row: reason}`` for the rest."""
+    numbers in the request, ``errors`` ``{row: reason}`` for the files the decoder refused, and
+    ``pending`` ``{row: what happened}`` for those whose worker died or timed out ``TRIES`` times
+    (an infrastructure failure: the row stays pending so a resumed run retries it)."""
 
     slot: int
     inputs: np.ndarray
     ok_rows: list[int]
     errors: dict[int, str] = field(default_factory=dict)
+    pending: dict[int, str] = field(default_factory=dict)
+
+
+@dataclass
+class _Outcome:
+    """What :meth:`DecodePool._run` learns about one batch's rows."""
+
+    errors: dict = field(default_factory=dict)
+    pending: dict = field(default_factory=dict)
+    tries: dict = field(default_factory=dict)  # row -> infrastructure failures so far
 
 
 class DecodePool:
@@ -305,28 +322,28 @@ class DecodePool:
             except queue.Empty:
                 continue
         try:
-            errors = self._run(slot, paths, cancelled)
+            got = self._run(slot, paths, cancelled)
         except BaseException:
             self._free.put(slot)
             raise
-        if errors is None:
+        if got is None:
             self._free.put(slot)
             return None
-        ok_rows = [r for r in range(len(paths)) if r not in errors]
+        ok_rows = [r for r in range(len(paths)) if r not in got.errors and r not in got.pending]
         rows = self._buf[slot]
         for k, r in enumerate(ok_rows):  # compact ok rows to the front, in place (k <= r)
             if k != r:
                 rows[k] = rows[r]
-        return DecodedBatch(slot, rows[:len(ok_rows)], ok_rows, errors)
+        return DecodedBatch(slot, rows[:len(ok_rows)], ok_rows, got.errors, got.pending)
 
     def release(self, batch: DecodedBatch) -> None:
         """Give ``batch``'s slot back; its ``inputs`` view must not be used after this."""
         self._free.put(batch.slot)
 
-    def _run(self, slot: int, paths: list[str], cancelled) -> dict[int, str] | None:
-        """Decode ``paths`` into ``slot``; ``{row: reason}`` of the failures, or None if cancelled."""
+    def _run(self, slot: int, paths: list[str], cancelled) -> _Outcome | None:
+        """Decode ``paths`` into ``slot``; the rows that failed and how, or None if cancelled."""
         todo = deque(enumerate(paths))
-        errors: dict[int, str] = {}
+        out = _Outcome()
         while todo or any(w.tasks for w in self._procs):
             if cancelled():
                 for w in list(self._procs):  # they hold tasks of the abandoned batch
@@ -337,8 +354,8 @@ class DecodePool:
             ready = self._wait([w for w in self._procs if w.tasks])
             for w in list(self._procs):
                 if w.tasks:
-                    self._collect(w, ready, todo, errors)
-        return errors
+                    self._collect(w, ready, todo, out)
+        return out
 
     def _dispatch(self, slot: int, todo: deque) -> None:
         """Give every worker up to ``_DEPTH`` tasks (one first to each, then a second), so a worker
@@ -369,9 +386,10 @@ class DecodePool:
         handles = [w.conn for w in busy] + [w.process.sentinel for w in busy]
         return set(connection.wait(handles, timeout=max(0.0, min(left, 1.0))))
 
-    def _collect(self, w: _Proc, ready: set, todo: deque, errors: dict[int, str]) -> None:
-        """Record ``w``'s answers; if it died or overran, its current file is an error row, the
-        files queued behind it go back to ``todo`` and it is replaced."""
+    def _collect(self, w: _Proc, ready: set, todo: deque, out: _Outcome) -> None:
+        """Record ``w``'s answers; if it died or overran, it is replaced, the files queued behind it
+        go back to ``todo``, and so does its current file unless this was its last try (then
+        pending)."""
         if w.conn in ready:
             try:
                 while w.tasks and w.conn.poll():
@@ -382,7 +400,7 @@ class DecodePool:
                     w.tasks.popleft()
                     w.started = time.monotonic()
                     if reason is not None:
-                        errors[row] = reason
+                        out.errors[row] = reason
             except (EOFError, OSError):
                 pass
         if not w.tasks:
@@ -392,15 +410,21 @@ class DecodePool:
             w.process.join(0.1)
             code = w.process.exitcode
             how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit status {code}"
-            log.warning("decode worker died on %r (%s); replaced", path, how)
-            errors[row] = f"decoder process died ({how}) while decoding this file"
+            what = f"the decoder process died ({how})"
         elif time.monotonic() - w.started > self.timeout_s:
-            log.warning("decode of %r took over %gs; worker killed and replaced", path, self.timeout_s)
-            errors[row] = f"decoding timed out after {self.timeout_s:g} s"
+            what = f"decoding took over {self.timeout_s:g} s (worker stopped or stuck)"
         else:
             return
         w.tasks.popleft()
+        out.tries[row] = out.tries.get(row, 0) + 1
+        again = out.tries[row] < TRIES
+        log.warning("%s on %s; worker replaced, %s", what, printable_path(path),
+                    "trying the file once more" if again else "row left pending (extract --resume retries it)")
+        if not again:
+            out.pending[row] = f"{what}, {TRIES} times"
         todo.extendleft((r, p) for _, r, p in reversed(w.tasks))
+        if again:
+            todo.appendleft((row, path))
         w.tasks.clear()
         self._replace(w)
 
@@ -471,6 +495,10 @@ def _decode_in_pool(paths: list[str], pre: Preprocessing, budget: DecodeBudget, 
         if batch.errors:
             r, reason = min(batch.errors.items())
             raise ImageDecodeError(f"{printable_path(paths[r])}: {reason}")
+        if batch.pending:
+            r, what = min(batch.pending.items())
+            raise ExtractionError(f"{printable_path(paths[r])}: {what}; run again (with fewer --workers or more "
+                                  "memory if it happens again)")
         out[...] = batch.inputs
         del batch
     return out

@@ -44,11 +44,13 @@ _DONE = object()
 
 @dataclass
 class Summary:
-    """What one run did. ``ok``/``errors`` count the whole store; ``images`` this run."""
+    """What one run did. ``ok``/``errors``/``pending`` count the whole store; ``images`` this run;
+    ``left_pending`` the rows this run left pending because their decoder died or hung (twice)."""
 
     ok: int = 0
     errors: int = 0
     pending: int = 0
+    left_pending: int = 0
     images: int = 0
     batches: int = 0
     seconds: float = 0.0
@@ -100,6 +102,7 @@ class _Batch:
     ok_rows: list[int]
     errors: dict[int, str]
     release: object = None  # callable giving the decode slot back once the model has read inputs
+    pending: dict[int, str] = field(default_factory=dict)  # rows whose decoder died or hung: not done
 
     def done_with_inputs(self) -> None:
         if self.release is not None:
@@ -241,7 +244,8 @@ def run_extraction(store: FeatureStore, run_model, preprocessing, *, workers: in
                 raise ExtractionError(f"{printable_path(paths[start + r])}: {msg} (--strict stops at the first "
                                       "bad image; drop --strict to record it as an error row and go on)")
             inputs = got.inputs if got.ok_rows else None
-            batch = _Batch(b, inputs, got.ok_rows, got.errors, release=lambda got=got: pool.release(got))
+            batch = _Batch(b, inputs, got.ok_rows, got.errors, release=lambda got=got: pool.release(got),
+                           pending=got.pending)
             if not _put(batches, batch, lambda: not stop.is_set()):
                 return
         _put(batches, _DONE, lambda: not stop.is_set())
@@ -254,10 +258,11 @@ def run_extraction(store: FeatureStore, run_model, preprocessing, *, workers: in
     def commit_oldest():
         done = inflight.pop(0)
         summary.bytes_written += sum(f.result() for f in done.chunks)  # re-raises a failed chunk write
-        store.commit_batch(done.batch.index, done.batch.errors)  # status chunk last: the commit
+        store.commit_batch(done.batch.index, done.batch.errors, pending=done.batch.pending)  # status last: the commit
         if ring is not None and done.slot is not None:
             ring.release(done.slot)
         n = len(done.batch.ok_rows) + len(done.batch.errors)
+        summary.left_pending += len(done.batch.pending)
         summary.images += n
         if progress is not None:
             progress(n)

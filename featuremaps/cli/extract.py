@@ -320,4 +320,8 @@ def cmd_extract(args: argparse.Namespace) -> int:
         print(f"featuremaps: interrupted; completed batches are kept. Resume with: {_resume_command()}",
               file=sys.stderr)
         return 130
-    return 1 if summary.errors else 0
+    if summary.left_pending:  # a decode worker died or hung on these files (twice): not the files' fault
+        rows = "row" if summary.left_pending == 1 else "rows"
+        print(f"featuremaps: {summary.left_pending} {rows} left pending after decoder failures; run --resume to "
+              f"retry: {_resume_command()}", file=sys.stderr)
+    return 1 if summary.errors or summary.left_pending else 0
