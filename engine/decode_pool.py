@@ -135,6 +135,19 @@ def _reserved_block(nbytes: int) -> shared_memory.SharedMemory:
     return shm
 
 
+def worker_count(requested: int | None, files: int) -> int:
+    """Decode processes to start: ``requested`` (default: the usable cores), at most one per file
+    and at most 4 per usable core (more only compete for the same cores, each a Python process);
+    a cut below an explicit request is logged. 0 stays 0 (decode in a thread)."""
+    cores = usable_cores()
+    want = cores if requested is None else requested
+    n = max(0, min(want, files, 4 * cores))
+    if requested is not None and n < requested and n > 0:
+        why = f"{files} image(s)" if n == files else f"4 x {cores} usable core(s)"
+        log.info("--workers %d: starting %d decode worker(s) (no more than %s)", requested, n, why)
+    return n
+
+
 def default_decoder(path: str, pre: Preprocessing, budget: DecodeBudget, out: np.ndarray) -> None:
     """Decode ``path`` into ``out`` (one row of a batch buffer). Raises ImageDecodeError."""
     preprocess_file(path, pre, budget, out)
@@ -473,11 +486,11 @@ def decode_paths(paths: list[str], pre: Preprocessing, *, budget: DecodeBudget, 
     """Files -> one stacked batch in ``pre.input_layout``; the first bad file raises
     :class:`ImageDecodeError` naming it. Uses a :class:`DecodePool` only when there are at least
     ``pool_threshold * workers`` files (starting processes costs more than a handful of decodes)."""
-    workers = workers or usable_cores()
+    workers = worker_count(workers or None, len(paths))
     out = np.empty((len(paths), *pre.input_shape), pre.input_dtype)
     if workers >= 2 and len(paths) >= pool_threshold * workers:
         try:
-            return _decode_in_pool(paths, pre, budget, min(workers, len(paths)), out)
+            return _decode_in_pool(paths, pre, budget, workers, out)
         except SharedMemoryError as e:
             log.warning("%s; decoding in this process instead", e)
     for i, p in enumerate(paths):

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import ExtractionError, ImageDecodeError
-from .decode_pool import DecodePool, InlineDecoder, SharedMemoryError, usable_cores
+from .decode_pool import DecodePool, InlineDecoder, SharedMemoryError, worker_count
 from .inputs import printable_path
 from .preprocess import DecodeBudget, preprocess_file
 from .store import DTYPES, ERROR, OK, FeatureStore
@@ -226,7 +226,7 @@ def run_extraction(store: FeatureStore, run_model, preprocessing, *, workers: in
     stop = threading.Event()
     batches: queue.Queue = queue.Queue(maxsize=prefetch)
     results: queue.Queue = queue.Queue(maxsize=2)
-    workers = usable_cores() if workers is None else workers
+    workers = worker_count(workers, sum(len(range(*store.batch_rows(b))) for b in todo))
     batch_size = max((len(range(*store.batch_rows(b))) for b in todo), default=1)
     pool = _open_decoder(preprocessing, workers, batch_size, prefetch, budget or DecodeBudget(), decode_timeout_s)
 

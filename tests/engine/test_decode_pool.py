@@ -156,3 +156,25 @@ def test_files_queued_behind_a_crash_are_redone(tmp_path, sample_paths):
     with DecodePool(PRE, workers=1, batch_size=2, decoder=faulty_decoder) as pool:
         got = pool.decode([str(tmp_path / "crash.jpg"), str(tmp_path / "after.jpg")])
     assert list(got.pending) == [0] and got.errors == {} and got.ok_rows == [1]
+
+
+def test_workers_are_capped_by_images_and_cores(tmp_path, small_model, sample_paths, monkeypatch, caplog):
+    """--workers 512 on 3 images starts 3 decode processes (counted), with a note; the core cap is
+    4 per usable core."""
+    import logging
+
+    from featuremaps.cli import main
+    from featuremaps.engine import decode_pool
+
+    started = []
+    real_spawn = DecodePool._spawn
+    monkeypatch.setattr(DecodePool, "_spawn", lambda self: started.append(1) or real_spawn(self))
+    imgs = [str(p) for p in sample_paths[:3]]
+    with caplog.at_level(logging.INFO, logger="featuremaps.engine.decode_pool"):
+        assert main(["extract", *imgs, "--model", str(small_model.path), "-o", str(tmp_path / "o.zarr"),
+                     "--no-progress", "--workers", "512"]) == 0
+    assert len(started) == 3
+    assert "--workers 512: starting 3 decode worker(s) (no more than 3 image(s))" in caplog.text
+    monkeypatch.setattr(decode_pool, "usable_cores", lambda: 2)
+    assert decode_pool.worker_count(512, 10_000) == 8 and decode_pool.worker_count(None, 10_000) == 2
+    assert decode_pool.worker_count(0, 10) == 0 and decode_pool.worker_count(5, 0) == 0
