@@ -197,7 +197,8 @@ def _run_ray(args, store, model_path: Path, bar, provider: str, math_mode: str):
     # each actor checks that it computes what the store records (provider, math mode)
     return run_extraction_ray(store, model_path, actors=args.actors, gpus_per_actor=args.gpus_per_actor,
                               provider=provider, threads=args.threads, strict=args.strict, progress=bar.update,
-                              tf32=not args.no_tf32, math_mode=math_mode, device=args.device)
+                              tf32=not args.no_tf32, math_mode=math_mode, device=args.device,
+                              budget=DecodeBudget(max_pixels=args.max_pixels, max_file_bytes=args.max_file_bytes))
 
 
 @contextmanager
