@@ -20,6 +20,7 @@ import numpy as np
 
 from ..compare import PRECISION_BUDGETS, Budget, TapError, budget_for, compare, max_abs_error  # noqa: F401
 from ..contracts import Tap
+from ..engine.preprocess import open_image
 from ..errors import InputError, ReferenceWeightsError
 
 log = logging.getLogger(__name__)
@@ -203,14 +204,13 @@ def seed_pipeline(paths, size: tuple[int, int], mean, std) -> tuple[np.ndarray, 
 
     Returns ``((N, 3, H, W) float32 batch, [resized (H, W, 3) uint8 images])``.
     """
-    from PIL import Image
     from torchvision import transforms
 
     resize = transforms.Resize(tuple(size))
     post = transforms.Compose([transforms.ToTensor(), transforms.Normalize(list(mean), list(std))])
     tensors, pixels = [], []
     for p in paths:
-        with Image.open(p) as im:
+        with open_image(p) as im:  # the engine's format allow-list (no EPS -> Ghostscript)
             small = resize(im.convert("RGB"))
         pixels.append(np.asarray(small, dtype=np.uint8))
         tensors.append(post(small).numpy())

@@ -9,16 +9,28 @@ path)`` over its own pipe, writes the model input into ``buffer[slot, row]`` and
 ``(task, reason or None)``.
 
 A file is a row: each worker has its own pipe, so the parent always knows which file a worker
-holds. A worker that dies (killed, a decoder segfault) or exceeds ``timeout_s`` on one image is
-killed and replaced, and that file becomes an error row; the run goes on. Workers start with
+holds. A worker that dies (killed by the OOM killer, SIGBUS, a decoder segfault) or exceeds
+``timeout_s`` on one image (stopped, a hung network read, a laptop asleep) is killed and replaced
+and the file is tried once more in the fresh worker; a second failure leaves the row *pending*
+(:attr:`DecodedBatch.pending`), not an error: it says nothing certain about the file, so
+``--resume`` retries it. A file that kills its decoder every time costs two workers per run, never
+a loop. Only the decoder's own verdict ("truncated JPEG", "not a decodable image") is an error row. Workers start with
 the ``forkserver`` method (the parent may already run ONNX Runtime threads, and forking a
 threaded process is unsafe); they ignore SIGINT, so Ctrl-C reaches only the parent, which
 stops them on close. ``close()`` unlinks the shared block, so nothing is left in ``/dev/shm``.
+
+The block is reserved when it is made (``posix_fallocate``), after checking the free space of
+``/dev/shm``: a sparse block on a small ``/dev/shm`` (Docker's default is 64 MiB) would kill the
+run with SIGBUS at the first write past the end. With room for fewer batch buffers than asked
+the pool uses fewer (less overlap of decode and model, with a warning); with room for none,
+:class:`SharedMemoryError` tells the caller to decode without shared memory.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import math
 import multiprocessing as mp
 import os
 import queue
@@ -33,10 +45,12 @@ import numpy as np
 
 from .inputs import printable_path
 from .preprocess import DecodeBudget, Preprocessing, preprocess_file
-from ..errors import ImageDecodeError
+from ..errors import ExtractionError, ImageDecodeError
 
 log = logging.getLogger(__name__)
+SHM_DIR = "/dev/shm"  # where glibc's shm_open (multiprocessing.shared_memory) makes its files
 _DEPTH = 2  # tasks queued per worker
+TRIES = 2  # attempts per file when its worker dies or times out (the second in a fresh worker)
 _PRELOAD = ["featuremaps.engine.decode_pool", "PIL.Image", "PIL.JpegImagePlugin", "PIL.PngImagePlugin"]
 
 
@@ -63,6 +77,75 @@ def usable_cores() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux
         return max(1, os.cpu_count() or 1)
+
+
+class SharedMemoryError(ExtractionError):
+    """Not even one batch buffer fits in shared memory (``/dev/shm``)."""
+
+
+def shm_free_bytes() -> int | None:
+    """Bytes free in ``/dev/shm`` for this user, or None where it cannot be told (no /dev/shm)."""
+    try:
+        st = os.statvfs(SHM_DIR)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2**20:.0f} MiB" if n >= 2**20 else f"{n / 2**10:.0f} KiB"
+
+
+def _shm_fix(need: int) -> str:
+    return (f"give it at least {_mb(need)} (docker run --shm-size={math.ceil(need * 1.25 / 2**20)}m), or lower "
+            "--batch-size")
+
+
+def fit_slots(slots: int, slot_bytes: int, free: int | None) -> int:
+    """How many of ``slots`` batch buffers of ``slot_bytes`` to make with ``free`` bytes in
+    /dev/shm (10% left to others); fewer than asked is logged; none raises :class:`SharedMemoryError`."""
+    if free is None:
+        return slots
+    fits = min(slots, int(free * 0.9) // max(slot_bytes, 1))
+    need = slots * slot_bytes
+    if fits < 1:
+        raise SharedMemoryError(f"{SHM_DIR} has {_mb(free)} free, less than one decode batch buffer "
+                                f"({_mb(slot_bytes)}); {_shm_fix(need)}")
+    if fits < slots:
+        log.warning("%s has %s free, room for %d of the %d decode batch buffers (%s); decoding overlaps the model "
+                    "less. To run at full speed %s", SHM_DIR, _mb(free), fits, slots, _mb(need), _shm_fix(need))
+    return fits
+
+
+def _reserved_block(nbytes: int) -> shared_memory.SharedMemory:
+    """A new shared block whose pages are reserved now: no room is :class:`SharedMemoryError` here,
+    not SIGBUS at the first write (another process may have filled /dev/shm since the check)."""
+    shm = shared_memory.SharedMemory(create=True, size=max(nbytes, 1))
+    fd = getattr(shm, "_fd", -1)  # POSIX only
+    try:
+        if fd >= 0 and hasattr(os, "posix_fallocate"):
+            os.posix_fallocate(fd, 0, max(nbytes, 1))
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.ENOMEM, errno.EFBIG):
+            return shm  # not supported on this file system: the free-space check is what there is
+        shm.close()
+        shm.unlink()
+        raise SharedMemoryError(f"{SHM_DIR} has no room for the decode batch buffers ({_mb(nbytes)}); "
+                                f"{_shm_fix(nbytes)}") from None
+    return shm
+
+
+def worker_count(requested: int | None, files: int) -> int:
+    """Decode processes to start: ``requested`` (default: the usable cores), at most one per file
+    and at most 4 per usable core (more only compete for the same cores, each a Python process);
+    a cut below an explicit request is logged. 0 stays 0 (decode in a thread)."""
+    cores = usable_cores()
+    want = cores if requested is None else requested
+    n = max(0, min(want, files, 4 * cores))
+    if requested is not None and n < requested and n > 0:
+        why = f"{files} image(s)" if n == files else f"4 x {cores} usable core(s)"
+        log.info("--workers %d: starting %d decode worker(s) (no more than %s)", requested, n, why)
+    return n
 
 
 def default_decoder(path: str, pre: Preprocessing, budget: DecodeBudget, out: np.ndarray) -> None:
@@ -120,12 +203,24 @@ class _Proc:
 class DecodedBatch:
     """One decoded batch: ``inputs`` is a view of the shared buffer holding the ok rows in order
     (``(n_ok, *input_shape)``; valid until :meth:`DecodePool.release`), ``ok_rows`` their row
-    numbers in the request, ``errors`` ``{row: reason}`` for the rest."""
+    numbers in the request, ``errors`` ``{row: reason}`` for the files the decoder refused, and
+    ``pending`` ``{row: what happened}`` for those whose worker died or timed out ``TRIES`` times
+    (an infrastructure failure: the row stays pending so a resumed run retries it)."""
 
     slot: int
     inputs: np.ndarray
     ok_rows: list[int]
     errors: dict[int, str] = field(default_factory=dict)
+    pending: dict[int, str] = field(default_factory=dict)
+
+
+@dataclass
+class _Outcome:
+    """What :meth:`DecodePool._run` learns about one batch's rows."""
+
+    errors: dict = field(default_factory=dict)
+    pending: dict = field(default_factory=dict)
+    tries: dict = field(default_factory=dict)  # row -> infrastructure failures so far
 
 
 class DecodePool:
@@ -171,8 +266,10 @@ class DecodePool:
         """Create the shared block and start the workers."""
         if self._ctx.get_start_method() == "forkserver":
             self._ctx.set_forkserver_preload(_PRELOAD)
-        nbytes = int(np.prod(self._shape)) * self.pre.input_dtype.itemsize
-        self._shm = shared_memory.SharedMemory(create=True, size=max(nbytes, 1))
+        slot_bytes = int(np.prod(self._shape[1:])) * self.pre.input_dtype.itemsize
+        self.slots = fit_slots(self.slots, slot_bytes, shm_free_bytes())
+        self._shape = (self.slots, *self._shape[1:])
+        self._shm = _reserved_block(self.slots * slot_bytes)
         self._buf = _as_array(self._shm, self._shape, self.pre.input_dtype)
         for s in range(self.slots):
             self._free.put(s)
@@ -238,28 +335,28 @@ class DecodePool:
             except queue.Empty:
                 continue
         try:
-            errors = self._run(slot, paths, cancelled)
+            got = self._run(slot, paths, cancelled)
         except BaseException:
             self._free.put(slot)
             raise
-        if errors is None:
+        if got is None:
             self._free.put(slot)
             return None
-        ok_rows = [r for r in range(len(paths)) if r not in errors]
+        ok_rows = [r for r in range(len(paths)) if r not in got.errors and r not in got.pending]
         rows = self._buf[slot]
         for k, r in enumerate(ok_rows):  # compact ok rows to the front, in place (k <= r)
             if k != r:
                 rows[k] = rows[r]
-        return DecodedBatch(slot, rows[:len(ok_rows)], ok_rows, errors)
+        return DecodedBatch(slot, rows[:len(ok_rows)], ok_rows, got.errors, got.pending)
 
     def release(self, batch: DecodedBatch) -> None:
         """Give ``batch``'s slot back; its ``inputs`` view must not be used after this."""
         self._free.put(batch.slot)
 
-    def _run(self, slot: int, paths: list[str], cancelled) -> dict[int, str] | None:
-        """Decode ``paths`` into ``slot``; ``{row: reason}`` of the failures, or None if cancelled."""
+    def _run(self, slot: int, paths: list[str], cancelled) -> _Outcome | None:
+        """Decode ``paths`` into ``slot``; the rows that failed and how, or None if cancelled."""
         todo = deque(enumerate(paths))
-        errors: dict[int, str] = {}
+        out = _Outcome()
         while todo or any(w.tasks for w in self._procs):
             if cancelled():
                 for w in list(self._procs):  # they hold tasks of the abandoned batch
@@ -270,8 +367,8 @@ class DecodePool:
             ready = self._wait([w for w in self._procs if w.tasks])
             for w in list(self._procs):
                 if w.tasks:
-                    self._collect(w, ready, todo, errors)
-        return errors
+                    self._collect(w, ready, todo, out)
+        return out
 
     def _dispatch(self, slot: int, todo: deque) -> None:
         """Give every worker up to ``_DEPTH`` tasks (one first to each, then a second), so a worker
@@ -302,9 +399,10 @@ class DecodePool:
         handles = [w.conn for w in busy] + [w.process.sentinel for w in busy]
         return set(connection.wait(handles, timeout=max(0.0, min(left, 1.0))))
 
-    def _collect(self, w: _Proc, ready: set, todo: deque, errors: dict[int, str]) -> None:
-        """Record ``w``'s answers; if it died or overran, its current file is an error row, the
-        files queued behind it go back to ``todo`` and it is replaced."""
+    def _collect(self, w: _Proc, ready: set, todo: deque, out: _Outcome) -> None:
+        """Record ``w``'s answers; if it died or overran, it is replaced, the files queued behind it
+        go back to ``todo``, and so does its current file unless this was its last try (then
+        pending)."""
         if w.conn in ready:
             try:
                 while w.tasks and w.conn.poll():
@@ -315,7 +413,7 @@ class DecodePool:
                     w.tasks.popleft()
                     w.started = time.monotonic()
                     if reason is not None:
-                        errors[row] = reason
+                        out.errors[row] = reason
             except (EOFError, OSError):
                 pass
         if not w.tasks:
@@ -325,15 +423,21 @@ class DecodePool:
             w.process.join(0.1)
             code = w.process.exitcode
             how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit status {code}"
-            log.warning("decode worker died on %r (%s); replaced", path, how)
-            errors[row] = f"decoder process died ({how}) while decoding this file"
+            what = f"the decoder process died ({how})"
         elif time.monotonic() - w.started > self.timeout_s:
-            log.warning("decode of %r took over %gs; worker killed and replaced", path, self.timeout_s)
-            errors[row] = f"decoding timed out after {self.timeout_s:g} s"
+            what = f"decoding took over {self.timeout_s:g} s (worker stopped or stuck)"
         else:
             return
         w.tasks.popleft()
+        out.tries[row] = out.tries.get(row, 0) + 1
+        again = out.tries[row] < TRIES
+        log.warning("%s on %s; worker replaced, %s", what, printable_path(path),
+                    "trying the file once more" if again else "row left pending (extract --resume retries it)")
+        if not again:
+            out.pending[row] = f"{what}, {TRIES} times"
         todo.extendleft((r, p) for _, r, p in reversed(w.tasks))
+        if again:
+            todo.appendleft((row, path))
         w.tasks.clear()
         self._replace(w)
 
@@ -382,20 +486,32 @@ def decode_paths(paths: list[str], pre: Preprocessing, *, budget: DecodeBudget, 
     """Files -> one stacked batch in ``pre.input_layout``; the first bad file raises
     :class:`ImageDecodeError` naming it. Uses a :class:`DecodePool` only when there are at least
     ``pool_threshold * workers`` files (starting processes costs more than a handful of decodes)."""
-    workers = workers or usable_cores()
+    workers = worker_count(workers or None, len(paths))
     out = np.empty((len(paths), *pre.input_shape), pre.input_dtype)
-    if workers < 2 or len(paths) < pool_threshold * workers:
-        for i, p in enumerate(paths):
-            try:
-                preprocess_file(p, pre, budget, out[i])
-            except ImageDecodeError as e:
-                raise ImageDecodeError(f"{printable_path(p)}: {e}") from None
-        return out
+    if workers >= 2 and len(paths) >= pool_threshold * workers:
+        try:
+            return _decode_in_pool(paths, pre, budget, workers, out)
+        except SharedMemoryError as e:
+            log.warning("%s; decoding in this process instead", e)
+    for i, p in enumerate(paths):
+        try:
+            preprocess_file(p, pre, budget, out[i])
+        except ImageDecodeError as e:
+            raise ImageDecodeError(f"{printable_path(p)}: {e}") from None
+    return out
+
+
+def _decode_in_pool(paths: list[str], pre: Preprocessing, budget: DecodeBudget, workers: int,
+                    out: np.ndarray) -> np.ndarray:
     with DecodePool(pre, workers=workers, batch_size=len(paths), slots=1, budget=budget) as pool:
         batch = pool.decode(paths)
         if batch.errors:
             r, reason = min(batch.errors.items())
             raise ImageDecodeError(f"{printable_path(paths[r])}: {reason}")
+        if batch.pending:
+            r, what = min(batch.pending.items())
+            raise ExtractionError(f"{printable_path(paths[r])}: {what}; run again (with fewer --workers or more "
+                                  "memory if it happens again)")
         out[...] = batch.inputs
         del batch
     return out

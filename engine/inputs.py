@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import os
 import re
+from collections import Counter
 from pathlib import Path
+
 from .preprocess import DecodeBudget, read_file_bytes
 from ..errors import InputError
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm",
-                              ".pbm", ".jp2"})
+# The extensions of the formats decoded (preprocess.IMAGE_FORMATS); the decoder goes by content.
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif",
+                              ".ppm", ".pgm", ".pbm", ".pnm"})
 
 
 def _is_image_name(path: Path) -> bool:
@@ -30,12 +33,34 @@ def images_in(folder: str | Path) -> list[Path]:
     return sorted(p for p in Path(folder).iterdir() if p.is_file() and _is_image_name(p))
 
 
-def _walk(folder: Path) -> list[str]:
+def _walk(folder: Path, skipped: Counter) -> list[str]:
+    """Image files under ``folder``; other files are counted in ``skipped`` by extension. A folder
+    that cannot be listed (a path over PATH_MAX, no permission) is kept as an input, so it becomes
+    an error row with the reason instead of vanishing from the run."""
     found = []
-    for root, dirs, files in os.walk(folder, followlinks=False):
+
+    def unlisted(e: OSError) -> None:
+        found.append(os.fsdecode(e.filename) if e.filename is not None else str(folder))
+
+    for root, dirs, files in os.walk(folder, onerror=unlisted, followlinks=False):
         dirs.sort()
-        found.extend(os.path.join(root, f) for f in files if _is_image_name(Path(f)))
+        for f in files:
+            if _is_image_name(Path(f)):
+                found.append(os.path.join(root, f))
+            else:
+                skipped[Path(f).suffix.lower() or "(no extension)"] += 1
     return found
+
+
+def skipped_note(skipped: Counter) -> str:
+    """``2 files skipped: .txt x1, .xcf x1 (not image extensions)`` (what folder walks left out), or ""."""
+    n = sum(skipped.values())
+    if not n:
+        return ""
+    common = sorted(skipped.items(), key=lambda e: (-e[1], e[0]))
+    kinds = ", ".join(f"{printable_path(ext)} x{k}" for ext, k in common[:8])  # names are data: escaped
+    kinds += f", {len(common) - 8} more kinds" if len(common) > 8 else ""
+    return f"{n} file{'s' if n > 1 else ''} skipped: {kinds} (not image extensions)"
 
 
 def _read_list(list_file: Path) -> list[str]:
@@ -49,13 +74,15 @@ def _read_list(list_file: Path) -> list[str]:
     return [str(Path(ln) if os.path.isabs(ln) else base / ln) for ln in lines if ln and not ln.startswith("#")]
 
 
-def collect_inputs(items) -> list[str]:
+def collect_inputs(items, skipped: Counter | None = None) -> list[str]:
     """``items`` (image files, folders searched recursively for image extensions, case-insensitive,
     or ``@list.txt`` with one path per line) -> sorted, de-duplicated absolute paths.
 
     Entries of a list file that do not exist are kept (they become error rows); a file or
-    folder named directly that does not exist is an :class:`InputError`.
+    folder named directly that does not exist is an :class:`InputError`. ``skipped`` (optional)
+    counts the files folder walks left out, by extension (see :func:`skipped_note`).
     """
+    skipped = Counter() if skipped is None else skipped
     paths: set[str] = set()
     for item in items:
         item = str(item)
@@ -63,12 +90,17 @@ def collect_inputs(items) -> list[str]:
             paths.update(os.path.abspath(p) for p in _read_list(Path(item[1:])))
             continue
         p = Path(item)
+        try:
+            os.stat(p)
+        except FileNotFoundError:
+            raise InputError(f"input {printable_path(item)} not found; pass image files, folders or @list.txt") from None
+        except OSError as e:  # a name over NAME_MAX/PATH_MAX, a loop of links, no permission on a parent
+            raise InputError(f"input {printable_path(item)[:200]} cannot be read ({e.strerror}); pass image files, "
+                             "folders or @list.txt") from None
         if p.is_dir():
-            paths.update(os.path.abspath(f) for f in _walk(p))
-        elif p.exists():
-            paths.add(os.path.abspath(p))
+            paths.update(os.path.abspath(f) for f in _walk(p, skipped))
         else:
-            raise InputError(f"input {item!r} not found; pass image files, folders or @list.txt")
+            paths.add(os.path.abspath(p))
     if not paths:
         raise InputError("no images found in the inputs (extensions: "
                          f"{', '.join(sorted(IMAGE_EXTENSIONS))}); pass image files, folders or @list.txt")

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import ExtractionError, ImageDecodeError
-from .decode_pool import DecodePool, InlineDecoder, usable_cores
+from .decode_pool import DecodePool, InlineDecoder, SharedMemoryError, worker_count
 from .inputs import printable_path
 from .preprocess import DecodeBudget, preprocess_file
 from .store import DTYPES, ERROR, OK, FeatureStore
@@ -44,11 +44,13 @@ _DONE = object()
 
 @dataclass
 class Summary:
-    """What one run did. ``ok``/``errors`` count the whole store; ``images`` this run."""
+    """What one run did. ``ok``/``errors``/``pending`` count the whole store; ``images`` this run;
+    ``left_pending`` the rows this run left pending because their decoder died or hung (twice)."""
 
     ok: int = 0
     errors: int = 0
     pending: int = 0
+    left_pending: int = 0
     images: int = 0
     batches: int = 0
     seconds: float = 0.0
@@ -80,6 +82,19 @@ def _open_decoder(preprocessing, workers: int, batch_size: int, prefetch: int, b
                       timeout_s=timeout_s)
 
 
+def _start_decoder(pool):
+    """Start ``pool``; where /dev/shm has no room for one batch buffer, decode in a thread instead
+    (slower, with a warning) rather than refuse the run."""
+    if isinstance(pool, InlineDecoder):
+        return pool
+    try:
+        pool.start()
+    except SharedMemoryError as e:
+        log.warning("%s; decoding in a thread instead of %d worker processes (slower)", e, pool.workers)
+        return InlineDecoder(pool.pre, batch_size=pool.batch_size, budget=pool.budget)
+    return pool
+
+
 @dataclass
 class _Batch:
     index: int
@@ -87,6 +102,7 @@ class _Batch:
     ok_rows: list[int]
     errors: dict[int, str]
     release: object = None  # callable giving the decode slot back once the model has read inputs
+    pending: dict[int, str] = field(default_factory=dict)  # rows whose decoder died or hung: not done
 
     def done_with_inputs(self) -> None:
         if self.release is not None:
@@ -210,7 +226,7 @@ def run_extraction(store: FeatureStore, run_model, preprocessing, *, workers: in
     stop = threading.Event()
     batches: queue.Queue = queue.Queue(maxsize=prefetch)
     results: queue.Queue = queue.Queue(maxsize=2)
-    workers = usable_cores() if workers is None else workers
+    workers = worker_count(workers, sum(len(range(*store.batch_rows(b))) for b in todo))
     batch_size = max((len(range(*store.batch_rows(b))) for b in todo), default=1)
     pool = _open_decoder(preprocessing, workers, batch_size, prefetch, budget or DecodeBudget(), decode_timeout_s)
 
@@ -228,7 +244,8 @@ def run_extraction(store: FeatureStore, run_model, preprocessing, *, workers: in
                 raise ExtractionError(f"{printable_path(paths[start + r])}: {msg} (--strict stops at the first "
                                       "bad image; drop --strict to record it as an error row and go on)")
             inputs = got.inputs if got.ok_rows else None
-            batch = _Batch(b, inputs, got.ok_rows, got.errors, release=lambda got=got: pool.release(got))
+            batch = _Batch(b, inputs, got.ok_rows, got.errors, release=lambda got=got: pool.release(got),
+                           pending=got.pending)
             if not _put(batches, batch, lambda: not stop.is_set()):
                 return
         _put(batches, _DONE, lambda: not stop.is_set())
@@ -241,10 +258,11 @@ def run_extraction(store: FeatureStore, run_model, preprocessing, *, workers: in
     def commit_oldest():
         done = inflight.pop(0)
         summary.bytes_written += sum(f.result() for f in done.chunks)  # re-raises a failed chunk write
-        store.commit_batch(done.batch.index, done.batch.errors)  # status chunk last: the commit
+        store.commit_batch(done.batch.index, done.batch.errors, pending=done.batch.pending)  # status last: the commit
         if ring is not None and done.slot is not None:
             ring.release(done.slot)
         n = len(done.batch.ok_rows) + len(done.batch.errors)
+        summary.left_pending += len(done.batch.pending)
         summary.images += n
         if progress is not None:
             progress(n)
@@ -271,7 +289,7 @@ def run_extraction(store: FeatureStore, run_model, preprocessing, *, workers: in
 
     reader, writer = _Worker(read, "fm-reader"), _Worker(write, "fm-writer")
     t0 = time.perf_counter()
-    pool.__enter__()
+    pool = _start_decoder(pool)  # read() sees this one
     reader.start()
     writer.start()
     try:

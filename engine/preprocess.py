@@ -17,6 +17,11 @@ a truncated scan with a forged ``FF D9``) is an error; other formats decode with
 ``LOAD_TRUNCATED_IMAGES`` off. Every failure is an :class:`ImageDecodeError` with the reason.
 EXIF orientation is applied (as OpenCV's ``IMREAD_COLOR`` did before; the seed ignores it).
 
+Only the formats in :data:`IMAGE_FORMATS` are decoded, matched to the *content* (Pillow's own
+sniffing restricted with ``formats=``), whatever the file is called: left alone, ``Image.open``
+tries some 40 formats, and loading one of them, EPS, runs Ghostscript on the file's PostScript.
+Every ``Image.open`` on user data in the project goes through :func:`open_image`.
+
 The model input layout comes from the export metadata (``preprocessing.input_layout``):
 ``"float_nchw"`` (``(3, H, W) float32`` normalized, models exported before uint8 input) or
 ``"uint8_nhwc"`` (``(H, W, 3) uint8`` RGB; the graph normalizes).
@@ -37,6 +42,17 @@ from ..contracts import (DECODE_MODES, FLOAT_NCHW, INPUT_LAYOUTS, RESIZE_METHOD,
                          Preprocessing)  # re-exported: engine.preprocess.Preprocessing is public
 from ..errors import ImageDecodeError
 
+# The formats decoded (Pillow's names), chosen for what photo and vision data sets use and for a
+# small, well-fuzzed decoder behind each: JPEG (and MPO, JPEG's multi-picture form, which Pillow
+# opens as JPEG; libjpeg-turbo), PNG (zlib, APNG's first frame), BMP (a plain header and raw or RLE
+# rows), TIFF (microscopy and scanners; libtiff), WEBP (libwebp; keep Pillow updated, CVE-2023-4863),
+# GIF (first frame; LZW in Pillow) and PPM (PPM/PGM/PBM: a text header and raw samples, common in
+# older vision data). Out: EPS (loading runs Ghostscript on the file's PostScript), PSD, FITS,
+# ICNS, XPM, DDS, SPIDER, JPEG 2000 (OpenJPEG: a large parser with a long CVE record, rare in photo
+# data) and Pillow's other niche readers: rarely photos, seldom fuzzed, more code for a hostile
+# file to reach. Convert such files to PNG first.
+IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "WEBP", "GIF", "PPM")
+FORMATS_TEXT = "JPEG, PNG, BMP, TIFF, WebP, GIF (first frame) and PPM/PGM/PBM"
 # Pillow modes whose convert("RGB") clips instead of scaling: decoded with OpenCV (scales to 8 bit).
 _WIDE_MODES = frozenset({"I", "F", "I;16", "I;16B", "I;16L", "I;16N", "RGB;16", "RGBA;16"})
 # EXIF orientation -> Pillow transpose, as PIL.ImageOps.exif_transpose maps it.
@@ -118,6 +134,51 @@ def _decoder_error(e: BaseException, fmt: str | None = None) -> ImageDecodeError
     return ImageDecodeError(f"not a decodable image ({text})")
 
 
+def _refused_formats(prefix: bytes) -> str | None:
+    """The formats, not decoded here, that Pillow would have tried on ``prefix`` ("EPS", or
+    "XBM or XPM" where their checks overlap), by the plugins' ``_accept`` checks: pure functions of
+    the first 16 bytes (nothing is opened or parsed); None when none matches."""
+    from PIL import Image
+
+    Image.init()
+    names = []
+    for name in Image.ID:  # Pillow's own order
+        accept = Image.OPEN.get(name, (None, None))[1]
+        if name in IMAGE_FORMATS or accept is None:
+            continue
+        try:
+            if accept(prefix):
+                names.append(name)
+        except Exception:  # noqa: BLE001 - a plugin's check failing on odd bytes means "not this one"
+            continue
+    return " or ".join(names) or None
+
+
+def open_image(fp):
+    """``PIL.Image.open(fp)`` restricted to :data:`IMAGE_FORMATS` (lazy: only the header is read).
+
+    ``fp``: a path or a binary file object. A file in another format Pillow knows is an
+    :class:`ImageDecodeError` naming it ("EPS is not a supported image format; ..."); anything
+    else Pillow cannot identify raises its own ``UnidentifiedImageError``.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        return Image.open(fp, formats=IMAGE_FORMATS)
+    except UnidentifiedImageError:
+        if hasattr(fp, "seek"):
+            fp.seek(0)
+            prefix = fp.read(16)
+        else:
+            with open(fp, "rb") as f:
+                prefix = f.read(16)
+        name = _refused_formats(prefix)
+        if name is None:
+            raise
+        raise ImageDecodeError(f"{name} is not a supported image format; featuremaps reads {FORMATS_TEXT} "
+                               "(convert the file to PNG)") from None
+
+
 def probe(data: bytes, budget: DecodeBudget):
     """Open ``data`` with Pillow reading only the header; refuse it if it declares too many pixels.
 
@@ -132,7 +193,9 @@ def probe(data: bytes, budget: DecodeBudget):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data))
+            im = open_image(io.BytesIO(data))
+    except ImageDecodeError:
+        raise
     except Image.DecompressionBombError as e:  # over 2 * MAX_IMAGE_PIXELS
         n = re.search(r"\((\d+) pixels\)", str(e))
         declared = _pixels(int(n.group(1))) if n else "too many pixels"

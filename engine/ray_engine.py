@@ -35,7 +35,7 @@ import numpy as np
 from .. import errors
 from ..errors import ClusterError, DependencyError, FeaturemapsError, one_line
 from .pipeline import ExtractionError, Summary, _decode
-from .preprocess import Preprocessing
+from .preprocess import DecodeBudget, Preprocessing
 from .store import ERROR, OK, FeatureStore
 
 log = logging.getLogger(__name__)
@@ -62,10 +62,12 @@ def _import_ray():
     return ray
 
 
-def _decode_row(row: dict, pre: dict, decode: str = "full") -> dict:
-    """One store batch's images -> inputs of the good ones, their row offsets, error reasons (JSON)."""
+def _decode_row(row: dict, pre: dict, decode: str = "full", budget: dict | None = None) -> dict:
+    """One store batch's images -> inputs of the good ones, their row offsets, error reasons (JSON).
+    ``budget``: the :class:`DecodeBudget` fields (--max-pixels, --max-file-bytes), as the local engine's."""
     p = dataclasses.replace(Preprocessing.from_dict(pre), decode=decode)
-    decoded = [_decode(path, p) for path in json.loads(row["paths"])]
+    limits = DecodeBudget(**(budget or {}))
+    decoded = [_decode(path, p, limits) for path in json.loads(row["paths"])]
     errors = {r: d for r, d in enumerate(decoded) if isinstance(d, str)}
     ok = [r for r in range(len(decoded)) if r not in errors]
     # the model's own layout (uint8 NHWC for new exports: 4x fewer bytes through the object store)
@@ -334,12 +336,13 @@ def gpu_shortfall(actors: int, gpus_per_actor: float, cluster_gpus: float) -> st
 def run_extraction_ray(store: FeatureStore, model_path, *, actors: int = 1, gpus_per_actor: float = 0.0,
                        provider: str = "auto", threads: int | None = None, strict: bool = False,
                        progress=None, tf32: bool = True, math_mode: str = "default",
-                       device: str | None = None) -> RaySummary:
+                       device: str | None = None, budget: DecodeBudget | None = None) -> RaySummary:
     """Extract every pending batch of ``store`` on the current Ray cluster (see :func:`init_ray`).
 
     Same contract as :func:`~featuremaps.engine.pipeline.run_extraction`: bad images become error
     rows (``strict``: the first raises :class:`ExtractionError`, its batch stays pending), Ctrl-C
-    returns ``Summary(interrupted=True)`` with finished batches committed.
+    returns ``Summary(interrupted=True)`` with finished batches committed. Each image is decoded
+    within ``budget`` (default :class:`DecodeBudget`), as in the local engine.
     """
     ray = _import_ray()
     ctx = ray.data.DataContext.get_current()
@@ -363,7 +366,8 @@ def run_extraction_ray(store: FeatureStore, model_path, *, actors: int = 1, gpus
             print(f"{short}; waiting up to {ACTOR_START_LIMIT_S} s for GPU nodes to join", file=sys.stderr)
         ds = ray.data.from_items(rows, override_num_blocks=len(rows))
         decode = store.metadata["preprocessing"].get("decode", "full")  # as recorded by the driver
-        ds = ds.map(_decode_row, fn_kwargs={"pre": pre, "decode": decode}, num_cpus=0.5)
+        limits = dataclasses.asdict(budget or DecodeBudget())
+        ds = ds.map(_decode_row, fn_kwargs={"pre": pre, "decode": decode, "budget": limits}, num_cpus=0.5)
         ds = ds.map_batches(_ModelWriter, batch_size=1, batch_format="numpy",
                             compute=ray.data.ActorPoolStrategy(size=actors),
                             num_cpus=actor_cpus(cpus, actors), num_gpus=gpus_per_actor or None,

@@ -635,14 +635,17 @@ class FeatureStore:
         self._group[name].with_config({"write_empty_chunks": True})[start:stop] = rows
         return rows.nbytes
 
-    def commit_batch(self, b: int, errors: dict[int, str]) -> None:
+    def commit_batch(self, b: int, errors: dict[int, str], pending=()) -> None:
         """Mark batch ``b`` done: its error rows, then its status rows (ok, or error for the
-        row offsets in ``errors``). Call only after :meth:`write_maps` returned for ``b``."""
+        row offsets in ``errors``; row offsets in ``pending`` stay pending: their decoder died, a
+        resumed run redoes the batch). Call only after :meth:`write_maps` returned for ``b``."""
         start, stop = self.batch_rows(b)
         msgs = np.full(stop - start, "", dtype=object)
         status = np.full(stop - start, OK, np.uint8)
         for row, msg in errors.items():
             msgs[int(row)], status[int(row)] = displayable(msg), ERROR
+        for row in pending:
+            status[int(row)] = PENDING
         self._group["errors"][start:stop] = msgs.astype(str)
         self._group["status"][start:stop] = status
 

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import shlex
 import sys
+from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from ..engine.choice import available_providers, choose_backend
 from ..engine.cpu_features import cpu_features
 from ..engine.extractor import Extractor
 from ..engine.hashing import file_sha256
-from ..engine.inputs import collect_inputs, printable_path
+from ..engine.inputs import collect_inputs, printable_path, skipped_note
 from ..engine.pipeline import run_extraction
 from ..engine.preprocess import DecodeBudget
 from ..engine.providers import math_mode as session_math_mode
@@ -196,7 +197,8 @@ def _run_ray(args, store, model_path: Path, bar, provider: str, math_mode: str):
     # each actor checks that it computes what the store records (provider, math mode)
     return run_extraction_ray(store, model_path, actors=args.actors, gpus_per_actor=args.gpus_per_actor,
                               provider=provider, threads=args.threads, strict=args.strict, progress=bar.update,
-                              tf32=not args.no_tf32, math_mode=math_mode, device=args.device)
+                              tf32=not args.no_tf32, math_mode=math_mode, device=args.device,
+                              budget=DecodeBudget(max_pixels=args.max_pixels, max_file_bytes=args.max_file_bytes))
 
 
 @contextmanager
@@ -297,7 +299,8 @@ def _run(args, store, model_path: Path, ex, provider: str, math_mode: str, extra
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
-    paths = collect_inputs(args.inputs)
+    skipped = Counter()
+    paths = collect_inputs(args.inputs, skipped)
     _check_ray_args(args)
     model_path = _model_path(args)
     provider, math_mode = _choose(args, model_path)
@@ -307,6 +310,8 @@ def cmd_extract(args: argparse.Namespace) -> int:
     print(f"{summary.ok} ok, {summary.errors} errors, {summary.pending} pending; {summary.images} images this run "
           f"at {summary.images_per_s:.1f} img/s; {mb:.1f} MB of features written "
           f"({store.nbytes_on_disk() / 1e6:.1f} MB on disk) -> {store.path}")
+    if skipped:
+        print(skipped_note(skipped))
     for row in store.errors[:5]:
         print(f"  error: {printable_path(row.path)}: {printable_path(row.message)}", file=sys.stderr)
     if summary.errors > 5:
@@ -316,4 +321,8 @@ def cmd_extract(args: argparse.Namespace) -> int:
         print(f"featuremaps: interrupted; completed batches are kept. Resume with: {_resume_command()}",
               file=sys.stderr)
         return 130
-    return 1 if summary.errors else 0
+    if summary.left_pending:  # a decode worker died or hung on these files (twice): not the files' fault
+        rows = "row" if summary.left_pending == 1 else "rows"
+        print(f"featuremaps: {summary.left_pending} {rows} left pending after decoder failures; run --resume to "
+              f"retry: {_resume_command()}", file=sys.stderr)
+    return 1 if summary.errors or summary.left_pending else 0

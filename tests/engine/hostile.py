@@ -74,3 +74,47 @@ def make_corpus(folder: Path, photo: Path, odd_name: bool = True) -> dict[str, s
 
 
 ODD_NAME = os.fsdecode(b"caf\xe9\n.jpg")
+
+
+def _fits() -> bytes:
+    """A minimal FITS file: one 2880-byte header of 80-character cards, then 4x4 8-bit pixels."""
+    cards = ["SIMPLE  =                    T", "BITPIX  =                    8", "NAXIS   =                    2",
+             "NAXIS1  =                    4", "NAXIS2  =                    4", "END"]
+    header = "".join(c.ljust(80) for c in cards).ljust(2880).encode("ascii")
+    return header + bytes(range(16)).ljust(2880, b"\0")
+
+
+def _psd() -> bytes:
+    """A minimal Photoshop file: 4x4 RGB, 8 bits, no resources or layers, raw pixels."""
+    head = b"8BPS" + struct.pack(">H6xHIIHH", 1, 3, 4, 4, 8, 3)  # version, channels, height, width, depth, RGB
+    return head + struct.pack(">III", 0, 0, 0) + struct.pack(">H", 0) + bytes(3 * 16)
+
+
+def _xpm() -> bytes:
+    return b'/* XPM */\nstatic char *x[] = {\n"2 2 1 1",\n"a c #ff0000",\n"aa",\n"aa"\n};\n'
+
+
+def _saved(fmt: str) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (10, 200, 30)).save(buf, fmt)
+    return buf.getvalue()
+
+
+def foreign_formats() -> dict[str, tuple[str, bytes]]:
+    """Files in formats Pillow can open but featuremaps does not decode, under image extensions:
+    ``{file name: (Pillow's format name, bytes)}``. Loading the EPS one runs Ghostscript."""
+    return {"postscript.jpg": ("EPS", _saved("EPS")), "telescope.png": ("FITS", _fits()),
+            "layers.jpg": ("PSD", _psd()), "pixmap.png": ("XPM", _xpm()), "texture.jpg": ("DDS", _saved("DDS"))}
+
+
+def fake_ghostscript(folder: Path) -> Path:
+    """A stand-in ``gs`` in ``folder`` (put it first on PATH): it records each call in
+    ``folder/gs-ran`` and fails. Returns that record's path (absent: never ran)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    record = folder / "gs-ran"
+    gs = folder / "gs"
+    gs.write_text(f'#!/bin/sh\necho "$@" >> "{record}"\n[ "$1" = --version ] && echo 10.0 && exit 0\nexit 1\n')
+    gs.chmod(0o755)
+    return record

@@ -75,7 +75,9 @@ def test_hostile_corpus_in_the_pool_gives_error_rows(tmp_path, sample_paths):
     np.testing.assert_array_equal(got.inputs, ref)
 
 
-def test_worker_crash_and_hang_become_error_rows(tmp_path, sample_paths):
+def test_worker_crash_and_hang_leave_rows_pending(tmp_path, sample_paths):
+    """A worker killed or hung on a file twice (a fresh worker the second time) leaves the row
+    pending, not an error: that is no verdict on the file."""
     data = Path(sample_paths[0]).read_bytes()
     names = ["a.jpg", "crash.jpg", "b.jpg", "hang.jpg", "c.jpg"]
     for n in names:
@@ -85,9 +87,9 @@ def test_worker_crash_and_hang_become_error_rows(tmp_path, sample_paths):
         t0 = time.monotonic()
         got = pool.decode(paths)
         assert time.monotonic() - t0 < 60
-        assert set(got.errors) == {1, 3}
-        assert got.errors[1].startswith("decoder process died (killed by signal 9)")
-        assert got.errors[3] == "decoding timed out after 3 s"
+        assert got.errors == {} and set(got.pending) == {1, 3}
+        assert got.pending[1] == "the decoder process died (killed by signal 9), 2 times"
+        assert got.pending[3] == "decoding took over 3 s (worker stopped or stuck), 2 times"
         assert got.ok_rows == [0, 2, 4]
         pool.release(got)
         again = pool.decode([paths[0], paths[2]])  # replaced workers carry on
@@ -153,4 +155,26 @@ def test_files_queued_behind_a_crash_are_redone(tmp_path, sample_paths):
         (tmp_path / n).write_bytes(data)
     with DecodePool(PRE, workers=1, batch_size=2, decoder=faulty_decoder) as pool:
         got = pool.decode([str(tmp_path / "crash.jpg"), str(tmp_path / "after.jpg")])
-    assert list(got.errors) == [0] and got.ok_rows == [1]
+    assert list(got.pending) == [0] and got.errors == {} and got.ok_rows == [1]
+
+
+def test_workers_are_capped_by_images_and_cores(tmp_path, small_model, sample_paths, monkeypatch, caplog):
+    """--workers 512 on 3 images starts 3 decode processes (counted), with a note; the core cap is
+    4 per usable core."""
+    import logging
+
+    from featuremaps.cli import main
+    from featuremaps.engine import decode_pool
+
+    started = []
+    real_spawn = DecodePool._spawn
+    monkeypatch.setattr(DecodePool, "_spawn", lambda self: started.append(1) or real_spawn(self))
+    imgs = [str(p) for p in sample_paths[:3]]
+    with caplog.at_level(logging.INFO, logger="featuremaps.engine.decode_pool"):
+        assert main(["extract", *imgs, "--model", str(small_model.path), "-o", str(tmp_path / "o.zarr"),
+                     "--no-progress", "--workers", "512"]) == 0
+    assert len(started) == 3
+    assert "--workers 512: starting 3 decode worker(s) (no more than 3 image(s))" in caplog.text
+    monkeypatch.setattr(decode_pool, "usable_cores", lambda: 2)
+    assert decode_pool.worker_count(512, 10_000) == 8 and decode_pool.worker_count(None, 10_000) == 2
+    assert decode_pool.worker_count(0, 10) == 0 and decode_pool.worker_count(5, 0) == 0

@@ -269,3 +269,21 @@ def test_ray_client_address_without_the_client_extra(small_model, images, tmp_pa
     err = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(err) == 1 and "pip install 'ray[client]'" in err[0], err
     assert not (tmp_path / "c.zarr").exists()
+
+
+def test_ray_keeps_the_decode_budget(local_ray, small_model, tmp_path):
+    """--max-pixels and --max-file-bytes reach Ray's decode tasks: a 2000x2000 image is the same
+    error row as in the local engine (it was decoded, budget ignored)."""
+    import cv2
+
+    folder = tmp_path / "big"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "big.png"), np.full((2000, 2000, 3), 90, np.uint8))
+    cv2.imwrite(str(folder / "small.png"), np.full((40, 40, 3), 90, np.uint8))
+    args = ["extract", str(folder), "--model", str(small_model.path), "--no-progress", "--max-pixels", "1000000"]
+    assert main([*args, "-o", str(tmp_path / "local.zarr")]) == 1
+    assert main([*args, "-o", str(tmp_path / "ray.zarr"), "--engine", "ray"]) == 1
+    local, ray_store = open_store(tmp_path / "local.zarr"), open_store(tmp_path / "ray.zarr")
+    assert [e.message for e in ray_store.errors] == [
+        "image declares 4 megapixels, over the 1-megapixel limit; raise --max-pixels to accept it"]
+    _same_store(local, ray_store)
