@@ -17,7 +17,7 @@ from collections import Counter
 from pathlib import Path
 
 from .preprocess import DecodeBudget, read_file_bytes
-from ..errors import InputError
+from ..errors import InputError, terminal_text
 
 # The extensions of the formats decoded (preprocess.IMAGE_FORMATS); the decoder goes by content.
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif",
@@ -145,5 +145,4 @@ def path_from_text(text: str) -> str:
 def printable_path(path) -> str:
     """A path for one output line: control characters, non-UTF-8 bytes and other unprintable
     characters escaped (a file name with a newline cannot forge a line)."""
-    text = os.fsencode(os.fspath(path)).decode("utf-8", "backslashreplace")
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+    return terminal_text(os.fsencode(os.fspath(path)).decode("utf-8", "backslashreplace"))

@@ -20,6 +20,7 @@ __all__ = [
     "FeaturemapsError", "ArgumentError", "LayerError", "InputError", "ImageDecodeError",
     "ModelFileError", "WeightsError", "StoreError", "ProviderError", "DependencyError",
     "ExtractionError", "CalibrationError", "ReferenceWeightsError", "ClusterError", "one_line", "require",
+    "terminal_text", "terminal_lines",
 ]
 
 
@@ -97,12 +98,42 @@ def require(module: str, *, extra: str, what: str):
         raise DependencyError(f"{what} needs {module}: pip install 'featuremaps[{extra}]'") from None
 
 
+def terminal_text(text) -> str:
+    r"""``text`` safe to print: every character Python calls unprintable is written as its escape.
+
+    File names, model metadata and store attributes are hostile wherever they land. On a terminal,
+    ``ESC[2J`` clears the screen, ``ESC[8m`` hides what follows, ``\r`` or a newline forges a line,
+    and a bidi control (U+202E) shows ``gnp.exe`` as ``exe.png``. Unprintable here is what
+    :meth:`str.isprintable` says: C0 and C1 controls, DEL, format characters (bidi controls,
+    zero-width marks), line and paragraph separators, surrogates, unassigned code points.
+    Every data-derived string goes through this (or :func:`terminal_lines`) before it is printed.
+
+    >>> terminal_text("vgg16\x1b[2J\u202egnp.exe\r")
+    'vgg16\\x1b[2J\\u202egnp.exe\\r'
+    >>> terminal_text("caf\u00e9 \u732b.jpg") == "caf\u00e9 \u732b.jpg"  # printable letters stay
+    True
+    """
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in str(text))
+
+
+def terminal_lines(text) -> str:
+    r"""Several lines of ``text``, each through :func:`terminal_text` (the newlines between them kept).
+
+    >>> terminal_lines("a\x1b[8m\nb")
+    'a\\x1b[8m\nb'
+    """
+    return "\n".join(terminal_text(line) for line in str(text).split("\n"))
+
+
 def one_line(err: BaseException) -> str:
-    r"""The first line of ``err``'s message, control characters escaped (paths can hold them).
+    r"""The first line of ``err``'s message, through :func:`terminal_text` (paths and metadata can
+    hold control characters). Only a newline ends the line: a carriage return or another line
+    break inside a quoted path is escaped, not a place to cut the message.
 
     >>> one_line(StoreError("bad\tname\nsecond line"))
     'bad\\tname'
+    >>> one_line(StoreError("row 0 (/x/a\rb.jpg) is error: empty file"))
+    'row 0 (/x/a\\rb.jpg) is error: empty file'
     """
     text = str(err).strip()
-    first = text.splitlines()[0] if text else type(err).__name__
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in first)
+    return terminal_text(text.split("\n", 1)[0] if text else type(err).__name__)

@@ -16,7 +16,7 @@ import os
 import signal
 import sys
 
-from ..errors import FeaturemapsError, one_line
+from ..errors import FeaturemapsError, one_line, terminal_text
 from .. import __version__
 from ._args import (DEFAULT_LAYERS, CLIError, ModelSpec, Parser, add_model_args,  # noqa: F401 - for cmd_ modules
                     cache_root, is_onnx_path, resolve_model)
@@ -75,10 +75,18 @@ def main(argv: list[str] | None = None) -> int:
             interrupts.restore()
 
 
+class _EscapingFormatter(logging.Formatter):
+    """Log messages quote paths and metadata: escaped like every other line printed here."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        return terminal_text(super().formatMessage(record))
+
+
 def _run(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(_EscapingFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, handlers=[handler])
     return int(args.func(args) or 0)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..errors import terminal_text
 from ..info import describe, weights_line
 
 
@@ -80,8 +81,9 @@ def format_store(d: dict) -> list[str]:
 
 def cmd_info(args: argparse.Namespace) -> int:
     d = describe(args.path)
-    if args.json:
+    if args.json:  # ensure_ascii (the default): a control character in metadata prints as \u001b
         print(json.dumps(d, indent=2))
-    else:
-        print("\n".join(format_model(d) if d["kind"] == "model" else format_store(d)))
+    else:  # every line quotes metadata or store attributes: escaped line by line
+        lines = format_model(d) if d["kind"] == "model" else format_store(d)
+        print("\n".join(map(terminal_text, lines)))
     return 0

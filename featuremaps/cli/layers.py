@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 
 from ..contracts import Preprocessing, Tap, read_metadata
-from ..errors import InputError
+from ..errors import InputError, terminal_text
 from ..export.taps import MODELS, model_layers
 from ..viz.draw import weights_label
 from ._args import input_size_arg, is_onnx_path
@@ -70,14 +70,14 @@ def _exported(path: str) -> int:
     model = meta.get("model", "?")
     pre = Preprocessing.from_dict(meta["preprocessing"]) if "preprocessing" in meta else Preprocessing()
     reductions = ", ".join(f"{k}={v.get('spec', v.get('op'))}" for k, v in (meta.get("reductions") or {}).items())
-    print(f"{path}: {model} exported by featuremaps ({meta.get('format', '?')})")
-    print(f"  precision     {meta.get('precision', 'fp32')}")
-    print(f"  weights       {weights_label(meta.get('weights') or {}, model)}")
-    print(f"  input         {pre.input_layout} {'x'.join(map(str, pre.input_shape))} "
-          f"(resize {pre.resize}, mean {list(pre.mean)}, std {list(pre.std)})")
-    print(f"  reductions    {reductions or 'none'}")
-    print(f"  outputs       {', '.join(meta.get('outputs', []))}")
+    lines = [f"{path}: {model} exported by featuremaps ({meta.get('format', '?')})",
+             f"  precision     {meta.get('precision', 'fp32')}",
+             f"  weights       {weights_label(meta.get('weights') or {}, model)}",
+             f"  input         {pre.input_layout} {'x'.join(map(str, pre.input_shape))} "
+             f"(resize {pre.resize}, mean {list(pre.mean)}, std {list(pre.std)})",
+             f"  reductions    {reductions or 'none'}",
+             f"  outputs       {', '.join(map(str, meta.get('outputs', [])))}"]
     taps = tuple(Tap.from_dict(t) for t in meta.get("taps", []))
-    if taps:
-        print("\n".join(format_layers(taps)))
+    lines += format_layers(taps) if taps else []
+    print("\n".join(map(terminal_text, lines)))  # metadata is hostile: every line escaped
     return 0

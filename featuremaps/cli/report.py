@@ -11,10 +11,10 @@ import numpy as np
 
 from ..bench.parity import budget_for_model, load_reference_net
 from ..engine.extractor import Extractor
-from ..engine.inputs import collect_inputs
+from ..engine.inputs import collect_inputs, printable_path
 from ..engine.preprocess import to_input
 from ..engine.store import open_store
-from ..errors import ArgumentError, FeaturemapsError, StoreError
+from ..errors import ArgumentError, FeaturemapsError, StoreError, terminal_text
 from ..export.reference import reference_features
 from ..report import ReportImage, build_report, write_report
 from ..viz.draw import load_image
@@ -145,6 +145,6 @@ def cmd_report(args: argparse.Namespace) -> int:
                                      parity_note=note, budget=budget, pixel_values=args.pixel_values)
     res = write_report(manifest, sprites, out)
     if note:
-        print(f"parity not computed: {note}", file=sys.stderr)
-    print(f"wrote {res.index} ({res.files} files, {res.bytes / 1e6:.1f} MB); open it in a browser")
+        print(f"parity not computed: {terminal_text(note)}", file=sys.stderr)
+    print(f"wrote {printable_path(res.index)} ({res.files} files, {res.bytes / 1e6:.1f} MB); open it in a browser")
     return 0

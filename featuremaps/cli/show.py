@@ -26,12 +26,12 @@ from ..engine.extractor import Extractor
 from ..engine.inputs import collect_inputs, printable_path
 from ..engine.preprocess import to_input
 from ..engine.store import open_store
-from ..errors import ArgumentError, FeaturemapsError, InputError, StoreError
+from ..errors import ArgumentError, FeaturemapsError, InputError, StoreError, one_line, terminal_text
 from ..export.reference import reference_features
 from ..export.taps import model_layers, parse_taps
 from ..bench.parity import load_reference_net
 from ..viz.draw import DPI, ShowOptions, load_photo, provenance, save_figure, show_maps
-from ..viz.figures import Provenance, comparison_figure
+from ..viz.figures import Provenance, comparison_figure, nonfinite_note
 from ..viz.mapstats import SCALE_MODES, SELECT_MODES, tap_stats
 from ..export.families import default_taps
 from ._args import (CHANNELS_MAX, DEFAULT_LAYERS, ModelSpec, add_model_args, check_not_both, folder_arg,
@@ -154,7 +154,15 @@ def format_stats(maps: dict[str, np.ndarray], taps: tuple[Tap, ...], prov: Prove
         lines.append(f"{t.name:<{width}}{t.alias:<{awidth}}{s.channels:>9}{size:>10}{_pct(s.fraction_active):>9}"
                      f"{_num(s.mean_activation):>11}" + ("  (ReLU applied)" * s.relu_applied)
                      + (f"  (reduced: {s.reduction})" if s.reduction else ""))
-    return "\n".join(lines)
+    return "\n".join(map(terminal_text, lines))  # alias and reduction come from metadata: escaped
+
+
+def warn_nonfinite(maps: dict[str, np.ndarray], taps: tuple[Tap, ...]) -> None:
+    """One stderr line when maps hold NaN or +-inf (an old store, a hostile model): the figures
+    still draw, with those values marked."""
+    note = nonfinite_note(maps, taps)
+    if note:
+        print(f"featuremaps: warning: {note.removeprefix('WARNING: ')}", file=sys.stderr)
 
 
 def check_channels(channels: int, taps: tuple[Tap, ...]) -> None:
@@ -212,7 +220,7 @@ def cmd_show(args: argparse.Namespace) -> int:
                                                             montage=args.montage, provider=args.provider)
     check_channels(args.channels, taps)
     prov = figure_provenance(meta, math_mode)
-    print(prov.line())
+    print(terminal_text(prov.line()))
     options = ShowOptions(channels=args.channels, select=args.select, scale=args.scale, montage=tiled)
     folders = sub_folders(paths, out_dir) if several else [out_dir]
     for sample, folder in zip(samples, folders):
@@ -226,8 +234,9 @@ def cmd_show(args: argparse.Namespace) -> int:
 def _show_sample(sample: Sample, taps, meta: dict, prov: Provenance, options: ShowOptions, folder: Path, *,
                  diff: bool, dpi: int) -> None:
     """Print one image's statistics (and parity with --diff), then draw and save its figures."""
-    print(f"{printable_path(sample.path.name)}: {meta['model']} input {sample.note}")
+    print(f"{printable_path(sample.path.name)}: {terminal_text(meta['model'])} input {sample.note}")
     print(format_stats(sample.maps, taps, prov))
+    warn_nonfinite(sample.maps, taps)
     reference = None
     if diff:
         spatial = tuple(t for t in taps if np.ndim(sample.maps[t.name]) == 3 and not prov.reduction(t.name))
@@ -315,7 +324,7 @@ def show_from_store(args: argparse.Namespace, out_dir: Path) -> int:
     status, path = st.status[args.index], st.paths[args.index]
     if status != "ok":
         why = next((e.message for e in st.errors if e.index == args.index), "not extracted yet; run --resume")
-        raise StoreError(f"row {args.index} ({path}) is {status}: {why}")
+        raise StoreError(f"row {args.index} ({printable_path(path)}) is {status}: {terminal_text(why)}")
     meta = st.metadata
     taps = _pick(st.taps, args.layers, meta, Path(args.store), "layer") if args.layers else st.taps
     tiled = _pick(st.taps, args.montage, meta, Path(args.store), "montage layer") if args.montage else ()
@@ -325,11 +334,12 @@ def show_from_store(args: argparse.Namespace, out_dir: Path) -> int:
     try:
         image, note = load_photo(path, size)
     except InputError as e:
-        print(f"featuremaps: warning: {e}; the overview shows a blank input", file=sys.stderr)
+        print(f"featuremaps: warning: {one_line(e)}; the overview shows a blank input", file=sys.stderr)
         image, note = _blank(size), "image file unreadable now: blank"
     prov = figure_provenance(meta, meta.get("math_mode"))
-    print(f"{printable_path(Path(path).name)} (row {args.index} of {printable_path(args.store)}), stored {st.dtype}: {prov.line()}")
+    print(f"{printable_path(Path(path).name)} (row {args.index} of {printable_path(args.store)}), stored {st.dtype}: {terminal_text(prov.line())}")
     print(format_stats(maps, taps, prov))
+    warn_nonfinite(maps, tuple(dict.fromkeys(taps + tiled)))
     options = ShowOptions(channels=args.channels, select=args.select, scale=args.scale, montage=tiled)
     for p in show_maps(maps, taps, image, name=Path(path).name, weights=prov.weights, options=options,
                        out_dir=out_dir, provenance=prov, image_note=note, dpi=args.dpi):

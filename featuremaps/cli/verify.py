@@ -11,7 +11,8 @@ import argparse
 import sys
 
 from ..engine.store import FeatureStore
-from ..errors import one_line
+from ..engine.inputs import printable_path
+from ..errors import one_line, terminal_text
 
 
 def register(sub) -> None:
@@ -28,14 +29,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
     with FeatureStore.open(args.store, mode="r+" if args.repair else "r", lock=args.repair) as store:
         report = store.verify(repair=args.repair)
     for d in report.damage:
-        print(f"damaged: {d.array} chunk {d.chunk} (rows {d.rows[0]}-{d.rows[1] - 1}): {d.reason}")
+        print(terminal_text(f"damaged: {d.array} chunk {d.chunk} (rows {d.rows[0]}-{d.rows[1] - 1}): {d.reason}"))
     for note in report.notes:
         print(f"featuremaps: {one_line(Exception(note))}", file=sys.stderr)
     if report.ok:
-        print(f"{store.path}: {report.checked_chunks} chunks checked, all intact")
+        print(f"{printable_path(store.path)}: {report.checked_chunks} chunks checked, all intact")
         return 0
     done = "marked pending" if report.repaired else "to redo"
     hint = "re-run extract with --resume" if report.repaired else "add --repair, then re-run extract with --resume"
     batches = ", ".join(f"#{b}" for b in report.batches) or "none"  # indices, not a count
-    print(f"{store.path}: {len(report.damage)} damaged chunk(s); batch(es) {done}: {batches}; {hint}")
+    print(f"{printable_path(store.path)}: {len(report.damage)} damaged chunk(s); batch(es) {done}: {batches}; {hint}")
     return 1

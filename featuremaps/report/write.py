@@ -1,6 +1,11 @@
 """Write a report folder: PNG sprite sheets, ``report.json``, ``data.js`` (the same manifest as a
 script, because browsers block ``fetch`` of local JSON from ``file://`` pages) and the static
-page (``index.html``, ``report.js``, ``report.css``; no CDN, nothing fetched at view time)."""
+page (``index.html``, ``report.js``, ``report.css``; no CDN, nothing fetched at view time).
+
+Names in the manifest (image file names, model metadata, store attributes) are hostile: the page
+puts them into the document only as text (``textContent``), and ``data.js`` escapes ``<``, ``>``,
+``&`` and every non-ASCII character, so ``</script>`` or ``<!--`` in a name is inert even if the
+script is inlined into the page."""
 
 from __future__ import annotations
 
@@ -48,7 +53,14 @@ def _write_values_js(path: Path, key: str, grey: np.ndarray) -> None:
     if not ok:
         raise OSError(f"PNG encoding failed for {path}")
     uri = "data:image/png;base64," + base64.b64encode(buf.tobytes()).decode("ascii")
-    path.write_text(f"window.FM_VALUES({json.dumps(key)}, {json.dumps(uri)});\n")
+    path.write_text(f"window.FM_VALUES({script_json(key)}, {script_json(uri)});\n")
+
+
+def script_json(value) -> str:
+    """``value`` as JSON that is also safe inside an HTML ``<script>`` element: no ``<``, ``>``
+    or ``&`` (so no ``</script>`` or ``<!--``), and no raw U+2028/U+2029 (ASCII only)."""
+    text = json.dumps(value, separators=(",", ":"), allow_nan=False, ensure_ascii=True)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 def write_report(manifest: dict, sprites: dict[str, np.ndarray], out_dir: str | Path) -> WrittenReport:
@@ -63,7 +75,7 @@ def write_report(manifest: dict, sprites: dict[str, np.ndarray], out_dir: str | 
             _write_png(out / rel, img)
     text = json.dumps(manifest, separators=(",", ":"), allow_nan=False)
     (out / "report.json").write_text(text)
-    (out / "data.js").write_text(f"window.FEATUREMAPS_REPORT = {text};\n")
+    (out / "data.js").write_text(f"window.FEATUREMAPS_REPORT = {script_json(manifest)};\n")
     assets = resources.files(__package__) / "assets"
     for name in ASSETS:
         (out / name).write_text((assets / name).read_text(encoding="utf-8"), encoding="utf-8")

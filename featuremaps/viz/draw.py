@@ -18,7 +18,7 @@ from ..contracts import Tap
 from ..engine.inputs import printable_path
 from ..engine.preprocess import decode_pil, read_file_bytes
 from ..errors import ArgumentError, ImageDecodeError
-from .figures import Provenance, channel_figure, diff_figure, montage_figure, overview_figure
+from .figures import LITERAL_TEXT, Provenance, channel_figure, diff_figure, montage_figure, overview_figure
 from .mapstats import is_vector, select_channels
 
 DPI = 80  # 13-inch montage -> 1040 px wide; --dpi 200 gives 2600 px (about 80 px a map at 512 channels)
@@ -157,10 +157,11 @@ def png_bytes(fig, dpi: int = DPI) -> bytes:
     a smooth activation plot into false contours."""
     import io
 
+    import matplotlib
     from PIL import Image
 
     buf = io.BytesIO()
-    with warnings.catch_warnings():  # a file name in a script the font lacks (CJK) is drawn as boxes;
+    with warnings.catch_warnings(), matplotlib.rc_context(LITERAL_TEXT):  # tick labels are made here: literal  # a file name in a script the font lacks (CJK) is drawn as boxes;
         warnings.filterwarnings("ignore", message="Glyph .* missing from", category=UserWarning)  # 4 lines each
         fig.savefig(buf, format="png", dpi=dpi)
     img = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")  # alpha is always opaque here

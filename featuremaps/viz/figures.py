@@ -5,23 +5,64 @@ Nothing here calls ``plt.show()`` or writes files; the numbers come from
 (a tap reduced in the graph: ``(C, H/K, W/K)`` or ``(C,)``), and a :class:`Provenance` that it
 states in its title: model, weights, precision, math mode, reductions.
 
+Every text is drawn literally (:func:`literal_text`): a file or model name such as ``x$\\foo$.png``
+is never parsed as mathtext or handed to LaTeX. NaN and +-inf values are painted
+:data:`NONFINITE_COLOUR` over the map, left out of every colour scale and statistic, and counted
+in the figure's title.
+
 Each drawn tile carries an artist label (``ax.get_label()``) such as
 ``"tile features.5 12"`` so tests and tools can find what was drawn where.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..contracts import Tap
-from .mapstats import (SCALE_MODES, channel_energy, channel_mean, check_map, is_vector, montage_grid, normalize,
-                       needs_relu, reduction_op, select_channels, tap_stats, tile_montage, upsample)
+from .mapstats import (SCALE_MODES, channel_energy, channel_mean, check_map, finite_range, is_vector, montage_grid,
+                       needs_relu, nonfinite_count, normalize, reduction_op, select_channels, tap_stats,
+                       tile_montage, upsample)
 
 CMAP = "viridis"
 OVERLAY_CMAP = "inferno"
 DIFF_CMAP = "magma"
+NONFINITE_COLOUR = "#ff00ff"  # magenta: in none of the colour maps used here
+# Text from data (file names, model names, aliases) is drawn as written, whatever the user's rc.
+LITERAL_TEXT = {"text.parse_math": False, "text.usetex": False}
+
+
+def literal_text(draw):
+    """Decorate a figure function: every text it creates is drawn literally. A file named
+    ``x$\\foo$.png`` crashed ``show`` as bad mathtext; with ``text.usetex`` on, a name would have
+    been LaTeX source. Texts created at save time (tick labels) need :data:`LITERAL_TEXT` as the
+    rc there too: :func:`featuremaps.viz.draw.png_bytes` saves under it."""
+    @functools.wraps(draw)
+    def wrapper(*args, **kwargs):
+        import matplotlib
+        from matplotlib.text import Text
+
+        with matplotlib.rc_context(LITERAL_TEXT):
+            fig = draw(*args, **kwargs)
+        for text in fig.findobj(Text):
+            text.set_parse_math(False)
+            text.set_usetex(False)
+        return fig
+    return wrapper
+
+
+def nonfinite_note(maps, taps) -> str:
+    """``"WARNING: 12 values are NaN or \u00b1inf (features.0): drawn magenta, left out of ..."``, or ``""``.
+    ``maps``: one image's ``{tap: array}``, or a list of them (counted together)."""
+    maps_list = maps if isinstance(maps, (list, tuple)) else [maps]
+    counts = {t.name: sum(nonfinite_count(m[t.name]) for m in maps_list if t.name in m) for t in taps}
+    bad = {k: v for k, v in counts.items() if v}
+    if not bad:
+        return ""
+    return (f"WARNING: {sum(bad.values())} values are NaN or \u00b1inf ({', '.join(bad)}): drawn magenta, "
+            "left out of every colour scale and statistic")
 
 # The seed article's words for each depth, as a fraction of the way through the network's layers
 # (VGG16's features.0, 5, 10, 17, 28 of 0..30 land in these bands in order).
@@ -117,8 +158,26 @@ def _new_figure(width: float, height: float):
     return Figure(figsize=(width, height), layout="constrained")
 
 
+def _mark_nonfinite(ax, data, bad=None) -> None:
+    """Paint the NaN / +-inf positions of ``data`` (or where ``bad`` is True) in NONFINITE_COLOUR."""
+    from matplotlib.colors import to_rgba
+
+    bad = ~np.isfinite(np.asarray(data, np.float64)) if bad is None else bad
+    if bad.any():
+        marks = np.zeros((*bad.shape, 4), np.float32)
+        marks[bad] = to_rgba(NONFINITE_COLOUR)
+        ax.imshow(marks, interpolation="nearest")
+
+
+def _finite(data) -> np.ndarray:
+    """``data`` as float32 with NaN for every non-finite value (drawn transparent, then marked)."""
+    data = np.asarray(data, np.float32)
+    return np.where(np.isfinite(data), data, np.nan)
+
+
 def _tile(ax, data, label: str, **imshow_kw):
-    im = ax.imshow(data, interpolation="nearest", **imshow_kw)
+    im = ax.imshow(_finite(data), interpolation="nearest", **imshow_kw)
+    _mark_nonfinite(ax, data)
     ax.set_label(label)
     ax.set_xticks([])
     ax.set_yticks([])
@@ -141,7 +200,11 @@ def _colorbar(sub, mappable, axes, label: str):
 def _bar_strip(ax, values: np.ndarray, label: str):
     """All ``(C,)`` values of a globally reduced tap as one bar per channel."""
     values = np.asarray(values, np.float32)
-    ax.bar(np.arange(len(values)), values, width=1.0, color="#3b6ea8", linewidth=0)
+    fin = np.isfinite(values)
+    lo, hi = finite_range(values)
+    mark = hi if fin.any() and hi > 0 else 1.0  # a NaN/inf channel: a full-height magenta bar
+    colours = np.where(fin, "#3b6ea8", NONFINITE_COLOUR)
+    ax.bar(np.arange(len(values)), np.where(fin, values, mark), width=1.0, color=colours, linewidth=0)
     ax.set_label(label)
     ax.set_xlim(-0.5, len(values) - 0.5)
     ax.set_xlabel("channel", fontsize=8)
@@ -164,6 +227,7 @@ def _header(suptitle: str | None, provenance: Provenance | None, *rest: str) -> 
     return "\n".join(lines + [r for r in rest if r])
 
 
+@literal_text
 def channel_figure(maps: dict[str, np.ndarray], taps: tuple[Tap, ...], *, channels: int = 8,
                    select: str = "first", scale: str = "channel", suptitle: str | None = None,
                    selection: dict[str, np.ndarray] | None = None, provenance: Provenance | None = None):
@@ -191,20 +255,20 @@ def channel_figure(maps: dict[str, np.ndarray], taps: tuple[Tap, ...], *, channe
         how = {"first": "first", "top": "strongest", "spread": "spread"}.get(select, "chosen")
         sub.suptitle(_row_title(tap, fmap, provenance, f"{how} {len(chosen)}"), x=0.01, ha="left", fontsize=11,
                      fontweight="bold")
-        lo, hi = float(fmap.min()), float(fmap.max())
+        lo, hi = finite_range(fmap)
         axes = sub.subplots(1, channels, squeeze=False)[0]
         im = None
         for ax, c in zip(axes, chosen):
             if scale == "channel":
                 im = _tile(ax, normalize(fmap[c]), f"tile {tap.name} {c}", cmap=CMAP, vmin=0, vmax=1)
-                ax.set_title(f"ch {c}\n{fmap[c].min():.3g} \u2026 {fmap[c].max():.3g}", fontsize=8)
+                ax.set_title("ch {}\n{:.3g} \u2026 {:.3g}".format(c, *finite_range(fmap[c])), fontsize=8)
             else:
                 im = _tile(ax, fmap[c], f"tile {tap.name} {c}", cmap=CMAP, vmin=lo, vmax=hi)
                 ax.set_title(f"ch {c}", fontsize=8)
         for ax in axes[len(chosen):]:
             ax.set_axis_off()
         _colorbar(sub, im, axes, "tile min \u2192 max" if scale == "channel" else "activation")
-    fig.suptitle(_header(suptitle, provenance, note), fontsize=12)
+    fig.suptitle(_header(suptitle, provenance, note, nonfinite_note(maps, taps)), fontsize=12)
     return fig
 
 
@@ -224,7 +288,8 @@ def seed_figure(maps: dict[str, np.ndarray], taps: tuple[Tap, ...], *, channels:
 
 def _overlay(ax, grey: np.ndarray, heat: np.ndarray, label: str):
     ax.imshow(grey, cmap="gray", vmin=0, vmax=1, interpolation="bilinear")
-    im = ax.imshow(heat, cmap=OVERLAY_CMAP, vmin=0, vmax=1, alpha=0.6, interpolation="bilinear")
+    im = ax.imshow(_finite(heat), cmap=OVERLAY_CMAP, vmin=0, vmax=1, alpha=0.6, interpolation="bilinear")
+    _mark_nonfinite(ax, heat)
     ax.set_label(label)
     ax.set_xticks([])
     ax.set_yticks([])
@@ -262,6 +327,7 @@ def _partial_bars(ax, xs, values, names, title: str, fmt, label: str, **kw) -> N
     ax.set_label(label)
 
 
+@literal_text
 def overview_figure(maps: dict[str, np.ndarray], taps: tuple[Tap, ...], image: np.ndarray, *,
                     weights: str, title: str | None = None, provenance: Provenance | None = None,
                     image_note: str | None = None):
@@ -327,13 +393,14 @@ def overview_figure(maps: dict[str, np.ndarray], taps: tuple[Tap, ...], image: n
            f"{', '.join(relu)})" if relu else "after ReLU (taps are post-ReLU)")
     bottom.suptitle(f"across depth, {how}", fontsize=10, x=0.01, ha="left")
     head = title if provenance else (title + "\n" if title else "") + f"weights: {weights}"
-    fig.suptitle(_header(head, provenance), fontsize=12)
+    fig.suptitle(_header(head, provenance, nonfinite_note(maps, taps)), fontsize=12)
     return fig
 
 
 # ---------------------------------------------------------------- montage (all channels of one tap)
 
 
+@literal_text
 def montage_figure(fmap: np.ndarray, tap: Tap, *, scale: str = "channel", title: str | None = None,
                    width: float = 13.0, provenance: Provenance | None = None):
     """Every channel of one tap tiled in one image, readable from 64 to 512 channels.
@@ -355,8 +422,10 @@ def montage_figure(fmap: np.ndarray, tap: Tap, *, scale: str = "channel", title:
     import matplotlib
 
     cmap = matplotlib.colormaps[CMAP].with_extremes(bad="white")
-    lo, hi = (0.0, 1.0) if scale == "channel" else (float(fmap.min()), float(fmap.max()))
-    im = ax.imshow(tiled, cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest" if h < 32 else "antialiased")
+    lo, hi = (0.0, 1.0) if scale == "channel" else finite_range(fmap)
+    im = ax.imshow(_finite(tiled), cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest" if h < 32 else "antialiased")
+    bad = tile_montage((~np.isfinite(fmap)).astype(np.float32), tap, per_channel=False, grid=(rows, cols))
+    _mark_nonfinite(ax, tiled, bad == 1)  # gaps between tiles are NaN too, and stay white
     ax.set_label(f"montage {tap.name}")
     step_r = max(1, rows // 16)
     step_c = max(1, cols // 32)
@@ -375,42 +444,46 @@ def montage_figure(fmap: np.ndarray, tap: Tap, *, scale: str = "channel", title:
     red = reduction_words(provenance.reduction(tap.name)) if provenance else ""
     red += " (each value the mean of a block)" if red.startswith("avg") else ""
     fig.suptitle(_header(head, provenance, f"all {c} channels, {h}\u00d7{w} each" + (f", {red}" if red else "")
-                         + f", {rows}\u00d7{cols} grid (channel = row label + column); {note}"), fontsize=11)
+                         + f", {rows}\u00d7{cols} grid (channel = row label + column); {note}",
+                         nonfinite_note({tap.name: fmap}, (tap,))), fontsize=11)
     return fig
 
 
 # ---------------------------------------------------------------- parity (ORT vs PyTorch)
 
 
+@literal_text
 def diff_figure(maps: dict[str, np.ndarray], reference: dict[str, np.ndarray], taps: tuple[Tap, ...], *,
                 selection: dict[str, np.ndarray], suptitle: str | None = None,
                 labels: tuple[str, str] = ("ONNX Runtime", "PyTorch")):
     """Per tap, ``|maps - reference|`` for the channels in ``selection`` (tap -> indices), one
     colour scale per row from 0, with the max error over all channels and the shown ones."""
     a_name, b_name = labels
+    note = nonfinite_note([maps, reference], taps)
     width = max(len(v) for v in selection.values())
     fig = _new_figure(1.75 * width + 1.4, 2.25 * len(taps) + 0.7)
     for sub, tap in zip(fig.subfigures(len(taps), 1, squeeze=False)[:, 0], taps):
         a, b = check_map(maps[tap.name], tap), check_map(reference[tap.name], tap)
         if a.shape != b.shape:
             raise ValueError(f"{tap.name}: {a_name} map {a.shape} vs {b_name} map {b.shape}")
-        diff = np.abs(a.astype(np.float32) - b.astype(np.float32))
+        with np.errstate(invalid="ignore"):
+            diff = np.abs(a.astype(np.float32) - b.astype(np.float32))
         chosen = selection[tap.name]
-        shown_max = float(diff[chosen].max())
-        sub.suptitle(f"{tap.name} ({tap.alias}): max |{a_name} \u2212 {b_name}| = {float(diff.max()):.2e} over "
+        shown_max = finite_range(diff[chosen])[1]
+        sub.suptitle(f"{tap.name} ({tap.alias}): max |{a_name} \u2212 {b_name}| = {finite_range(diff)[1]:.2e} over "
                      f"all {a.shape[0]} channels, {shown_max:.2e} in these; |{b_name}| max "
-                     f"{float(np.abs(b).max()):.3g}", x=0.01, ha="left", fontsize=10, fontweight="bold")
+                     f"{finite_range(np.abs(b))[1]:.3g}", x=0.01, ha="left", fontsize=10, fontweight="bold")
         axes = sub.subplots(1, width, squeeze=False)[0]
         vmax = shown_max if shown_max > 0 else 1e-12
         for ax, c in zip(axes, chosen):
             im = _tile(ax, diff[c], f"diff {tap.name} {c}", cmap=DIFF_CMAP, vmin=0, vmax=vmax)
-            ax.set_title(f"ch {c}  max {float(diff[c].max()):.1e}", fontsize=8)
+            ax.set_title(f"ch {c}  max {finite_range(diff[c])[1]:.1e}", fontsize=8)
         for ax in axes[len(chosen):]:
             ax.set_axis_off()
         _colorbar(sub, im, axes, f"|{a_name} \u2212 {b_name}|")
     fig.suptitle((suptitle + "\n" if suptitle else "") +
                  f"parity: |{a_name} \u2212 {b_name} forward-hook reference| on the same input tensor "
-                 "(black = identical)", fontsize=12)
+                 "(black = identical)" + "\n" * bool(note) + note, fontsize=12)
     return fig
 
 
@@ -430,7 +503,8 @@ def comparison_channels(maps_list: list[dict[str, np.ndarray]], tap: Tap, channe
 def _compare_vector(sub, tap: Tap, vectors: np.ndarray, names: list[str], provenance) -> None:
     """``(images, C)`` as one heat strip per image on one colour scale."""
     ax = sub.subplots()
-    im = ax.imshow(vectors, aspect="auto", cmap=CMAP, interpolation="nearest")
+    im = ax.imshow(_finite(vectors), aspect="auto", cmap=CMAP, interpolation="nearest")
+    _mark_nonfinite(ax, vectors)
     ax.set_label(f"strip {tap.name}")
     ax.set_yticks(range(len(names)), names, fontsize=8)
     ax.set_xlabel("channel", fontsize=8)
@@ -441,6 +515,7 @@ def _compare_vector(sub, tap: Tap, vectors: np.ndarray, names: list[str], proven
                  "channels, one strip per image", x=0.01, ha="left", fontsize=11, fontweight="bold")
 
 
+@literal_text
 def comparison_figure(maps_list: list[dict[str, np.ndarray]], names: list[str], taps: tuple[Tap, ...], *,
                       channels: int = 6, select: str = "first", suptitle: str | None = None,
                       provenance: Provenance | None = None):
@@ -464,7 +539,7 @@ def comparison_figure(maps_list: list[dict[str, np.ndarray]], names: list[str], 
             continue
         chosen = comparison_channels(maps_list, tap, channels, select)
         shown = np.stack([check_map(m[tap.name], tap)[chosen] for m in maps_list])  # (images, k, H, W)
-        lo, hi = float(shown.min()), float(shown.max())
+        lo, hi = finite_range(shown)
         axes = sub.subplots(n, len(chosen), squeeze=False)
         im = None
         for i, (row, name) in enumerate(zip(axes, names)):
@@ -478,5 +553,6 @@ def comparison_figure(maps_list: list[dict[str, np.ndarray]], names: list[str], 
                      fontsize=11, fontweight="bold")
     how = {"first": "first", "top": "strongest over all images", "spread": "evenly spread"}.get(select, select)
     fig.suptitle(_header(suptitle, provenance, f"{n} images, {how} channels", "colour: one scale per tap over "
-                         "every image shown, so brighter means stronger across images"), fontsize=12)
+                         "every image shown, so brighter means stronger across images",
+                         nonfinite_note(maps_list, taps)), fontsize=12)
     return fig

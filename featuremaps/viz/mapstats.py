@@ -6,6 +6,10 @@ A feature map is one image's tap value, ``(C, H, W)`` float32.
 A conv tap (``features.0``) is the conv output *before* its ReLU (half of it negative, see
 the tap contract). Wherever a statistic means "how strongly does this respond", it is
 taken after ReLU, and :attr:`TapStats.relu_applied` says so for the figure to state.
+
+A map may hold NaN or +-inf (a store written before non-finite rows were refused, a hostile
+model): every statistic here is taken over the finite values only, :func:`normalize` leaves the
+others NaN for the figures to mark, and :attr:`TapStats.nonfinite` counts them.
 """
 
 from __future__ import annotations
@@ -33,14 +37,29 @@ def needs_relu(tap: Tap) -> bool:
     return tap.kind == "Conv2d"
 
 
+def nonfinite_count(fmap: np.ndarray) -> int:
+    """How many values of ``fmap`` are NaN or +-inf."""
+    fmap = np.asarray(fmap)
+    return int(fmap.size - np.count_nonzero(np.isfinite(fmap))) if fmap.dtype.kind == "f" else 0
+
+
+def finite_range(x: np.ndarray) -> tuple[float, float]:
+    """``(min, max)`` of the finite values of ``x``; ``(nan, nan)`` when there are none."""
+    x = np.asarray(x)
+    fin = x[np.isfinite(x)]
+    return (float(fin.min()), float(fin.max())) if fin.size else (float("nan"), float("nan"))
+
+
 def activated(fmap: np.ndarray, tap: Tap) -> np.ndarray:
     """The map after the ReLU that follows it: ``max(x, 0)`` for a conv tap, else unchanged."""
     return np.maximum(fmap, 0) if needs_relu(tap) else fmap
 
 
 def channel_energy(fmap: np.ndarray, tap: Tap) -> np.ndarray:
-    """``(C,)`` mean squared activation per channel, after ReLU (a dead channel scores 0)."""
+    """``(C,)`` mean squared activation per channel, after ReLU (a dead channel scores 0; NaN and
+    +-inf count as 0, so they cannot win a "top" selection)."""
     a = activated(check_map(fmap, tap), tap).astype(np.float64)
+    a = np.where(np.isfinite(a), a, 0.0)
     return (a * a).mean(axis=(1, 2))
 
 
@@ -87,6 +106,7 @@ class TapStats:
     or global means/maxima, so "fraction of units > 0" counts blocks, not units; a max, or a
     pooled conv output (ReLU must come before the pooling), has no honest mean activation.
     ``height``/``width`` are 0 for a ``(C,)`` vector; ``reduction`` is the spec or None.
+    ``nonfinite``: how many values are NaN or +-inf (left out of both statistics).
     """
 
     tap: Tap
@@ -97,33 +117,47 @@ class TapStats:
     mean_activation: float | None
     relu_applied: bool
     reduction: str | None = None
+    nonfinite: int = 0
 
     def to_dict(self) -> dict:
         return {"tap": self.tap.name, "channels": self.channels, "height": self.height, "width": self.width,
                 "fraction_active": self.fraction_active, "mean_activation": self.mean_activation,
-                "relu_applied": self.relu_applied, "reduction": self.reduction}
+                "relu_applied": self.relu_applied, "reduction": self.reduction, "nonfinite": self.nonfinite}
+
+
+def _finite_mean(x: np.ndarray) -> float | None:
+    fin = x[np.isfinite(x)]
+    return float(fin.mean(dtype=np.float64)) if fin.size else None
 
 
 def tap_stats(fmap: np.ndarray, tap: Tap, reduction: str | None = None) -> TapStats:
     """Statistics of one image's tap value: ``(C, H, W)``, or a reduced ``(C, H/K, W/K)`` / ``(C,)``
     when ``reduction`` (``mean``, ``max``, ``avgpool:K``) says how it was reduced."""
     fmap = np.asarray(fmap)
+    bad = nonfinite_count(fmap)
     if reduction is None:
         a = activated(check_map(fmap, tap), tap)
         c, h, w = a.shape
-        return TapStats(tap=tap, channels=c, height=h, width=w, fraction_active=float((a > 0).mean()),
-                        mean_activation=float(a.mean(dtype=np.float64)), relu_applied=needs_relu(tap))
+        fin = a[np.isfinite(a)]
+        return TapStats(tap=tap, channels=c, height=h, width=w,
+                        fraction_active=float((fin > 0).mean()) if fin.size else None,
+                        mean_activation=_finite_mean(a), relu_applied=needs_relu(tap), nonfinite=bad)
     # mean of block means = mean of the units, but only if the values were rectified before pooling
     honest_mean = reduction_op(reduction) in ("mean", "avgpool") and not needs_relu(tap)
     h, w = (0, 0) if is_vector(fmap) else fmap.shape[1:]
     return TapStats(tap=tap, channels=fmap.shape[0], height=h, width=w, fraction_active=None,
-                    mean_activation=float(fmap.mean(dtype=np.float64)) if honest_mean else None,
-                    relu_applied=False, reduction=reduction)
+                    mean_activation=_finite_mean(fmap) if honest_mean else None,
+                    relu_applied=False, reduction=reduction, nonfinite=bad)
 
 
 def channel_mean(fmap: np.ndarray, tap: Tap) -> np.ndarray:
-    """``(H, W)`` mean over channels after ReLU: where the layer responds, all channels together."""
-    return activated(check_map(fmap, tap), tap).mean(axis=0, dtype=np.float64).astype(np.float32)
+    """``(H, W)`` mean over channels after ReLU: where the layer responds, all channels together
+    (over the finite values; NaN where a position has none)."""
+    a = activated(check_map(fmap, tap), tap).astype(np.float64)
+    fin = np.isfinite(a)
+    n = fin.sum(axis=0)
+    total = np.where(fin, a, 0.0).sum(axis=0)
+    return np.where(n > 0, total / np.maximum(n, 1), np.nan).astype(np.float32)
 
 
 def upsample(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -135,10 +169,14 @@ def upsample(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def normalize(x: np.ndarray) -> np.ndarray:
-    """``x`` scaled to 0..1 by its own min and max (a constant array becomes 0)."""
+    """``x`` scaled to 0..1 by the min and max of its finite values (a constant array becomes 0);
+    NaN and +-inf stay NaN, for the figures to mark."""
     x = np.asarray(x, np.float32)
-    lo, hi = float(x.min()), float(x.max())
-    return (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
+    fin = np.isfinite(x)
+    lo, hi = finite_range(x)
+    with np.errstate(invalid="ignore", over="ignore"):
+        out = (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
+    return np.where(fin, out, np.nan).astype(np.float32)
 
 
 def montage_grid(channels: int, aspect: float = 16 / 9) -> tuple[int, int]:

@@ -4,15 +4,10 @@ opened from file:// (no server). Skipped, with the reason, when chromium or the 
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pytest
 
 pytestmark = pytest.mark.slow
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-DRIVER = shutil.which("chromedriver")
 
 
 def _maps(c: int, h: int, seed: int) -> np.ndarray:
@@ -39,25 +34,6 @@ def report_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
     write_report(manifest, sprites, out)
     return out, images, taps
-
-
-@pytest.fixture(scope="module")
-def driver():
-    if not (CHROMIUM and DRIVER):
-        pytest.skip(f"chromium ({CHROMIUM or 'absent'}) or chromedriver ({DRIVER or 'absent'}) not installed; "
-                    "apt-get install -y chromium chromium-driver")
-    webdriver = pytest.importorskip("selenium.webdriver", reason="pip install selenium (the dev extra)")
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-              "--window-size=1400,1000"):
-        opts.add_argument(a)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    d = webdriver.Chrome(service=Service(DRIVER), options=opts)
-    yield d
-    d.quit()
 
 
 def test_report_in_chromium(report_dir, driver, tmp_path):

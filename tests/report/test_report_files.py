@@ -45,7 +45,7 @@ def test_report_folder_has_page_manifest_and_sprites(written):
     res, _ = written
     names = {p.relative_to(res.folder).as_posix() for p in res.folder.rglob("*") if p.is_file()}
     assert {"index.html", "report.js", "report.css", "data.js", "report.json", "images/img0.png",
-            "tiles/img1/features.28.png"} <= names
+            "tiles/img1/t1.png"} <= names
     assert res.files == len(names) == 5 + 2 + 2 * 2
     manifest = json.loads((res.folder / "report.json").read_text())
     js = (res.folder / "data.js").read_text()
@@ -67,7 +67,7 @@ def test_sprites_are_full_colour_and_tile_every_channel(written):
     import cv2
 
     res, images = written
-    path = res.folder / "tiles/img0/features.0.png"
+    path = res.folder / "tiles/img0/t0.png"
     raw = path.read_bytes()
     assert raw[25] == 2, "PNG colour type must be truecolour RGB (2), not palette (3)"
     sheet = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
@@ -174,9 +174,9 @@ def test_reduced_vector_tap_is_drawn_as_one_pixel_tiles():
     manifest, sprites = build_report([im], (tap,), meta=meta, title="t")
     entry = manifest["taps"][0]
     assert (entry["height"], entry["width"], entry["tile"], entry["reduction"]) == (1, 1, 1, "mean")
-    assert sprites["tiles/img0/features.28.png"].shape == (entry["rows"], entry["cols"], 3)
+    assert sprites["tiles/img0/t0.png"].shape == (entry["rows"], entry["cols"], 3)
     assert manifest["images"][0]["taps"][tap.name]["order"][0] in (0, 511)  # |-1| and |1| are the most energetic
-    sheet = sprites["tiles/img0/features.28.png"].reshape(-1, 3)[:512].astype(int)
+    sheet = sprites["tiles/img0/t0.png"].reshape(-1, 3)[:512].astype(int)
     assert (sheet[0] != sheet[511]).any() and len(np.unique(sheet, axis=0)) > 100  # one scale: values differ
 
 
