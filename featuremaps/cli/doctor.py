@@ -13,6 +13,7 @@ import argparse
 import json
 
 from ..engine.doctor import Report, diagnose
+from ..errors import terminal_text as _safe  # driver and library strings reach a terminal
 
 
 def register(sub) -> None:
@@ -23,12 +24,6 @@ def register(sub) -> None:
                                    "auto and --fast would pick. Exits 0; --json for scripts.")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_doctor)
-
-
-def _safe(value) -> str:
-    """Text from drivers and libraries, control characters escaped (it reaches a terminal)."""
-    text = str(value)
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def format_report(r: Report) -> list[str]:

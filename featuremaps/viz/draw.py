@@ -16,7 +16,7 @@ import numpy as np
 
 from ..contracts import Tap
 from ..engine.inputs import printable_path
-from ..engine.preprocess import decode_pil, read_file_bytes
+from ..engine.preprocess import FORMATS_TEXT, decode_pil, read_file_bytes
 from ..errors import ArgumentError, ImageDecodeError
 from .figures import LITERAL_TEXT, Provenance, channel_figure, diff_figure, montage_figure, overview_figure
 from .mapstats import is_vector, select_channels
@@ -53,8 +53,7 @@ def load_photo(path: str | Path, size: tuple[int, int]) -> tuple[np.ndarray, str
         # as engine.preprocess.preprocess_image with full decode: Pillow's bilinear resize
         pixels = np.asarray(im if im.size == (w, h) else im.resize((w, h), Image.BILINEAR))
     except ImageDecodeError as e:
-        raise ImageDecodeError(f"cannot decode image {printable_path(path)}: {e}; pass a JPEG, PNG, BMP, TIFF "
-                               "or WebP file") from None
+        raise ImageDecodeError(f"cannot decode image {printable_path(path)}: {e}; featuremaps reads {FORMATS_TEXT}") from None
     return pixels, resize_note((h0, w0), (h, w))
 
 
