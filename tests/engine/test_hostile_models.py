@@ -107,6 +107,7 @@ def _peak_rss(argv: list[str], limit: str) -> tuple[int, str, int]:
     return proc.returncode, err, usage.ru_maxrss * 1024
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["extract", "show"])
 def test_an_expand_bomb_is_refused_within_the_memory_bound(command, images, tmp_path):
     """With the bound at 64 MiB, graphs that expand a value to 512 MiB (computed from the input,

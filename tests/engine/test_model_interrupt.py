@@ -23,6 +23,7 @@ import hostile_models as hm  # noqa: E402 - tests/engine is on sys.path (pytest'
 from featuremaps import open_store
 from featuremaps.cli import main
 from featuremaps.engine.extractor import Extractor
+from featuremaps.engine.openvino_backend import unavailable_reason as openvino_unavailable
 
 STOP_LIMIT_S = 10
 
@@ -64,24 +65,31 @@ def _stop(proc, sig) -> tuple[float, str]:
     return time.monotonic() - t0, err
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-def test_extract_of_a_never_returning_model_stops_and_keeps_the_store_resumable(sig, tmp_path):
+@pytest.mark.slow
+@pytest.mark.parametrize("provider, sig", [("cpu", signal.SIGINT), ("cpu", signal.SIGTERM), ("openvino", signal.SIGINT)],
+                         ids=["ctrl-c", "sigterm", "openvino-ctrl-c"])
+def test_extract_of_a_never_returning_model_stops_and_keeps_the_store_resumable(provider, sig, tmp_path):
+    """OpenVINO cannot stop a running Loop node (InferRequest.cancel waits for it): its run is left
+    behind after 2 s (OpenVINO copied the batch in, so nothing of ours is still read)."""
+    if provider == "openvino" and openvino_unavailable() is not None:
+        pytest.skip(openvino_unavailable())
     model = hm.loop_forever(tmp_path / "loop.onnx", bright_only=True)
     imgs, out = _images(tmp_path / "imgs"), tmp_path / "out.zarr"
-    argv = ["extract", str(imgs), "--model", str(model), "-o", str(out), "--provider", "cpu", "--batch-size", "2",
+    argv = ["extract", str(imgs), "--model", str(model), "-o", str(out), "--provider", provider, "--batch-size", "2",
             "--workers", "0", "--no-progress"]
     proc = _start(argv)
     # batch 0 (black) is committed; batch 1 (bright) is in the Loop for good
     _wait_for(lambda: (out / "status" / "c").is_dir() and len(os.listdir(out / "status" / "c")) >= 1, proc)
     time.sleep(0.5)
     seconds, err = _stop(proc, sig)
-    assert proc.returncode == 130, err
+    assert proc.returncode == 130, (seconds, err)
     assert "Resume with: " in err and "--resume" in err and "Traceback" not in err, err
     store = open_store(out)
     assert list(store.status) == ["ok", "ok", "pending", "pending", "pending", "pending"]
     assert main(["verify", str(out)]) == 0  # every chunk on disk reads back as written
 
 
+@pytest.mark.slow
 def test_show_of_a_never_returning_model_stops_on_ctrl_c(tmp_path):
     model = hm.loop_forever(tmp_path / "loop.onnx")
     imgs = _images(tmp_path / "imgs")
