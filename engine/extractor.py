@@ -132,6 +132,10 @@ def _profile_dims(provider: str, meta: dict) -> tuple[int, int, int]:
     return Preprocessing.from_dict(meta["preprocessing"]).input_shape
 
 
+class _ShapeError(ModelFileError):
+    """An output computed with another shape than the model declares."""
+
+
 def _run_options():
     """Fresh ONNX Runtime run options: ``terminate`` stops this run only; ORT's own error log is
     off for it (a failure is reported as one line by the caller)."""
@@ -277,7 +281,7 @@ class Extractor:
             want = self._declared.get(name)
             if want is not None and tuple(arr.shape) != (n, *want):
                 what = "tap" if any(t.name == name for t in self.taps) else "output"
-                raise ModelFileError(f"{self.model_path}: {what} {name!r} is computed as {list(arr.shape)} for a "
+                raise _ShapeError(f"{self.model_path}: {what} {name!r} is computed as {list(arr.shape)} for a "
                                      f"batch of {n} but declared {[n, *want]}; the graph does not compute what it "
                                      "declares: use a model written by `featuremaps export`")
 
@@ -311,9 +315,14 @@ class Extractor:
         try:
             self._call(lambda: self.session.run_with_iobinding(binding, opts),
                        lambda: setattr(opts, "terminate", True), n)
-        except ModelFileError:
-            self.run(x[:1])  # one image unbound: a graph computing other shapes than declared says which
-            raise
+        except ModelFileError as failed:
+            try:  # one image unbound: a graph computing other shapes than declared says which output
+                self.run(x[:1])
+            except _ShapeError as wrong:
+                raise wrong from None
+            except ModelFileError:
+                pass
+            raise failed
         return views
 
     def _need_binding(self) -> None:
