@@ -20,10 +20,12 @@ import numpy as np
 
 from ..compare import PRECISION_BUDGETS, Budget, TapError, budget_for, compare, max_abs_error  # noqa: F401
 from ..contracts import Tap
+from ..engine.inputs import printable_path
 from ..engine.preprocess import open_image
 from ..errors import InputError, ReferenceWeightsError
 
 log = logging.getLogger(__name__)
+_ZOO_WEIGHTS = ("random", "imagenet")  # rebuilt from the seed or torchvision's cache: no path involved
 
 
 # ---------------------------------------------------------------- reference weights
@@ -34,10 +36,12 @@ def load_reference_net(meta: dict, weights: str | None = None):
 
     ``weights`` (a ``.pth``/``.safetensors`` path, ``imagenet`` or ``random``) overrides what the
     metadata records; by default the metadata's source is used: seeded random weights are
-    rebuilt from the recorded seed, ImageNet weights come from the torch hub cache, a file
-    from its recorded path. The state_dict SHA-256 must equal the recorded one, or
-    :class:`ReferenceWeightsError` is raised: a reference with other weights proves nothing.
-    Returns ``(net, WeightsInfo)``.
+    rebuilt from the recorded seed, ImageNet weights come from the torch hub cache. A weights
+    *file* is opened only when the caller names it: a model whose metadata records a file is a
+    :class:`ReferenceWeightsError` that names it (escaped) and asks for ``--weights PATH`` (the
+    metadata is the model file's, and a model file must not choose which local file is read).
+    The state_dict SHA-256 must equal the recorded one, or :class:`ReferenceWeightsError` is
+    raised: a reference with other weights proves nothing. Returns ``(net, WeightsInfo)``.
     """
     from ..export.families import all_models
     from ..export.zoo import build_model, weight_hashes
@@ -47,12 +51,16 @@ def load_reference_net(meta: dict, weights: str | None = None):
             f"the model's metadata names {meta.get('model')!r}, which this version cannot rebuild as the PyTorch "
             f"reference (the zoo has {', '.join(all_models())}); re-export it with `featuremaps export`")
     rec = meta.get("weights") or {}
-    source = weights or rec.get("source") or "random"
-    seed = rec.get("seed") if rec.get("seed") is not None else 0
-    if source not in ("random", "imagenet") and not Path(source).is_file():
+    recorded = rec.get("source") or "random"
+    if weights is None and recorded not in _ZOO_WEIGHTS:
         raise ReferenceWeightsError(
-            f"the model was exported from weights file {source!r}, which is not here; "
-            "pass it with --weights PATH")
+            f"the model was exported from the weights file '{printable_path(str(recorded))[:200]}'; parity reads "
+            "only a weights file you name: pass it with --weights PATH")
+    source = weights or recorded
+    seed = rec.get("seed") if rec.get("seed") is not None else 0
+    if source not in _ZOO_WEIGHTS and not Path(source).is_file():
+        raise ReferenceWeightsError(f"weights file {source!r} not found; pass the file the model was exported "
+                                    "from with --weights PATH")
     net, info = build_model(meta["model"], source, seed, need_classifier=bool(meta.get("logits")))
     if rec.get("sha256") and rec["sha256"] not in weight_hashes(net, meta["model"]) | {info.sha256}:
         raise ReferenceWeightsError(

@@ -1,8 +1,26 @@
-"""Run an exported featuremaps model: batch in, one array per tap out. No torch needed."""
+"""Run an exported featuremaps model: batch in, one array per tap out. No torch needed.
+
+The model runs in a thread of its own (:class:`_ModelThread`) while the main thread waits for it.
+A call into ONNX Runtime does not return to Python until the graph is done, and Python handles
+signals only in the main thread between bytecodes: a model that never returns (an ONNX ``Loop``
+of 2**63 iterations) or a long CPU batch would leave Ctrl-C and SIGTERM unhandled. Waiting
+instead, the main thread takes the signal at once, asks the run to stop (ONNX Runtime's
+``RunOptions.terminate``, checked between nodes and between ``Loop`` iterations; OpenVINO's
+``InferRequest.cancel``), waits for it to end, and raises ``KeyboardInterrupt`` as usual.
+
+What the model computes is checked against what it declares: every output of every batch must
+have the shape the metadata (taps) or the graph (other outputs) gives, and a run ONNX Runtime
+refuses (out of the session's memory bound, an op failing) is one :class:`ModelFileError` line.
+"""
 
 from __future__ import annotations
 
 import logging
+import queue
+import threading
+import time
+import weakref
+from concurrent.futures import Future
 from pathlib import Path
 
 import numpy as np
@@ -14,12 +32,76 @@ from .outputs import OutputRing, Slot
 from .providers import PROVIDER_TABLE, spec_for
 from .preprocess import Preprocessing
 from .decode_pool import load_batch
-from .session import make_session, provider_unavailable_reason
+from .session import MEMORY_ENV, make_session, ort_reason, provider_unavailable_reason
 from .store import output_shapes
 from .validate import validate_model_file
-from ..errors import ArgumentError, ModelFileError, ProviderError
+from ..errors import ArgumentError, FeaturemapsError, ModelFileError, ProviderError
 
 log = logging.getLogger(__name__)
+STOP_GRACE_S = 10.0  # after Ctrl-C, further interrupts wait this long for the model to stop
+_ALLOCATION_FAILED = ("Available memory of", "Failed to allocate", "bad_alloc", "out of memory")
+
+
+class _ModelThread:
+    """One daemon thread that makes the model calls of an :class:`Extractor`, so the main thread
+    only waits (interruptibly) for each. Calls from other threads (Ray actors, user threads)
+    run in place: signals reach only the main thread anyway.
+
+    On an interrupt while the model runs, ``cancel()`` asks the run to stop and the interrupt
+    is re-raised once it has (the model must not still be reading the batch when the caller
+    frees it). Further interrupts during that wait are held for ``STOP_GRACE_S``; after that one
+    more leaves the run behind (the CLI's third Ctrl-C exits at once anyway).
+    """
+
+    def __init__(self):
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def call(self, fn, cancel, leave_after_s: float | None = None):
+        """``fn()``'s result; ``leave_after_s``: stop waiting that long after ``cancel()`` even if
+        the run goes on (only for runs that hold nothing of the caller's: OpenVINO copies inputs)."""
+        if threading.current_thread() is not threading.main_thread():
+            return fn()
+        if self._thread is None:
+            self._thread = threading.Thread(target=_serve, args=(self._jobs,), name="fm-model", daemon=True)
+            self._thread.start()
+        done: Future = Future()
+        self._jobs.put((fn, done))
+        try:
+            return done.result()
+        except BaseException:
+            if not done.done():  # a signal, not the model's own error: stop the run, then go on
+                cancel()
+                _wait_out(done, STOP_GRACE_S, leave_after_s)
+            raise
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._jobs.put(None)
+            self._thread = None
+
+
+def _serve(jobs: queue.SimpleQueue) -> None:
+    while (job := jobs.get()) is not None:
+        fn, done = job
+        try:
+            done.set_result(fn())
+        except BaseException as e:  # handed to the caller
+            done.set_exception(e)
+
+
+def _wait_out(done: Future, grace_s: float, leave_after_s: float | None) -> None:
+    """Wait for a cancelled run to end (or ``leave_after_s``); interrupts within ``grace_s`` are held back."""
+    start = time.monotonic()
+    deadline = start + grace_s
+    while not done.done() and (leave_after_s is None or time.monotonic() - start < leave_after_s):
+        try:
+            done.exception(timeout=0.1)
+        except TimeoutError:
+            continue
+        except KeyboardInterrupt:
+            if time.monotonic() > deadline:
+                raise
 
 
 def resolve_device(provider: str, device: int | str | None) -> int | str:
@@ -48,6 +130,20 @@ def _profile_dims(provider: str, meta: dict) -> tuple[int, int, int]:
     if provider not in ("auto", "tensorrt") or provider_unavailable_reason("tensorrt") is not None:
         return (3, 224, 224)  # unused by the other providers
     return Preprocessing.from_dict(meta["preprocessing"]).input_shape
+
+
+class _ShapeError(ModelFileError):
+    """An output computed with another shape than the model declares."""
+
+
+def _run_options():
+    """Fresh ONNX Runtime run options: ``terminate`` stops this run only; ORT's own error log is
+    off for it (a failure is reported as one line by the caller)."""
+    import onnxruntime as ort
+
+    opts = ort.RunOptions()
+    opts.log_severity_level = 4
+    return opts
 
 
 class Extractor:
@@ -100,6 +196,17 @@ class Extractor:
         self.preprocessing = Preprocessing.from_dict(self.metadata["preprocessing"])
         self.input_name = self.metadata["input"]
         self.output_names: list[str] = list(self.metadata["outputs"])
+        self._declared = self._declared_shapes()
+        self._runner = _ModelThread()
+        weakref.finalize(self, self._runner.close)
+
+    def _declared_shapes(self) -> dict[str, tuple[int, ...] | None]:
+        """Per-image shape each output must have: the tap's (metadata, checked against the graph
+        at open), else the graph's declared one where it is static (None: not checked)."""
+        taps = {t.name: tuple(t.shape) for t in self.taps}
+        graph = {o.name: tuple(o.shape[1:]) for o in self.session.get_outputs()}
+        static = {k: v for k, v in graph.items() if all(isinstance(d, int) for d in v)}
+        return {name: taps.get(name) or static.get(name) for name in self.output_names}
 
     @property
     def math_mode(self) -> str:
@@ -136,9 +243,47 @@ class Extractor:
         ``logits``)."""
         x = as_model_input(batch, self.preprocessing)
         if self.backend == "openvino":  # fresh arrays per call, already keyed by output name
-            return self.session.run(x)
-        outs = self.session.run(self.output_names, {self.input_name: x})
-        return dict(zip(self.output_names, outs))
+            outs = self._call(lambda: self.session.run(x), self.session.cancel, len(x))
+        else:
+            opts = _run_options()
+            got = self._call(lambda: self.session.run(self.output_names, {self.input_name: x}, opts),
+                             lambda: setattr(opts, "terminate", True), len(x))
+            outs = dict(zip(self.output_names, got))
+        self._check_shapes(outs, len(x))
+        return outs
+
+    def _call(self, fn, cancel, n: int):
+        """``fn()`` in the model thread (interruptible, see :class:`_ModelThread`); a failure of
+        the runtime becomes one :class:`ModelFileError` line. OpenVINO cannot stop a ``Loop`` node
+        and copies its inputs, so an interrupted OpenVINO run is left behind after 2 s."""
+        try:
+            return self._runner.call(fn, cancel, 2.0 if self.backend == "openvino" else None)
+        except FeaturemapsError:
+            raise
+        except Exception as e:  # noqa: BLE001 - onnxruntime's Fail, RuntimeException...; OpenVINO's RuntimeError
+            raise self._run_failure(e, n) from None
+
+    def _run_failure(self, err: Exception, n: int) -> ModelFileError:
+        reason = ort_reason(err)
+        if any(k in reason for k in _ALLOCATION_FAILED):
+            cap = getattr(self.info, "memory_limit", 0)
+            return ModelFileError(
+                f"{self.model_path}: a batch of {n} needs more memory than this model may use"
+                + (f" ({cap / 2**20:.0f} MiB)" if cap else "") + f": {reason}; set {MEMORY_ENV} higher "
+                f"(e.g. {MEMORY_ENV}=16GiB) or use a smaller batch")
+        return ModelFileError(f"{self.model_path} failed to run on a batch of {n}: {reason}; use a model written "
+                              "by `featuremaps export`")
+
+    def _check_shapes(self, outs: dict, n: int) -> None:
+        """Every output must be ``(n, *declared)``: a graph that computes other shapes than it
+        declares would write maps the store and the figures misread."""
+        for name, arr in outs.items():
+            want = self._declared.get(name)
+            if want is not None and tuple(arr.shape) != (n, *want):
+                what = "tap" if any(t.name == name for t in self.taps) else "output"
+                raise _ShapeError(f"{self.model_path}: {what} {name!r} is computed as {list(arr.shape)} for a "
+                                     f"batch of {n} but declared {[n, *want]}; the graph does not compute what it "
+                                     "declares: use a model written by `featuremaps export`")
 
     def output_ring(self, max_batch: int, slots: int = 3) -> OutputRing:
         """A ring of ``slots`` preallocated output buffer sets for :meth:`run_into`, each holding
@@ -166,7 +311,18 @@ class Extractor:
         for name in self.output_names:
             out = views[name]
             binding.bind_output(name, "cpu", 0, out.dtype, list(out.shape), out.ctypes.data)
-        self.session.run_with_iobinding(binding)
+        opts = _run_options()
+        try:
+            self._call(lambda: self.session.run_with_iobinding(binding, opts),
+                       lambda: setattr(opts, "terminate", True), n)
+        except ModelFileError as failed:
+            try:  # one image unbound: a graph computing other shapes than declared says which output
+                self.run(x[:1])
+            except _ShapeError as wrong:
+                raise wrong from None
+            except ModelFileError:
+                pass
+            raise failed
         return views
 
     def _need_binding(self) -> None:
@@ -179,6 +335,7 @@ class Extractor:
         return self.run(load_batch(paths, self.preprocessing))
 
     def close(self) -> None:
+        self._runner.close()
         if self.backend == "openvino" and self.session is not None:
             self.session.close()
         self.session = None

@@ -95,6 +95,10 @@ def read_model_metadata(model) -> dict:
     return json.loads(model.get_rt_info(["framework", METADATA_KEY]).astype(str))
 
 
+def _first_line(err: BaseException) -> str:
+    return ((str(err).strip().splitlines() or [type(err).__name__])[0])[:160]
+
+
 def _check_device(core, device: str) -> None:
     present = tuple(core.available_devices)
     base = device.split(".")[0]
@@ -143,12 +147,16 @@ class OpenVINOSession:
         try:
             model = core.read_model(str(self.model_path))
         except RuntimeError as e:
-            raise ModelFileError(f"OpenVINO cannot read {self.model_path} ({str(e).splitlines()[0][:120]}); "
+            raise ModelFileError(f"OpenVINO cannot read {self.model_path} ({_first_line(e)}); "
                                  "re-export it with `featuremaps export`") from None
         self.metadata = read_model_metadata(model)
         self.input_name = self.metadata["input"]
         self.output_names = list(self.metadata["outputs"])
-        self._compiled = core.compile_model(model, device, config)
+        try:
+            self._compiled = core.compile_model(model, device, config)
+        except RuntimeError as e:
+            raise ModelFileError(f"OpenVINO cannot compile {self.model_path} ({_first_line(e)}); "
+                                 "use a model written by `featuremaps export`") from None
         self._request = self._compiled.create_infer_request()
         self._ports = {name: self._port(name) for name in self.output_names}
         mode = math_mode_of(self._compiled)
@@ -180,6 +188,12 @@ class OpenVINOSession:
         # share_outputs=False: OpenVINO copies the outputs, so the next run cannot overwrite them
         results = self._request.infer({self.input_name: np.ascontiguousarray(batch)}, share_outputs=False)
         return {name: results[port] for name, port in self._ports.items()}
+
+    def cancel(self) -> None:
+        """Ask a running :meth:`run` (in another thread) to stop. OpenVINO stops between nodes
+        only: a ``Loop`` node runs on (measured: a never-ending Loop ignored it for minutes)."""
+        if self._request is not None:
+            self._request.cancel()
 
     def close(self) -> None:
         self._request = None

@@ -48,6 +48,7 @@ class OptionRequest:
     device_id: int = 0
     tf32: bool = True
     cudnn_conv_algo_search: str = "EXHAUSTIVE"
+    gpu_mem_limit: int | None = None  # bytes CUDA's arena may hold (None: the device's memory)
 
 
 @dataclass(frozen=True)
@@ -115,9 +116,13 @@ def _cuda_options(req: OptionRequest) -> dict:
     """CUDA: device, cuDNN algorithm search (``EXHAUSTIVE`` pays once per input shape and is
     fastest in steady state), TF32 per the math mode, and ``prefer_nhwc=1`` (cuDNN's NHWC conv
     kernels; measured +19-21% on an H200 before this change). Values are strings: ONNX Runtime
-    parses provider options from strings (an int flag given as ``True`` would not parse)."""
-    return {"device_id": str(int(req.device_id)), "cudnn_conv_algo_search": req.cudnn_conv_algo_search,
+    parses provider options from strings (an int flag given as ``True`` would not parse).
+    ``gpu_mem_limit`` caps the CUDA arena (``FEATUREMAPS_MODEL_MEMORY``, when set)."""
+    opts = {"device_id": str(int(req.device_id)), "cudnn_conv_algo_search": req.cudnn_conv_algo_search,
             "do_copy_in_default_stream": "1", "use_tf32": "1" if req.tf32 else "0", "prefer_nhwc": "1"}
+    if req.gpu_mem_limit:
+        opts["gpu_mem_limit"] = str(int(req.gpu_mem_limit))
+    return opts
 
 
 def cache_dir_for(model_path: str | Path, key: str = "", *, device_id: int = 0) -> Path:

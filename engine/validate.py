@@ -1,7 +1,9 @@
 """Check an exported model file before anything runs on it or any store is made from it.
 
 A model file is trusted only after three checks, each failing as one :class:`ModelFileError`
-line: the file parses as ONNX (not truncated, not another format); its ``featuremaps``
+line: the file parses as ONNX (not truncated, not another format) and keeps all its tensors
+inside itself (featuremaps exports are single files; an initializer stored as "external data"
+would make ONNX Runtime map another file, of any size, next to the model); its ``featuremaps``
 metadata is JSON that fits the schema below; and the metadata agrees with the graph (every
 output it names exists with the stored shape, the input has the preprocessing size). Later
 code (engine, store, figures) then trusts the metadata, as timm's ``FeatureInfo`` is checked
@@ -70,8 +72,33 @@ def _read_with_onnx(path: Path) -> tuple[str | None, dict]:
                              f"{type(e).__name__}); {_FIX}") from None
     if not proto.graph.output or not proto.graph.input:
         raise ModelFileError(f"{path} is not an ONNX model with a graph (no inputs or outputs); {_FIX}")
+    _check_no_external_data(proto, path)
     raw = next((p.value for p in proto.metadata_props if p.key == METADATA_KEY), None)
     return raw, _graph_io(proto)
+
+
+def _check_no_external_data(proto, path: Path) -> None:
+    """Refuse a tensor whose data lives in another file (its ``location`` is data: shown escaped)."""
+    external = 1  # onnx.TensorProto.EXTERNAL
+    for tensor in _tensors(proto.graph):
+        if tensor.data_location == external:
+            where = next((e.value for e in tensor.external_data if e.key == "location"), "?")
+            raise ModelFileError(f"{path}: tensor {tensor.name[:80]!r} keeps its data in another file ({where[:120]!r}); "
+                                 f"featuremaps reads single-file models only: {_FIX}")
+
+
+def _tensors(graph):
+    """Every tensor of ``graph`` and its subgraphs: initializers, sparse ones, node attributes."""
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield from (sparse.values, sparse.indices)
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                yield from _tensors(sub)
 
 
 def _read_with_ort(path: Path) -> tuple[str | None, dict]:

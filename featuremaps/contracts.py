@@ -204,6 +204,8 @@ def read_metadata(model_path: str | Path) -> dict:
     ort.set_default_logger_severity(3)
     so = ort.SessionOptions()
     so.log_severity_level = 3
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # no constant folding: a hostile
+    # graph's constant part (a 1 GiB Expand) would be computed while loading, just to read metadata
     try:
         sess = ort.InferenceSession(str(model_path), sess_options=so, providers=["CPUExecutionProvider"])
     except Exception as e:  # noqa: BLE001 - onnxruntime raises its own unrelated types for bad files

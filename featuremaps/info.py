@@ -37,6 +37,8 @@ def _session(path: Path):
 
     so = ort.SessionOptions()
     so.log_severity_level = 3
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # no constant folding: a hostile
+    # graph's constant part (a 1 GiB Expand) would be computed while loading, just to read metadata
     try:
         return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
     except Exception as e:  # noqa: BLE001 - any load failure means "not a readable ONNX model"

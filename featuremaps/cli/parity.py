@@ -91,7 +91,8 @@ def cmd_parity(args: argparse.Namespace) -> int:
     meta = validate_model_file(path)
     precision = meta.get("precision", "fp32")
     budget = budget_for_model(meta)
-    net, info = load_reference_net(meta, spec.weights if spec.is_file else None)  # None: the metadata's
+    # only weights the user names are read: a file the model's metadata records is not opened
+    net, info = load_reference_net(meta, spec.weights if spec.weights not in (None, "auto") else None)
     taps = tuple(Tap.from_dict(d) for d in meta["taps"])
     pre = Preprocessing.from_dict(meta["preprocessing"])
     paths = _image_paths(args)
