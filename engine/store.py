@@ -36,6 +36,7 @@ import logging
 import math
 import os
 import shutil
+import stat
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,9 +44,10 @@ from pathlib import Path
 import numpy as np
 
 from ..contracts import Tap
-from ..errors import StoreError
+from ..errors import FeaturemapsError, StoreError
 from .names import unsafe_name_reason
 from .store_format import ERROR, FIXED_ARRAYS, OK, PENDING, STORE_FORMAT, Damage  # noqa: F401 - re-exported
+from .store_io import UnsafeStoreError, check_tree, confined_store, open_folder, tree_bytes, unsafe
 from .store_verify import chunk_file, scan
 
 log = logging.getLogger(__name__)
@@ -239,7 +241,9 @@ class StoreLock:
 
         lock_path = Path(store_dir) / LOCK_NAME
         try:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = _open_lock_file(Path(store_dir))
+        except UnsafeStoreError:
+            raise
         except OSError as e:
             if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
                 raise StoreError(f"{store_dir} is read-only ({e.strerror or e}); writing to it (--resume, verify "
@@ -265,6 +269,29 @@ class StoreLock:
         if self._fd is not None:
             os.close(self._fd)  # closing the descriptor releases the flock
             self._fd = None
+
+
+def _open_lock_file(store_dir: Path) -> int:
+    """The lock file's descriptor, opened without following a link (the store may come from someone
+    else: a lock file linked to ``~/.bashrc`` would be truncated), and only if it is a regular file
+    of this user."""
+    folder, name = LOCK_NAME.split("/")
+    dfd = open_folder(store_dir, [folder])
+    try:
+        fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o644, dir_fd=dfd)
+    except OSError as e:
+        if e.errno != errno.ELOOP:
+            raise
+        raise unsafe(store_dir, LOCK_NAME, "a symbolic link (the store's lock file)") from None
+    finally:
+        os.close(dfd)
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+        os.close(fd)
+        what = "owned by another user (the store's lock file)" if stat.S_ISREG(st.st_mode) else \
+            "not a regular file (the store's lock file)"
+        raise unsafe(store_dir, LOCK_NAME, what)
+    return fd
 
 
 def _clean_stale_temps(path: Path) -> None:
@@ -297,6 +324,8 @@ class FeatureStore:
         self._lock = lock
         try:
             attrs = dict(group.attrs)
+        except FeaturemapsError:
+            raise
         except Exception as e:  # noqa: BLE001 - any decode failure of zarr.json is damage
             raise StoreError(f"{path}/zarr.json is damaged ({type(e).__name__}); the store cannot be read, "
                              "re-create it with `featuremaps extract`") from None
@@ -323,6 +352,8 @@ class FeatureStore:
                 arr = self._group[name]
                 if arr.shape[0] != self.info["n"]:
                     raise ValueError("wrong length")
+            except FeaturemapsError:
+                raise
             except Exception as e:  # noqa: BLE001 - KeyError, JSON errors, ... are all damage here
                 raise StoreError(f"{self.path}: array {name!r} is missing or damaged ({type(e).__name__}); "
                                  "the store cannot be used, re-create it with `featuremaps extract`") from None
@@ -375,7 +406,8 @@ class FeatureStore:
         lock = None
         try:
             tmp.mkdir()
-            _write_layout(zarr.open_group(str(tmp), mode="w-", zarr_format=3), info, paths)
+            _write_layout(zarr.open_group(confined_store(tmp, read_only=False), mode="w-", zarr_format=3), info,
+                          paths)
             lock = StoreLock.acquire(tmp)
             if path.exists():
                 raise StoreError(f"{path} already exists; add --resume to complete it, or choose a new -o path")
@@ -388,7 +420,7 @@ class FeatureStore:
                 raise StoreError(f"creating {path} failed ({e.strerror or e}); nothing was left behind: "
                                  "fix that and re-run") from None
             raise
-        return cls(zarr.open_group(str(path), mode="r+", zarr_format=3), path, lock)
+        return cls(zarr.open_group(confined_store(path, read_only=False), mode="r+", zarr_format=3), path, lock)
 
     @classmethod
     def open(cls, path: str | Path, mode: str = "r", *, lock: bool = False) -> "FeatureStore":
@@ -400,10 +432,14 @@ class FeatureStore:
         path = Path(path)
         if not (path / "zarr.json").is_file():
             raise StoreError(f"no featuremaps store at {path}; write one with `featuremaps extract -o PATH.zarr`")
+        if lock:  # a writer: nothing in the tree may lead outside it, before anything is written
+            check_tree(path)
         held = StoreLock.acquire(path) if lock else None
         try:
             try:
-                group = zarr.open_group(str(path), mode=mode, zarr_format=3)
+                group = zarr.open_group(confined_store(path, read_only=mode == "r"), mode=mode, zarr_format=3)
+            except FeaturemapsError:
+                raise
             except Exception as e:  # noqa: BLE001 - a broken zarr.json surfaces as many types
                 raise StoreError(f"{path}/zarr.json is damaged ({type(e).__name__}); the store cannot be read, "
                                  "re-create it with `featuremaps extract`") from None
@@ -507,6 +543,8 @@ class FeatureStore:
                     self._paths = [decode_path(str(s)) for s in self._group["path_bytes"][:]]
                 else:
                     self._paths = [str(p) for p in self._group["paths"][:]]
+            except FeaturemapsError:
+                raise
             except Exception as e:  # noqa: BLE001 - checksum or decode failure
                 raise StoreError(f"{self.path}: the stored paths are damaged ({type(e).__name__}); "
                                  "re-create the store") from None
@@ -517,6 +555,8 @@ class FeatureStore:
         """``(N,) uint8``: 0 pending, 1 ok, 2 error."""
         try:
             return np.asarray(self._group["status"][:])
+        except UnsafeStoreError:
+            raise
         except ValueError:  # a status chunk fails its checksum
             raise StoreError(f"{self.path}: a status chunk is damaged; run `featuremaps verify --repair "
                              f"{self.path}` to mark its batches pending, then --resume") from None
@@ -561,6 +601,8 @@ class FeatureStore:
             raise StoreError(f"{self.path}: the {name} chunk of {rows} is missing; {fix}")
         try:
             return np.asarray(arr[int(index)])
+        except UnsafeStoreError:
+            raise
         except ValueError as e:  # zarr: "Stored and computed checksum do not match", or a short chunk
             why = "fails its checksum" if "checksum" in str(e) else "is unreadable"
             raise StoreError(f"{self.path}: the {name} chunk of {rows} {why}; {fix}") from None
@@ -577,8 +619,13 @@ class FeatureStore:
         codes = self.status_codes
         return [b for b in range(self.n_batches()) if (codes[slice(*self.batch_rows(b))] == PENDING).any()]
 
-    def nbytes_on_disk(self) -> int:
-        return sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(self.path) for f in fs)
+    def nbytes_on_disk(self, *, check: bool = False) -> int:
+        """Bytes of the store's regular files (links and FIFOs are not followed; ``check=True``
+        raises :class:`UnsafeStoreError` for the first of them instead)."""
+        total, problem = tree_bytes(self.path)
+        if check and problem is not None:
+            raise problem
+        return total
 
     def nbytes_maps(self) -> int:
         """Bytes of the feature maps themselves (rows x stored shape x itemsize), for overhead figures."""
@@ -592,6 +639,7 @@ class FeatureStore:
         damage too. ``repair=True`` marks the batches that hold damage pending (``--resume``
         then redoes them); call it only while holding the lock."""
 
+        check_tree(self.path)  # every chunk is read next: none may be a link or a FIFO
         damage, checked, notes = scan(self)
         batches = tuple(sorted({r // self.batch_size for d in damage if d.array not in FIXED_ARRAYS
                                 for r in range(*d.rows)}))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .store_format import FIXED_ARRAYS, PENDING, STORE_FORMAT, Damage
+from .store_io import UnsafeStoreError
 
 
 def chunk_file(store, name: str, ci: int, ndim: int):
@@ -37,6 +38,8 @@ def _read(arr, rows: tuple[int, int]) -> str | None:
     try:
         np.asarray(arr[rows[0]:rows[1]])
         return None
+    except UnsafeStoreError:
+        raise
     except ValueError as e:  # zarr: "Stored and computed checksum do not match", or a short chunk
         return "checksum mismatch" if "checksum" in str(e) else f"unreadable ({e})"
 
