@@ -62,6 +62,12 @@ COMPRESSIONS = ("zstd", "none")
 LOCK_NAME = "status/featuremaps.lock"
 ROW_ARRAYS = ("paths", "status", "errors")
 MAX_PADDING = 0.05  # share of the rows the padded last chunk may add
+ROW_CHUNK = 16384  # rows per chunk of paths/status/errors (about: a multiple of chunk_rows); see row_chunk_for
+MAX_ROWS = 2**32
+MAX_SIDE = 4096  # preprocessing size, as for model files (engine.validate)
+MAX_IMAGE_BYTES = 2**31  # stored bytes of one image, all outputs
+MAX_PATH_ROW_BYTES = 20 * 1024  # a stored path (PATH_MAX bytes, escaped) or its base64
+MAX_ERROR_CHARS = 8192  # a stored error message is cut here
 IN_FLIGHT_BATCHES = 5  # decoded-ahead (2) + in the model (1) + waiting for / in the writer (2)
 _TMP_MARK = ".creating-"
 
@@ -96,9 +102,12 @@ def attrs_problem(info: dict) -> str | None:
     """What is wrong with a store's attributes (``zarr.json``), or None: the counts, dtype and
     compression, and the model metadata every reader relies on (taps, preprocessing size,
     reductions, weights)."""
-    for key, lo in (("n", 0), ("batch_size", 1), ("chunk_rows", 1)):
+    for key, lo in (("n", 0), ("batch_size", 1), ("chunk_rows", 1), ("row_chunk", 1)):
         if key in info and not _is_count(info[key], lo):
             return f"{key} {info[key]!r} is not an integer >= {lo}"
+    problem = _counts_problem(info)
+    if problem:
+        return problem
     if info.get("dtype") not in DTYPES:
         return f"dtype {info.get('dtype')!r} is not one of {', '.join(DTYPES)}"
     if "compression" in info and info["compression"] not in COMPRESSIONS:
@@ -115,14 +124,33 @@ def attrs_problem(info: dict) -> str | None:
         return "the model's taps are not a list of {name, shape}"
     pre = model.get("preprocessing", {"size": [1, 1]})
     size = pre.get("size") if isinstance(pre, dict) else None
-    if not isinstance(size, list) or len(size) != 2 or not all(_is_count(d, 1) for d in size):
-        return "the model's preprocessing size is not [H, W]"
+    if not isinstance(size, list) or len(size) != 2 or not all(_is_count(d, 1) and d <= MAX_SIDE for d in size):
+        return f"the model's preprocessing size is not [H, W] within 1..{MAX_SIDE}"
+    for t in taps:
+        if t["name"] in outputs and list(t["shape"]) != outputs[t["name"]]:
+            return f"output {t['name']!r} has shape {outputs[t['name']]} but the model's tap says {t['shape']}"
+    per_image = np.dtype(DTYPES[info["dtype"]]).itemsize * sum(math.prod(v) for v in outputs.values())
+    if per_image > MAX_IMAGE_BYTES:
+        return f"one image's outputs would be {_size(per_image)}, more than {_size(MAX_IMAGE_BYTES)}"
     reductions = model.get("reductions")
     if reductions is not None and not (isinstance(reductions, dict)
                                        and all(isinstance(v, dict) for v in reductions.values())):
         return "the model's reductions are not an object of {tap: {op, k, spec}}"
     if model.get("weights") is not None and not isinstance(model["weights"], dict):
         return "the model's weights entry is not an object"
+    return None
+
+
+def _counts_problem(info: dict) -> str | None:
+    """Row count, batch size and chunk rows within bounds and consistent with each other."""
+    n, batch, rows = info.get("n", 0), info.get("batch_size", 1), info.get("chunk_rows", info.get("batch_size", 1))
+    if n > MAX_ROWS:
+        return f"n {n} is more rows than a store can hold ({MAX_ROWS})"
+    if batch > max(1, n) or batch % rows:
+        return f"batch_size {batch} and chunk_rows {rows} do not fit {n} rows"
+    row_chunk = info.get("row_chunk", rows)
+    if row_chunk % rows or row_chunk > max(ROW_CHUNK, rows):
+        return f"row_chunk {row_chunk} is not a multiple of chunk_rows {rows} up to {ROW_CHUNK}"
     return None
 
 
@@ -156,6 +184,18 @@ def chunk_rows_for(n: int, batch_rows: int) -> int:
         if (-n % d) <= MAX_PADDING * n:
             return d
     return 1
+
+
+def row_chunk_for(chunk_rows: int, n: int) -> int:
+    """Rows per chunk of the per-row arrays (paths, path_bytes, status, errors): a multiple of
+    ``chunk_rows`` near ``ROW_CHUNK``, so that reading every status or one path costs a few chunks,
+    not one chunk per batch (500,000 rows in chunks of 8 were 62,500 chunks: a minute to read).
+    Only the one writer commits, so batches sharing a status chunk rewrite it in turn.
+
+    >>> row_chunk_for(8, 10**6), row_chunk_for(7, 10**6), row_chunk_for(100000, 10**6), row_chunk_for(8, 20)
+    (16384, 16380, 100000, 24)
+    """
+    return chunk_rows * max(1, min(ROW_CHUNK // chunk_rows, -(-n // chunk_rows)))
 
 
 def _divisors(b: int) -> set[int]:
@@ -346,17 +386,30 @@ class FeatureStore:
         if problem:
             raise StoreError(f"{self.path}/zarr.json is damaged ({problem}); the store cannot be used, "
                              "re-create it with `featuremaps extract`")
-        lossless = ("path_bytes",) if self.info.get("format") == STORE_FORMAT else ()
-        for name in (*ROW_ARRAYS, *lossless, *outputs):
+        for name, spec in array_specs(self.info).items():
             try:
-                arr = self._group[name]
-                if arr.shape[0] != self.info["n"]:
-                    raise ValueError("wrong length")
+                problem = _layout_problem(self._group[name], spec)
             except FeaturemapsError:
                 raise
             except Exception as e:  # noqa: BLE001 - KeyError, JSON errors, ... are all damage here
                 raise StoreError(f"{self.path}: array {name!r} is missing or damaged ({type(e).__name__}); "
                                  "the store cannot be used, re-create it with `featuremaps extract`") from None
+            if problem:
+                raise StoreError(f"{self.path}: array {name!r} does not match the store's attributes ({problem}); "
+                                 "the store may be hostile or damaged, re-create it with `featuremaps extract`")
+        self._check_chunk_memory()
+        store = getattr(self._group, "store", None)
+        if hasattr(store, "limits"):
+            store.limits.update(chunk_limits(self.info))
+
+    def _check_chunk_memory(self) -> None:
+        """One chunk of every output must fit in memory: reading one row reads its whole chunk."""
+        itemsize = np.dtype(DTYPES[self.dtype]).itemsize
+        largest = max((self.chunk_rows * math.prod(s) * itemsize for s in self.info["outputs"].values()), default=0)
+        if largest > available_memory() // 2:
+            raise StoreError(f"{self.path}: one chunk of its outputs is {_size(largest)}, more than half the memory "
+                             f"available ({_size(available_memory())}); read it on a larger machine, or re-create "
+                             "it with a smaller --batch-size")
 
     # ------------------------------------------------------------ create / open
 
@@ -394,6 +447,7 @@ class FeatureStore:
                 "model_path": str(model_path) if model_path else None, "model_sha256": model_sha256,
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "featuremaps": __version__}
+        info["row_chunk"] = row_chunk_for(info["chunk_rows"], n)
         return cls._create_atomically(path, info, paths)
 
     @classmethod
@@ -644,6 +698,11 @@ class FeatureStore:
         batches = tuple(sorted({r // self.batch_size for d in damage if d.array not in FIXED_ARRAYS
                                 for r in range(*d.rows)}))
         if repair and batches:
+            for d in damage:  # a damaged row chunk spans batches: rewrite it whole (a partial write reads it)
+                if d.array in ("status", "errors"):
+                    blank = np.zeros(d.rows[1] - d.rows[0], np.uint8) if d.array == "status" else \
+                        np.full(d.rows[1] - d.rows[0], "", dtype=object).astype(str)
+                    self._group[d.array][d.rows[0]:d.rows[1]] = blank
             for b in batches:
                 self._group["status"][slice(*self.batch_rows(b))] = np.zeros(np.subtract(*self.batch_rows(b)[::-1]),
                                                                                np.uint8)
@@ -690,7 +749,7 @@ class FeatureStore:
         msgs = np.full(stop - start, "", dtype=object)
         status = np.full(stop - start, OK, np.uint8)
         for row, msg in errors.items():
-            msgs[int(row)], status[int(row)] = displayable(msg), ERROR
+            msgs[int(row)], status[int(row)] = displayable(msg)[:MAX_ERROR_CHARS], ERROR
         self._group["errors"][start:stop] = msgs.astype(str)
         self._group["status"][start:stop] = status
 
@@ -714,26 +773,77 @@ class FeatureStore:
                 f"outputs={self.outputs}, dtype={self.dtype})")
 
 
-def _write_layout(group, info: dict, paths: list[str]) -> None:
-    """Create every array of a new store in ``group``, then the attributes (a store is
-    recognisable only once all of its arrays exist)."""
+def array_specs(info: dict) -> dict[str, dict]:
+    """``create_array`` keywords of every array of a store with attributes ``info``: what
+    :func:`_write_layout` creates, and what an opened store's arrays are checked against."""
     from zarr.codecs import Crc32cCodec, ZstdCodec
 
     n, c = info["n"], info["chunk_rows"]
     crc = [Crc32cCodec()]
-    rows = {"chunks": (c,), "dimension_names": ("image",), "compressors": crc}
+    rows = {"shape": (n,), "chunks": (info.get("row_chunk", c),), "dimension_names": ("image",), "compressors": crc}
+    specs = {"paths": dict(rows, dtype=str), "status": dict(rows, dtype="uint8", fill_value=PENDING),
+             "errors": dict(rows, dtype=str)}
+    if info.get("format") == STORE_FORMAT:
+        specs["path_bytes"] = dict(rows, dtype=str)
+    codecs = ([ZstdCodec()] if info.get("compression") == "zstd" else []) + crc
+    for name, shape in info["outputs"].items():
+        specs[name] = {"shape": (n, *shape), "chunks": (c, *shape), "dtype": DTYPES[info["dtype"]], "fill_value": 0,
+                       "compressors": codecs, "dimension_names": dimension_names(name, tuple(shape))}
+    return specs
+
+
+def _write_layout(group, info: dict, paths: list[str]) -> None:
+    """Create every array of a new store in ``group``, then the attributes (a store is
+    recognisable only once all of its arrays exist)."""
+    specs = array_specs(info)
     display, b64 = zip(*map(encode_path, paths)) if paths else ((), ())
-    group.create_array("paths", shape=(n,), dtype=str, **rows)[:] = np.asarray(display, dtype=str)
-    group.create_array("path_bytes", shape=(n,), dtype=str, **rows)[:] = np.asarray(b64, dtype=str)
-    group.create_array("status", shape=(n,), dtype="uint8", fill_value=PENDING, **rows,
+    group.create_array("paths", **specs.pop("paths"))[:] = np.asarray(display, dtype=str)
+    group.create_array("path_bytes", **specs.pop("path_bytes"))[:] = np.asarray(b64, dtype=str)
+    group.create_array("status", **specs.pop("status"),
                        attributes={"flag_values": [PENDING, OK, ERROR], "flag_meanings": " ".join(STATUS_NAMES),
                                    "long_name": "extraction status per image"})
-    group.create_array("errors", shape=(n,), dtype=str, **rows)
-    codecs = ([ZstdCodec()] if info["compression"] == "zstd" else []) + crc
-    for name, shape in info["outputs"].items():
-        group.create_array(name, shape=(n, *shape), chunks=(c, *shape), dtype=DTYPES[info["dtype"]], fill_value=0,
-                           compressors=codecs, dimension_names=dimension_names(name, tuple(shape)))
+    for name, spec in specs.items():
+        group.create_array(name, **spec)
     group.attrs[ATTR_KEY] = info
+
+
+def _layout_problem(arr, spec: dict) -> str | None:
+    """How ``arr`` differs from what ``create`` writes for it (shape, chunks, data type, codec
+    chain), or None: a store's own metadata is checked before any chunk is read."""
+    import zarr
+
+    want = zarr.create_array(zarr.storage.MemoryStore(), **spec).metadata
+    have = arr.metadata
+    if getattr(have, "zarr_format", 3) != 3:
+        return "it is not a Zarr v3 array"
+    for what, a, b in (("shape", have.shape, want.shape), ("chunk shape", arr.chunks, tuple(spec["chunks"])),
+                       ("data type", str(have.data_type), str(want.data_type)),
+                       ("codecs", [c.to_dict()["name"] for c in have.codecs],
+                        [c.to_dict()["name"] for c in want.codecs]),
+                       ("chunk key encoding", have.chunk_key_encoding.to_dict(), want.chunk_key_encoding.to_dict())):
+        if tuple(a) != tuple(b) if isinstance(a, (list, tuple)) else a != b:
+            return f"its {what} {_short(a)} is not the {_short(b)} featuremaps writes"
+    return None
+
+
+def _short(x) -> str:
+    text = str(list(x) if isinstance(x, tuple) else x)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def chunk_limits(info: dict) -> dict[str, tuple[int, int | None]]:
+    """Per array: the largest chunk file it may hold, and the exact decoded size a zstd chunk
+    must declare (None without zstd). Anything larger is refused before it is read."""
+    c, row_chunk = info["chunk_rows"], info.get("row_chunk", info["chunk_rows"])
+    limits = {"status": (row_chunk + 64, None), "errors": (row_chunk * (4 * MAX_ERROR_CHARS + 8) + 64, None)}
+    for name in ("paths", "path_bytes"):
+        limits[name] = (row_chunk * (MAX_PATH_ROW_BYTES + 8) + 64, None)
+    itemsize = np.dtype(DTYPES[info["dtype"]]).itemsize
+    for name, shape in info["outputs"].items():
+        raw = c * math.prod(shape) * itemsize
+        zstd = info.get("compression") == "zstd"
+        limits[name] = (raw + raw // 128 + 2**17 + 4, raw) if zstd else (raw + 4, None)
+    return limits
 
 
 def open_store(path: str | Path) -> FeatureStore:

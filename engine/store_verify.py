@@ -6,9 +6,11 @@ time, so one bad chunk does not hide the others) and knows zarr's chunk-key layo
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
-from .store_format import FIXED_ARRAYS, PENDING, STORE_FORMAT, Damage
+from .store_format import FIXED_ARRAYS, OK, STORE_FORMAT, Damage
 from .store_io import UnsafeStoreError
 
 
@@ -17,20 +19,27 @@ def chunk_file(store, name: str, ci: int, ndim: int):
     return store.path / name / "c" / "/".join([str(ci)] + ["0"] * (ndim - 1))
 
 
+def _spans(n: int, c: int) -> list[tuple[int, tuple[int, int]]]:
+    return [(ci, (ci * c, min(ci * c + c, n))) for ci in range(-(-n // c))]
+
+
 def missing_chunks(store, codes: np.ndarray | None = None) -> list[Damage]:
-    """Tap chunks of done batches whose file is absent (zarr would read them as the fill value,
-    all zeros): a file check per chunk, no read. Only format/2 stores write every done chunk."""
+    """Tap chunks holding an ok row whose file is absent (zarr would read them as the fill value,
+    all zeros): one ``stat`` per such chunk, no read. A chunk of error rows only is never written
+    (an error row costs no map bytes). Only format/2 stores write every chunk of ok rows."""
     if store.info.get("format") != STORE_FORMAT:
         return []
     n, c = len(store), store.chunk_rows
     codes = store.status_codes if codes is None else codes
+    has_ok = np.add.reduceat(codes == OK, np.arange(0, n, c)) > 0 if n else np.zeros(0, bool)
     damage = []
     for name in store.outputs:
-        ndim = store._group[name].ndim
-        for ci in range(-(-n // c)):
-            rows = (ci * c, min(ci * c + c, n))
-            if (codes[rows[0]:rows[1]] != PENDING).any() and not chunk_file(store, name, ci, ndim).is_file():
-                damage.append(Damage(name, ci, rows, "missing chunk"))
+        folder, tail = os.fspath(store.path / name / "c"), "/0" * (store._group[name].ndim - 1)
+        for ci in np.flatnonzero(has_ok):
+            try:
+                os.stat(f"{folder}/{ci}{tail}", follow_symlinks=False)
+            except FileNotFoundError:
+                damage.append(Damage(name, int(ci), (int(ci) * c, min(int(ci) * c + c, n)), "missing chunk"))
     return damage
 
 
@@ -46,16 +55,18 @@ def _read(arr, rows: tuple[int, int]) -> str | None:
 
 def scan(store) -> tuple[list[Damage], int, list[str]]:
     """``(damage, chunks checked, notes)`` for ``store`` (a :class:`~.store.FeatureStore`)."""
-    group, n, c = store._group, len(store), store.chunk_rows
-    chunks = [(ci, (ci * c, min(ci * c + c, n))) for ci in range(-(-n // c))]
-    damage: list[Damage] = []
+    group, n = store._group, len(store)
     codes = np.zeros(n, np.uint8)
-    for ci, rows in chunks:  # status first: a damaged status chunk counts as pending
-        reason = _read(group["status"], rows)
+    damage: list[Damage] = []
+    status = group["status"]
+    checked = 0
+    for ci, rows in _spans(n, status.chunks[0]):  # status first: a damaged status chunk counts as pending
+        reason = _read(status, rows)
+        checked += 1
         if reason:
             damage.append(Damage("status", ci, rows, reason))
         else:
-            codes[rows[0]:rows[1]] = group["status"][rows[0]:rows[1]]
+            codes[rows[0]:rows[1]] = status[rows[0]:rows[1]]
     names = [a for a in (*FIXED_ARRAYS, "errors") if a in group] + store.outputs
     # format/1 stores skipped all-zero chunks, so only format/2 guarantees a done batch's files
     missing = missing_chunks(store, codes)
@@ -63,14 +74,15 @@ def scan(store) -> tuple[list[Damage], int, list[str]]:
     skip = {(d.array, d.chunk) for d in missing}
     for name in names:
         arr = group[name]
-        for ci, rows in chunks:
+        for ci, rows in _spans(n, arr.chunks[0]):
             if (name, ci) in skip:
                 continue
             reason = _read(arr, rows)
+            checked += 1
             if reason:
                 damage.append(Damage(name, ci, rows, reason))
     order = {a: i for i, a in enumerate(["status", *names])}
     damage.sort(key=lambda d: (order[d.array], d.chunk))
     notes = [f"{d.array} rows {d.rows[0]}-{d.rows[1] - 1} cannot be redone (fixed at creation): re-create the store"
              for d in damage if d.array in FIXED_ARRAYS]
-    return damage, len(chunks) * (len(names) + 1), notes
+    return damage, checked, notes

@@ -8,6 +8,7 @@ The model is tests/models/vgg16-features0-32.onnx (features.0 at 32x32).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -144,3 +145,156 @@ def test_dangling_link_or_fifo_inside_a_store_is_one_line(reference, images, tmp
     assert _extract(images, store, "--resume") == 2
     assert f"is {what}" in _one_line(capsys)
     assert FeatureStore.nbytes_on_disk(open_store(store)) > 0  # sizes never follow it nor open it
+
+
+# ---------------------------------------------------------------- tampered metadata and chunks
+
+GIB6 = 6 * 2**30
+
+
+def _rle_bomb(decoded: int) -> bytes:
+    """A zstd frame declaring ``decoded`` bytes of zeros made of RLE blocks (4 bytes per 128 KiB):
+    6 GiB in 196 KB, as in the sweep that found it."""
+    header = b"\x28\xb5\x2f\xfd" + bytes([0xC0 | 0x20]) + decoded.to_bytes(8, "little")  # FCS 8 bytes, single segment
+    block, blocks = 128 * 1024, []
+    left = decoded
+    while left:
+        size = min(block, left)
+        left -= size
+        blocks.append(((size << 3) | (1 << 1) | (left == 0)).to_bytes(3, "little") + b"\0")  # RLE block of zeros
+    return header + b"".join(blocks)
+
+
+def _with_crc(data: bytes) -> bytes:
+    import google_crc32c
+    import numpy as np
+
+    return data + np.uint32(google_crc32c.value(data)).tobytes()
+
+
+@pytest.fixture(scope="module")
+def zstd_store(tmp_path_factory, images) -> Path:
+    out = tmp_path_factory.mktemp("zref") / "z.zarr"
+    assert _extract(images, out, "--compression", "zstd") == 0
+    return out
+
+
+def _edit_json(path: Path, edit) -> None:
+    import json
+
+    doc = json.loads(path.read_text())
+    edit(doc)
+    path.write_text(json.dumps(doc))
+
+
+def _attrs(edit):
+    return lambda s: _edit_json(s / "zarr.json", lambda d: edit(d["attributes"]["featuremaps"]))
+
+
+def _tap_json(edit):
+    return lambda s: _edit_json(s / "features.0" / "zarr.json", edit)
+
+
+def _huge_chunks(doc):
+    doc["chunk_grid"]["configuration"]["chunk_shape"] = [2, 64, 64, 2**26]
+
+
+def _bomb_chunk(s: Path):
+    (s / "features.0" / "c" / "0" / "0" / "0" / "0").write_bytes(_with_crc(_rle_bomb(GIB6)))
+
+
+def _frame_without_size(s: Path):
+    chunk = s / "features.0" / "c" / "0" / "0" / "0" / "0"
+    frame = bytearray(chunk.read_bytes()[:-4])
+    frame[4] &= 0x3F  # FCS flag 0, not single segment: size not declared (numcodecs would stream without bound)
+    frame[5:5] = b"\x00"  # the window descriptor a non-single-segment frame carries
+    chunk.write_bytes(_with_crc(bytes(frame)))
+
+
+def _sparse_chunk(s: Path):
+    with open(s / "features.0" / "c" / "0" / "0" / "0" / "0", "r+b") as f:
+        f.truncate(GIB6)  # 6 GiB of holes: never read
+
+
+TAMPERINGS = {
+    # the store's chunks are zstd; attributes saying "none" make that codec one featuremaps did not write
+    "zstd-added": (_attrs(lambda a: a.update(compression="none")),
+                   "codecs ['bytes', 'zstd', 'crc32c'] is not the ['bytes', 'crc32c'] featuremaps writes"),
+    "huge-chunk-shape": (_tap_json(_huge_chunks), "chunk shape [2, 64, 64, 67108864] is not"),
+    "huge-image-size": (_attrs(lambda a: a["model"]["preprocessing"].update(size=[200000, 200000])),
+                        "preprocessing size is not [H, W] within 1..4096"),
+    "huge-row-count": (_attrs(lambda a: a.update(n=2 * 10**10)), "more rows than a store can hold"),
+    "row-count-vs-arrays": (_attrs(lambda a: a.update(n=4)), "its shape [5] is not the [4]"),
+    "tap-shape-vs-model": (_attrs(lambda a: a["outputs"].update({"features.0": [64, 32, 2**20]})),
+                           "but the model's tap says"),
+    "batch-vs-chunk-rows": (_attrs(lambda a: a.update(chunk_rows=3)), "do not fit"),
+}
+CHUNKS = {
+    "zstd-bomb": (_bomb_chunk, "does not declare the 262144 decoded bytes of a chunk"),
+    "zstd-no-size": (_frame_without_size, "does not declare the 262144 decoded bytes"),
+    "sparse-6gib": (_sparse_chunk, "is 6442450944 bytes, more than its array's chunks can be"),
+}
+
+
+def _tampered(zstd_store, tmp_path, tamper) -> Path:
+    store = _copy(zstd_store, tmp_path / "s.zarr")
+    tamper(store)
+    return store
+
+
+@pytest.mark.parametrize("case", list(TAMPERINGS), ids=list(TAMPERINGS))
+def test_tampered_metadata_is_refused_at_open(zstd_store, images, tmp_path, capsys, case):
+    tamper, match = TAMPERINGS[case]
+    store = _tampered(zstd_store, tmp_path, tamper)
+    with pytest.raises(StoreError, match=re.escape(match)):
+        open_store(store)
+    for argv in (["info", str(store)], ["verify", str(store)]):
+        assert main(argv) == 2, argv
+        assert match in _one_line(capsys)
+    assert _extract(images, store, "--resume", "--compression", "zstd") == 2
+    assert match in _one_line(capsys)
+
+
+@pytest.mark.parametrize("case", list(CHUNKS), ids=list(CHUNKS))
+def test_tampered_chunk_is_refused_before_it_is_decoded(zstd_store, images, tmp_path, capsys, case):
+    tamper, match = CHUNKS[case]
+    assert open_store(zstd_store).read_row("features.0", 0).shape == (64, 32, 32)  # intact zstd chunks read
+    store = _tampered(zstd_store, tmp_path, tamper)
+    with pytest.raises(StoreError, match=re.escape(match)):
+        open_store(store).read_row("features.0", 0)
+    assert main(["verify", str(store)]) == 2
+    assert match in _one_line(capsys)
+
+
+_RSS = """
+import resource, sys
+from featuremaps.cli import main
+rc = main(sys.argv[1:])
+print("RSS", rc, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024, flush=True)
+"""
+
+
+@pytest.mark.parametrize("case", ["zstd-bomb", "huge-chunk-shape", "huge-row-count"])
+def test_tampered_store_keeps_memory_small_in_every_reader(zstd_store, images, tmp_path, case):
+    """Each reader in its own process: exit status 2 and peak RSS well under the 6 GiB asked for."""
+    import subprocess
+    import sys
+
+    tamper = (CHUNKS | TAMPERINGS)[case][0]
+    store = _tampered(zstd_store, tmp_path, tamper)
+    runs = {"info": ["info", str(store)], "verify": ["verify", str(store)],
+            "show": ["show", "--store", str(store), "--index", "0", "-o", str(tmp_path / "show")],
+            "report": ["report", "--store", str(store), "--rows", "0", "-o", str(tmp_path / "rep")],
+            "resume": ["extract", str(images), "--model", str(MODEL), "-o", str(store), "--resume", "--provider",
+                       "cpu", "--no-progress", "--workers", "0"]}
+    for name, argv in runs.items():
+        out = subprocess.run([sys.executable, "-c", _RSS, *argv], capture_output=True, text=True, timeout=300,
+                             env=dict(os.environ, MPLBACKEND="Agg"))
+        rc, rss_mb = map(int, out.stdout.split("RSS")[-1].split())
+        if case == "zstd-bomb" and name == "info":  # info reads metadata and status, never a tap chunk
+            assert rc == 0, out.stderr[-2000:]
+        else:
+            assert rc == 2, (name, out.stderr[-2000:])
+            assert "Traceback" not in out.stderr and out.stderr.count("featuremaps: error:") == 1, (name, out.stderr)
+        assert rss_mb < 1024, (name, rss_mb)
+        print(f"{case} {name}: peak RSS {rss_mb} MB")
