@@ -129,12 +129,15 @@ class _Written:
 
 
 def write_chunk(store: FeatureStore, name: str, b: int, maps: np.ndarray | None, ok_rows: list[int]) -> int:
-    """Write output ``name``'s chunk of batch ``b`` (rows not in ``ok_rows`` are zeros), cast to the
+    """Write output ``name``'s chunk of batch ``b`` (rows not in ``ok_rows`` are zeros; no chunk when
+    no row is ok), cast to the
     store's dtype here (in the writer pool; an fp32 model's maps become fp16 on the way to disk).
     Returns bytes written (uncompressed). Batches never share a chunk, so any thread may write any
     (tap, batch) chunk; only the commit must wait for all of a batch's."""
     start, stop = store.batch_rows(b)
     dtype = DTYPES[store.dtype]
+    if not ok_rows:  # every row an error: no chunk at all (100,000 missing files wrote 5.6 GB of zeros)
+        return store.write_output(name, b, None)
     if maps is not None and len(ok_rows) == stop - start:
         full = np.asarray(maps, dtype=dtype)  # every row ok: no zero-filled copy (no copy at all if dtypes match)
     else:

@@ -650,7 +650,7 @@ class FeatureStore:
         rows = f"rows {ci * self.chunk_rows}-{min(ci * self.chunk_rows + self.chunk_rows, len(self)) - 1}"
         fix = (f"run `featuremaps verify {self.path} --repair`, then `featuremaps extract ... -o {self.path} "
                "--resume` to redo them")
-        done = self.status_codes[int(index)] != PENDING
+        done = self.status_codes[int(index)] == OK  # an error row's chunk may be absent: it holds no maps
         if done and self.info.get("format") == STORE_FORMAT and not chunk_file(self, name, ci, arr.ndim).is_file():
             raise StoreError(f"{self.path}: the {name} chunk of {rows} is missing; {fix}")
         try:
@@ -721,26 +721,51 @@ class FeatureStore:
         return written
 
     def write_maps(self, b: int, outputs: dict[str, np.ndarray], ok_rows) -> int:
-        """Write batch ``b``'s chunks of every output (zeros for rows not in ``ok_rows``); no commit.
-        Any process may do this for a batch it owns: batches never share a chunk."""
+        """Write batch ``b``'s chunks of every output (zeros for rows not in ``ok_rows``; nothing at
+        all when no row is ok); no commit. Any process may do this for a batch it owns: batches
+        never share a chunk."""
         start, stop = self.batch_rows(b)
         ok_rows = list(ok_rows)
         dtype = DTYPES[self.dtype]
         written = 0
         for name in self.outputs:
+            if not ok_rows:
+                written += self.write_output(name, b, None)
+                continue
             full = np.zeros((stop - start, *self.info["outputs"][name]), dtype)
-            if ok_rows:
-                full[ok_rows] = outputs[name]
+            full[ok_rows] = outputs[name]
             written += self.write_output(name, b, full)
         return written
 
-    def write_output(self, name: str, b: int, rows: np.ndarray) -> int:
+    def write_output(self, name: str, b: int, rows: np.ndarray | None) -> int:
         """Write output ``name``'s ``rows`` (every row of batch ``b``, the store's dtype); no commit.
-        Every chunk of a written batch lands on disk, all-zero ones too (an error row's maps), so
-        that :meth:`verify` can call a missing chunk damage. Returns the bytes written."""
+        Every chunk of a written batch lands on disk, all-zero ones too, so that :meth:`verify`
+        can call a missing chunk of an ok row damage. ``rows=None`` (every row of the batch is an
+        error) writes nothing and removes what an earlier attempt left: an error row costs no map
+        bytes. Returns the bytes written."""
+        if rows is None:
+            self._drop_chunks(name, b)
+            return 0
         start, stop = self.batch_rows(b)
         self._group[name].with_config({"write_empty_chunks": True})[start:stop] = rows
         return rows.nbytes
+
+    def _drop_chunks(self, name: str, b: int) -> None:
+        """Remove batch ``b``'s chunk files of output ``name`` (no link is followed)."""
+        start, stop = self.batch_rows(b)
+        tail = ["0"] * len(self.info["outputs"][name])
+        for ci in range(start // self.chunk_rows, -(-stop // self.chunk_rows)):
+            parts = [name, "c", str(ci), *tail]
+            try:
+                dfd = open_folder(self.path, parts[:-1])
+            except FileNotFoundError:
+                continue
+            try:
+                os.unlink(parts[-1], dir_fd=dfd)
+            except FileNotFoundError:
+                pass
+            finally:
+                os.close(dfd)
 
     def commit_batch(self, b: int, errors: dict[int, str]) -> None:
         """Mark batch ``b`` done: its error rows, then its status rows (ok, or error for the

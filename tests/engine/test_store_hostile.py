@@ -298,3 +298,20 @@ def test_tampered_store_keeps_memory_small_in_every_reader(zstd_store, images, t
             assert "Traceback" not in out.stderr and out.stderr.count("featuremaps: error:") == 1, (name, out.stderr)
         assert rss_mb < 1024, (name, rss_mb)
         print(f"{case} {name}: peak RSS {rss_mb} MB")
+
+
+# ---------------------------------------------------------------- error rows cost nothing
+
+
+def test_list_of_missing_files_writes_no_map_bytes(tmp_path, capsys):
+    listing = tmp_path / "missing.txt"
+    listing.write_text("".join(f"{tmp_path}/gone/{i:04d}.jpg\n" for i in range(300)))
+    out = tmp_path / "s.zarr"
+    assert main(["extract", f"@{listing}", "--model", str(MODEL), "-o", str(out), "--provider", "cpu",
+                 "--no-progress", "--batch-size", "8", "--workers", "0"]) == 1
+    tap_bytes = sum(p.stat().st_size for p in (out / "features.0").rglob("*") if p.is_file())
+    assert tap_bytes < 4096, tap_bytes  # was 300 x 256 KB of zeros = 79 MB
+    assert main(["verify", str(out)]) == 0
+    assert "all intact" in capsys.readouterr().out
+    assert main(["info", str(out)]) == 0
+    assert "300 images: 0 ok, 300 error, 0 pending" in capsys.readouterr().out
