@@ -38,6 +38,7 @@ import os
 import shutil
 import stat
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -349,6 +350,66 @@ def _clean_stale_temps(path: Path) -> None:
 # ---------------------------------------------------------------- the store
 
 
+class StoredPaths(Sequence):
+    """A store's input paths, read lazily: ``paths[i]`` decodes the one chunk holding row ``i``
+    (the last two chunks are kept, so a walk in order reads each chunk once); iterating or
+    comparing reads them all once. A store of millions of rows need not decode millions of
+    strings to show one row."""
+
+    def __init__(self, store: "FeatureStore"):
+        self._store = store
+        self._lossless = "path_bytes" in store._group
+        self._arr = store._group["path_bytes" if self._lossless else "paths"]
+        self._rows = self._arr.chunks[0]
+        self._chunks: dict[int, list[str]] = {}
+        self._all: list[str] | None = None
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+    def _decode(self, values) -> list[str]:
+        return [decode_path(str(s)) for s in values] if self._lossless else [str(p) for p in values]
+
+    def _read(self, sel):
+        try:
+            return self._arr[sel]
+        except FeaturemapsError:
+            raise
+        except Exception as e:  # noqa: BLE001 - checksum or decode failure
+            raise StoreError(f"{self._store.path}: the stored paths are damaged ({type(e).__name__}); "
+                             "re-create the store") from None
+
+    def _list(self) -> list[str]:
+        if self._all is None:
+            self._all = self._decode(self._read(slice(None)))
+        return self._all
+
+    def __getitem__(self, i):
+        if isinstance(i, slice) or self._all is not None:
+            return self._list()[i]
+        i = range(len(self))[i]  # IndexError, negative indices
+        ci = i // self._rows
+        if ci not in self._chunks:
+            if len(self._chunks) >= 2:
+                self._chunks.pop(next(iter(self._chunks)))
+            start = ci * self._rows
+            self._chunks[ci] = self._decode(self._read(slice(start, min(start + self._rows, len(self)))))
+        return self._chunks[ci][i - ci * self._rows]
+
+    def __iter__(self):
+        return iter(self._list())
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, (list, tuple, Sequence)) and not isinstance(other, str) and \
+            len(other) == len(self) and self._list() == list(other)
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        return f"StoredPaths({len(self)} paths of {str(self._store.path)!r})"
+
+
+
 class FeatureStore:
     """A bulk feature store, read or written by row (image) index.
 
@@ -374,7 +435,7 @@ class FeatureStore:
             raise StoreError(f"{path} is not a featuremaps store (no {STORE_FORMAT} attributes); "
                              "write one with `featuremaps extract -o PATH.zarr`")
         self.info: dict = info
-        self._paths: list[str] | None = None
+        self._paths: StoredPaths | None = None
         self._check_arrays()
 
     def _check_arrays(self) -> None:
@@ -398,9 +459,19 @@ class FeatureStore:
                 raise StoreError(f"{self.path}: array {name!r} does not match the store's attributes ({problem}); "
                                  "the store may be hostile or damaged, re-create it with `featuremaps extract`")
         self._check_chunk_memory()
+        self.limits = chunk_limits(self.info)
         store = getattr(self._group, "store", None)
         if hasattr(store, "limits"):
-            store.limits.update(chunk_limits(self.info))
+            store.limits.update(self.limits)
+
+    def fixed_chunk_bytes(self, name: str) -> int | None:
+        """Encoded bytes (checksum excluded) every chunk of array ``name`` has, or None where that
+        varies (strings, zstd)."""
+        if name == "status":
+            return self._group["status"].chunks[0]
+        if name in self.info["outputs"] and self.info.get("compression") != "zstd":
+            return self.limits[name][0] - 4
+        return None
 
     def _check_chunk_memory(self) -> None:
         """One chunk of every output must fit in memory: reading one row reads its whole chunk."""
@@ -589,20 +660,21 @@ class FeatureStore:
         return tuple(pre["size"])
 
     @property
-    def paths(self) -> list[str]:
-        """Input paths as ``os`` functions take them (non-UTF-8 bytes surrogate-escaped, lossless)."""
+    def paths(self) -> "StoredPaths":
+        """Input paths as ``os`` functions take them (non-UTF-8 bytes surrogate-escaped, lossless): a
+        sequence that reads one chunk for ``paths[i]`` and every chunk only when iterated or compared."""
         if self._paths is None:
-            try:
-                if "path_bytes" in self._group:
-                    self._paths = [decode_path(str(s)) for s in self._group["path_bytes"][:]]
-                else:
-                    self._paths = [str(p) for p in self._group["paths"][:]]
-            except FeaturemapsError:
-                raise
-            except Exception as e:  # noqa: BLE001 - checksum or decode failure
-                raise StoreError(f"{self.path}: the stored paths are damaged ({type(e).__name__}); "
-                                 "re-create the store") from None
+            self._paths = StoredPaths(self)
         return self._paths
+
+    def counts(self) -> dict[str, int]:
+        """``{"ok": .., "error": .., "pending": ..}`` from the status codes (one uint8 per row)."""
+        n = np.bincount(self.status_codes, minlength=3)
+        return {"pending": int(n[PENDING]), "ok": int(n[OK]), "error": int(n[ERROR])}
+
+    def error_message(self, index: int) -> str:
+        """The stored reason of row ``index`` ("" unless it is an error row); reads one chunk."""
+        return str(self._group["errors"][int(index)])
 
     @property
     def status_codes(self) -> np.ndarray:
@@ -612,6 +684,16 @@ class FeatureStore:
         except UnsafeStoreError:
             raise
         except ValueError:  # a status chunk fails its checksum
+            raise StoreError(f"{self.path}: a status chunk is damaged; run `featuremaps verify --repair "
+                             f"{self.path}` to mark its batches pending, then --resume") from None
+
+    def _status_of(self, index: int) -> int:
+        """Status code of one row (reads one status chunk, not all of them)."""
+        try:
+            return int(self._group["status"][index])
+        except UnsafeStoreError:
+            raise
+        except ValueError:
             raise StoreError(f"{self.path}: a status chunk is damaged; run `featuremaps verify --repair "
                              f"{self.path}` to mark its batches pending, then --resume") from None
 
@@ -626,8 +708,8 @@ class FeatureStore:
         idx = np.flatnonzero(self.status_codes == ERROR)
         if not len(idx):
             return []
-        msgs = self._group["errors"][:]
-        return [ErrorRow(int(i), self.paths[i], str(msgs[i])) for i in idx]
+        msgs, paths = self._group["errors"][:], list(self.paths)
+        return [ErrorRow(int(i), paths[i], str(msgs[i])) for i in idx]
 
     def __getitem__(self, tap):
         """The zarr array of one output (``'features.17'`` or a :class:`Tap`), N first."""
@@ -650,7 +732,7 @@ class FeatureStore:
         rows = f"rows {ci * self.chunk_rows}-{min(ci * self.chunk_rows + self.chunk_rows, len(self)) - 1}"
         fix = (f"run `featuremaps verify {self.path} --repair`, then `featuremaps extract ... -o {self.path} "
                "--resume` to redo them")
-        done = self.status_codes[int(index)] == OK  # an error row's chunk may be absent: it holds no maps
+        done = self._status_of(int(index)) == OK  # an error row's chunk may be absent: it holds no maps
         if done and self.info.get("format") == STORE_FORMAT and not chunk_file(self, name, ci, arr.ndim).is_file():
             raise StoreError(f"{self.path}: the {name} chunk of {rows} is missing; {fix}")
         try:
