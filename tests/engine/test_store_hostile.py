@@ -315,3 +315,30 @@ def test_list_of_missing_files_writes_no_map_bytes(tmp_path, capsys):
     assert "all intact" in capsys.readouterr().out
     assert main(["info", str(out)]) == 0
     assert "300 images: 0 ok, 300 error, 0 pending" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- many rows
+
+
+def test_one_row_of_a_large_store_reads_a_few_chunks(tmp_path, monkeypatch):
+    """20,000 rows in batches of 8: one row's path, status, error and maps read one chunk each, not
+    the 2,500 chunks per array of the old layout (500,000 rows took 96 s for `info`)."""
+    import numpy as np
+
+    from featuremaps.engine import store_io
+
+    n = 20_000
+    st = FeatureStore.create(tmp_path / "s.zarr", paths=[f"/x/{i}.jpg" for i in range(n)], metadata={},
+                             shapes={"t": (2,)}, batch_size=8, check_memory=False)
+    st.write_batch(n // 8 - 1, {}, [], {7: "not a decodable image"})
+    st.close()
+    reads: list[str] = []
+    real = store_io.read_key
+    monkeypatch.setattr(store_io, "read_key", lambda root, key, limit: reads.append(key) or real(root, key, limit))
+    st = open_store(tmp_path / "s.zarr")
+    assert (st.paths[n - 1], st.error_message(n - 1)) == (f"/x/{n - 1}.jpg", "not a decodable image")
+    np.testing.assert_array_equal(st.read_row("t", n - 1), 0)
+    chunks = [k for k in reads if "/c/" in k]
+    assert sorted(chunks) == ["errors/c/1", "path_bytes/c/1", "status/c/1", "t/c/2499/0"], chunks
+    assert st.counts() == {"pending": n - 8, "ok": 0, "error": 8}
+    assert len([k for k in reads if k.startswith("status/c/")]) == 1 + -(-n // st._group["status"].chunks[0])
