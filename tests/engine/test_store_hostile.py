@@ -342,3 +342,42 @@ def test_one_row_of_a_large_store_reads_a_few_chunks(tmp_path, monkeypatch):
     assert sorted(chunks) == ["errors/c/1", "path_bytes/c/1", "status/c/1", "t/c/2499/0"], chunks
     assert st.counts() == {"pending": n - 8, "ok": 0, "error": 8}
     assert len([k for k in reads if k.startswith("status/c/")]) == 1 + -(-n // st._group["status"].chunks[0])
+
+
+# ---------------------------------------------------------------- values the store cannot hold
+
+
+def test_nan_and_fp16_overflow_become_error_rows_naming_the_tap(photo_folder, tmp_path):
+    import numpy as np
+
+    from featuremaps.engine.pipeline import run_extraction
+    from featuremaps.engine.preprocess import Preprocessing
+
+    files = sorted(str(p) for p in photo_folder("nan-imgs", 4, 40, 36).glob("img*.jpg"))
+    st = FeatureStore.create(tmp_path / "s.zarr", paths=files, metadata={}, shapes={"a": (2, 2), "b": (3,)},
+                             batch_size=4, dtype="fp16", compression="none")
+
+    def model(batch):
+        a, b = np.ones((len(batch), 2, 2), np.float32), np.ones((len(batch), 3), np.float32)
+        a[1, 0, 0] = np.nan  # the model's own NaN
+        b[2, 1] = 7.1e4  # finite in fp32, inf in fp16
+        b[3, 0] = 6.5e4  # within fp16's range
+        return {"a": a, "b": b}
+
+    summary = run_extraction(st, model, Preprocessing(size=(16, 16)), workers=0)
+    assert (summary.ok, summary.errors, summary.images) == (2, 2, 4)
+    errors = {e.index: e.message for e in st.errors}
+    assert errors[1].startswith("the model produced NaN or inf in tap a for this image")
+    assert errors[2] == ("tap b overflows fp16 storage (max |x| 7.1e+04 > 65504); re-run with --dtype fp32 into a "
+                         "new -o path")
+    assert st.verify().ok and np.isfinite(st.read_row("b", 3)).all()
+    st.close()
+
+
+def test_fp16_store_resumes_without_repeating_its_settings(images, tmp_path, capsys):
+    out = tmp_path / "s.zarr"
+    assert _extract(images, out, "--dtype", "fp16", "--compression", "zstd") == 0
+    assert _extract(images, out, "--resume") == 0  # dtype and compression from the store
+    assert open_store(out).dtype == "fp16"
+    assert _extract(images, out, "--resume", "--dtype", "fp32") == 2
+    assert "written with --dtype fp16, not fp32" in _one_line(capsys)
