@@ -36,16 +36,19 @@ import logging
 import math
 import os
 import shutil
+import stat
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..contracts import Tap
-from ..errors import StoreError
+from ..errors import FeaturemapsError, StoreError
 from .names import unsafe_name_reason
 from .store_format import ERROR, FIXED_ARRAYS, OK, PENDING, STORE_FORMAT, Damage  # noqa: F401 - re-exported
+from .store_io import UnsafeStoreError, check_tree, confined_store, open_folder, tree_bytes, unsafe
 from .store_verify import chunk_file, scan
 
 log = logging.getLogger(__name__)
@@ -60,6 +63,12 @@ COMPRESSIONS = ("zstd", "none")
 LOCK_NAME = "status/featuremaps.lock"
 ROW_ARRAYS = ("paths", "status", "errors")
 MAX_PADDING = 0.05  # share of the rows the padded last chunk may add
+ROW_CHUNK = 16384  # rows per chunk of paths/status/errors (about: a multiple of chunk_rows); see row_chunk_for
+MAX_ROWS = 2**32
+MAX_SIDE = 4096  # preprocessing size, as for model files (engine.validate)
+MAX_IMAGE_BYTES = 2**31  # stored bytes of one image, all outputs
+MAX_PATH_ROW_BYTES = 20 * 1024  # a stored path (PATH_MAX bytes, escaped) or its base64
+MAX_ERROR_CHARS = 8192  # a stored error message is cut here
 IN_FLIGHT_BATCHES = 5  # decoded-ahead (2) + in the model (1) + waiting for / in the writer (2)
 _TMP_MARK = ".creating-"
 
@@ -94,9 +103,12 @@ def attrs_problem(info: dict) -> str | None:
     """What is wrong with a store's attributes (``zarr.json``), or None: the counts, dtype and
     compression, and the model metadata every reader relies on (taps, preprocessing size,
     reductions, weights)."""
-    for key, lo in (("n", 0), ("batch_size", 1), ("chunk_rows", 1)):
+    for key, lo in (("n", 0), ("batch_size", 1), ("chunk_rows", 1), ("row_chunk", 1)):
         if key in info and not _is_count(info[key], lo):
             return f"{key} {info[key]!r} is not an integer >= {lo}"
+    problem = _counts_problem(info)
+    if problem:
+        return problem
     if info.get("dtype") not in DTYPES:
         return f"dtype {info.get('dtype')!r} is not one of {', '.join(DTYPES)}"
     if "compression" in info and info["compression"] not in COMPRESSIONS:
@@ -113,14 +125,33 @@ def attrs_problem(info: dict) -> str | None:
         return "the model's taps are not a list of {name, shape}"
     pre = model.get("preprocessing", {"size": [1, 1]})
     size = pre.get("size") if isinstance(pre, dict) else None
-    if not isinstance(size, list) or len(size) != 2 or not all(_is_count(d, 1) for d in size):
-        return "the model's preprocessing size is not [H, W]"
+    if not isinstance(size, list) or len(size) != 2 or not all(_is_count(d, 1) and d <= MAX_SIDE for d in size):
+        return f"the model's preprocessing size is not [H, W] within 1..{MAX_SIDE}"
+    for t in taps:
+        if t["name"] in outputs and list(t["shape"]) != outputs[t["name"]]:
+            return f"output {t['name']!r} has shape {outputs[t['name']]} but the model's tap says {t['shape']}"
+    per_image = np.dtype(DTYPES[info["dtype"]]).itemsize * sum(math.prod(v) for v in outputs.values())
+    if per_image > MAX_IMAGE_BYTES:
+        return f"one image's outputs would be {_size(per_image)}, more than {_size(MAX_IMAGE_BYTES)}"
     reductions = model.get("reductions")
     if reductions is not None and not (isinstance(reductions, dict)
                                        and all(isinstance(v, dict) for v in reductions.values())):
         return "the model's reductions are not an object of {tap: {op, k, spec}}"
     if model.get("weights") is not None and not isinstance(model["weights"], dict):
         return "the model's weights entry is not an object"
+    return None
+
+
+def _counts_problem(info: dict) -> str | None:
+    """Row count, batch size and chunk rows within bounds and consistent with each other."""
+    n, batch, rows = info.get("n", 0), info.get("batch_size", 1), info.get("chunk_rows", info.get("batch_size", 1))
+    if n > MAX_ROWS:
+        return f"n {n} is more rows than a store can hold ({MAX_ROWS})"
+    if batch > max(1, n) or batch % rows:
+        return f"batch_size {batch} and chunk_rows {rows} do not fit {n} rows"
+    row_chunk = info.get("row_chunk", rows)
+    if row_chunk % rows or row_chunk > max(ROW_CHUNK, rows):
+        return f"row_chunk {row_chunk} is not a multiple of chunk_rows {rows} up to {ROW_CHUNK}"
     return None
 
 
@@ -154,6 +185,18 @@ def chunk_rows_for(n: int, batch_rows: int) -> int:
         if (-n % d) <= MAX_PADDING * n:
             return d
     return 1
+
+
+def row_chunk_for(chunk_rows: int, n: int) -> int:
+    """Rows per chunk of the per-row arrays (paths, path_bytes, status, errors): a multiple of
+    ``chunk_rows`` near ``ROW_CHUNK``, so that reading every status or one path costs a few chunks,
+    not one chunk per batch (500,000 rows in chunks of 8 were 62,500 chunks: a minute to read).
+    Only the one writer commits, so batches sharing a status chunk rewrite it in turn.
+
+    >>> row_chunk_for(8, 10**6), row_chunk_for(7, 10**6), row_chunk_for(100000, 10**6), row_chunk_for(8, 20)
+    (16384, 16380, 100000, 24)
+    """
+    return chunk_rows * max(1, min(ROW_CHUNK // chunk_rows, -(-n // chunk_rows)))
 
 
 def _divisors(b: int) -> set[int]:
@@ -239,7 +282,9 @@ class StoreLock:
 
         lock_path = Path(store_dir) / LOCK_NAME
         try:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = _open_lock_file(Path(store_dir))
+        except UnsafeStoreError:
+            raise
         except OSError as e:
             if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
                 raise StoreError(f"{store_dir} is read-only ({e.strerror or e}); writing to it (--resume, verify "
@@ -267,6 +312,29 @@ class StoreLock:
             self._fd = None
 
 
+def _open_lock_file(store_dir: Path) -> int:
+    """The lock file's descriptor, opened without following a link (the store may come from someone
+    else: a lock file linked to ``~/.bashrc`` would be truncated), and only if it is a regular file
+    of this user."""
+    folder, name = LOCK_NAME.split("/")
+    dfd = open_folder(store_dir, [folder])
+    try:
+        fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o644, dir_fd=dfd)
+    except OSError as e:
+        if e.errno != errno.ELOOP:
+            raise
+        raise unsafe(store_dir, LOCK_NAME, "a symbolic link (the store's lock file)") from None
+    finally:
+        os.close(dfd)
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+        os.close(fd)
+        what = "owned by another user (the store's lock file)" if stat.S_ISREG(st.st_mode) else \
+            "not a regular file (the store's lock file)"
+        raise unsafe(store_dir, LOCK_NAME, what)
+    return fd
+
+
 def _clean_stale_temps(path: Path) -> None:
     """Remove temporary creation folders of ``path`` whose creator process is gone."""
     for tmp in path.parent.glob(f".{path.name}{_TMP_MARK}*"):
@@ -280,6 +348,66 @@ def _clean_stale_temps(path: Path) -> None:
 
 
 # ---------------------------------------------------------------- the store
+
+
+class StoredPaths(Sequence):
+    """A store's input paths, read lazily: ``paths[i]`` decodes the one chunk holding row ``i``
+    (the last two chunks are kept, so a walk in order reads each chunk once); iterating or
+    comparing reads them all once. A store of millions of rows need not decode millions of
+    strings to show one row."""
+
+    def __init__(self, store: "FeatureStore"):
+        self._store = store
+        self._lossless = "path_bytes" in store._group
+        self._arr = store._group["path_bytes" if self._lossless else "paths"]
+        self._rows = self._arr.chunks[0]
+        self._chunks: dict[int, list[str]] = {}
+        self._all: list[str] | None = None
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+    def _decode(self, values) -> list[str]:
+        return [decode_path(str(s)) for s in values] if self._lossless else [str(p) for p in values]
+
+    def _read(self, sel):
+        try:
+            return self._arr[sel]
+        except FeaturemapsError:
+            raise
+        except Exception as e:  # noqa: BLE001 - checksum or decode failure
+            raise StoreError(f"{self._store.path}: the stored paths are damaged ({type(e).__name__}); "
+                             "re-create the store") from None
+
+    def _list(self) -> list[str]:
+        if self._all is None:
+            self._all = self._decode(self._read(slice(None)))
+        return self._all
+
+    def __getitem__(self, i):
+        if isinstance(i, slice) or self._all is not None:
+            return self._list()[i]
+        i = range(len(self))[i]  # IndexError, negative indices
+        ci = i // self._rows
+        if ci not in self._chunks:
+            if len(self._chunks) >= 2:
+                self._chunks.pop(next(iter(self._chunks)))
+            start = ci * self._rows
+            self._chunks[ci] = self._decode(self._read(slice(start, min(start + self._rows, len(self)))))
+        return self._chunks[ci][i - ci * self._rows]
+
+    def __iter__(self):
+        return iter(self._list())
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, (list, tuple, Sequence)) and not isinstance(other, str) and \
+            len(other) == len(self) and self._list() == list(other)
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        return f"StoredPaths({len(self)} paths of {str(self._store.path)!r})"
+
 
 
 class FeatureStore:
@@ -297,6 +425,8 @@ class FeatureStore:
         self._lock = lock
         try:
             attrs = dict(group.attrs)
+        except FeaturemapsError:
+            raise
         except Exception as e:  # noqa: BLE001 - any decode failure of zarr.json is damage
             raise StoreError(f"{path}/zarr.json is damaged ({type(e).__name__}); the store cannot be read, "
                              "re-create it with `featuremaps extract`") from None
@@ -305,7 +435,7 @@ class FeatureStore:
             raise StoreError(f"{path} is not a featuremaps store (no {STORE_FORMAT} attributes); "
                              "write one with `featuremaps extract -o PATH.zarr`")
         self.info: dict = info
-        self._paths: list[str] | None = None
+        self._paths: StoredPaths | None = None
         self._check_arrays()
 
     def _check_arrays(self) -> None:
@@ -317,15 +447,40 @@ class FeatureStore:
         if problem:
             raise StoreError(f"{self.path}/zarr.json is damaged ({problem}); the store cannot be used, "
                              "re-create it with `featuremaps extract`")
-        lossless = ("path_bytes",) if self.info.get("format") == STORE_FORMAT else ()
-        for name in (*ROW_ARRAYS, *lossless, *outputs):
+        for name, spec in array_specs(self.info).items():
             try:
-                arr = self._group[name]
-                if arr.shape[0] != self.info["n"]:
-                    raise ValueError("wrong length")
+                problem = _layout_problem(self._group[name], spec)
+            except FeaturemapsError:
+                raise
             except Exception as e:  # noqa: BLE001 - KeyError, JSON errors, ... are all damage here
                 raise StoreError(f"{self.path}: array {name!r} is missing or damaged ({type(e).__name__}); "
                                  "the store cannot be used, re-create it with `featuremaps extract`") from None
+            if problem:
+                raise StoreError(f"{self.path}: array {name!r} does not match the store's attributes ({problem}); "
+                                 "the store may be hostile or damaged, re-create it with `featuremaps extract`")
+        self._check_chunk_memory()
+        self.limits = chunk_limits(self.info)
+        store = getattr(self._group, "store", None)
+        if hasattr(store, "limits"):
+            store.limits.update(self.limits)
+
+    def fixed_chunk_bytes(self, name: str) -> int | None:
+        """Encoded bytes (checksum excluded) every chunk of array ``name`` has, or None where that
+        varies (strings, zstd)."""
+        if name == "status":
+            return self._group["status"].chunks[0]
+        if name in self.info["outputs"] and self.info.get("compression") != "zstd":
+            return self.limits[name][0] - 4
+        return None
+
+    def _check_chunk_memory(self) -> None:
+        """One chunk of every output must fit in memory: reading one row reads its whole chunk."""
+        itemsize = np.dtype(DTYPES[self.dtype]).itemsize
+        largest = max((self.chunk_rows * math.prod(s) * itemsize for s in self.info["outputs"].values()), default=0)
+        if largest > available_memory() // 2:
+            raise StoreError(f"{self.path}: one chunk of its outputs is {_size(largest)}, more than half the memory "
+                             f"available ({_size(available_memory())}); read it on a larger machine, or re-create "
+                             "it with a smaller --batch-size")
 
     # ------------------------------------------------------------ create / open
 
@@ -363,6 +518,7 @@ class FeatureStore:
                 "model_path": str(model_path) if model_path else None, "model_sha256": model_sha256,
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "featuremaps": __version__}
+        info["row_chunk"] = row_chunk_for(info["chunk_rows"], n)
         return cls._create_atomically(path, info, paths)
 
     @classmethod
@@ -375,7 +531,8 @@ class FeatureStore:
         lock = None
         try:
             tmp.mkdir()
-            _write_layout(zarr.open_group(str(tmp), mode="w-", zarr_format=3), info, paths)
+            _write_layout(zarr.open_group(confined_store(tmp, read_only=False), mode="w-", zarr_format=3), info,
+                          paths)
             lock = StoreLock.acquire(tmp)
             if path.exists():
                 raise StoreError(f"{path} already exists; add --resume to complete it, or choose a new -o path")
@@ -388,7 +545,7 @@ class FeatureStore:
                 raise StoreError(f"creating {path} failed ({e.strerror or e}); nothing was left behind: "
                                  "fix that and re-run") from None
             raise
-        return cls(zarr.open_group(str(path), mode="r+", zarr_format=3), path, lock)
+        return cls(zarr.open_group(confined_store(path, read_only=False), mode="r+", zarr_format=3), path, lock)
 
     @classmethod
     def open(cls, path: str | Path, mode: str = "r", *, lock: bool = False) -> "FeatureStore":
@@ -400,10 +557,14 @@ class FeatureStore:
         path = Path(path)
         if not (path / "zarr.json").is_file():
             raise StoreError(f"no featuremaps store at {path}; write one with `featuremaps extract -o PATH.zarr`")
+        if lock:  # a writer: nothing in the tree may lead outside it, before anything is written
+            check_tree(path)
         held = StoreLock.acquire(path) if lock else None
         try:
             try:
-                group = zarr.open_group(str(path), mode=mode, zarr_format=3)
+                group = zarr.open_group(confined_store(path, read_only=mode == "r"), mode=mode, zarr_format=3)
+            except FeaturemapsError:
+                raise
             except Exception as e:  # noqa: BLE001 - a broken zarr.json surfaces as many types
                 raise StoreError(f"{path}/zarr.json is damaged ({type(e).__name__}); the store cannot be read, "
                                  "re-create it with `featuremaps extract`") from None
@@ -499,25 +660,40 @@ class FeatureStore:
         return tuple(pre["size"])
 
     @property
-    def paths(self) -> list[str]:
-        """Input paths as ``os`` functions take them (non-UTF-8 bytes surrogate-escaped, lossless)."""
+    def paths(self) -> "StoredPaths":
+        """Input paths as ``os`` functions take them (non-UTF-8 bytes surrogate-escaped, lossless): a
+        sequence that reads one chunk for ``paths[i]`` and every chunk only when iterated or compared."""
         if self._paths is None:
-            try:
-                if "path_bytes" in self._group:
-                    self._paths = [decode_path(str(s)) for s in self._group["path_bytes"][:]]
-                else:
-                    self._paths = [str(p) for p in self._group["paths"][:]]
-            except Exception as e:  # noqa: BLE001 - checksum or decode failure
-                raise StoreError(f"{self.path}: the stored paths are damaged ({type(e).__name__}); "
-                                 "re-create the store") from None
+            self._paths = StoredPaths(self)
         return self._paths
+
+    def counts(self) -> dict[str, int]:
+        """``{"ok": .., "error": .., "pending": ..}`` from the status codes (one uint8 per row)."""
+        n = np.bincount(self.status_codes, minlength=3)
+        return {"pending": int(n[PENDING]), "ok": int(n[OK]), "error": int(n[ERROR])}
+
+    def error_message(self, index: int) -> str:
+        """The stored reason of row ``index`` ("" unless it is an error row); reads one chunk."""
+        return str(self._group["errors"][int(index)])
 
     @property
     def status_codes(self) -> np.ndarray:
         """``(N,) uint8``: 0 pending, 1 ok, 2 error."""
         try:
             return np.asarray(self._group["status"][:])
+        except UnsafeStoreError:
+            raise
         except ValueError:  # a status chunk fails its checksum
+            raise StoreError(f"{self.path}: a status chunk is damaged; run `featuremaps verify --repair "
+                             f"{self.path}` to mark its batches pending, then --resume") from None
+
+    def _status_of(self, index: int) -> int:
+        """Status code of one row (reads one status chunk, not all of them)."""
+        try:
+            return int(self._group["status"][index])
+        except UnsafeStoreError:
+            raise
+        except ValueError:
             raise StoreError(f"{self.path}: a status chunk is damaged; run `featuremaps verify --repair "
                              f"{self.path}` to mark its batches pending, then --resume") from None
 
@@ -532,8 +708,8 @@ class FeatureStore:
         idx = np.flatnonzero(self.status_codes == ERROR)
         if not len(idx):
             return []
-        msgs = self._group["errors"][:]
-        return [ErrorRow(int(i), self.paths[i], str(msgs[i])) for i in idx]
+        msgs, paths = self._group["errors"][:], list(self.paths)
+        return [ErrorRow(int(i), paths[i], str(msgs[i])) for i in idx]
 
     def __getitem__(self, tap):
         """The zarr array of one output (``'features.17'`` or a :class:`Tap`), N first."""
@@ -556,11 +732,13 @@ class FeatureStore:
         rows = f"rows {ci * self.chunk_rows}-{min(ci * self.chunk_rows + self.chunk_rows, len(self)) - 1}"
         fix = (f"run `featuremaps verify {self.path} --repair`, then `featuremaps extract ... -o {self.path} "
                "--resume` to redo them")
-        done = self.status_codes[int(index)] != PENDING
+        done = self._status_of(int(index)) == OK  # an error row's chunk may be absent: it holds no maps
         if done and self.info.get("format") == STORE_FORMAT and not chunk_file(self, name, ci, arr.ndim).is_file():
             raise StoreError(f"{self.path}: the {name} chunk of {rows} is missing; {fix}")
         try:
             return np.asarray(arr[int(index)])
+        except UnsafeStoreError:
+            raise
         except ValueError as e:  # zarr: "Stored and computed checksum do not match", or a short chunk
             why = "fails its checksum" if "checksum" in str(e) else "is unreadable"
             raise StoreError(f"{self.path}: the {name} chunk of {rows} {why}; {fix}") from None
@@ -577,8 +755,13 @@ class FeatureStore:
         codes = self.status_codes
         return [b for b in range(self.n_batches()) if (codes[slice(*self.batch_rows(b))] == PENDING).any()]
 
-    def nbytes_on_disk(self) -> int:
-        return sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(self.path) for f in fs)
+    def nbytes_on_disk(self, *, check: bool = False) -> int:
+        """Bytes of the store's regular files (links and FIFOs are not followed; ``check=True``
+        raises :class:`UnsafeStoreError` for the first of them instead)."""
+        total, problem = tree_bytes(self.path)
+        if check and problem is not None:
+            raise problem
+        return total
 
     def nbytes_maps(self) -> int:
         """Bytes of the feature maps themselves (rows x stored shape x itemsize), for overhead figures."""
@@ -592,10 +775,16 @@ class FeatureStore:
         damage too. ``repair=True`` marks the batches that hold damage pending (``--resume``
         then redoes them); call it only while holding the lock."""
 
+        check_tree(self.path)  # every chunk is read next: none may be a link or a FIFO
         damage, checked, notes = scan(self)
         batches = tuple(sorted({r // self.batch_size for d in damage if d.array not in FIXED_ARRAYS
                                 for r in range(*d.rows)}))
         if repair and batches:
+            for d in damage:  # a damaged row chunk spans batches: rewrite it whole (a partial write reads it)
+                if d.array in ("status", "errors"):
+                    blank = np.zeros(d.rows[1] - d.rows[0], np.uint8) if d.array == "status" else \
+                        np.full(d.rows[1] - d.rows[0], "", dtype=object).astype(str)
+                    self._group[d.array][d.rows[0]:d.rows[1]] = blank
             for b in batches:
                 self._group["status"][slice(*self.batch_rows(b))] = np.zeros(np.subtract(*self.batch_rows(b)[::-1]),
                                                                                np.uint8)
@@ -614,26 +803,51 @@ class FeatureStore:
         return written
 
     def write_maps(self, b: int, outputs: dict[str, np.ndarray], ok_rows) -> int:
-        """Write batch ``b``'s chunks of every output (zeros for rows not in ``ok_rows``); no commit.
-        Any process may do this for a batch it owns: batches never share a chunk."""
+        """Write batch ``b``'s chunks of every output (zeros for rows not in ``ok_rows``; nothing at
+        all when no row is ok); no commit. Any process may do this for a batch it owns: batches
+        never share a chunk."""
         start, stop = self.batch_rows(b)
         ok_rows = list(ok_rows)
         dtype = DTYPES[self.dtype]
         written = 0
         for name in self.outputs:
+            if not ok_rows:
+                written += self.write_output(name, b, None)
+                continue
             full = np.zeros((stop - start, *self.info["outputs"][name]), dtype)
-            if ok_rows:
-                full[ok_rows] = outputs[name]
+            full[ok_rows] = outputs[name]
             written += self.write_output(name, b, full)
         return written
 
-    def write_output(self, name: str, b: int, rows: np.ndarray) -> int:
+    def write_output(self, name: str, b: int, rows: np.ndarray | None) -> int:
         """Write output ``name``'s ``rows`` (every row of batch ``b``, the store's dtype); no commit.
-        Every chunk of a written batch lands on disk, all-zero ones too (an error row's maps), so
-        that :meth:`verify` can call a missing chunk damage. Returns the bytes written."""
+        Every chunk of a written batch lands on disk, all-zero ones too, so that :meth:`verify`
+        can call a missing chunk of an ok row damage. ``rows=None`` (every row of the batch is an
+        error) writes nothing and removes what an earlier attempt left: an error row costs no map
+        bytes. Returns the bytes written."""
+        if rows is None:
+            self._drop_chunks(name, b)
+            return 0
         start, stop = self.batch_rows(b)
         self._group[name].with_config({"write_empty_chunks": True})[start:stop] = rows
         return rows.nbytes
+
+    def _drop_chunks(self, name: str, b: int) -> None:
+        """Remove batch ``b``'s chunk files of output ``name`` (no link is followed)."""
+        start, stop = self.batch_rows(b)
+        tail = ["0"] * len(self.info["outputs"][name])
+        for ci in range(start // self.chunk_rows, -(-stop // self.chunk_rows)):
+            parts = [name, "c", str(ci), *tail]
+            try:
+                dfd = open_folder(self.path, parts[:-1])
+            except FileNotFoundError:
+                continue
+            try:
+                os.unlink(parts[-1], dir_fd=dfd)
+            except FileNotFoundError:
+                pass
+            finally:
+                os.close(dfd)
 
     def commit_batch(self, b: int, errors: dict[int, str], pending=()) -> None:
         """Mark batch ``b`` done: its error rows, then its status rows (ok, or error for the
@@ -643,7 +857,7 @@ class FeatureStore:
         msgs = np.full(stop - start, "", dtype=object)
         status = np.full(stop - start, OK, np.uint8)
         for row, msg in errors.items():
-            msgs[int(row)], status[int(row)] = displayable(msg), ERROR
+            msgs[int(row)], status[int(row)] = displayable(msg)[:MAX_ERROR_CHARS], ERROR
         for row in pending:
             status[int(row)] = PENDING
         self._group["errors"][start:stop] = msgs.astype(str)
@@ -669,26 +883,77 @@ class FeatureStore:
                 f"outputs={self.outputs}, dtype={self.dtype})")
 
 
-def _write_layout(group, info: dict, paths: list[str]) -> None:
-    """Create every array of a new store in ``group``, then the attributes (a store is
-    recognisable only once all of its arrays exist)."""
+def array_specs(info: dict) -> dict[str, dict]:
+    """``create_array`` keywords of every array of a store with attributes ``info``: what
+    :func:`_write_layout` creates, and what an opened store's arrays are checked against."""
     from zarr.codecs import Crc32cCodec, ZstdCodec
 
     n, c = info["n"], info["chunk_rows"]
     crc = [Crc32cCodec()]
-    rows = {"chunks": (c,), "dimension_names": ("image",), "compressors": crc}
+    rows = {"shape": (n,), "chunks": (info.get("row_chunk", c),), "dimension_names": ("image",), "compressors": crc}
+    specs = {"paths": dict(rows, dtype=str), "status": dict(rows, dtype="uint8", fill_value=PENDING),
+             "errors": dict(rows, dtype=str)}
+    if info.get("format") == STORE_FORMAT:
+        specs["path_bytes"] = dict(rows, dtype=str)
+    codecs = ([ZstdCodec()] if info.get("compression") == "zstd" else []) + crc
+    for name, shape in info["outputs"].items():
+        specs[name] = {"shape": (n, *shape), "chunks": (c, *shape), "dtype": DTYPES[info["dtype"]], "fill_value": 0,
+                       "compressors": codecs, "dimension_names": dimension_names(name, tuple(shape))}
+    return specs
+
+
+def _write_layout(group, info: dict, paths: list[str]) -> None:
+    """Create every array of a new store in ``group``, then the attributes (a store is
+    recognisable only once all of its arrays exist)."""
+    specs = array_specs(info)
     display, b64 = zip(*map(encode_path, paths)) if paths else ((), ())
-    group.create_array("paths", shape=(n,), dtype=str, **rows)[:] = np.asarray(display, dtype=str)
-    group.create_array("path_bytes", shape=(n,), dtype=str, **rows)[:] = np.asarray(b64, dtype=str)
-    group.create_array("status", shape=(n,), dtype="uint8", fill_value=PENDING, **rows,
+    group.create_array("paths", **specs.pop("paths"))[:] = np.asarray(display, dtype=str)
+    group.create_array("path_bytes", **specs.pop("path_bytes"))[:] = np.asarray(b64, dtype=str)
+    group.create_array("status", **specs.pop("status"),
                        attributes={"flag_values": [PENDING, OK, ERROR], "flag_meanings": " ".join(STATUS_NAMES),
                                    "long_name": "extraction status per image"})
-    group.create_array("errors", shape=(n,), dtype=str, **rows)
-    codecs = ([ZstdCodec()] if info["compression"] == "zstd" else []) + crc
-    for name, shape in info["outputs"].items():
-        group.create_array(name, shape=(n, *shape), chunks=(c, *shape), dtype=DTYPES[info["dtype"]], fill_value=0,
-                           compressors=codecs, dimension_names=dimension_names(name, tuple(shape)))
+    for name, spec in specs.items():
+        group.create_array(name, **spec)
     group.attrs[ATTR_KEY] = info
+
+
+def _layout_problem(arr, spec: dict) -> str | None:
+    """How ``arr`` differs from what ``create`` writes for it (shape, chunks, data type, codec
+    chain), or None: a store's own metadata is checked before any chunk is read."""
+    import zarr
+
+    want = zarr.create_array(zarr.storage.MemoryStore(), **spec).metadata
+    have = arr.metadata
+    if getattr(have, "zarr_format", 3) != 3:
+        return "it is not a Zarr v3 array"
+    for what, a, b in (("shape", have.shape, want.shape), ("chunk shape", arr.chunks, tuple(spec["chunks"])),
+                       ("data type", str(have.data_type), str(want.data_type)),
+                       ("codecs", [c.to_dict()["name"] for c in have.codecs],
+                        [c.to_dict()["name"] for c in want.codecs]),
+                       ("chunk key encoding", have.chunk_key_encoding.to_dict(), want.chunk_key_encoding.to_dict())):
+        if tuple(a) != tuple(b) if isinstance(a, (list, tuple)) else a != b:
+            return f"its {what} {_short(a)} is not the {_short(b)} featuremaps writes"
+    return None
+
+
+def _short(x) -> str:
+    text = str(list(x) if isinstance(x, tuple) else x)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def chunk_limits(info: dict) -> dict[str, tuple[int, int | None]]:
+    """Per array: the largest chunk file it may hold, and the exact decoded size a zstd chunk
+    must declare (None without zstd). Anything larger is refused before it is read."""
+    c, row_chunk = info["chunk_rows"], info.get("row_chunk", info["chunk_rows"])
+    limits = {"status": (row_chunk + 64, None), "errors": (row_chunk * (4 * MAX_ERROR_CHARS + 8) + 64, None)}
+    for name in ("paths", "path_bytes"):
+        limits[name] = (row_chunk * (MAX_PATH_ROW_BYTES + 8) + 64, None)
+    itemsize = np.dtype(DTYPES[info["dtype"]]).itemsize
+    for name, shape in info["outputs"].items():
+        raw = c * math.prod(shape) * itemsize
+        zstd = info.get("compression") == "zstd"
+        limits[name] = (raw + raw // 128 + 2**17 + 4, raw) if zstd else (raw + 4, None)
+    return limits
 
 
 def open_store(path: str | Path) -> FeatureStore:

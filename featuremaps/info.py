@@ -73,10 +73,6 @@ def describe_model(path: str | Path) -> dict:
             "opset": versions.pop("opset", None), "versions": versions, "created": meta.get("created")}
 
 
-def _bytes_on_disk(path: Path) -> int:
-    return sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(path) for f in fs)
-
-
 def describe_store(path: str | Path) -> dict:
     """Counts ok/error/pending, taps with stored shape, dtype and chunks, bytes on disk, creating command;
     ``missing_chunks``: tap chunk files of done rows that are absent (their rows would read as zeros)."""
@@ -88,7 +84,6 @@ def describe_store(path: str | Path) -> dict:
     except Exception as e:  # noqa: BLE001 - a broken zarr.json is "not a store", one line
         raise StoreError(f"{path} is not a readable featuremaps store ({type(e).__name__}); "
                          "write one with `featuremaps extract -o PATH.zarr`") from None
-    status = [str(s) for s in store.status]
     meta = store.metadata
     taps = []
     for name in store.outputs:
@@ -99,11 +94,11 @@ def describe_store(path: str | Path) -> dict:
     info = store.info
     missing = missing_chunks(store)  # a file check per chunk: cheap, unlike verify's full read
     return {"kind": "store", "path": str(path), "images": len(store),
-            "counts": {k: status.count(k) for k in ("ok", "error", "pending")},
+            "counts": store.counts(),  # from the uint8 status codes: no string per row
             "missing_chunks": len(missing),
             "rows_with_missing_chunks": len({r for d in missing for r in range(*d.rows)}),
             "taps": taps, "dtype": store.dtype, "batch_size": store.batch_size, "chunk_rows": store.chunk_rows,
-            "compression": info.get("compression"), "bytes_on_disk": _bytes_on_disk(path),
+            "compression": info.get("compression"), "bytes_on_disk": store.nbytes_on_disk(check=True),
             "model": meta.get("model"), "weights": meta.get("weights") or {},
             "precision": meta.get("precision", "fp32"), "model_path": info.get("model_path"),
             "model_sha256": info.get("model_sha256"),

@@ -122,14 +122,15 @@ def _open_or_create(args, paths: list[str], model_path: Path, extractor, extract
             raise StoreError(f"{out} is {what}; choose a new -o path (extract creates the store folder itself)")
         if not args.resume:
             raise StoreError(f"{out} already exists; add --resume to complete it, or choose a new -o path")
-        return _resume(out, args, paths, sha, dtype, extraction)
+        # --resume takes dtype, compression and batch size from the store; only an explicit other value is refused
+        return _resume(out, args, paths, sha, args.dtype, extraction)
     return FeatureStore.create(out, paths=paths, metadata=meta, shapes=output_shapes(meta, extractor.session),
                                batch_size=args.batch_size or DEFAULT_BATCH, dtype=dtype,
                                compression=args.compression or "none",
                                model_path=model_path.resolve(), model_sha256=sha)
 
 
-def _resume(out: Path, args, paths: list[str], sha: str, dtype: str, extraction: dict):
+def _resume(out: Path, args, paths: list[str], sha: str, dtype: str | None, extraction: dict):
     """Open ``out`` locked, refuse other settings, inputs or math mode, drop dead temp files, and mark
     batches with chunks that fail their checksum pending (the run redoes them)."""
     store = FeatureStore.open(out, mode="r+", lock=True)

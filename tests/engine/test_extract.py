@@ -199,12 +199,16 @@ def test_interrupted_run_resumes_identically(small_model, image_dir, extracted, 
 
 @pytest.mark.slow
 def _wait_for_commits(proc, out: Path, n: int, limit_s: float = 120) -> None:
-    """Poll until ``n`` status chunks of ``out`` are on disk (``n`` batches committed) or ``proc`` ends."""
-    status_dir = out / "status" / "c"
+    """Poll until ``n`` rows of ``out`` are committed (batch size 1) or ``proc`` ends. The status
+    array's first chunk holds every row here (uint8 codes, then a 4-byte CRC), replaced atomically."""
+    chunk = out / "status" / "c" / "0"
     deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline and proc.poll() is None:
-        if status_dir.is_dir() and len(os.listdir(status_dir)) >= n:
-            return
+        try:
+            if sum(1 for code in chunk.read_bytes()[:-4] if code) >= n:
+                return
+        except FileNotFoundError:
+            pass
         time.sleep(0.005)
 
 

@@ -188,14 +188,21 @@ def test_missing_chunk_of_a_done_batch_is_damage(reference, tmp_path, capsys):
     assert "features.0 chunk 0" in capsys.readouterr().out
 
 
-def test_all_zero_batch_is_written_and_verifies(tmp_path):
-    st = FeatureStore.create(tmp_path / "s.zarr", paths=["a", "b", "c"], metadata={}, shapes={"t.x": (2, 2, 2)},
-                             batch_size=3, compression="none")
+def test_error_batch_writes_no_chunk_and_all_zero_ok_batch_does(tmp_path):
+    st = FeatureStore.create(tmp_path / "s.zarr", paths=["a", "b", "c", "d"], metadata={}, shapes={"t.x": (2, 2, 2)},
+                             batch_size=2, compression="none")
     st.close()
     st = FeatureStore.open(tmp_path / "s.zarr", mode="r+", lock=True)  # a resumed writer, as in --resume
-    st.write_batch(0, {}, [], {0: "bad", 1: "bad", 2: "bad"})  # every row an error: all-zero maps
-    assert (tmp_path / "s.zarr" / "t.x" / "c" / "0" / "0" / "0" / "0").is_file()
+    chunks = tmp_path / "s.zarr" / "t.x" / "c"
+    st.write_batch(0, {"t.x": np.ones((2, 2, 2, 2))}, [0, 1], {})  # an earlier attempt's chunk...
+    st.write_batch(0, {}, [], {0: "bad", 1: "bad"})  # ...every row an error now: no map bytes, none left
+    st.write_batch(1, {"t.x": np.zeros((2, 2, 2, 2))}, [0, 1], {})  # ok rows that are all zero: written
+    assert not (chunks / "0").exists() or not any(p.is_file() for p in (chunks / "0").rglob("*"))
+    assert (chunks / "1" / "0" / "0" / "0").is_file()
     assert st.verify().ok
+    np.testing.assert_array_equal(st.read_row("t.x", 0), 0)  # an error row reads as zeros, not as damage
+    (chunks / "1" / "0" / "0" / "0").unlink()
+    assert [d.array for d in st.verify().damage] == ["t.x"]  # an ok row's missing chunk is still damage
     st.close()
 
 
@@ -250,11 +257,11 @@ def test_damaged_metadata_is_one_line(reference, tmp_path, images, capsys, damag
 
 def test_damaged_status_chunk_is_one_line_and_resume_redoes_it(reference, tmp_path, images, capsys):
     store = _copy(reference.path, tmp_path / "s.zarr")
-    _flip(store / "status" / "c" / "1", offset=0)
+    _flip(store / "status" / "c" / "0", offset=0)  # one status chunk holds every row (row_chunk)
     with pytest.raises(StoreError, match="status chunk is damaged; run `featuremaps verify --repair"):
         open_store(store).status_codes
     assert main(["verify", str(store)]) == 1
-    assert "status chunk 1" in capsys.readouterr().out
+    assert "status chunk 0" in capsys.readouterr().out
     assert _extract(images, store, "--resume") == 0
     _same(open_store(store), reference)
 

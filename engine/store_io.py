@@ -1,0 +1,257 @@
+"""File access confined to a store's own tree: no symlink, no FIFO or device, no oversized file.
+
+A store is often received from someone else (tar and rsync keep symlinks), so nothing in it may
+make featuremaps read or write outside it. Two checks, both without following any link:
+
+* :func:`tree_problem` walks the whole tree once (``os.scandir``: the entry type comes with the
+  listing, no ``stat`` per file) before anything writes to a store (``--resume``, ``verify
+  --repair``) or reads every chunk (``verify``): the first symlink or non-regular file refuses it.
+* :func:`confined_store` is the zarr store every :class:`~.store.FeatureStore` reads and writes
+  through: each key is opened component by component with ``O_NOFOLLOW`` relative to the
+  previous folder's descriptor, must be a regular file, and no larger than its array's chunks
+  can be (a ``zarr.json`` at most ``MAX_METADATA_BYTES``). A zstd chunk must declare, in its
+  frame header, exactly the decoded size of a chunk; numcodecs allocates whatever the header
+  says, so a 196 KB frame would otherwise become 6 GiB.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import os
+import stat
+from pathlib import Path
+
+from ..errors import StoreError
+
+MAX_METADATA_BYTES = 16 * 2**20
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_HOSTILE = "the store may be hostile (or was copied with links); re-create it with `featuremaps extract`"
+
+
+class UnsafeStoreError(StoreError):
+    """An entry of a store would make featuremaps read or write outside it, or read without bound."""
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file"
+
+
+def unsafe(root: Path, rel: str, what: str) -> UnsafeStoreError:
+    return UnsafeStoreError(f"{Path(root) / rel} is {what}; featuremaps reads and writes only regular files and "
+                            f"folders inside a store: {_HOSTILE}")
+
+
+# ---------------------------------------------------------------- the walk
+
+
+def tree_problem(root: Path) -> UnsafeStoreError | None:
+    """The first symlink or non-regular file under ``root`` (one ``scandir`` per folder), or None."""
+    root = Path(root)
+    folders = [""]
+    while folders:
+        rel = folders.pop()
+        try:
+            with os.scandir(root / rel if rel else root) as it:
+                for e in it:
+                    sub = f"{rel}/{e.name}" if rel else e.name
+                    if e.is_symlink():
+                        return unsafe(root, sub, "a symbolic link")
+                    if e.is_dir(follow_symlinks=False):
+                        folders.append(sub)
+                    elif not e.is_file(follow_symlinks=False):
+                        return unsafe(root, sub, _kind(e.stat(follow_symlinks=False).st_mode))
+        except FileNotFoundError:  # removed while we walked (a writer's temporary file)
+            continue
+    return None
+
+
+def check_tree(root: Path) -> None:
+    """Raise :class:`UnsafeStoreError` for the first symlink or non-regular file under ``root``."""
+    problem = tree_problem(root)
+    if problem is not None:
+        raise problem
+
+
+def tree_bytes(root: Path) -> tuple[int, UnsafeStoreError | None]:
+    """``(bytes of the regular files under root, the first symlink or non-regular file or None)``;
+    ``lstat`` only: a link or a FIFO is never followed nor opened."""
+    total, problem, folders = 0, None, [""]
+    root = Path(root)
+    while folders:
+        rel = folders.pop()
+        try:
+            with os.scandir(root / rel if rel else root) as it:
+                for e in it:
+                    if e.is_dir(follow_symlinks=False):
+                        folders.append(f"{rel}/{e.name}" if rel else e.name)
+                        continue
+                    st = e.stat(follow_symlinks=False)
+                    if stat.S_ISREG(st.st_mode):
+                        total += st.st_size
+                    elif problem is None:
+                        problem = unsafe(root, f"{rel}/{e.name}" if rel else e.name, _kind(st.st_mode))
+        except FileNotFoundError:
+            continue
+    return total, problem
+
+
+# ---------------------------------------------------------------- one key
+
+
+def open_folder(root: Path, parts: list[str], create: bool = False) -> int:
+    """A descriptor of the folder ``root/parts...``, every component opened with ``O_NOFOLLOW``
+    (``create``: missing folders are made). Raises FileNotFoundError when one is missing."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for i, name in enumerate(parts):
+            try:
+                nxt = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            except FileNotFoundError:
+                if not create:
+                    raise
+                try:
+                    os.mkdir(name, dir_fd=fd)
+                except FileExistsError:
+                    pass
+                nxt = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            except (NotADirectoryError, OSError) as e:
+                if isinstance(e, NotADirectoryError) or e.errno == errno.ELOOP:
+                    mode = os.lstat(name, dir_fd=fd).st_mode
+                    if stat.S_ISLNK(mode):
+                        raise unsafe(root, "/".join(parts[:i + 1]), "a symbolic link") from None
+                    raise FileNotFoundError(name) from None  # a file where a folder should be: "missing"
+                raise
+            os.close(fd)
+            fd = nxt
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def read_key(root: Path, key: str, limit: int) -> bytes | None:
+    """The bytes of ``root/key`` (None if missing), opened without following any link; a link, a
+    FIFO or a device is :class:`UnsafeStoreError`, and so is a file over ``limit`` bytes."""
+    parts = key.split("/")
+    try:
+        dfd = open_folder(root, parts[:-1], create=False)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dfd)
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise unsafe(root, key, "a symbolic link") from None
+            raise
+    finally:
+        os.close(dfd)
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            return None  # zarr: a folder where a chunk should be reads as missing
+        if not stat.S_ISREG(st.st_mode):
+            raise unsafe(root, key, _kind(st.st_mode))
+        if st.st_size > limit:
+            raise UnsafeStoreError(f"{Path(root) / key} is {st.st_size} bytes, more than its array's chunks can be "
+                                   f"({limit} bytes); {_HOSTILE}")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read(limit + 1)
+    finally:
+        os.close(fd)
+
+
+def zstd_content_size(frame: bytes) -> int | None:
+    """The decoded size a zstd frame header declares (None when the frame does not declare it)."""
+    if len(frame) < 6 or frame[:4] != _ZSTD_MAGIC:
+        return None
+    fhd = frame[4]
+    fcs_flag, single, dict_flag = fhd >> 6, (fhd >> 5) & 1, fhd & 3
+    pos = 5 + (0 if single else 1) + (0, 1, 2, 4)[dict_flag]
+    size = (1 if single else 0, 2, 4, 8)[fcs_flag]
+    if size == 0 or len(frame) < pos + size:
+        return None
+    value = int.from_bytes(frame[pos:pos + size], "little")
+    return value + 256 if size == 2 else value
+
+
+@functools.lru_cache(maxsize=1)
+def _confined_class():
+    """The zarr LocalStore subclass (defined on first use: zarr is imported lazily)."""
+    import asyncio
+
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.storage import LocalStore
+
+    class ConfinedStore(LocalStore):
+        """LocalStore whose reads and writes never follow a link nor read a file without bound."""
+
+        # key prefix (array name) -> (largest chunk file, exact decoded zstd size or None); set by
+        # FeatureStore once the arrays' metadata is validated
+        limits: dict
+
+        def with_read_only(self, read_only: bool = False):
+            other = type(self)(root=self.root, read_only=read_only)
+            other.limits = self.limits
+            return other
+
+        def _limit(self, key: str) -> tuple[int, int | None]:
+            if key.endswith("zarr.json"):
+                return MAX_METADATA_BYTES, None
+            return self.limits.get(key.split("/", 1)[0], (MAX_METADATA_BYTES, None))
+
+        def _read(self, key: str, prototype, byte_range):
+            limit, zstd_size = self._limit(key)
+            data = read_key(self.root, key, limit)
+            if data is None:
+                return None
+            if zstd_size is not None and zstd_content_size(data) != zstd_size:
+                raise UnsafeStoreError(f"{self.root / key} does not declare the {zstd_size} decoded bytes of a "
+                                       f"chunk in its zstd header; {_HOSTILE}")
+            if byte_range is not None:
+                raise UnsafeStoreError(f"{self.root / key}: partial reads (sharding) are not part of a "
+                                       f"featuremaps store; {_HOSTILE}")
+            return (prototype or default_buffer_prototype()).buffer.from_bytes(data)
+
+        def get_sync(self, key, *, prototype=None, byte_range=None):
+            self._ensure_open_sync()
+            return self._read(key, prototype, byte_range)
+
+        async def get(self, key, prototype=None, byte_range=None):
+            if not self._is_open:
+                await self._open()
+            return await asyncio.to_thread(self._read, key, prototype, byte_range)
+
+        async def get_partial_values(self, prototype, key_ranges):
+            return [await self.get(k, prototype, r) for k, r in key_ranges]
+
+        def _confine(self, key: str) -> None:
+            os.close(open_folder(self.root, key.split("/")[:-1], create=True))
+
+        def set_sync(self, key, value):
+            self._confine(key)
+            super().set_sync(key, value)
+
+        async def _set(self, key, value, exclusive=False):
+            await asyncio.to_thread(self._confine, key)
+            await super()._set(key, value, exclusive=exclusive)
+
+    return ConfinedStore
+
+
+def confined_store(root: Path, *, read_only: bool):
+    """A zarr store on ``root`` that reads and writes only inside it (see the module docstring)."""
+    st = _confined_class()(Path(root), read_only=read_only)
+    st.limits = {}
+    return st
