@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -75,3 +76,30 @@ def random_batch(n: int, size: int = SMALL, seed: int = 0) -> np.ndarray:
 
     pixels = np.random.RandomState(seed).randint(0, 256, (n, size, size, 3)).astype(np.uint8)
     return pixels_to_float(pixels, Preprocessing(size=(size, size)))
+
+
+# ---------------------------------------------------------------- the headless browser (report tests)
+# Debian's chromium + chromium-driver via Selenium, skipped with the reason when either is absent
+# (`.ci/run` installs them with apt when it runs as root).
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+DRIVER = shutil.which("chromedriver")
+
+
+@pytest.fixture(scope="module")
+def driver():
+    if not (CHROMIUM and DRIVER):
+        pytest.skip(f"chromium ({CHROMIUM or 'absent'}) or chromedriver ({DRIVER or 'absent'}) not installed; "
+                    "apt-get install -y chromium chromium-driver")
+    webdriver = pytest.importorskip("selenium.webdriver", reason="pip install selenium (the dev extra)")
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+              "--window-size=1400,1000"):
+        opts.add_argument(a)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    d = webdriver.Chrome(service=Service(DRIVER), options=opts)
+    yield d
+    d.quit()
