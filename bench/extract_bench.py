@@ -94,13 +94,14 @@ def _decode_rate(paths, pre, workers: int) -> float:
 def _store_bytes(outputs: dict, shapes: dict, dtype: str, compression: str, tmp: Path, meta: dict) -> float:
     """On-disk bytes per image of one batch of ``outputs`` stored with ``dtype``/``compression``."""
     from ..engine.store import FeatureStore
+    from ..engine.unit import write_batch
 
     n = len(next(iter(outputs.values())))
     path = Path(tempfile.mkdtemp(dir=tmp)) / "s.zarr"
     st = FeatureStore.create(path, paths=[f"x{i}" for i in range(n)], metadata=meta, shapes=shapes,
                              batch_size=n, dtype=dtype, compression=compression)
     empty = st.nbytes_on_disk()
-    st.write_batch(0, outputs, range(n), {})
+    write_batch(st, 0, outputs, range(n), {})
     size = (st.nbytes_on_disk() - empty) / n
     shutil.rmtree(path.parent)
     return size
@@ -111,6 +112,7 @@ def bench_config(label: str, model_path: Path, paths: list[str], tmp: Path, *, b
                  provider: str = "cpu", device: int = 0, tf32: bool = True, writers: int = 4) -> dict:
     from ..engine.extractor import Extractor
     from ..engine.pipeline import run_extraction
+    from ..engine.unit import ExtractSettings
     from ..engine.store import FeatureStore, output_shapes
     from .timing import interleaved
 
@@ -132,7 +134,7 @@ def bench_config(label: str, model_path: Path, paths: list[str], tmp: Path, *, b
             runs["n"] += 1
             st = FeatureStore.create(tmp / f"{label}-{runs['n']}.zarr", paths=paths, metadata=ex.metadata,
                                      shapes=shapes, batch_size=batch_size, dtype=dtype, compression=compression)
-            s = run_extraction(st, ex, ex.preprocessing, workers=workers, writers=writers)
+            s = run_extraction(st, ex, ex.preprocessing, ExtractSettings(workers=workers, writers=writers))
             if s.ok != len(paths):
                 raise RuntimeError(f"end-to-end run stored {s.ok} of {len(paths)} images: {s}")
             return st
@@ -280,7 +282,7 @@ def main(argv=None) -> int:
                                         reduced, paths, tmp, **kw))
         ray_result = None
         if args.ray:
-            from ..engine.ray_engine import init_ray
+            from ..engine.ray_cluster import init_ray
 
             import ray
 

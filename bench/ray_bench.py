@@ -31,7 +31,8 @@ import numpy as np
 
 from ..engine.extractor import Extractor
 from ..engine.pipeline import run_extraction
-from ..engine.ray_engine import init_ray, run_extraction_ray
+from ..engine.ray_cluster import init_ray
+from ..engine.ray_engine import run_extraction_ray
 from ..engine.store import FeatureStore, output_shapes
 from ..export.onnx_export import export_model
 from ..samples import sample_images

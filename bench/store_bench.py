@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..engine.store import FeatureStore
+from ..engine.unit import write_batch
 from ..export.taps import parse_taps
 from .timing import interleaved
 
@@ -110,7 +111,7 @@ def measure_disk(tmp: Path, *, batch: int, input_size: int, counts=(1, 7, 64)) -
                                  shapes=shapes, batch_size=batch, dtype="fp16", compression="none")
         for b in range(st.n_batches()):
             start, stop = st.batch_rows(b)
-            st.write_batch(b, {k: v[start:stop] for k, v in maps.items()}, range(stop - start), {})
+            write_batch(st, b, {k: v[start:stop] for k, v in maps.items()}, range(stop - start), {})
         st.close()
         new, maps_bytes = st.nbytes_on_disk(), n * per_image
         rows.append({"images": n, "map_bytes": maps_bytes, "old_disk_bytes": old, "new_disk_bytes": new,

@@ -30,13 +30,11 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field
 
-import numpy as np
 
-from ..errors import ExtractionError, ImageDecodeError
 from .decode_pool import DecodePool, InlineDecoder, SharedMemoryError, worker_count
-from .inputs import printable_path
-from .preprocess import DecodeBudget, preprocess_file
-from .store import DTYPES, ERROR, OK, FeatureStore
+from .preprocess import DecodeBudget
+from .store import FeatureStore
+from .unit import Batch, ExtractSettings, commit, finish_counts, strict_failure, submit_taps
 
 log = logging.getLogger(__name__)
 _DONE = object()
@@ -63,15 +61,6 @@ class Summary:
         return self.images / self.seconds if self.seconds > 0 else 0.0
 
 
-def _decode(path: str, pre, budget: DecodeBudget | None = None) -> np.ndarray | str:
-    """One image -> one model input (``pre.input_layout``), or the reason it failed (one line).
-    For decoding outside a :class:`DecodePool` (Ray decode tasks)."""
-    try:
-        return preprocess_file(path, pre, budget)
-    except ImageDecodeError as e:
-        return str(e)
-
-
 def _open_decoder(preprocessing, workers: int, batch_size: int, prefetch: int, budget: DecodeBudget,
                   timeout_s: float):
     """A decode pool of ``workers`` processes (``prefetch + 2`` slots: one being filled, ``prefetch``
@@ -93,20 +82,6 @@ def _start_decoder(pool):
         log.warning("%s; decoding in a thread instead of %d worker processes (slower)", e, pool.workers)
         return InlineDecoder(pool.pre, batch_size=pool.batch_size, budget=pool.budget)
     return pool
-
-
-@dataclass
-class _Batch:
-    index: int
-    inputs: np.ndarray | None
-    ok_rows: list[int]
-    errors: dict[int, str]
-    release: object = None  # callable giving the decode slot back once the model has read inputs
-    pending: dict[int, str] = field(default_factory=dict)  # rows whose decoder died or hung: not done
-
-    def done_with_inputs(self) -> None:
-        if self.release is not None:
-            self.release()
 
 
 class _Worker(threading.Thread):
@@ -139,87 +114,15 @@ def _put(q: queue.Queue, item, keep_trying) -> bool:
 class _Written:
     """A batch whose tap chunks are being written: commit it once every future is done."""
 
-    batch: _Batch
+    batch: Batch
     chunks: list
     slot: object = None
 
 
-def write_chunk(store: FeatureStore, name: str, b: int, maps: np.ndarray | None, ok_rows: list[int]) -> int:
-    """Write output ``name``'s chunk of batch ``b`` (rows not in ``ok_rows`` are zeros; no chunk when
-    no row is ok), cast to the
-    store's dtype here (in the writer pool; an fp32 model's maps become fp16 on the way to disk).
-    Returns bytes written (uncompressed). Batches never share a chunk, so any thread may write any
-    (tap, batch) chunk; only the commit must wait for all of a batch's."""
-    start, stop = store.batch_rows(b)
-    dtype = DTYPES[store.dtype]
-    if not ok_rows:  # every row an error: no chunk at all (100,000 missing files wrote 5.6 GB of zeros)
-        return store.write_output(name, b, None)
-    with np.errstate(over="ignore", invalid="ignore"):  # rows fp16 cannot hold are error rows already
-        if maps is not None and len(ok_rows) == stop - start:
-            full = np.asarray(maps, dtype=dtype)  # every row ok: no zero-filled copy (no copy if dtypes match)
-        else:
-            full = np.zeros((stop - start, *store.info["outputs"][name]), dtype)
-            if ok_rows:
-                full[ok_rows] = maps
-    return store.write_output(name, b, full)
-
-
-FP16_MAX = 65504.0
-
-
-def nonfinite_rows(name: str, maps: np.ndarray, dtype) -> dict[int, str]:
-    """``{position in maps: reason}`` for rows of ``maps`` that would be stored (as ``dtype``) with
-    NaN or inf. Cheap (VGG16's five taps at 224x224: about 1 ms per image for fp32 storage, 2 ms
-    for fp16): one float32 sum per row, or for fp16 storage one max and one min per row (which
-    also catch values fp16 cannot hold); only a suspect row gets an exact ``isfinite``."""
-    rows = np.asarray(maps).reshape(len(maps), -1)
-    if not rows.size:
-        return {}
-    if rows.dtype == np.float16:  # numpy's fp16 arithmetic is slow: NaN/inf are the all-ones exponents
-        suspect = np.bitwise_and(rows.view(np.uint16), 0x7FFF).max(axis=1) >= 0x7C00
-    elif np.dtype(dtype) == np.float16:
-        hi, lo = rows.max(axis=1), rows.min(axis=1)
-        with np.errstate(invalid="ignore"):
-            suspect = ~(np.isfinite(hi) & np.isfinite(lo) & (hi <= FP16_MAX) & (lo >= -FP16_MAX))
-    else:
-        with np.errstate(over="ignore", invalid="ignore"):
-            suspect = ~np.isfinite(np.add.reduce(rows, axis=1, dtype=np.float32))
-    bad = {}
-    for i in np.flatnonzero(suspect):
-        if not np.isfinite(rows[i]).all():
-            bad[int(i)] = (f"the model produced NaN or inf in tap {name} for this image; stored as an error row "
-                           "(check the model: `featuremaps parity`)")
-        elif np.dtype(dtype) == np.float16:
-            top = float(np.abs(rows[i]).max())
-            bad[int(i)] = (f"tap {name} overflows fp16 storage (max |x| {top:.2g} > {FP16_MAX:.0f}); re-run with "
-                           "--dtype fp32 into a new -o path")
-    return bad  # other suspects: finite values whose float32 sum overflowed
-
-
-def _write_checked(store: FeatureStore, name: str, batch: _Batch, maps, ok_rows: list[int], lock) -> int:
-    """Turn rows whose maps would be stored with NaN/inf into error rows of ``batch`` (under
-    ``lock``: the batch's taps are checked in parallel), then :func:`write_chunk`."""
-    if maps is not None and ok_rows:
-        bad = nonfinite_rows(name, maps, DTYPES[store.dtype])
-        if bad:
-            with lock:
-                for i, reason in bad.items():
-                    batch.errors.setdefault(ok_rows[i], reason)
-                    if ok_rows[i] in batch.ok_rows:
-                        batch.ok_rows.remove(ok_rows[i])
-    return write_chunk(store, name, batch.index, maps, ok_rows)
-
-
-def submit_chunks(chunk_pool, store: FeatureStore, batch: _Batch, outputs: dict, slot=None) -> _Written:
-    """Queue one chunk write per output of ``batch`` on ``chunk_pool``. A row whose maps hold NaN or
-    inf (or overflow fp16 storage) becomes an error row naming the tap: the commit reads
-    ``batch.errors``/``batch.ok_rows`` only after every chunk of the batch is written."""
-    lock = threading.Lock()
-    batch.errors, batch.ok_rows = dict(batch.errors), list(batch.ok_rows)  # ours to change, not the decoder's
-    ok_rows = list(batch.ok_rows)  # each writer indexes with this copy; the batch's own list may shrink
-    futures = [chunk_pool.submit(_write_checked, store, name, batch, outputs.get(name), ok_rows, lock)
-               for name in store.outputs]
-    return _Written(batch, futures, slot)
+def submit_chunks(chunk_pool, store: FeatureStore, batch: Batch, outputs: dict, slot=None) -> _Written:
+    """Queue one chunk write per output of ``batch`` on ``chunk_pool`` (:func:`.unit.submit_taps`):
+    the commit reads ``batch.errors``/``ok_rows`` only after every chunk of the batch is written."""
+    return _Written(batch, submit_taps(chunk_pool, store, batch, outputs), slot)
 
 
 def run_batch(run_model, ring, inputs, keep_waiting):
@@ -257,33 +160,34 @@ def _sigint_deferred():
         signal.signal(signal.SIGINT, previous)
 
 
-def run_extraction(store: FeatureStore, run_model, preprocessing, *, workers: int | None = None, prefetch: int = 2,
-                   strict: bool = False, progress=None, writers: int = 4, ring_slots: int = 3,
-                   budget: DecodeBudget | None = None, decode_timeout_s: float = 60.0) -> Summary:
-    """Extract every pending batch of ``store``.
+def run_extraction(store: FeatureStore, run_model, preprocessing, settings: ExtractSettings | None = None, *,
+                   progress=None) -> Summary:
+    """Extract every pending batch of ``store``, the :mod:`.unit`'s steps overlapped.
 
     ``run_model``: an :class:`~featuremaps.engine.extractor.Extractor` (its outputs are bound into
-    a ring of ``ring_slots`` preallocated, on a GPU pinned, buffer sets; up to ``ring_slots - 1``
-    batches are being written while the next one runs; one whose ``binds_outputs`` is False,
-    OpenVINO's, is called through ``run``), or any callable
-    ``batch -> {output name: (n, ...) array}`` (fresh arrays per batch). ``writers`` threads write
-    chunks (each tap of each batch is its own chunk; casting to the store's dtype happens there);
-    a batch's status chunk is written only after all of its tap chunks (the commit).
-    ``progress(n_images)`` is called after each committed batch. Bad images become error rows
-    unless ``strict``, where the first one raises :class:`ExtractionError` (its batch is left
-    pending). Ctrl-C stops after the batches in flight are written and returns
-    ``Summary(interrupted=True)``. ``workers`` decode processes (default: the usable cores; 0
-    decodes in a thread), each image within ``budget`` and ``decode_timeout_s``.
+    a ring of ``settings.ring_slots`` preallocated, on a GPU pinned, buffer sets; up to
+    ``ring_slots - 1`` batches are being written while the next one runs; one whose
+    ``binds_outputs`` is False, OpenVINO's, is called through ``run``), or any callable
+    ``batch -> {output name: (n, ...) array}`` (fresh arrays per batch). ``settings.writers``
+    threads write chunks (each tap of each batch is its own chunk; casting to the store's dtype
+    happens there); a batch's status chunk is written only after all of its tap chunks (the
+    commit). ``progress(n_images)`` is called after each committed batch. Bad images become error
+    rows unless ``settings.strict``, where the first one raises :class:`ExtractionError` (its batch
+    is left pending). Ctrl-C stops after the batches in flight are written and returns
+    ``Summary(interrupted=True)``. ``settings.workers`` decode processes (default: the usable
+    cores; 0 decodes in a thread), each image within ``settings.budget``.
     """
+    settings = settings or ExtractSettings()
+    prefetch, ring_slots = settings.prefetch, settings.ring_slots
     todo = store.pending_batches()
     paths = store.paths
     summary = Summary(batches=len(todo))
     stop = threading.Event()
     batches: queue.Queue = queue.Queue(maxsize=prefetch)
     results: queue.Queue = queue.Queue(maxsize=2)
-    workers = worker_count(workers, sum(len(range(*store.batch_rows(b))) for b in todo))
+    workers = worker_count(settings.workers, sum(len(range(*store.batch_rows(b))) for b in todo))
     batch_size = max((len(range(*store.batch_rows(b))) for b in todo), default=1)
-    pool = _open_decoder(preprocessing, workers, batch_size, prefetch, budget or DecodeBudget(), decode_timeout_s)
+    pool = _open_decoder(preprocessing, workers, batch_size, prefetch, settings.budget, settings.decode_timeout_s)
 
     def read():
         for b in todo:
@@ -293,30 +197,29 @@ def run_extraction(store: FeatureStore, run_model, preprocessing, *, workers: in
             got = pool.decode([paths[i] for i in range(start, end)], cancelled=stop.is_set)
             if got is None:
                 return
-            if strict and got.errors:
+            failure = strict_failure(paths, start, got.errors) if settings.strict else None
+            if failure is not None:
                 pool.release(got)
-                r, msg = min(got.errors.items())
-                raise ExtractionError(f"{printable_path(paths[start + r])}: {msg} (--strict stops at the first "
-                                      "bad image; drop --strict to record it as an error row and go on)")
+                raise failure
             inputs = got.inputs if got.ok_rows else None
-            batch = _Batch(b, inputs, got.ok_rows, got.errors, release=lambda got=got: pool.release(got),
-                           pending=got.pending)
+            batch = Batch(b, inputs, got.ok_rows, got.errors, release=lambda got=got: pool.release(got),
+                          pending=got.pending)
             if not _put(batches, batch, lambda: not stop.is_set()):
                 return
         _put(batches, _DONE, lambda: not stop.is_set())
 
     binds = getattr(run_model, "binds_outputs", hasattr(run_model, "run_into"))  # OpenVINO: no IO binding
     ring = run_model.output_ring(store.batch_size, ring_slots) if binds else None
-    chunk_pool = ThreadPoolExecutor(max_workers=max(1, writers), thread_name_prefix="fm-write")
+    chunk_pool = ThreadPoolExecutor(max_workers=max(1, settings.writers), thread_name_prefix="fm-write")
     inflight: list[_Written] = []
 
     def commit_oldest():
         done = inflight.pop(0)
         summary.bytes_written += sum(f.result() for f in done.chunks)  # re-raises a failed chunk write
-        store.commit_batch(done.batch.index, done.batch.errors, pending=done.batch.pending)  # status last: the commit
+        commit(store, done.batch.index, done.batch.errors, done.batch.pending)  # status last: the commit
         if ring is not None and done.slot is not None:
             ring.release(done.slot)
-        n = len(done.batch.ok_rows) + len(done.batch.errors)
+        n = done.batch.rows_done
         summary.left_pending += len(done.batch.pending)
         summary.images += n
         if progress is not None:
@@ -378,7 +281,4 @@ def run_extraction(store: FeatureStore, run_model, preprocessing, *, workers: in
     for worker in (writer, reader):
         if worker.error is not None:
             raise worker.error
-    codes = store.status_codes
-    summary.ok, summary.errors = int((codes == OK).sum()), int((codes == ERROR).sum())
-    summary.pending = len(codes) - summary.ok - summary.errors
-    return summary
+    return finish_counts(summary, store)

@@ -793,32 +793,6 @@ class FeatureStore:
 
     # ------------------------------------------------------------ writing
 
-    def write_batch(self, b: int, outputs: dict[str, np.ndarray], ok_rows, errors: dict[int, str]) -> int:
-        """Write batch ``b``: ``outputs[name]`` holds the maps of ``ok_rows`` (row offsets inside
-        the batch, in order); ``errors`` maps row offsets to reasons. Tap chunks first, then
-        the error chunk, then the status chunk (the commit). Returns feature bytes written
-        (uncompressed)."""
-        written = self.write_maps(b, outputs, ok_rows)
-        self.commit_batch(b, errors)
-        return written
-
-    def write_maps(self, b: int, outputs: dict[str, np.ndarray], ok_rows) -> int:
-        """Write batch ``b``'s chunks of every output (zeros for rows not in ``ok_rows``; nothing at
-        all when no row is ok); no commit. Any process may do this for a batch it owns: batches
-        never share a chunk."""
-        start, stop = self.batch_rows(b)
-        ok_rows = list(ok_rows)
-        dtype = DTYPES[self.dtype]
-        written = 0
-        for name in self.outputs:
-            if not ok_rows:
-                written += self.write_output(name, b, None)
-                continue
-            full = np.zeros((stop - start, *self.info["outputs"][name]), dtype)
-            full[ok_rows] = outputs[name]
-            written += self.write_output(name, b, full)
-        return written
-
     def write_output(self, name: str, b: int, rows: np.ndarray | None) -> int:
         """Write output ``name``'s ``rows`` (every row of batch ``b``, the store's dtype); no commit.
         Every chunk of a written batch lands on disk, all-zero ones too, so that :meth:`verify`
@@ -852,7 +826,8 @@ class FeatureStore:
     def commit_batch(self, b: int, errors: dict[int, str], pending=()) -> None:
         """Mark batch ``b`` done: its error rows, then its status rows (ok, or error for the
         row offsets in ``errors``; row offsets in ``pending`` stay pending: their decoder died, a
-        resumed run redoes the batch). Call only after :meth:`write_maps` returned for ``b``."""
+        resumed run redoes the batch). Call only after every tap chunk of ``b`` is written
+        (:func:`featuremaps.engine.unit.commit` is the one caller)."""
         start, stop = self.batch_rows(b)
         msgs = np.full(stop - start, "", dtype=object)
         status = np.full(stop - start, OK, np.uint8)

@@ -199,7 +199,7 @@ def test_join_loopback_head_that_ray_would_rewrite(tmp_path):
 
 @pytest.mark.parametrize("address", ["127.0.0.1:notaport", "ray://head", "nonsense"])
 def test_malformed_address_is_one_cluster_error(address):
-    from featuremaps.engine.ray_engine import check_cluster_address
+    from featuremaps.engine.ray_cluster import check_cluster_address
     from featuremaps.errors import ClusterError, FeaturemapsError
 
     with pytest.raises(ClusterError, match=r"--ray-address .*(HOST:PORT|Invalid address)") as err:

@@ -21,10 +21,12 @@ from ..engine.inputs import collect_inputs, printable_path, skipped_note
 from ..engine.pipeline import run_extraction
 from ..engine.preprocess import DecodeBudget
 from ..engine.providers import math_mode as session_math_mode
-from ..engine.ray_engine import actor_shortfall, check_cluster_address, gpu_shortfall, init_ray, run_extraction_ray  # imports ray only when called
+from ..engine.ray_cluster import actor_shortfall, check_cluster_address, gpu_shortfall, init_ray  # ray only when called
+from ..engine.ray_engine import run_extraction_ray
 from ..engine.store import FeatureStore, output_shapes
-from ..errors import ArgumentError, ClusterError, ExtractionError, StoreError
-from ._args import (ModelSpec, add_math_args, add_model_args, float_in, folder_arg, int_in, positive_int, provider_choices,
+from ..engine.unit import ExtractSettings
+from ..errors import ArgumentError, ClusterError, ExtractionError, FeaturemapsError, StoreError
+from ._args import (DEFAULT_TAPS_HELP, ModelSpec, add_math_args, add_model_args, float_in, folder_arg, int_in, positive_int, provider_choices,
                     resolve_model, threads_arg)
 
 DEFAULT_BATCH = 8
@@ -41,7 +43,7 @@ def register(sub) -> None:
     # None: not given. They build a zoo model; an .onnx file fixes them, so giving one is refused
     add_model_args(p, layers_default=None, weights_default=None, seed_default=None,
                    layers_help="taps of a zoo model: indices (0,5,17), features.17 or aliases (conv4_1, relu4_1, "
-                               "pool4); see `featuremaps layers` (default: 0,5,10,17,28)")
+                               f"pool4); see `featuremaps layers` (default: {DEFAULT_TAPS_HELP})")
     p.set_defaults(input_size=None)
     p.add_argument("-o", "--output", type=folder_arg, required=True, help="store path (a new folder, e.g. OUT.zarr)")
     p.add_argument("--batch-size", type=positive_int, default=None,
@@ -194,12 +196,17 @@ def _check_ray_args(args) -> None:
         check_cluster_address(args.ray_address, verbose=args.verbose)
 
 
+def extract_settings(args) -> ExtractSettings:
+    """The options every scheduler of the extraction unit honours, parsed once."""
+    return ExtractSettings(workers=args.workers, writers=args.writers, strict=args.strict,
+                           budget=DecodeBudget(max_pixels=args.max_pixels, max_file_bytes=args.max_file_bytes))
+
+
 def _run_ray(args, store, model_path: Path, bar, provider: str, math_mode: str):
     # each actor checks that it computes what the store records (provider, math mode)
-    return run_extraction_ray(store, model_path, actors=args.actors, gpus_per_actor=args.gpus_per_actor,
-                              provider=provider, threads=args.threads, strict=args.strict, progress=bar.update,
-                              tf32=not args.no_tf32, math_mode=math_mode, device=args.device,
-                              budget=DecodeBudget(max_pixels=args.max_pixels, max_file_bytes=args.max_file_bytes))
+    return run_extraction_ray(store, model_path, extract_settings(args), actors=args.actors,
+                              gpus_per_actor=args.gpus_per_actor, provider=provider, threads=args.threads,
+                              progress=bar.update, tf32=not args.no_tf32, math_mode=math_mode, device=args.device)
 
 
 @contextmanager
@@ -258,8 +265,10 @@ def _extract(args, paths: list[str], model_path: Path, provider: str, math_mode:
     """Open the model and the store, run the engine; ``(summary, store)`` (the store closed)."""
     planned = "cpu" if _plans_on_cpu(args, provider) else provider
     # spin=False: idle ONNX Runtime threads must not busy-wait while decode threads need the CPUs
+    # the batch the store will run: --resume without --batch-size runs the store's (TensorRT's profile)
+    batch = args.batch_size or (_stored_batch_size(Path(args.output)) if args.resume else None) or DEFAULT_BATCH
     with Extractor(model_path, provider=planned, threads=args.threads,
-                   max_batch=args.batch_size or DEFAULT_BATCH, spin=False, device=args.device,
+                   max_batch=batch, spin=False, device=args.device,
                    tf32=not args.no_tf32, math_mode=math_mode) as ex:
         extraction = _extraction(args, ex, provider)
         store = _open_or_create(args, paths, model_path, ex, extraction)
@@ -268,6 +277,16 @@ def _extract(args, paths: list[str], model_path: Path, provider: str, math_mode:
         finally:
             store.close()  # release the writer's lock
     return summary, store
+
+
+def _stored_batch_size(out: Path) -> int | None:
+    """The batch size an existing store at ``out`` records (None if there is no readable store: the
+    resume itself then says what is wrong, in one line)."""
+    try:
+        with FeatureStore.open(out) as st:
+            return st.batch_size
+    except (FeaturemapsError, OSError):
+        return None
 
 
 def _resume_command() -> str:
@@ -287,9 +306,7 @@ def _run(args, store, model_path: Path, ex, provider: str, math_mode: str, extra
         if args.engine == "ray":
             return _run_ray(args, store, model_path, bar, provider, math_mode)
         pre = dataclasses.replace(ex.preprocessing, decode=args.decode or "full")
-        budget = DecodeBudget(max_pixels=args.max_pixels, max_file_bytes=args.max_file_bytes)
-        return run_extraction(store, ex, pre, workers=args.workers, writers=args.writers, budget=budget,
-                              strict=args.strict, progress=bar.update)
+        return run_extraction(store, ex, pre, extract_settings(args), progress=bar.update)
     except ExtractionError as e:
         raise ExtractionError(f"{e}; completed batches are kept, re-run with --resume") from None
     except OSError as e:  # disk full, store folder removed, ...: the model's work so far is kept

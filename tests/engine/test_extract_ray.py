@@ -28,7 +28,8 @@ def local_ray(kill_marker):
 
     import ray
 
-    from featuremaps.engine.ray_engine import _FAULT_ENV, init_ray
+    from featuremaps.engine.ray_cluster import init_ray
+    from featuremaps.engine.ray_engine import _FAULT_ENV
 
     os.environ[_FAULT_ENV] = str(kill_marker)
     started = init_ray(None, num_cpus=2)

@@ -413,13 +413,14 @@ def test_pipeline_runs_openvino_through_run(tiny, tmp_path, sample_paths, refere
     """run_extraction with an OpenVINO Extractor: no output ring, every tap written."""
     from featuremaps.engine.extractor import Extractor
     from featuremaps.engine.pipeline import run_extraction
+    from featuremaps.engine.unit import ExtractSettings
     from featuremaps.engine.store import FeatureStore, output_shapes
 
     with Extractor(tiny.path, provider="openvino", math_mode="fp32") as ex:
         store = FeatureStore.create(tmp_path / "s.zarr", paths=[str(p) for p in sample_paths[:3]],
                                     metadata=ex.metadata, shapes=output_shapes(ex.metadata, ex.session),
                                     batch_size=2)
-        summary = run_extraction(store, ex, ex.preprocessing, workers=0, writers=1)
+        summary = run_extraction(store, ex, ex.preprocessing, ExtractSettings(workers=0, writers=1))
         store.close()
     assert (summary.ok, summary.errors, summary.pending) == (3, 0, 0)
     import featuremaps

@@ -18,6 +18,7 @@ import pytest
 from featuremaps.cli import main
 from featuremaps.engine import store as store_mod
 from featuremaps.engine.store import FeatureStore, StoreError, open_store
+from featuremaps.engine.unit import write_batch
 
 MODEL = Path(__file__).parent.parent / "models" / "vgg16-features0-32.onnx"
 CHUNK0 = Path("features.0", "c", "0", "0", "0", "0")
@@ -186,7 +187,7 @@ def test_damaged_attributes_are_one_line_for_every_command(reference, images, tm
 def test_store_without_model_metadata_cannot_be_drawn_in_one_line(tmp_path, capsys):
     """The library may create a store with ``metadata={}``; it opens, but show says why it cannot draw it."""
     st = FeatureStore.create(tmp_path / "s.zarr", paths=["a"], metadata={}, shapes={"t": (2, 2, 2)}, batch_size=1)
-    st.write_batch(0, {"t": [[[[1.0] * 2] * 2] * 2]}, [0], {})
+    write_batch(st, 0, {"t": [[[[1.0] * 2] * 2] * 2]}, [0], {})
     st.close()
     assert main(["show", "--store", str(tmp_path / "s.zarr"), "-o", str(tmp_path / "shw")]) == 2
     assert "records no model taps" in _one_line(capsys)

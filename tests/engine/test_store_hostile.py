@@ -17,6 +17,7 @@ import pytest
 from featuremaps.cli import main
 from featuremaps.engine import store as store_mod
 from featuremaps.engine.store import FeatureStore, StoreError, open_store
+from featuremaps.engine.unit import write_batch
 
 MODEL = Path(__file__).parent.parent / "models" / "vgg16-features0-32.onnx"
 
@@ -330,7 +331,7 @@ def test_one_row_of_a_large_store_reads_a_few_chunks(tmp_path, monkeypatch):
     n = 20_000
     st = FeatureStore.create(tmp_path / "s.zarr", paths=[f"/x/{i}.jpg" for i in range(n)], metadata={},
                              shapes={"t": (2,)}, batch_size=8, check_memory=False)
-    st.write_batch(n // 8 - 1, {}, [], {r: "not a decodable image" for r in range(8)})
+    write_batch(st, n // 8 - 1, {}, [], {r: "not a decodable image" for r in range(8)})
     st.close()
     reads: list[str] = []
     real = store_io.read_key
@@ -351,6 +352,7 @@ def test_nan_and_fp16_overflow_become_error_rows_naming_the_tap(photo_folder, tm
     import numpy as np
 
     from featuremaps.engine.pipeline import run_extraction
+    from featuremaps.engine.unit import ExtractSettings
     from featuremaps.engine.preprocess import Preprocessing
 
     files = sorted(str(p) for p in photo_folder("nan-imgs", 4, 40, 36).glob("img*.jpg"))
@@ -364,7 +366,7 @@ def test_nan_and_fp16_overflow_become_error_rows_naming_the_tap(photo_folder, tm
         b[3, 0] = 6.5e4  # within fp16's range
         return {"a": a, "b": b}
 
-    summary = run_extraction(st, model, Preprocessing(size=(16, 16)), workers=0)
+    summary = run_extraction(st, model, Preprocessing(size=(16, 16)), ExtractSettings(workers=0))
     assert (summary.ok, summary.errors, summary.images) == (2, 2, 4)
     errors = {e.index: e.message for e in st.errors}
     assert errors[1].startswith("the model produced NaN or inf in tap a for this image")

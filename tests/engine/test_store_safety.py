@@ -20,6 +20,7 @@ import pytest
 from featuremaps.cli import main
 from featuremaps.engine import store as store_mod
 from featuremaps.engine.store import FeatureStore, StoreError, check_batch_memory, open_store
+from featuremaps.engine.unit import write_batch
 
 MODEL = Path(__file__).parent.parent / "models" / "vgg16-features0-32.onnx"
 N_IMAGES = 7
@@ -194,9 +195,9 @@ def test_error_batch_writes_no_chunk_and_all_zero_ok_batch_does(tmp_path):
     st.close()
     st = FeatureStore.open(tmp_path / "s.zarr", mode="r+", lock=True)  # a resumed writer, as in --resume
     chunks = tmp_path / "s.zarr" / "t.x" / "c"
-    st.write_batch(0, {"t.x": np.ones((2, 2, 2, 2))}, [0, 1], {})  # an earlier attempt's chunk...
-    st.write_batch(0, {}, [], {0: "bad", 1: "bad"})  # ...every row an error now: no map bytes, none left
-    st.write_batch(1, {"t.x": np.zeros((2, 2, 2, 2))}, [0, 1], {})  # ok rows that are all zero: written
+    write_batch(st, 0, {"t.x": np.ones((2, 2, 2, 2))}, [0, 1], {})  # an earlier attempt's chunk...
+    write_batch(st, 0, {}, [], {0: "bad", 1: "bad"})  # ...every row an error now: no map bytes, none left
+    write_batch(st, 1, {"t.x": np.zeros((2, 2, 2, 2))}, [0, 1], {})  # ok rows that are all zero: written
     assert not (chunks / "0").exists() or not any(p.is_file() for p in (chunks / "0").rglob("*"))
     assert (chunks / "1" / "0" / "0" / "0").is_file()
     assert st.verify().ok
@@ -209,7 +210,7 @@ def test_error_batch_writes_no_chunk_and_all_zero_ok_batch_does(tmp_path):
 def test_error_message_holding_a_non_utf8_path_is_stored_escaped(tmp_path):
     bad = os.fsdecode(b"/x/caf\xe9.png")
     st = FeatureStore.create(tmp_path / "s.zarr", paths=[bad], metadata={}, shapes={"t": (2,)}, batch_size=1)
-    st.write_batch(0, {}, [], {0: f"{bad}: not a decodable image"})
+    write_batch(st, 0, {}, [], {0: f"{bad}: not a decodable image"})
     assert open_store(tmp_path / "s.zarr").errors[0].message == "/x/caf\\xe9.png: not a decodable image"
     assert open_store(tmp_path / "s.zarr").paths == [bad]
     st.close()
@@ -320,7 +321,7 @@ def test_bytes_on_disk_within_5_percent_of_the_maps(tmp_path, n):
     rng = np.random.default_rng(0)
     for b in range(st.n_batches()):
         start, stop = st.batch_rows(b)
-        st.write_batch(b, {"features.0": rng.standard_normal((stop - start, *shapes["features.0"]))},
+        write_batch(st, b, {"features.0": rng.standard_normal((stop - start, *shapes["features.0"]))},
                        range(stop - start), {})
     maps = n * 64 * 32 * 32 * 2
     assert st.nbytes_maps() == maps

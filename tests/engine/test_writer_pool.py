@@ -9,10 +9,11 @@ import time
 import numpy as np
 import pytest
 
-import featuremaps.engine.pipeline as pipeline
+import featuremaps.engine.unit as unit
 from featuremaps.engine.extractor import Extractor
 from featuremaps.engine.pipeline import run_extraction
 from featuremaps.engine.store import FeatureStore, output_shapes
+from featuremaps.engine.unit import ExtractSettings
 
 SIZE = 32
 
@@ -44,7 +45,7 @@ def _store(ex, path, paths, dtype="fp32"):
 def test_status_chunk_written_after_all_tap_chunks(tiny, tmp_path, monkeypatch):
     model, paths = tiny
     events, lock = [], threading.Lock()
-    real_write = pipeline.write_chunk
+    real_write = unit.write_tap
 
     def slow_write(store, name, b, maps, ok_rows):
         time.sleep(0.03 if name == "features.0" else 0.0)  # the first tap finishes last
@@ -53,18 +54,18 @@ def test_status_chunk_written_after_all_tap_chunks(tiny, tmp_path, monkeypatch):
             events.append(("chunk", b, name, threading.current_thread().name))
         return n
 
-    monkeypatch.setattr(pipeline, "write_chunk", slow_write)
+    monkeypatch.setattr(unit, "write_tap", slow_write)
     with Extractor(model, provider="cpu") as ex:
         st = _store(ex, tmp_path / "s.zarr", paths)
         real_commit = st.commit_batch
 
-        def commit(b, errors):
+        def commit(b, errors, pending=()):
             with lock:
                 events.append(("commit", b, None, None))
-            real_commit(b, errors)
+            real_commit(b, errors, pending)
 
         st.commit_batch = commit
-        summary = run_extraction(st, ex, ex.preprocessing, writers=3)
+        summary = run_extraction(st, ex, ex.preprocessing, ExtractSettings(writers=3))
     assert summary.ok == 7 and summary.pending == 0
     for b in range(4):
         at = events.index(("commit", b, None, None))
@@ -75,18 +76,18 @@ def test_status_chunk_written_after_all_tap_chunks(tiny, tmp_path, monkeypatch):
 
 def test_failed_chunk_write_leaves_its_batch_pending(tiny, tmp_path, monkeypatch):
     model, paths = tiny
-    real_write = pipeline.write_chunk
+    real_write = unit.write_tap
 
     def failing(store, name, b, maps, ok_rows):
         if b == 2 and name == "features.5":
             raise OSError(28, "No space left on device")
         return real_write(store, name, b, maps, ok_rows)
 
-    monkeypatch.setattr(pipeline, "write_chunk", failing)
+    monkeypatch.setattr(unit, "write_tap", failing)
     with Extractor(model, provider="cpu") as ex:
         st = _store(ex, tmp_path / "f.zarr", paths)
         with pytest.raises(OSError, match="No space left"):
-            run_extraction(st, ex, ex.preprocessing, writers=2)
+            run_extraction(st, ex, ex.preprocessing, ExtractSettings(writers=2))
     status = FeatureStore.open(tmp_path / "f.zarr").status
     assert list(status[4:6]) == ["pending", "pending"]
 
@@ -95,7 +96,7 @@ def test_fp16_store_from_fp32_model_is_the_cast_of_its_maps(tiny, tmp_path):
     model, paths = tiny
     with Extractor(model, provider="cpu") as ex:
         st = _store(ex, tmp_path / "h.zarr", paths, dtype="fp16")
-        run_extraction(st, ex, ex.preprocessing, writers=2)
+        run_extraction(st, ex, ex.preprocessing, ExtractSettings(writers=2))
         direct = ex.run_files(paths)
     st = FeatureStore.open(tmp_path / "h.zarr")
     for name, maps in direct.items():
@@ -107,8 +108,8 @@ def test_fp16_store_from_fp32_model_is_the_cast_of_its_maps(tiny, tmp_path):
 def test_ring_path_equals_plain_calls(tiny, tmp_path):
     model, paths = tiny
     with Extractor(model, provider="cpu") as ex:
-        run_extraction(_store(ex, tmp_path / "ring.zarr", paths), ex, ex.preprocessing, ring_slots=2)
-        run_extraction(_store(ex, tmp_path / "plain.zarr", paths), ex.run, ex.preprocessing, writers=1)
+        run_extraction(_store(ex, tmp_path / "ring.zarr", paths), ex, ex.preprocessing, ExtractSettings(ring_slots=2))
+        run_extraction(_store(ex, tmp_path / "plain.zarr", paths), ex.run, ex.preprocessing, ExtractSettings(writers=1))
     a, b = FeatureStore.open(tmp_path / "ring.zarr"), FeatureStore.open(tmp_path / "plain.zarr")
     for name in a.outputs:
         np.testing.assert_array_equal(np.asarray(a[name][:]), np.asarray(b[name][:]))
@@ -125,7 +126,7 @@ def test_error_rows_chunks_land_on_disk_so_verify_finds_no_damage(tiny, tmp_path
         st = FeatureStore.create(tmp_path / "e.zarr", paths=[*paths[:2], str(bad)], metadata=ex.metadata,
                                  shapes=output_shapes(ex.metadata, ex.session), batch_size=1, dtype="fp32",
                                  compression="none")
-        summary = run_extraction(st, ex, ex.preprocessing, writers=2, workers=0)
+        summary = run_extraction(st, ex, ex.preprocessing, ExtractSettings(writers=2, workers=0))
         st.close()
     assert (summary.ok, summary.errors) == (2, 1)
     report = FeatureStore.open(tmp_path / "e.zarr").verify()

@@ -10,7 +10,7 @@ import pytest
 
 from featuremaps.export.taps import model_layers, parse_taps
 from featuremaps.viz.draw import ShowOptions, draw_figures, load_image, load_photo, provenance, save_figure
-from featuremaps.viz.figures import (Provenance, channel_figure, comparison_figure, depth_words, montage_figure,
+from featuremaps.viz.figures import (channel_figure, comparison_figure, depth_words, montage_figure,
                                     overview_figure)
 from featuremaps.viz.mapstats import tap_stats
 
