@@ -183,8 +183,8 @@ def _run(block: Block, cwd: Path, env: dict) -> subprocess.CompletedProcess:
                           timeout=BLOCK_TIMEOUT_S)
 
 
-def _run_in_order(docs: list[Path], scratch: Path) -> list[tuple[str, float]]:
-    env, times = _env(scratch), []
+def _run_in_order(docs: list[Path], scratch: Path, times: list[tuple[str, float]]) -> None:
+    env = _env(scratch)
     for doc in docs:
         for block in blocks(doc):
             if block.lang not in RUN or block.skip:
@@ -195,7 +195,6 @@ def _run_in_order(docs: list[Path], scratch: Path) -> list[tuple[str, float]]:
             assert proc.returncode == 0, (
                 f"{block.where} failed (exit {proc.returncode}):\n{block.code}\n"
                 f"--- stdout\n{proc.stdout[-3000:]}\n--- stderr\n{proc.stderr[-3000:]}")
-    return times
 
 
 @pytest.mark.slow
@@ -203,10 +202,13 @@ def _run_in_order(docs: list[Path], scratch: Path) -> list[tuple[str, float]]:
 def test_blocks_run_as_written(part, tmp_path, capsys):
     """README.md's blocks in one empty folder; the docs pages' blocks in nav order in another."""
     docs = [ROOT / "README.md"] if part == "README.md" else nav_pages()
-    times = _run_in_order(docs, tmp_path)
-    with capsys.disabled():  # the time each block took, for keeping this test affordable
-        print(f"\n{part}: {len(times)} blocks in {sum(t for _, t in times):.0f} s; slowest: "
-              + ", ".join(f"{w} {t:.0f} s" for w, t in sorted(times, key=lambda x: -x[1])[:5]))
+    times: list[tuple[str, float]] = []
+    try:
+        _run_in_order(docs, tmp_path, times)
+    finally:
+        with capsys.disabled():  # the time each block took, for keeping this test affordable
+            print(f"\n{part}: {len(times)} blocks in {sum(t for _, t in times):.0f} s: "
+                  + ", ".join(f"{w} {t:.0f} s" for w, t in times))
     if part == "docs":  # what the pages promise to leave behind
         assert (tmp_path / "models" / "vgg16-int8.ort").is_file()
         assert (tmp_path / "figs" / "chelsea-overview.png").is_file()
