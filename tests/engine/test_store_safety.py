@@ -367,7 +367,7 @@ def test_non_utf8_path_round_trips_losslessly(reference, images):
 
 
 def _readme_blocks() -> list[str]:
-    text = (Path(__file__).parents[2] / "README.md").read_text()
+    text = (Path(__file__).parents[2] / "docs" / "extraction.md").read_text()
     section = text.split("### Reading a store without featuremaps", 1)[1].split("\n## ", 1)[0].split("\n### ", 1)[0]
     return [b.split("```", 1)[0] for b in section.split("```python\n")[1:]]
 
