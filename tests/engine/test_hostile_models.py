@@ -99,12 +99,15 @@ def test_memory_limit_comes_from_the_environment(monkeypatch):
 def _peak_rss(argv: list[str], limit: str) -> tuple[int, str, int]:
     """``(exit status, stderr, peak RSS in bytes)`` of ``featuremaps argv`` in a child process."""
     env = dict(os.environ, **{MEMORY_ENV: limit})
-    proc = subprocess.Popen([sys.executable, "-m", "featuremaps", *argv], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, env=env)
-    err = proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, err, usage.ru_maxrss * 1024
+    # through a fresh, small interpreter: a child's ru_maxrss counts the RSS of the process that
+    # forked it (Linux carries the high-water mark across exec), and pytest's own may be gigabytes
+    probe = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, "
+             "stderr=subprocess.PIPE, text=True); sys.stderr.write(r.stderr); "
+             "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    res = subprocess.run([sys.executable, "-c", probe, sys.executable, "-m", "featuremaps", *argv],
+                         capture_output=True, text=True, env=env, timeout=600)
+    rc, peak_kb = map(int, res.stdout.split())
+    return rc, res.stderr, peak_kb * 1024
 
 
 @pytest.mark.slow

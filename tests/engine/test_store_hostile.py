@@ -271,7 +271,10 @@ _RSS = """
 import resource, sys
 from featuremaps.cli import main
 rc = main(sys.argv[1:])
-print("RSS", rc, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024, flush=True)
+# VmHWM: this process's own peak (ru_maxrss would include the forking pytest process's RSS, which
+# Linux carries across exec)
+peak = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print("RSS", rc, peak // 1024, flush=True)
 """
 
 
