@@ -84,7 +84,8 @@ def to_markdown(report: dict) -> str:
         lines += ["", f"## {name} vs fp32, {g['images']} held-back photos (gate cosine >= {g['min_cosine']}, "
                       f"rel L2 <= {g['max_rel_l2']})", "", "| tap | rel L2 | cosine | max abs err | max abs ref |",
                   "|---|---|---|---|---|"]
-        lines += [f"| {t['tap']} | {t['rel_l2']:.4f} | {t['cosine']:.6f} | {t['max_abs']:.3g} | {t['ref_max_abs']:.3g} |"
+        lines += [f"| {t['tap']} | {t['rel_l2']:.4f} | {t['cosine']:.6f} | {t['max_abs']:.3g} "
+                  f"| {t['ref_max_abs']:.3g} |"
                   for t in g["taps"]]
     return "\n".join(lines) + "\n"
 

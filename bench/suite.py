@@ -310,8 +310,10 @@ def format_markdown(result: dict) -> str:
              f"{result['bound']['full_images_per_s']:.2f} img/s)", "",
              f"Warm-up {cfg['warmup']} round(s), {cfg['repeats']} interleaved repeats per batch size; "
              "latency per batch; img/s from the median; percentiles over few repeats are close to the max. "
-             "The bound per batch size uses the best sgemm seen (alone before/after, or in the same interleaved rounds).", "",
-             "| backend | batch | median ms | p90 ms | p99 ms | img/s | vs torch-hooks | bound img/s | share of bound | GFLOP/s |",
+             "The bound per batch size uses the best sgemm seen (alone before/after, or in the same interleaved "
+             "rounds).", "",
+             "| backend | batch | median ms | p90 ms | p99 ms | img/s | vs torch-hooks | bound img/s | share of bound "
+             "| GFLOP/s |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in sorted(result["results"], key=lambda r: (r["batch"], -r["images_per_s"])):
         lines.append(f"| {r['backend']} | {r['batch']} | {r['median_s'] * 1e3:.1f} | {r['p90_s'] * 1e3:.1f} | "
@@ -345,7 +347,8 @@ def format_markdown(result: dict) -> str:
     h = result["headline"]
     if h.get("ort_cpu_vs_torch_hooks") is not None:
         lines += ["", f"**Headline (batch {h['batch']}):** ort-cpu {h['ort_cpu_images_per_s']:.2f} img/s = "
-                      f"{h['ort_cpu_vs_torch_hooks']:.2f}x torch-hooks, {h['ort_cpu_bound_share']:.0%} of the fp32 bound"
+                      f"{h['ort_cpu_vs_torch_hooks']:.2f}x torch-hooks, "
+                      f"{h['ort_cpu_bound_share']:.0%} of the fp32 bound"
                   + (f"; taps up to features.10 run {h['taps_to_features10_vs_full']:.2f}x the full network"
                      if h.get("taps_to_features10_vs_full") else "") + "."]
     return "\n".join(lines) + "\n"

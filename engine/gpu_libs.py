@@ -54,7 +54,8 @@ class Libraries:
             return self.reason() or ""
         by_folder: dict[str, list[str]] = {}
         for soname, path in self.found.items():
-            by_folder.setdefault(str(Path(path).parent) if "/" in path else "the system loader's path", []).append(soname)
+            folder = str(Path(path).parent) if "/" in path else "the system loader's path"
+            by_folder.setdefault(folder, []).append(soname)
         return "; ".join(f"{', '.join(names)} in {folder}" for folder, names in by_folder.items())
 
     def reason(self) -> str | None:
@@ -106,7 +107,8 @@ def _nvidia_lib_dirs(search_path: Iterable[str] | None = None) -> list[Path]:
     """``site-packages/nvidia/*/lib`` and ``nvidia/cu13/lib`` (the CUDA wheels' layouts)."""
     out = []
     for base in package_lib_dirs(("nvidia",), search_path):
-        out += sorted(p for p in base.glob("*/lib") if p.is_dir()) + sorted(p for p in base.glob("*/*/lib") if p.is_dir())
+        for pattern in ("*/lib", "*/*/lib"):
+            out += sorted(p for p in base.glob(pattern) if p.is_dir())
     return out
 
 

@@ -93,7 +93,8 @@ def collect_inputs(items, skipped: Counter | None = None) -> list[str]:
         try:
             os.stat(p)
         except FileNotFoundError:
-            raise InputError(f"input {printable_path(item)} not found; pass image files, folders or @list.txt") from None
+            raise InputError(f"input {printable_path(item)} not found; pass image files, folders or "
+                             "@list.txt") from None
         except OSError as e:  # a name over NAME_MAX/PATH_MAX, a loop of links, no permission on a parent
             raise InputError(f"input {printable_path(item)[:200]} cannot be read ({e.strerror}); pass image files, "
                              "folders or @list.txt") from None

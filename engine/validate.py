@@ -83,8 +83,8 @@ def _check_no_external_data(proto, path: Path) -> None:
     for tensor in _tensors(proto.graph):
         if tensor.data_location == external:
             where = next((e.value for e in tensor.external_data if e.key == "location"), "?")
-            raise ModelFileError(f"{path}: tensor {tensor.name[:80]!r} keeps its data in another file ({where[:120]!r}); "
-                                 f"featuremaps reads single-file models only: {_FIX}")
+            raise ModelFileError(f"{path}: tensor {tensor.name[:80]!r} keeps its data in another file "
+                                 f"({where[:120]!r}); featuremaps reads single-file models only: {_FIX}")
 
 
 def _tensors(graph):

@@ -65,7 +65,8 @@ def split_images(calib=None, holdout=None, *, calib_count: int | None = None,
     hold = [p for p in (resolve_images(holdout, "--holdout") if holdout is not None else default_holdout())
             if p.resolve() not in seen]
     if len(hold) < min_holdout:
+        fix = ("pass more with --holdout (a folder, or files comma-separated)" if holdout is not None
+               else "install scikit-image or pass --holdout DIR")
         raise CalibrationError(f"need >= {min_holdout} held-back images not used for calibration, found "
-                               f"{len(hold)}; " + ("pass more with --holdout (a folder, or files comma-separated)"
-                                                  if holdout is not None else "install scikit-image or pass --holdout DIR"))
+                               f"{len(hold)}; {fix}")
     return cal, hold

@@ -137,7 +137,8 @@ def _first_conv(proto) -> str | None:
 def quantize_int8(fp32_path: str | Path, output: str | Path, calib: np.ndarray, *,
                   options: Int8Options = Int8Options(), metadata: dict | None = None) -> Path:
     """Static int8 QDQ quantization of ``fp32_path`` calibrated on ``calib`` (preprocessed real photos:
-    ``(N, 3, H, W) float32`` or ``(N, H, W, 3) uint8``, converted to the model's input layout), written to ``output`` with metadata ``precision: int8``.
+    ``(N, 3, H, W) float32`` or ``(N, H, W, 3) uint8``, converted to the model's input layout),
+    written to ``output`` with metadata ``precision: int8``.
 
     Activations uint8 asymmetric, weights int8 per output channel. Each tap keeps its own
     calibrated range (see the module docstring for why this needs care).

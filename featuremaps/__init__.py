@@ -12,8 +12,8 @@ Heavy modules (torch) load only when a function needs them.
 
 __version__ = "0.1.0"
 
-__all__ = ["Extractor", "FeaturemapsError", "LayerError", "Tap", "export_model", "load_batch", "model_layers", "parse_taps",
-           "preprocess_bytes", "read_metadata", "reference_features", "sample_images", "seed_features",
+__all__ = ["Extractor", "FeaturemapsError", "LayerError", "Tap", "export_model", "load_batch", "model_layers",
+           "parse_taps", "preprocess_bytes", "read_metadata", "reference_features", "sample_images", "seed_features",
            "open_store", "__version__"]
 
 _LAZY = {

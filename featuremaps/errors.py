@@ -85,10 +85,10 @@ def require(module: str, *, extra: str, what: str):
     """Import ``module`` (an optional package of the ``extra`` install), or raise one line that says
     which extra to install. ``what`` names the operation that needs it.
 
-    >>> require("featuremaps_no_such_package", extra="export", what="exporting a model")
+    >>> require("no_such_package", extra="export", what="exporting a model")
     Traceback (most recent call last):
     ...
-    featuremaps.errors.DependencyError: exporting a model needs featuremaps_no_such_package: pip install 'featuremaps[export]'
+    featuremaps.errors.DependencyError: exporting a model needs no_such_package: pip install 'featuremaps[export]'
     """
     import importlib
 

@@ -34,7 +34,7 @@ LAYERS: dict[str, tuple[int, str]] = {
     "featuremaps.export": (4, "export"),
     "featuremaps.bench": (5, "bench"),
     "featuremaps.report": (5, "report"),
-    "featuremaps.info": (4, "info"),  # describes a model file or a store: reads them with the engine  # reads results, may draw with viz; the CLI's report command uses it
+    "featuremaps.info": (4, "info"),  # describes a model file or a store: reads them with the engine
     "featuremaps.cli": (6, "cli"),
     "featuremaps.cmd_": (6, "cli"),  # commands added by other branches, moved into cli/ at merge
     "featuremaps.__main__": (7, "main"),

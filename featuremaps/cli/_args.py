@@ -235,13 +235,14 @@ def add_model_args(p: argparse.ArgumentParser, *, layers_default: str | None = N
                                                             if onnx_file else ") ") + "(default: vgg16)")
     p.add_argument("--layers", default=layers_default,
                    help=layers_help or ("taps for a zoo model: indices (0,5,17), features.17 or aliases (conv4_1, "
-                                        f"relu4_1, pool4); see `featuremaps layers` (default: {layers_default or DEFAULT_TAPS_HELP})"))
+                                        "relu4_1, pool4); see `featuremaps layers` (default: "
+                                        f"{layers_default or DEFAULT_TAPS_HELP})"))
     p.add_argument("--weights", default=weights_default,
                    help="zoo weights: auto (imagenet if torchvision's checkpoint is cached, else random with a "
                         "warning), random (seeded), imagenet, or a .pth/.safetensors state_dict (default: "
                         + (weights_default or "the .onnx metadata's, else auto") + ")")
     p.add_argument("--seed", type=seed_arg, default=seed_default,
-                   help=f"seed for --weights random, 0..{SEED_MAX} (default: {seed_default if seed_default is not None else 0})")
+                   help=f"seed for --weights random, 0..{SEED_MAX} (default: {seed_default or 0})")
     p.add_argument("--input-size", type=input_size_arg, default=224,
                    help=f"square input size, {INPUT_SIZE_MIN}..{INPUT_SIZE_MAX} (default: 224)")
 

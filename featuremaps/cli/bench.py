@@ -91,7 +91,8 @@ def batch_sizes_arg(spec: str) -> tuple[int, ...]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"--batch-sizes must be a comma list of integers, got {spec!r}") from None
     if not vals or min(vals) < 1 or max(vals) > BATCH_MAX:
-        raise argparse.ArgumentTypeError(f"--batch-sizes must be integers in 1..{BATCH_MAX} ({BATCH_WHY}), got {spec!r}")
+        raise argparse.ArgumentTypeError(f"--batch-sizes must be integers in 1..{BATCH_MAX} ({BATCH_WHY}), "
+                                         f"got {spec!r}")
     return vals
 
 

@@ -26,7 +26,8 @@ from ..engine.ray_engine import run_extraction_ray
 from ..engine.store import FeatureStore, output_shapes
 from ..engine.unit import ExtractSettings
 from ..errors import ArgumentError, ClusterError, ExtractionError, FeaturemapsError, StoreError
-from ._args import (DEFAULT_TAPS_HELP, ModelSpec, add_math_args, add_model_args, float_in, folder_arg, int_in, positive_int, provider_choices,
+from ._args import (DEFAULT_TAPS_HELP, ModelSpec, add_math_args, add_model_args, float_in, folder_arg, int_in,
+                    positive_int, provider_choices,
                     resolve_model, threads_arg)
 
 DEFAULT_BATCH = 8
@@ -59,7 +60,8 @@ def register(sub) -> None:
                    help="refuse larger files without reading them (default: 268435456)")
     p.add_argument("--writers", type=int_in(1, 256, "--writers"), default=4,
                    help="chunk writer threads (each tap of each batch is its own chunk; default: 4)")
-    p.add_argument("--threads", type=threads_arg, default=None, help="ONNX Runtime intra-op threads 1..1024 (default: all cores)")
+    p.add_argument("--threads", type=threads_arg, default=None,
+                   help="ONNX Runtime intra-op threads 1..1024 (default: all cores)")
     p.add_argument("--provider", default="auto", choices=provider_choices(),
                    help="ONNX Runtime provider, or openvino (default: auto: exact, TensorRT > CUDA > CPU)")
     p.add_argument("--fast", action="store_true",

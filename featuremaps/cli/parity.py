@@ -29,8 +29,8 @@ def register(sub) -> None:
     p = sub.add_parser(
         "parity", help="check every tap and provider against the PyTorch clone-hook reference",
         description="Run an exported model (or a zoo model exported on the fly) with each ONNX Runtime "
-                    "provider (and OpenVINO) on real photos and compare every tap with the PyTorch clone-hook reference "
-                    "on the same input tensor: max abs error, relative L2, cosine, pass/fail against the "
+                    "provider (and OpenVINO) on real photos and compare every tap with the PyTorch clone-hook "
+                    "reference on the same input tensor: max abs error, relative L2, cosine, pass/fail against the "
                     "budget of the math mode each provider ran (fp32: rel L2 <= 1e-5; tf32, CUDA's default for fp32 "
                     "models: rel L2 <= 2e-3 and cosine >= 0.99999; fp16: rel L2 <= 1e-2 and "
                     "cosine >= 0.9999; int8: rel L2 <= 0.1 and cosine >= 0.99). The reference weights are "

@@ -49,7 +49,8 @@ def prepare_out_dir(path: str | Path) -> Path:
         with tempfile.NamedTemporaryFile(dir=out, prefix=".featuremaps-probe-"):
             pass
     except OSError as e:
-        raise ArgumentError(f"cannot write to output folder {str(out)!r} ({e.strerror or e}); pick another with -o")
+        raise ArgumentError(f"cannot write to output folder {str(out)!r} ({e.strerror or e}); "
+                            "pick another with -o") from None
     return out
 
 
@@ -337,7 +338,8 @@ def show_from_store(args: argparse.Namespace, out_dir: Path) -> int:
         print(f"featuremaps: warning: {one_line(e)}; the overview shows a blank input", file=sys.stderr)
         image, note = _blank(size), "image file unreadable now: blank"
     prov = figure_provenance(meta, meta.get("math_mode"))
-    print(f"{printable_path(Path(path).name)} (row {args.index} of {printable_path(args.store)}), stored {st.dtype}: {terminal_text(prov.line())}")
+    print(f"{printable_path(Path(path).name)} (row {args.index} of {printable_path(args.store)}), stored {st.dtype}: "
+          f"{terminal_text(prov.line())}")
     print(format_stats(maps, taps, prov))
     warn_nonfinite(maps, tuple(dict.fromkeys(taps + tiled)))
     options = ShowOptions(channels=args.channels, select=args.select, scale=args.scale, montage=tiled)

@@ -110,8 +110,9 @@ def normalized_sheet(m: np.ndarray, tile_px: int) -> tuple[np.ndarray, int]:
     """Every channel of ``(C, H, W)`` scaled to its own min..max (a constant channel is 0.5; a
     reduced ``(C, 1, 1)`` vector on one scale across the tap, so its tiles compare),
     tiled row-major into one ``(rows*t, cols*t) float32`` sheet in [0, 1]; cells past the last
-    channel are NaN; a pixel that holds (or, downsampled, covers) a NaN or +-inf is ``-1``. Maps larger than ``tile_px`` are area-downsampled to ``t = tile_px`` (smaller
-    ones stay native; the page enlarges them pixelated). Returns ``(sheet, t)``."""
+    channel are NaN; a pixel that holds (or, downsampled, covers) a NaN or +-inf is ``-1``. Maps
+    larger than ``tile_px`` are area-downsampled to ``t = tile_px`` (smaller ones stay native; the
+    page enlarges them pixelated). Returns ``(sheet, t)``."""
     import cv2
 
     m = _as_chw(m)

@@ -53,7 +53,8 @@ def load_photo(path: str | Path, size: tuple[int, int]) -> tuple[np.ndarray, str
         # as engine.preprocess.preprocess_image with full decode: Pillow's bilinear resize
         pixels = np.asarray(im if im.size == (w, h) else im.resize((w, h), Image.BILINEAR))
     except ImageDecodeError as e:
-        raise ImageDecodeError(f"cannot decode image {printable_path(path)}: {e}; featuremaps reads {FORMATS_TEXT}") from None
+        raise ImageDecodeError(f"cannot decode image {printable_path(path)}: {e}; featuremaps reads "
+                               f"{FORMATS_TEXT}") from None
     return pixels, resize_note((h0, w0), (h, w))
 
 
@@ -160,7 +161,9 @@ def png_bytes(fig, dpi: int = DPI) -> bytes:
     from PIL import Image
 
     buf = io.BytesIO()
-    with warnings.catch_warnings(), matplotlib.rc_context(LITERAL_TEXT):  # tick labels are made here: literal  # a file name in a script the font lacks (CJK) is drawn as boxes;
+    # tick labels are made here, so literal text applies here too; a file name in a script the font
+    # lacks (CJK) is drawn as boxes;
+    with warnings.catch_warnings(), matplotlib.rc_context(LITERAL_TEXT):
         warnings.filterwarnings("ignore", message="Glyph .* missing from", category=UserWarning)  # 4 lines each
         fig.savefig(buf, format="png", dpi=dpi)
     img = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")  # alpha is always opaque here

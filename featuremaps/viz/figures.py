@@ -216,7 +216,8 @@ def _bar_strip(ax, values: np.ndarray, label: str):
 def _row_title(tap: Tap, fmap: np.ndarray, provenance: Provenance | None, what: str) -> str:
     red = provenance.reduction(tap.name) if provenance else None
     if is_vector(fmap):
-        return f"{tap_title(tap, provenance)}  \u2014  {reduction_words(red) or 'a (C,) vector'}: all {len(fmap)} channels"
+        what = reduction_words(red) or "a (C,) vector"
+        return f"{tap_title(tap, provenance)}  \u2014  {what}: all {len(fmap)} channels"
     pooled = f", {reduction_words(red)}" if red else ""
     return f"{tap_title(tap, provenance)}  \u2014  {what} of {fmap.shape[0]} channels, {_size(fmap.shape)}{pooled}"
 

@@ -260,7 +260,7 @@ def test_damaged_status_chunk_is_one_line_and_resume_redoes_it(reference, tmp_pa
     store = _copy(reference.path, tmp_path / "s.zarr")
     _flip(store / "status" / "c" / "0", offset=0)  # one status chunk holds every row (row_chunk)
     with pytest.raises(StoreError, match="status chunk is damaged; run `featuremaps verify --repair"):
-        open_store(store).status_codes
+        _ = open_store(store).status_codes
     assert main(["verify", str(store)]) == 1
     assert "status chunk 0" in capsys.readouterr().out
     assert _extract(images, store, "--resume") == 0
