@@ -35,7 +35,9 @@ import multiprocessing as mp
 import os
 import queue
 import signal
+import sys
 import time
+import types
 from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -55,16 +57,28 @@ _PRELOAD = ["featuremaps.engine.decode_pool", "PIL.Image", "PIL.JpegImagePlugin"
 
 
 @contextmanager
-def _safe_path():
-    """``PYTHONSAFEPATH=1`` while workers start: Python 3.11's forkserver runs as ``python -c``
-    (the current folder first on ``sys.path``) and does not apply the parent's ``sys.path`` before
-    preloading, so a folder or file named ``featuremaps`` where the user stands shadowed the package
-    and every worker died on import. Safe-path mode leaves the current folder off ``sys.path``."""
+def _worker_start():
+    """While a worker process starts:
+
+    * ``PYTHONSAFEPATH=1``: Python 3.11's forkserver runs as ``python -c`` (the current folder
+      first on ``sys.path``) and does not apply the parent's ``sys.path`` before preloading, so a
+      folder or file named ``featuremaps`` where the user stands shadowed the package and every
+      worker died on import. Safe-path mode leaves the current folder off ``sys.path``.
+    * the caller's ``__main__`` hidden: spawn and forkserver children re-import the parent's main
+      script (as ``__mp_main__``) so that functions defined there unpickle; a script without an
+      ``if __name__ == "__main__":`` guard then ran again in every worker, and a script read from
+      stdin (``python -``) killed them. Our workers' code lives in this module, so they never need
+      the main module: a bare stand-in (no ``__file__``, no ``__spec__``) gives them nothing to import.
+    """
     old = os.environ.get("PYTHONSAFEPATH")
     os.environ["PYTHONSAFEPATH"] = "1"
+    main = sys.modules.get("__main__")
+    sys.modules["__main__"] = types.ModuleType("__main__")
     try:
         yield
     finally:
+        if main is not None:
+            sys.modules["__main__"] = main
         if old is None:
             os.environ.pop("PYTHONSAFEPATH", None)
         else:
@@ -274,8 +288,7 @@ class DecodePool:
         for s in range(self.slots):
             self._free.put(s)
         try:
-            with _safe_path():
-                self._procs = [self._spawn() for _ in range(self.workers)]
+            self._procs = [self._spawn() for _ in range(self.workers)]
         except BaseException:
             self.close()
             raise
@@ -285,7 +298,8 @@ class DecodePool:
         p = self._ctx.Process(target=_worker_main, name="fm-decode", daemon=True,
                               args=(child, self._shm.name, self._shape, self.pre.input_dtype.str, self.pre,
                                     self.budget, self._decoder))
-        p.start()
+        with _worker_start():  # a replacement worker too
+            p.start()
         child.close()
         return _Proc(p, parent)
 
