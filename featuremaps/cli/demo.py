@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -10,6 +11,9 @@ from pathlib import Path
 from ..bench.stats import median_rate
 from ..bench.timing import interleaved
 from ..compare import PRECISION_BUDGETS, compare, format_parity_table
+from ..contracts import read_metadata
+from ..engine.inputs import printable_path
+from ..errors import ArgumentError, FeaturemapsError
 from ..engine.extractor import Extractor
 from ..engine.decode_pool import load_batch
 from ..export.onnx_export import export_model
@@ -51,6 +55,19 @@ def _choose_weights(weights: str, model: str, seed: int) -> str:
     return ModelSpec(model=model, weights=weights, seed=seed).with_weights_chosen().weights
 
 
+def _check_model_replaceable(path: Path) -> None:
+    """The demo rewrites its own model file on every run, never a user's file of the same name."""
+    if not os.path.lexists(path):
+        return
+    try:
+        ours = path.is_file() and not path.is_symlink() and bool(read_metadata(path))
+    except FeaturemapsError:
+        ours = False
+    if not ours:
+        raise ArgumentError(f"{printable_path(path)} exists and is not a model featuremaps exported; move it away or "
+                            "choose another folder with -o")
+
+
 def run_demo(out_dir: Path, layers: str = "0,5,10,17,28", weights: str = "auto", seed: int = 0,
              model: str = "vgg16", repeats: int = 3) -> int:
     import matplotlib
@@ -58,11 +75,13 @@ def run_demo(out_dir: Path, layers: str = "0,5,10,17,28", weights: str = "auto",
     matplotlib.use("Agg")
 
     taps = parse_taps(layers, model)  # argument errors before the output folder exists
+    onnx_path = out_dir / f"{model}-taps.onnx"
+    _check_model_replaceable(onnx_path)  # before minutes of work, not after
     out_dir.mkdir(parents=True, exist_ok=True)
     weights = _choose_weights(weights, model, seed)
     net, info = build_model(model, weights, seed, need_classifier=True)
     t0 = time.perf_counter()
-    res = export_model(taps, out_dir / f"{model}-taps.onnx", model=model, seed=seed, net=net, weights_info=info)
+    res = export_model(taps, onnx_path, model=model, seed=seed, net=net, weights_info=info)
     print(f"exported {res.path} ({res.size_bytes / 1e6:.1f} MB, {len(taps)} taps, cut after "
           f"{max(taps, key=lambda t: t.index).name}, weights {info.source}) in {time.perf_counter() - t0:.1f} s")
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import __version__
 from ..contracts import Tap
 from ..engine.inputs import printable_path
 from ..engine.preprocess import FORMATS_TEXT, decode_pil, read_file_bytes
@@ -168,13 +169,48 @@ def png_bytes(fig, dpi: int = DPI) -> bytes:
         fig.savefig(buf, format="png", dpi=dpi)
     img = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")  # alpha is always opaque here
     out = io.BytesIO()
-    img.save(out, format="png")
+    img.save(out, format="png", pnginfo=_png_info())
     return out.getvalue()
+
+
+PNG_MARK = b"tEXtSoftware\x00featuremaps"  # the text chunk every figure we write carries
+
+
+def _png_info():
+    """A ``Software: featuremaps VERSION`` text chunk: how a later run knows the file is ours."""
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text("Software", f"featuremaps {__version__}")
+    return info
+
+
+def made_by_featuremaps(path: Path) -> bool:
+    """Whether ``path`` is a regular file holding a PNG this package wrote (its text chunk comes
+    before the pixels, so the first 4 KB tell)."""
+    try:
+        if path.is_symlink() or not path.is_file():
+            return False
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return False
+    return head.startswith(b"\x89PNG") and PNG_MARK in head
+
+
+def check_replaceable(path: Path) -> None:
+    """Refuse to write over ``path`` unless it is absent or a figure featuremaps made: a user's
+    own ``cat-overview.png`` in the output folder is never replaced."""
+    if os.path.lexists(path) and not made_by_featuremaps(path):
+        raise ArgumentError(f"{printable_path(path)} exists and was not made by featuremaps; move it away or "
+                            "choose another output folder with -o")
 
 
 def save_figure(fig, path: Path, dpi: int = DPI) -> Path:
     """Write ``fig`` as PNG via a temporary file in the same folder, then rename: an
-    interrupted write never leaves a file that looks complete."""
+    interrupted write never leaves a file that looks complete. A file already at ``path`` is
+    replaced only if featuremaps made it (:func:`check_replaceable`)."""
+    check_replaceable(path)
     data = png_bytes(fig, dpi)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
     try:
@@ -187,7 +223,10 @@ def save_figure(fig, path: Path, dpi: int = DPI) -> Path:
 
 
 def save_figures(figs: dict[str, object], out_dir: Path, dpi: int = DPI) -> list[Path]:
-    """Write every ``{file name: Figure}`` into ``out_dir``; returns the paths."""
+    """Write every ``{file name: Figure}`` into ``out_dir``; returns the paths. Every name is
+    checked first, so a refused one leaves none of the set half written."""
+    for fname in figs:
+        check_replaceable(out_dir / fname)
     try:
         return [save_figure(fig, out_dir / fname, dpi) for fname, fig in figs.items()]
     except OSError as e:

@@ -217,3 +217,45 @@ def test_second_ctrl_c_does_not_break_the_cleanup(monkeypatch, capsys):
     assert main(["layers"]) == 130 and cleaned
     assert capsys.readouterr().err.strip() == "featuremaps: interrupted"
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back for the next caller
+
+
+def test_show_never_replaces_a_users_file_but_redraws_its_own(tmp_path, small_model, sample_paths, capsys):
+    """`show` writes IMAGE-overview.png etc. into -o: a user's file of that name stays as it was
+    (one line, exit 2, nothing of the set written); a figure featuremaps drew is replaced."""
+    from PIL import Image
+
+    from featuremaps.viz.draw import made_by_featuremaps
+
+    out = tmp_path / "figs"
+    out.mkdir()
+    image = Path(sample_paths[0])
+    argv = ["show", str(image), "--model", str(small_model.path), "-o", str(out)]
+    assert main(argv) == 0
+    drawn = sorted(out.iterdir())
+    assert drawn and all(made_by_featuremaps(p) for p in drawn)
+    before = {p.name: _digest(p) for p in drawn}
+    assert main(argv) == 0  # our own figures: redrawn in place
+    assert sorted(p.name for p in out.iterdir()) == sorted(before)
+
+    users = drawn[-1]
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(users)  # the user's own picture under that name
+    mine = _digest(users)
+    others = {p.name: p.stat().st_mtime_ns for p in drawn if p != users}
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].endswith("exists and was not made by featuremaps; move it away or choose "
+                                             "another output folder with -o")
+    assert _digest(users) == mine
+    assert {p.name: p.stat().st_mtime_ns for p in drawn if p != users} == others  # none of the set rewritten
+
+
+def test_demo_never_replaces_a_users_model_file(tmp_path, capsys):
+    out = tmp_path / "demo"
+    out.mkdir()
+    users = out / "vgg16-taps.onnx"
+    users.write_bytes(b"the user's own model, not an export")
+    assert main(["demo", "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "vgg16-taps.onnx exists and is not a model featuremaps exported" in err[0]
+    assert users.read_bytes() == b"the user's own model, not an export"
