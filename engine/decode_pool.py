@@ -85,6 +85,16 @@ def _worker_start():
             os.environ["PYTHONSAFEPATH"] = old
 
 
+def _proc_cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds of process ``pid`` from ``/proc/PID/stat`` (0.0 if unreadable)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    except (OSError, ValueError, IndexError, TypeError):
+        return 0.0
+
+
 def usable_cores() -> int:
     """CPU cores this process may run on (affinity/cgroup cpusets), at least 1."""
     try:
@@ -303,6 +313,11 @@ class DecodePool:
         child.close()
         return _Proc(p, parent)
 
+    def cpu_seconds(self) -> float:
+        """CPU seconds the live workers have used so far (``/proc``; 0 where it cannot be read).
+        They are the forkserver's children, not ours, so ``RUSAGE_CHILDREN`` never sees them."""
+        return sum(_proc_cpu_seconds(w.process.pid) for w in self._procs)
+
     def close(self) -> None:
         """Stop the workers (kill those that do not stop within a second) and unlink the block."""
         for w in self._procs:
@@ -493,6 +508,9 @@ class InlineDecoder:
 
     def release(self, batch: DecodedBatch) -> None:
         pass
+
+    def cpu_seconds(self) -> float:
+        return 0.0  # decoding runs in the caller's thread: counted as this process's CPU
 
 
 def decode_paths(paths: list[str], pre: Preprocessing, *, budget: DecodeBudget, workers: int | None = None,

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from .decode_pool import DecodePool, InlineDecoder, SharedMemoryError, worker_count
 from .preprocess import DecodeBudget
 from .store import FeatureStore
-from .unit import Batch, ExtractSettings, commit, finish_counts, strict_failure, submit_taps
+from .unit import Batch, ExtractSettings, StageClock, commit, finish_counts, strict_failure, submit_taps
 
 log = logging.getLogger(__name__)
 _DONE = object()
@@ -55,6 +55,8 @@ class Summary:
     bytes_written: int = 0
     interrupted: bool = False
     error_rows: list = field(default_factory=list)
+    stages: dict = field(default_factory=dict)  # StageClock.as_dict(): wall and own-thread CPU per stage
+    cpu_s: dict = field(default_factory=dict)  # process CPU seconds: "this process", "decode workers"
 
     @property
     def images_per_s(self) -> float:
@@ -119,10 +121,11 @@ class _Written:
     slot: object = None
 
 
-def submit_chunks(chunk_pool, store: FeatureStore, batch: Batch, outputs: dict, slot=None) -> _Written:
+def submit_chunks(chunk_pool, store: FeatureStore, batch: Batch, outputs: dict, slot=None,
+                  clock: StageClock | None = None) -> _Written:
     """Queue one chunk write per output of ``batch`` on ``chunk_pool`` (:func:`.unit.submit_taps`):
     the commit reads ``batch.errors``/``ok_rows`` only after every chunk of the batch is written."""
-    return _Written(batch, submit_taps(chunk_pool, store, batch, outputs), slot)
+    return _Written(batch, submit_taps(chunk_pool, store, batch, outputs, clock), slot)
 
 
 def run_batch(run_model, ring, inputs, keep_waiting):
@@ -182,6 +185,7 @@ def run_extraction(store: FeatureStore, run_model, preprocessing, settings: Extr
     todo = store.pending_batches()
     paths = store.paths
     summary = Summary(batches=len(todo))
+    clock = StageClock()
     stop = threading.Event()
     batches: queue.Queue = queue.Queue(maxsize=prefetch)
     results: queue.Queue = queue.Queue(maxsize=2)
@@ -194,7 +198,8 @@ def run_extraction(store: FeatureStore, run_model, preprocessing, settings: Extr
             if stop.is_set():
                 return
             start, end = store.batch_rows(b)
-            got = pool.decode([paths[i] for i in range(start, end)], cancelled=stop.is_set)
+            with clock.stage("decode (reader waits for the workers)"):
+                got = pool.decode([paths[i] for i in range(start, end)], cancelled=stop.is_set)
             if got is None:
                 return
             failure = strict_failure(paths, start, got.errors) if settings.strict else None
@@ -215,8 +220,10 @@ def run_extraction(store: FeatureStore, run_model, preprocessing, settings: Extr
 
     def commit_oldest():
         done = inflight.pop(0)
-        summary.bytes_written += sum(f.result() for f in done.chunks)  # re-raises a failed chunk write
-        commit(store, done.batch.index, done.batch.errors, done.batch.pending)  # status last: the commit
+        with clock.stage("writer waits for chunks"):
+            summary.bytes_written += sum(f.result() for f in done.chunks)  # re-raises a failed chunk write
+        with clock.stage("commit (error rows, status)"):
+            commit(store, done.batch.index, done.batch.errors, done.batch.pending)  # status last: the commit
         if ring is not None and done.slot is not None:
             ring.release(done.slot)
         n = done.batch.rows_done
@@ -237,7 +244,7 @@ def run_extraction(store: FeatureStore, run_model, preprocessing, settings: Extr
                     continue
                 if item is _DONE:
                     break
-                inflight.append(submit_chunks(chunk_pool, store, *item))
+                inflight.append(submit_chunks(chunk_pool, store, *item, clock=clock))
                 while len(inflight) > max(1, ring_slots - 1):
                     commit_oldest()  # at most slots - 1 batches being written: one slot stays for the model
             while inflight:
@@ -246,14 +253,15 @@ def run_extraction(store: FeatureStore, run_model, preprocessing, settings: Extr
             chunk_pool.shutdown(wait=True)
 
     reader, writer = _Worker(read, "fm-reader"), _Worker(write, "fm-writer")
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     pool = _start_decoder(pool)  # read() sees this one
     reader.start()
     writer.start()
     try:
         while True:
             try:
-                item = batches.get(timeout=0.2)
+                with clock.stage("model waits for decoded batches"):
+                    item = batches.get(timeout=0.2)
             except queue.Empty:
                 if reader.error is not None or writer.error is not None:
                     break
@@ -262,7 +270,8 @@ def run_extraction(store: FeatureStore, run_model, preprocessing, settings: Extr
                 continue
             if item is _DONE:
                 break
-            slot, outputs = run_batch(run_model, ring, item.inputs, writer.is_alive)
+            with clock.stage("model (caller thread; runtime threads not counted)"):
+                slot, outputs = run_batch(run_model, ring, item.inputs, writer.is_alive)
             item.done_with_inputs()  # the model has read the shared-memory slot: give it back
             if not _put(results, (item, outputs, slot), writer.is_alive):
                 break
@@ -274,10 +283,13 @@ def run_extraction(store: FeatureStore, run_model, preprocessing, settings: Extr
             _put(results, _DONE, writer.is_alive)  # the writer finishes what the model already produced
             writer.join()
             reader.join()
+            decode_cpu = pool.cpu_seconds()  # before the workers exit
             pool.__exit__(None, None, None)
             if ring is not None:
                 ring.close()
     summary.seconds = time.perf_counter() - t0
+    summary.stages = clock.as_dict()
+    summary.cpu_s = {"this process": time.process_time() - cpu0, "decode workers": decode_cpu}
     for worker in (writer, reader):
         if worker.error is not None:
             raise worker.error

@@ -14,8 +14,10 @@ an ok row costs no map bytes, that status is written last) is written once, here
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,6 +29,37 @@ from .preprocess import DecodeBudget, Preprocessing
 from .store import DTYPES, FeatureStore
 
 FP16_MAX = 65504.0
+
+
+class StageClock:
+    """Wall and CPU seconds per stage of a run, summed over batches and threads (``cpu`` is the
+    calling thread's own CPU time, so a stage waiting on others costs wall, not CPU). Cheap: two
+    clock reads per stage entry. :func:`as_dict` gives ``{stage: {"wall_s", "cpu_s", "calls"}}``."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._t: dict[str, list[float]] = {}
+
+    @contextmanager
+    def stage(self, name: str):
+        w0, c0 = time.perf_counter(), time.thread_time()
+        try:
+            yield
+        finally:
+            wall, cpu = time.perf_counter() - w0, time.thread_time() - c0
+            with self._lock:
+                t = self._t.setdefault(name, [0.0, 0.0, 0])
+                t[0] += wall
+                t[1] += cpu
+                t[2] += 1
+
+    def as_dict(self) -> dict:
+        with self._lock:
+            return {k: {"wall_s": w, "cpu_s": c, "calls": n} for k, (w, c, n) in self._t.items()}
+
+
+def _stage(clock: StageClock | None, name: str):
+    return clock.stage(name) if clock is not None else nullcontext()
 
 
 @dataclass(frozen=True)
@@ -119,7 +152,8 @@ def nonfinite_rows(name: str, maps: np.ndarray, dtype) -> dict[int, str]:
     return bad  # other suspects: finite values whose float32 sum overflowed
 
 
-def write_tap(store: FeatureStore, name: str, b: int, maps: np.ndarray | None, ok_rows: list[int]) -> int:
+def write_tap(store: FeatureStore, name: str, b: int, maps: np.ndarray | None, ok_rows: list[int],
+              clock: StageClock | None = None) -> int:
     """Write output ``name``'s chunk of batch ``b`` (rows not in ``ok_rows`` are zeros; no chunk when
     no row is ok), cast to the store's dtype here, in the writer's thread (an fp32 model's maps
     become fp16 on the way to disk). Returns bytes written (uncompressed). Batches never share a
@@ -128,36 +162,40 @@ def write_tap(store: FeatureStore, name: str, b: int, maps: np.ndarray | None, o
     dtype = DTYPES[store.dtype]
     if not ok_rows or maps is None:  # every row an error: no chunk (100,000 missing files wrote 5.6 GB of zeros)
         return store.write_output(name, b, None)
-    with np.errstate(over="ignore", invalid="ignore"):  # rows fp16 cannot hold are error rows already
-        if len(ok_rows) == stop - start:
+    with _stage(clock, "cast to the store's dtype"), np.errstate(over="ignore", invalid="ignore"):
+        if len(ok_rows) == stop - start:  # rows fp16 cannot hold are error rows already
             full = np.asarray(maps, dtype=dtype)  # every row ok: no zero-filled copy (no copy if dtypes match)
         else:
             full = np.zeros((stop - start, *store.info["outputs"][name]), dtype)
             full[ok_rows] = maps
-    return store.write_output(name, b, full)
+    with _stage(clock, "write chunk (encode, CRC-32C, file)"):
+        return store.write_output(name, b, full)
 
 
-def _check_and_write(store: FeatureStore, name: str, batch: Batch, maps, ok_rows: list[int], lock) -> int:
+def _check_and_write(store: FeatureStore, name: str, batch: Batch, maps, ok_rows: list[int], lock,
+                     clock: StageClock | None = None) -> int:
     """Turn rows whose maps would be stored with NaN/inf into error rows of ``batch`` (under
     ``lock``: a batch's taps may be written in parallel), then :func:`write_tap`."""
     if maps is not None and ok_rows:
-        bad = nonfinite_rows(name, maps, DTYPES[store.dtype])
+        with _stage(clock, "check NaN/inf"):
+            bad = nonfinite_rows(name, maps, DTYPES[store.dtype])
         if bad:
             with lock:
                 for i, reason in bad.items():
                     batch.errors.setdefault(ok_rows[i], reason)
                     if ok_rows[i] in batch.ok_rows:
                         batch.ok_rows.remove(ok_rows[i])
-    return write_tap(store, name, batch.index, maps, ok_rows)
+    return write_tap(store, name, batch.index, maps, ok_rows, clock)
 
 
-def submit_taps(pool: Executor, store: FeatureStore, batch: Batch, outputs: dict) -> list:
+def submit_taps(pool: Executor, store: FeatureStore, batch: Batch, outputs: dict,
+                clock: StageClock | None = None) -> list:
     """Queue one chunk write per output of ``batch`` on ``pool``; returns the futures (each gives
     the bytes it wrote). ``batch.errors``/``ok_rows`` are final once every future is done."""
     lock = threading.Lock()
     batch.errors, batch.ok_rows = dict(batch.errors), list(batch.ok_rows)  # ours to change, not the decoder's
     ok_rows = list(batch.ok_rows)  # each writer indexes with this copy; the batch's own list may shrink
-    return [pool.submit(_check_and_write, store, name, batch, outputs.get(name), ok_rows, lock)
+    return [pool.submit(_check_and_write, store, name, batch, outputs.get(name), ok_rows, lock, clock)
             for name in store.outputs]
 
 
