@@ -5,10 +5,11 @@
 
 Both interpreters run the same command line (``python -m featuremaps extract FOLDER --model
 FILE -o STORE --no-progress``) on the same JPEG folder and the same exported model, rounds
-interleaved A, B, B, A, A, B ... so that background load hits both alike. The model is exported
-once by A (older releases must read it; newer ones read older exports). The rate is the run's
-own summary line (``at N img/s``, images over the extraction's wall time). Prints a table of
-medians and the B/A ratio and writes ``ab_extract-LABEL.json`` and ``.md`` into ``--out``.
+interleaved A, B, B, A, A, B ... so that background load hits both alike. The JPEGs are made
+here (:func:`.decode_bench.make_jpegs`); the model is exported once by A (older releases must read
+it; newer ones read older exports). The rate is the run's own summary line (``at N img/s``,
+images over the extraction's wall time). Prints a table of medians and the B/A ratio and
+writes ``ab_extract-LABEL.json`` and ``.md`` into ``--out``.
 """
 
 from __future__ import annotations
@@ -23,26 +24,9 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from .decode_bench import make_jpegs
+
 RATE = re.compile(r"at ([0-9.]+) img/s")
-
-
-def _photos(folder: Path, n: int, python: str) -> None:
-    """``n`` JPEGs of 500x375 (q90) cut from the sample photos, written by ``python`` (it has Pillow)."""
-    code = f"""
-import sys
-from pathlib import Path
-from PIL import Image
-from featuremaps.samples import sample_images
-src = [Image.open(p).convert("RGB") for p in sample_images()]
-for i in range({n}):
-    im = src[i % len(src)]
-    w, h = im.size
-    s = 1 + (i // len(src)) % 3
-    box = ((i * 17) % max(w // 4, 1), (i * 11) % max(h // 4, 1))
-    crop = im.crop((box[0], box[1], box[0] + w // s, box[1] + h // s)).resize((500, 375))
-    crop.save(Path({str(folder)!r}) / f"img{{i:04d}}.jpg", quality=90)
-"""
-    subprocess.run([python, "-c", code], check=True, cwd=folder)
 
 
 def _run(python: str, argv: list[str], cwd: Path) -> float:
@@ -71,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="fm-ab-") as tmp:
         tmp = Path(tmp)
         (tmp / "imgs").mkdir()
-        _photos(tmp / "imgs", args.images, args.a)
+        make_jpegs(tmp / "imgs", args.images)
         model = tmp / "model.onnx"
         subprocess.run([args.a, "-m", "featuremaps", "export", "--layers", args.layers, "--input-size",
                         str(args.input_size), "--weights", "random", "-o", str(model)], check=True,

@@ -22,22 +22,7 @@ from pathlib import Path
 from ..engine.cpu_features import cpu_features
 from ..engine.decode_pool import decode_paths
 from ..engine.preprocess import DecodeBudget, Preprocessing
-from ..samples import sample_images
-
-
-def _photos(folder: Path, n: int) -> list[str]:
-    from PIL import Image
-
-    src = [Image.open(p).convert("RGB") for p in sample_images()]
-    out = []
-    for i in range(n):
-        im = src[i % len(src)]
-        w, h = im.size
-        x, y = (i * 17) % max(w // 4, 1), (i * 11) % max(h // 4, 1)
-        path = folder / f"img{i:05d}.jpg"
-        im.crop((x, y, x + w * 3 // 4, y + h * 3 // 4)).resize((500, 375)).save(path, quality=90)
-        out.append(str(path))
-    return out
+from .decode_bench import make_jpegs
 
 
 def _rate(paths: list[str], workers: int, pool: bool) -> float:
@@ -57,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     counts = [int(c) for c in args.counts.split(",")]
     rows = []
     with tempfile.TemporaryDirectory(prefix="fm-lb-") as tmp:
-        paths = _photos(Path(tmp), max(counts))
+        paths = make_jpegs(Path(tmp), max(counts))
         for n in counts:
             runs = {"inline": [], "pool": []}
             for r in range(args.rounds):

@@ -30,22 +30,7 @@ from ..engine.extractor import Extractor
 from ..engine.pipeline import run_extraction
 from ..engine.store import FeatureStore, output_shapes
 from ..export.onnx_export import export_model
-from ..samples import sample_images
-
-
-def _photos(folder: Path, n: int) -> list[str]:
-    from PIL import Image
-
-    src = [Image.open(p).convert("RGB") for p in sample_images()]
-    out = []
-    for i in range(n):
-        im = src[i % len(src)]
-        w, h = im.size
-        x, y = (i * 17) % max(w // 4, 1), (i * 11) % max(h // 4, 1)
-        path = folder / f"img{i:05d}.jpg"
-        im.crop((x, y, x + w * 3 // 4, y + h * 3 // 4)).resize((500, 375)).save(path, quality=90)
-        out.append(str(path))
-    return out
+from .decode_bench import make_jpegs
 
 
 def _model_only(ex: Extractor, batches: list) -> float:
@@ -116,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     cpu = cpu_features()
     with tempfile.TemporaryDirectory(prefix="fm-prof-") as tmp:
         tmp = Path(tmp)
-        paths = _photos(tmp, args.images)
+        paths = make_jpegs(tmp, args.images)
         results = [profile(t, paths, tmp, batch_size=args.batch_size, repeats=args.repeats, provider=args.provider)
                    for t in args.workloads]
     md = ["# extract, stage by stage", "",
