@@ -47,9 +47,9 @@ def test_status_chunk_written_after_all_tap_chunks(tiny, tmp_path, monkeypatch):
     events, lock = [], threading.Lock()
     real_write = unit.write_tap
 
-    def slow_write(store, name, b, maps, ok_rows):
+    def slow_write(store, name, b, maps, ok_rows, *rest):
         time.sleep(0.03 if name == "features.0" else 0.0)  # the first tap finishes last
-        n = real_write(store, name, b, maps, ok_rows)
+        n = real_write(store, name, b, maps, ok_rows, *rest)
         with lock:
             events.append(("chunk", b, name, threading.current_thread().name))
         return n
@@ -78,10 +78,10 @@ def test_failed_chunk_write_leaves_its_batch_pending(tiny, tmp_path, monkeypatch
     model, paths = tiny
     real_write = unit.write_tap
 
-    def failing(store, name, b, maps, ok_rows):
+    def failing(store, name, b, maps, ok_rows, *rest):
         if b == 2 and name == "features.5":
             raise OSError(28, "No space left on device")
-        return real_write(store, name, b, maps, ok_rows)
+        return real_write(store, name, b, maps, ok_rows, *rest)
 
     monkeypatch.setattr(unit, "write_tap", failing)
     with Extractor(model, provider="cpu") as ex:
