@@ -192,20 +192,23 @@ def submit_taps(pool: Executor, store: FeatureStore, batch: Batch, outputs: dict
                 clock: StageClock | None = None) -> list:
     """Queue one chunk write per output of ``batch`` on ``pool``; returns the futures (each gives
     the bytes it wrote). ``batch.errors``/``ok_rows`` are final once every future is done."""
-    lock = threading.Lock()
-    batch.errors, batch.ok_rows = dict(batch.errors), list(batch.ok_rows)  # ours to change, not the decoder's
-    ok_rows = list(batch.ok_rows)  # each writer indexes with this copy; the batch's own list may shrink
+    lock, ok_rows = _own_rows(batch)
     return [pool.submit(_check_and_write, store, name, batch, outputs.get(name), ok_rows, lock, clock)
             for name in store.outputs]
+
+
+def _own_rows(batch: Batch) -> tuple[threading.Lock, list[int]]:
+    """Before a batch's taps are written: its ``errors``/``ok_rows`` become ours to change (not the
+    decoder's), and the writers index with a copy of ``ok_rows`` (the batch's own list may shrink)."""
+    batch.errors, batch.ok_rows = dict(batch.errors), list(batch.ok_rows)
+    return threading.Lock(), list(batch.ok_rows)
 
 
 def write_taps(store: FeatureStore, batch: Batch, outputs: dict, pool: Executor | None = None) -> int:
     """Write every tap chunk of ``batch`` (in ``pool`` if given, else in this thread) and wait for
     them; returns the bytes written. No commit: :func:`commit` follows, maybe in another process."""
     if pool is None:
-        lock = threading.Lock()
-        batch.errors, batch.ok_rows = dict(batch.errors), list(batch.ok_rows)
-        ok_rows = list(batch.ok_rows)
+        lock, ok_rows = _own_rows(batch)
         return sum(_check_and_write(store, name, batch, outputs.get(name), ok_rows, lock) for name in store.outputs)
     return sum(f.result() for f in submit_taps(pool, store, batch, outputs))
 
