@@ -75,10 +75,36 @@ class _ModelThread:
                 _wait_out(done, STOP_GRACE_S, leave_after_s)
             raise
 
+    def submit(self, fn) -> Future:
+        """Queue ``fn()`` on the model thread; the future gives its result. Outside the main thread
+        ``fn`` runs here and now (its future is done when this returns)."""
+        done: Future = Future()
+        if threading.current_thread() is not threading.main_thread():
+            try:
+                done.set_result(fn())
+            except BaseException as e:  # noqa: BLE001 - handed to the caller
+                done.set_exception(e)
+            return done
+        if self._thread is None:
+            self._thread = threading.Thread(target=_serve, args=(self._jobs,), name="fm-model", daemon=True)
+            self._thread.start()
+        self._jobs.put((fn, done))
+        return done
+
     def close(self) -> None:
         if self._thread is not None:
             self._jobs.put(None)
             self._thread = None
+
+
+class PendingRun:
+    """A batch running in the background (:meth:`Extractor.submit_into`); :meth:`Extractor.collect`
+    waits for it. ``wait(timeout)`` gives the outputs, ``cancel()`` asks the run to stop."""
+
+    def __init__(self, x: np.ndarray, wait, cancel, done, leave_after_s: float | None, abandon=None):
+        self.x, self.n = x, len(x)
+        self.wait, self.cancel, self.done, self.leave_after_s = wait, cancel, done, leave_after_s
+        self.abandon = abandon  # after leave_after_s: keep what the run uses alive, stop waiting
 
 
 def _serve(jobs: queue.SimpleQueue) -> None:
@@ -88,6 +114,30 @@ def _serve(jobs: queue.SimpleQueue) -> None:
             done.set_result(fn())
         except BaseException as e:  # handed to the caller
             done.set_exception(e)
+
+
+class _Waitable:
+    """A :class:`PendingRun` seen as the part of a ``Future`` that :func:`_wait_out` uses."""
+
+    def __init__(self, run: PendingRun):
+        self._run = run
+
+    def done(self) -> bool:
+        try:
+            return bool(self._run.done())
+        except Exception:  # noqa: BLE001 - a cancelled OpenVINO request raises: it has ended
+            return True
+
+    def exception(self, timeout: float | None = None):
+        try:
+            self._run.wait(timeout)
+        except TimeoutError:
+            raise
+        except KeyboardInterrupt:
+            raise
+        except Exception:  # noqa: BLE001 - the run ended (cancelled or failed)
+            return None
+        return None
 
 
 def _wait_out(done: Future, grace_s: float, leave_after_s: float | None) -> None:
@@ -171,7 +221,7 @@ class Extractor:
 
     def __init__(self, model_path: str | Path, provider: str = "auto", threads: int | None = None,
                  max_batch: int = 32, spin: bool = True, *, device: int | str | None = None, tf32: bool = True,
-                 math_mode: str = "default"):
+                 math_mode: str = "default", throughput: bool = False):
         self.model_path = Path(model_path)
         if not self.model_path.is_file():
             raise ModelFileError(f"model {str(model_path)!r} not found; export one with "
@@ -180,7 +230,8 @@ class Extractor:
         backend = "onnxruntime" if provider == "auto" else spec_for(provider).backend
         device = resolve_device(provider, device)
         if backend == "openvino":  # the openvino package itself is imported when the session is built
-            self.session = OpenVINOSession(self.model_path, device=device, precision=math_mode, threads=threads)
+            self.session = OpenVINOSession(self.model_path, device=device, precision=math_mode, threads=threads,
+                                           throughput=throughput)
             self.info, self.metadata = self.session.info, self.session.metadata
         else:
             if math_mode != "default":
@@ -198,6 +249,7 @@ class Extractor:
         self.output_names: list[str] = list(self.metadata["outputs"])
         self._declared = self._declared_shapes()
         self._runner = _ModelThread()
+        self._inflight: list[PendingRun] = []
         weakref.finalize(self, self._runner.close)
 
     def _declared_shapes(self) -> dict[str, tuple[int, ...] | None]:
@@ -220,9 +272,16 @@ class Extractor:
 
     @property
     def binds_outputs(self) -> bool:
-        """Whether :meth:`output_ring`/:meth:`run_into` work: ONNX Runtime's IO binding writes
-        outputs into preallocated (pinned) buffers; OpenVINO returns fresh arrays from :meth:`run`."""
-        return self.backend == "onnxruntime"
+        """Whether :meth:`output_ring`/:meth:`run_into`/:meth:`submit_into` work: the runtime writes
+        outputs straight into preallocated (on a GPU pinned) buffers (ONNX Runtime's IO binding,
+        OpenVINO's output tensors). True for both backends."""
+        return self.backend in ("onnxruntime", "openvino")
+
+    @property
+    def lanes(self) -> int:
+        """How many batches may run at once (:meth:`submit_into` before :meth:`collect`): the
+        request count OpenVINO chose for its streams when built with ``throughput=True``, else 1."""
+        return getattr(self.session, "lanes", 1) if self.backend == "openvino" else 1
 
     @property
     def input_layout(self) -> str:
@@ -297,33 +356,82 @@ class Extractor:
                           slots=slots, pinned=PROVIDER_TABLE[self.provider].gpu)
 
     def run_into(self, batch: np.ndarray, slot: Slot) -> dict[str, np.ndarray]:
-        """Like :meth:`run`, but ONNX Runtime writes every output straight into ``slot``'s
-        preallocated buffers (IO binding; on a GPU the device -> host copy lands in pinned
-        memory). Returns views ``{name: slot.arrays[name][:N]}``: valid until the slot is released."""
+        """Like :meth:`run`, but the runtime writes every output straight into ``slot``'s
+        preallocated buffers (ONNX Runtime's IO binding, on a GPU into pinned memory; OpenVINO's
+        output tensors). Returns views ``{name: slot.arrays[name][:N]}``: valid until the slot is
+        released."""
+        return self.collect(self.submit_into(batch, slot))
+
+    def submit_into(self, batch: np.ndarray, slot: Slot) -> PendingRun:
+        """Start :meth:`run_into` in the background and return at once; :meth:`collect` gives its
+        outputs. At most :attr:`lanes` runs may be outstanding (OpenVINO's streams run them at
+        the same time; ONNX Runtime runs one, and the caller prepares the next batch meanwhile).
+        ``batch`` may be reused as soon as this returns only with OpenVINO (which copies it)."""
         self._need_binding()
         x = as_model_input(batch, self.preprocessing)
         n = len(x)
-        views = slot.views(n)
         if n > len(next(iter(slot.arrays.values()))):
             raise ValueError(f"batch of {n} does not fit the output ring's {len(next(iter(slot.arrays.values())))}")
-        binding = self.session.io_binding()
-        binding.bind_cpu_input(self.input_name, x)
-        for name in self.output_names:
-            out = views[name]
-            binding.bind_output(name, "cpu", 0, out.dtype, list(out.shape), out.ctypes.data)
-        opts = _run_options()
+        views = slot.views(n)
+        if self.backend == "openvino":
+            try:
+                run = self.session.start(x, views)
+            except Exception as e:  # noqa: BLE001 - OpenVINO's RuntimeError: one line
+                raise self._run_failure(e, n) from None
+            pending = PendingRun(x, run.result, self.session.cancel, run.done, 2.0, run.abandon)
+        else:
+            binding = self.session.io_binding()
+            binding.bind_cpu_input(self.input_name, x)
+            for name in self.output_names:
+                out = views[name]
+                binding.bind_output(name, "cpu", 0, out.dtype, list(out.shape), out.ctypes.data)
+            opts = _run_options()
+            done = self._runner.submit(lambda: (self.session.run_with_iobinding(binding, opts), views)[1])
+            pending = PendingRun(x, done.result, lambda: setattr(opts, "terminate", True), done.done, None)
+        self._inflight.append(pending)
+        return pending
+
+    def collect(self, pending: PendingRun) -> dict[str, np.ndarray]:
+        """Wait for a run :meth:`submit_into` started and give its outputs (views into its slot).
+        An interrupt while waiting stops every run in flight (each is waited out, interrupts held
+        back for ``STOP_GRACE_S``) and is re-raised; a failed run is one :class:`ModelFileError`."""
         try:
-            self._call(lambda: self.session.run_with_iobinding(binding, opts),
-                       lambda: setattr(opts, "terminate", True), n)
-        except ModelFileError as failed:
-            try:  # one image unbound: a graph computing other shapes than declared says which output
-                self.run(x[:1])
-            except _ShapeError as wrong:
-                raise wrong from None
-            except ModelFileError:
-                pass
-            raise failed
-        return views
+            outs = pending.wait()
+        except FeaturemapsError:
+            self._forget(pending)
+            raise
+        except KeyboardInterrupt:
+            self.cancel_all()
+            raise
+        except Exception as e:  # noqa: BLE001 - onnxruntime's Fail...; OpenVINO's RuntimeError
+            self._forget(pending)
+            failed = self._run_failure(e, pending.n)
+            if self.backend == "onnxruntime":
+                try:  # one image unbound: a graph computing other shapes than declared says which output
+                    self.run(pending.x[:1])
+                except _ShapeError as wrong:
+                    raise wrong from None
+                except ModelFileError:
+                    pass
+            raise failed from None
+        self._forget(pending)
+        self._check_shapes(outs, pending.n)
+        return outs
+
+    def cancel_all(self) -> None:
+        """Stop every run :meth:`submit_into` started and nobody collected, and wait for each to end
+        (OpenVINO's, which hold no caller memory but their output slot, are left after 2 s)."""
+        runs, self._inflight = self._inflight, []
+        for run in runs:
+            run.cancel()
+        for run in runs:
+            _wait_out(_Waitable(run), STOP_GRACE_S, run.leave_after_s)
+            if run.abandon is not None and not _Waitable(run).done():
+                run.abandon()
+
+    def _forget(self, pending: PendingRun) -> None:
+        if pending in self._inflight:
+            self._inflight.remove(pending)
 
     def _need_binding(self) -> None:
         if not self.binds_outputs:

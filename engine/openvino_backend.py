@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,6 +84,7 @@ class OutputPort:
 
     name: str
     shape: tuple
+    type: str = "tensor(float)"  # ONNX Runtime's spelling: tensor(float16) for fp16 outputs
 
 
 def read_model_metadata(model) -> dict:
@@ -107,15 +110,24 @@ def _check_device(core, device: str) -> None:
                             f"{', '.join(present) or 'none'} (--device CPU)")
 
 
-def _compile_config(device: str, precision: str, threads: int | None) -> dict:
+def _compile_config(device: str, precision: str, threads: int | None, throughput: bool = False) -> dict:
     if precision not in MATH_MODES:
         raise ProviderError(f"unknown OpenVINO math mode {precision!r}; use one of {', '.join(MATH_MODES)}")
-    cfg = {"PERFORMANCE_HINT": "LATENCY"}  # one synchronous request using every core
+    # LATENCY: one request using every core; THROUGHPUT: OpenVINO splits the cores into streams
+    # and says how many requests keep them busy (OPTIMAL_NUMBER_OF_INFER_REQUESTS)
+    cfg = {"PERFORMANCE_HINT": "THROUGHPUT" if throughput else "LATENCY"}
     if _HINTS[precision] is not None:
         cfg["INFERENCE_PRECISION_HINT"] = _HINTS[precision]
     if threads and device.startswith("CPU"):
         cfg["INFERENCE_NUM_THREADS"] = int(threads)
     return cfg
+
+
+def _streams(compiled) -> int:
+    try:
+        return int(compiled.get_property("NUM_STREAMS"))
+    except (RuntimeError, TypeError, ValueError):  # a device without streams (NPU)
+        return 1
 
 
 def math_mode_of(compiled) -> str:
@@ -136,14 +148,14 @@ class OpenVINOSession:
     """
 
     def __init__(self, model_path: str | Path, *, device: str = "CPU", precision: str = "default",
-                 threads: int | None = None):
+                 threads: int | None = None, throughput: bool = False):
         core = _core()
         self.model_path = Path(model_path)
         if not self.model_path.is_file():
             raise ModelFileError(f"model {str(model_path)!r} not found; export one with "
                                  "`featuremaps export -o PATH.onnx`")
         _check_device(core, device)
-        config = _compile_config(device, precision, threads)
+        config = _compile_config(device, precision, threads, throughput)
         try:
             model = core.read_model(str(self.model_path))
         except RuntimeError as e:
@@ -159,10 +171,15 @@ class OpenVINOSession:
                                  "use a model written by `featuremaps export`") from None
         self._request = self._compiled.create_infer_request()
         self._ports = {name: self._port(name) for name in self.output_names}
+        self.lanes = max(1, int(self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))) if throughput else 1
+        self.streams = _streams(self._compiled)
+        self._idle: queue.SimpleQueue = queue.SimpleQueue()  # start()'s free requests, made on first use
+        self._async: list = []  # every request start() made
+        self._busy: dict = {}  # id(request) -> the arrays its run reads and writes
         mode = math_mode_of(self._compiled)
         if self.metadata.get("precision") == "int8":  # QDQ convs run in int8, the rest in ``mode``
             mode = f"int8+{mode}"
-        note = f"provider openvino ({device}, {mode}" + (
+        note = f"provider openvino ({device}, {mode}" + (f", {self.streams} streams" if throughput else "") + (
             f"; asked for {precision}" if _HINTS[precision] and _MODE_NAMES[_HINTS[precision]] not in mode else "")
         self.info = OpenVINOInfo("openvino", device, mode, precision, note + ")")
         log.info(self.info.note)
@@ -179,7 +196,9 @@ class OpenVINOSession:
         ports = []
         for name, port in self._ports.items():
             dims = port.get_partial_shape()
-            ports.append(OutputPort(name, tuple(None if d.is_dynamic else d.get_length() for d in dims)))
+            half = port.get_element_type().get_type_name() == "f16"
+            ports.append(OutputPort(name, tuple(None if d.is_dynamic else d.get_length() for d in dims),
+                                    "tensor(float16)" if half else "tensor(float)"))
         return ports
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
@@ -189,12 +208,117 @@ class OpenVINOSession:
         results = self._request.infer({self.input_name: np.ascontiguousarray(batch)}, share_outputs=False)
         return {name: results[port] for name, port in self._ports.items()}
 
+    def start(self, batch: np.ndarray, outputs: dict[str, np.ndarray]) -> "OpenVINORun":
+        """Start one asynchronous run of ``batch`` (copied: the caller may reuse it at once) writing
+        every output straight into ``outputs[name]`` (C-contiguous arrays of the output's exact
+        shape and dtype, e.g. an output ring slot's views: no copy). At most :attr:`lanes` runs may
+        be outstanding: collect one (:meth:`OpenVINORun.result`) before starting more.
+        :meth:`cancel` stops every run in flight."""
+        if len(self._async) < self.lanes and self._idle.empty():
+            self._async.append(self._compiled.create_infer_request())
+            self._idle.put(self._async[-1])
+        try:
+            request = self._idle.get_nowait()
+        except queue.Empty:
+            raise RuntimeError(f"all {self.lanes} OpenVINO requests are busy; collect a run first") from None
+        import openvino as ov
+
+        # a tensor sharing memory does not keep its array alive: the run holds both until it is collected
+        held = np.array(batch, copy=True, order="C")
+        try:
+            request.set_input_tensor(ov.Tensor(held, shared_memory=True))
+            for i, name in enumerate(self._ports):
+                request.set_output_tensor(i, ov.Tensor(outputs[name], shared_memory=True))
+            request.start_async()
+        except BaseException:
+            self._idle.put(request)
+            raise
+        self._busy[id(request)] = (held, outputs)  # kept while OpenVINO may write, even if the run is abandoned
+        return OpenVINORun(self, request, outputs, held)
+
+    def _collect(self, request, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """``outputs`` once ``request`` has run: what OpenVINO put elsewhere (it may reallocate an
+        output tensor) is copied in; an output computed with another shape is one line."""
+        for i, (name, out) in enumerate(outputs.items()):
+            got = request.get_output_tensor(i).data
+            if np.shares_memory(got, out):
+                continue
+            if got.shape != out.shape:
+                raise ModelFileError(f"{self.model_path}: output {name!r} is computed as {list(got.shape)} but "
+                                     f"declared {list(out.shape)}; use a model written by `featuremaps export`")
+            np.copyto(out, got)
+        return outputs
+
     def cancel(self) -> None:
         """Ask a running :meth:`run` (in another thread) to stop. OpenVINO stops between nodes
         only: a ``Loop`` node runs on (measured: a never-ending Loop ignored it for minutes)."""
-        if self._request is not None:
-            self._request.cancel()
+        for request in [self._request, *self._async]:
+            if request is not None:
+                request.cancel()
 
     def close(self) -> None:
         self._request = None
+        self._async = []
         self._compiled = None
+
+
+class OpenVINORun:
+    """One run started by :meth:`OpenVINOSession.start`: :meth:`result` waits for it (in steps of
+    0.1 s, so a signal is handled while waiting), raises the runtime's error if it failed, and
+    gives the request back to the session."""
+
+    def __init__(self, session: OpenVINOSession, request, outputs: dict[str, np.ndarray], held: np.ndarray):
+        self._session, self._request, self._outputs, self._held = session, request, outputs, held
+        self._done = False
+
+    def done(self) -> bool:
+        """Whether the run has ended (a failed or cancelled one too)."""
+        try:
+            return self._done or bool(self._request.wait_for(0))
+        except Exception:  # noqa: BLE001 - wait_for raises the run's error: it has ended
+            return True
+
+    def result(self, timeout: float | None = None) -> dict[str, np.ndarray]:
+        """The outputs (the arrays given to ``start``); ``TimeoutError`` after ``timeout`` s."""
+        if self._done:
+            return self._outputs
+        waited = 0.0
+        try:
+            while not self._request.wait_for(100):
+                waited += 0.1
+                if timeout is not None and waited >= timeout:
+                    raise TimeoutError(f"the OpenVINO run did not finish in {timeout:.1f} s")
+        except (KeyboardInterrupt, TimeoutError):
+            raise  # still running (or being cancelled): the request stays busy
+        except BaseException:
+            self._release()  # the run failed or was cancelled: its request is free again
+            raise
+        try:
+            return self._session._collect(self._request, self._outputs)
+        finally:
+            self._release()
+
+    def abandon(self) -> None:
+        """Stop waiting for a run that ignores :meth:`OpenVINOSession.cancel` (a never-ending
+        ``Loop``): a daemon thread holds the request, the compiled model and the run's arrays until
+        it ends, so that nothing it uses is freed under it and no destructor waits for it (which
+        would hang the exit); the session no longer counts on that request."""
+        session, request = self._session, self._request
+        keep = (request, session._compiled, self._outputs, self._held)
+        session._async = [r for r in session._async if r is not request]
+        session._busy.pop(id(request), None)
+        self._done = True
+
+        def hold(keep=keep):
+            try:
+                keep[0].wait()
+            except Exception:  # noqa: BLE001 - cancelled or failed: it has ended either way
+                pass
+
+        threading.Thread(target=hold, name="fm-openvino-abandoned", daemon=True).start()
+
+    def _release(self) -> None:
+        if not self._done:
+            self._done = True
+            self._session._busy.pop(id(self._request), None)
+            self._session._idle.put(self._request)

@@ -25,6 +25,7 @@ import signal
 import sys
 import threading
 import time
+from collections import deque
 from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
@@ -128,6 +129,14 @@ def submit_chunks(chunk_pool, store: FeatureStore, batch: Batch, outputs: dict, 
     return _Written(batch, submit_taps(chunk_pool, store, batch, outputs, clock), slot)
 
 
+def _acquire(ring, keep_waiting):
+    """A free ring slot, waiting while the writers hold every one (None: stopped waiting)."""
+    slot = None
+    while slot is None and keep_waiting():
+        slot = ring.acquire(timeout=0.1)
+    return slot
+
+
 def run_batch(run_model, ring, inputs, keep_waiting):
     """Run the model on one batch: into a free ring slot when there is a ring (waiting while the
     writers still hold every slot), else as a plain call. Returns ``(slot or None, outputs)``."""
@@ -135,9 +144,7 @@ def run_batch(run_model, ring, inputs, keep_waiting):
         return None, {}
     if ring is None:  # a plain callable, or an Extractor without IO binding (OpenVINO)
         return None, (run_model(inputs) if callable(run_model) else run_model.run(inputs))
-    slot = None
-    while slot is None and keep_waiting():
-        slot = ring.acquire(timeout=0.1)
+    slot = _acquire(ring, keep_waiting)
     if slot is None:
         return None, {}
     return slot, run_model.run_into(inputs, slot)
@@ -191,7 +198,9 @@ def run_extraction(store: FeatureStore, run_model, preprocessing, settings: Extr
     results: queue.Queue = queue.Queue(maxsize=2)
     workers = worker_count(settings.workers, sum(len(range(*store.batch_rows(b))) for b in todo))
     batch_size = max((len(range(*store.batch_rows(b))) for b in todo), default=1)
-    pool = _open_decoder(preprocessing, workers, batch_size, prefetch, settings.budget, settings.decode_timeout_s)
+    lanes_hint = max(1, int(getattr(run_model, "lanes", 1)))
+    pool = _open_decoder(preprocessing, workers, batch_size, prefetch + lanes_hint - 1, settings.budget,
+                         settings.decode_timeout_s)
 
     def read():
         for b in todo:
@@ -213,8 +222,12 @@ def run_extraction(store: FeatureStore, run_model, preprocessing, settings: Extr
                 return
         _put(batches, _DONE, lambda: not stop.is_set())
 
-    binds = getattr(run_model, "binds_outputs", hasattr(run_model, "run_into"))  # OpenVINO: no IO binding
-    ring = run_model.output_ring(store.batch_size, ring_slots) if binds else None
+    binds = getattr(run_model, "binds_outputs", hasattr(run_model, "run_into"))
+    # OpenVINO's throughput mode runs `lanes` batches at once (one per stream); a ring slot and a
+    # decode slot per batch in the model, ring_slots - 1 batches being written meanwhile
+    lanes = max(1, int(getattr(run_model, "lanes", 1))) if binds and hasattr(run_model, "submit_into") else 1
+    ring = run_model.output_ring(store.batch_size, ring_slots + lanes - 1) if binds else None
+    async_runs = ring is not None and hasattr(run_model, "submit_into")  # an Extractor: start, then collect
     chunk_pool = ThreadPoolExecutor(max_workers=max(1, settings.writers), thread_name_prefix="fm-write")
     inflight: list[_Written] = []
 
@@ -257,6 +270,15 @@ def run_extraction(store: FeatureStore, run_model, preprocessing, settings: Extr
     pool = _start_decoder(pool)  # read() sees this one
     reader.start()
     writer.start()
+    running: deque = deque()  # (batch, run, ring slot): started on the model, not collected yet
+
+    def collect_oldest() -> bool:
+        item, run, slot = running.popleft()
+        with clock.stage("model (caller waits for the runtime)"):
+            outputs = run_model.collect(run)
+        item.done_with_inputs()  # the model has read the shared-memory slot: give it back
+        return _put(results, (item, outputs, slot), writer.is_alive)
+
     try:
         while True:
             try:
@@ -270,13 +292,30 @@ def run_extraction(store: FeatureStore, run_model, preprocessing, settings: Extr
                 continue
             if item is _DONE:
                 break
-            with clock.stage("model (caller thread; runtime threads not counted)"):
+            if async_runs:
+                if item.inputs is None:  # no row decoded: nothing to run
+                    if not _put(results, (item, {}, None), writer.is_alive):
+                        break
+                    continue
+                slot = _acquire(ring, writer.is_alive)
+                if slot is None:
+                    break
+                running.append((item, run_model.submit_into(item.inputs, slot), slot))
+                if len(running) >= lanes and not collect_oldest():
+                    break
+                continue
+            with clock.stage("model (caller waits for the runtime)"):
                 slot, outputs = run_batch(run_model, ring, item.inputs, writer.is_alive)
             item.done_with_inputs()  # the model has read the shared-memory slot: give it back
             if not _put(results, (item, outputs, slot), writer.is_alive):
                 break
+        while running and writer.is_alive():
+            if not collect_oldest():
+                break
     except KeyboardInterrupt:
         summary.interrupted = True
+        if running:  # runs the interrupt did not reach (they stop when their turn comes)
+            run_model.cancel_all()
     finally:
         with _sigint_deferred():  # a second Ctrl-C must not cut the clean-up short (leaked shared memory)
             stop.set()

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import ExtractionError
+from .cast import to_fp16
 from .decode_pool import InlineDecoder
 from .inputs import printable_path
 from .preprocess import DecodeBudget, Preprocessing
@@ -123,11 +124,13 @@ def strict_failure(paths: Sequence[str], start: int, errors: dict[int, str]) -> 
                            "drop --strict to record it as an error row and go on)")
 
 
-def nonfinite_rows(name: str, maps: np.ndarray, dtype) -> dict[int, str]:
+def nonfinite_rows(name: str, maps: np.ndarray, dtype, source: np.ndarray | None = None) -> dict[int, str]:
     """``{position in maps: reason}`` for rows of ``maps`` that would be stored (as ``dtype``) with
-    NaN or inf. Cheap (VGG16's five taps at 224x224: about 1 ms per image for fp32 storage, 2 ms
-    for fp16): one float32 sum per row, or for fp16 storage one max and one min per row (which
-    also catch values fp16 cannot hold); only a suspect row gets an exact ``isfinite``."""
+    NaN or inf. Cheap (VGG16's five taps at 224x224: about 1 ms per image): for fp16 ``maps`` one
+    pass over their bits (NaN/inf are the all-ones exponents), for fp32 ones with fp16 storage one
+    max and one min per row (which also catch values fp16 cannot hold), else one float32 sum per
+    row; only a suspect row gets an exact look. ``source``: the fp32 maps ``maps`` were cast from
+    (fp16 storage), to tell a value fp16 cannot hold from a NaN/inf the model produced."""
     rows = np.asarray(maps).reshape(len(maps), -1)
     if not rows.size:
         return {}
@@ -140,16 +143,29 @@ def nonfinite_rows(name: str, maps: np.ndarray, dtype) -> dict[int, str]:
     else:
         with np.errstate(over="ignore", invalid="ignore"):
             suspect = ~np.isfinite(np.add.reduce(rows, axis=1, dtype=np.float32))
+    exact = rows if source is None else np.asarray(source).reshape(len(source), -1)
     bad = {}
     for i in np.flatnonzero(suspect):
-        if not np.isfinite(rows[i]).all():
+        if not np.isfinite(exact[i]).all():
             bad[int(i)] = (f"the model produced NaN or inf in tap {name} for this image; stored as an error row "
                            "(check the model: `featuremaps parity`)")
-        elif np.dtype(dtype) == np.float16:
-            top = float(np.abs(rows[i]).max())
+        elif np.dtype(dtype) == np.float16:  # finite, but beyond what fp16 holds
+            top = float(np.abs(exact[i]).max())
             bad[int(i)] = (f"tap {name} overflows fp16 storage (max |x| {top:.2g} > {FP16_MAX:.0f}); re-run with "
                            "--dtype fp32 into a new -o path")
     return bad  # other suspects: finite values whose float32 sum overflowed
+
+
+def as_stored(maps: np.ndarray, dtype) -> np.ndarray:
+    """``maps`` in the store's ``dtype``: no copy when it already is; fp32 -> fp16 by
+    :func:`.cast.to_fp16` (vectorised, the same bits as NumPy's cast)."""
+    maps = np.asarray(maps)
+    if maps.dtype == np.dtype(dtype):
+        return maps
+    if np.dtype(dtype) == np.float16 and maps.dtype == np.float32:
+        return to_fp16(maps)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return maps.astype(dtype)
 
 
 def write_tap(store: FeatureStore, name: str, b: int, maps: np.ndarray | None, ok_rows: list[int],
@@ -162,29 +178,34 @@ def write_tap(store: FeatureStore, name: str, b: int, maps: np.ndarray | None, o
     dtype = DTYPES[store.dtype]
     if not ok_rows or maps is None:  # every row an error: no chunk (100,000 missing files wrote 5.6 GB of zeros)
         return store.write_output(name, b, None)
-    with _stage(clock, "cast to the store's dtype"), np.errstate(over="ignore", invalid="ignore"):
+    with _stage(clock, "cast to the store's dtype"):
         if len(ok_rows) == stop - start:  # rows fp16 cannot hold are error rows already
-            full = np.asarray(maps, dtype=dtype)  # every row ok: no zero-filled copy (no copy if dtypes match)
+            full = as_stored(maps, dtype)  # every row ok: no zero-filled copy (no copy if dtypes match)
         else:
             full = np.zeros((stop - start, *store.info["outputs"][name]), dtype)
-            full[ok_rows] = maps
+            full[ok_rows] = as_stored(maps, dtype)
     with _stage(clock, "write chunk (encode, CRC-32C, file)"):
         return store.write_output(name, b, full)
 
 
 def _check_and_write(store: FeatureStore, name: str, batch: Batch, maps, ok_rows: list[int], lock,
                      clock: StageClock | None = None) -> int:
-    """Turn rows whose maps would be stored with NaN/inf into error rows of ``batch`` (under
-    ``lock``: a batch's taps may be written in parallel), then :func:`write_tap`."""
+    """Cast ``maps`` to the store's dtype, turn rows that would be stored with NaN/inf into error
+    rows of ``batch`` (under ``lock``: a batch's taps may be written in parallel), then
+    :func:`write_tap` (which finds the maps cast already)."""
     if maps is not None and ok_rows:
+        dtype = DTYPES[store.dtype]
+        with _stage(clock, "cast to the store's dtype"):
+            stored = as_stored(maps, dtype)
         with _stage(clock, "check NaN/inf"):
-            bad = nonfinite_rows(name, maps, DTYPES[store.dtype])
+            bad = nonfinite_rows(name, stored, dtype, source=None if stored is maps else maps)
         if bad:
             with lock:
                 for i, reason in bad.items():
                     batch.errors.setdefault(ok_rows[i], reason)
                     if ok_rows[i] in batch.ok_rows:
                         batch.ok_rows.remove(ok_rows[i])
+        maps = stored
     return write_tap(store, name, batch.index, maps, ok_rows, clock)
 
 

@@ -271,7 +271,7 @@ def _extract(args, paths: list[str], model_path: Path, provider: str, math_mode:
     batch = args.batch_size or (_stored_batch_size(Path(args.output)) if args.resume else None) or DEFAULT_BATCH
     with Extractor(model_path, provider=planned, threads=args.threads,
                    max_batch=batch, spin=False, device=args.device,
-                   tf32=not args.no_tf32, math_mode=math_mode) as ex:
+                   tf32=not args.no_tf32, math_mode=math_mode, throughput=True) as ex:
         extraction = _extraction(args, ex, provider)
         store = _open_or_create(args, paths, model_path, ex, extraction)
         try:

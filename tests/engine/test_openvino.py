@@ -397,37 +397,28 @@ def test_uint8_model_on_openvino_takes_pixels_exactly(tiny, pixels, photos, refe
 
 
 @needs_openvino
-def test_openvino_has_no_io_binding_and_says_so(tiny):
+@pytest.mark.parametrize("throughput", [False, True])
+def test_openvino_writes_into_the_ring_and_runs_lanes_at_once(tiny, photos, throughput):
+    """OpenVINO's outputs land in the output ring's own buffers (no copy), and with ``throughput``
+    as many batches as it has requests run at once; every run gives run()'s bits."""
     from featuremaps.engine.extractor import Extractor
 
-    with Extractor(tiny.path, provider="cpu") as ort_ex:
-        assert ort_ex.binds_outputs
-    with Extractor(tiny.path, provider="openvino", math_mode="fp32") as ex:
-        assert not ex.binds_outputs and ex.device == "CPU"
-        with pytest.raises(ProviderError, match=r"provider 'openvino' has no IO binding; call run\(\)"):
-            ex.output_ring(2)
-
-
-@needs_openvino
-def test_pipeline_runs_openvino_through_run(tiny, tmp_path, sample_paths, reference):
-    """run_extraction with an OpenVINO Extractor: no output ring, every tap written."""
-    from featuremaps.engine.extractor import Extractor
-    from featuremaps.engine.pipeline import run_extraction
-    from featuremaps.engine.unit import ExtractSettings
-    from featuremaps.engine.store import FeatureStore, output_shapes
-
-    with Extractor(tiny.path, provider="openvino", math_mode="fp32") as ex:
-        store = FeatureStore.create(tmp_path / "s.zarr", paths=[str(p) for p in sample_paths[:3]],
-                                    metadata=ex.metadata, shapes=output_shapes(ex.metadata, ex.session),
-                                    batch_size=2)
-        summary = run_extraction(store, ex, ex.preprocessing, ExtractSettings(workers=0, writers=1))
-        store.close()
-    assert (summary.ok, summary.errors, summary.pending) == (3, 0, 0)
-    import featuremaps
-
-    got = featuremaps.open_store(tmp_path / "s.zarr")
-    for tap, ref in reference.items():
-        assert rel_l2_error(np.asarray(got[tap][:]), ref) <= 1e-5, tap
+    with Extractor(tiny.path, provider="openvino", math_mode="fp32", throughput=throughput) as ex:
+        assert ex.binds_outputs and ex.device == "CPU"
+        assert ex.lanes == (ex.session.lanes if throughput else 1) and ex.lanes >= 1
+        want = ex.run(photos)
+        ring = ex.output_ring(len(photos), slots=ex.lanes + 1)
+        batches = [photos if i % 2 == 0 else photos[::-1].copy() for i in range(ex.lanes + 1)]
+        slots = [ring.acquire() for _ in batches]
+        runs = [ex.submit_into(b, s) for b, s in zip(batches[:-1], slots)]  # every lane busy
+        with pytest.raises(RuntimeError, match="requests are busy"):
+            ex.session.start(photos, slots[-1].views(len(photos)))
+        got = [ex.collect(r) for r in runs] + [ex.run_into(batches[-1], slots[-1])]
+        for i, (maps, slot) in enumerate(zip(got, slots)):
+            for tap in want:
+                assert np.shares_memory(maps[tap], slot.arrays[tap])
+                expect = want[tap] if i % 2 == 0 else want[tap][::-1]
+                np.testing.assert_array_equal(maps[tap], expect)
 
 
 @pytest.mark.parametrize("provider, device, expected", [
