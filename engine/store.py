@@ -32,6 +32,7 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import errno
+import functools
 import logging
 import math
 import os
@@ -46,6 +47,7 @@ import numpy as np
 
 from ..contracts import Tap
 from ..errors import FeaturemapsError, StoreError
+from .chunk_writer import ChunkWriter
 from .names import unsafe_name_reason
 from .store_format import ERROR, FIXED_ARRAYS, OK, PENDING, STORE_FORMAT, Damage  # noqa: F401 - re-exported
 from .store_io import UnsafeStoreError, check_tree, confined_store, open_folder, tree_bytes, unsafe
@@ -803,8 +805,19 @@ class FeatureStore:
             self._drop_chunks(name, b)
             return 0
         start, stop = self.batch_rows(b)
+        c = self.chunk_rows
+        if start % c == 0 and (stop - start) % c == 0 and rows.dtype == DTYPES[self.dtype] \
+                and ChunkWriter.can_write(rows):  # whole chunks: straight to their files (.chunk_writer)
+            tail = len(self.info["outputs"][name])
+            for k in range((stop - start) // c):
+                self._chunk_writer.write(name, start // c + k, tail, rows[k * c:(k + 1) * c])
+            return rows.nbytes
         self._group[name].with_config({"write_empty_chunks": True})[start:stop] = rows
         return rows.nbytes
+
+    @functools.cached_property
+    def _chunk_writer(self) -> ChunkWriter:
+        return ChunkWriter(self.path, self.info.get("compression", "zstd"))
 
     def _drop_chunks(self, name: str, b: int) -> None:
         """Remove batch ``b``'s chunk files of output ``name`` (no link is followed)."""

@@ -1,0 +1,124 @@
+"""Map chunks written straight to their files: Zarr's own bytes where the store's level is used,
+readable and checksummed everywhere, zstd's fast level only for taps that do not compress."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+import featuremaps
+from featuremaps.engine import chunk_writer
+from featuremaps.engine.store import FeatureStore
+from featuremaps.engine.store_io import UnsafeStoreError
+
+SHAPES = {"relu": (4, 16, 16), "conv": (8, 8, 8)}
+TAPS = [{"name": k, "index": i, "kind": "module", "shape": list(s)} for i, (k, s) in enumerate(SHAPES.items())]
+N, BATCH = 48, 4
+
+
+def _metadata():
+    return {"featuremaps_version": "test", "model": "stand-in", "input": "input", "outputs": list(SHAPES),
+            "taps": TAPS, "preprocessing": {"size": [16, 16], "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0],
+                                            "input_layout": "uint8_nhwc"}}
+
+
+def _maps(seed=0):
+    rng = np.random.default_rng(seed)
+    relu = np.maximum(rng.standard_normal((N, *SHAPES["relu"])), 0).round(1).astype(np.float16)  # compresses
+    conv = rng.standard_normal((N, *SHAPES["conv"])).astype(np.float16)  # random mantissas: does not
+    return {"relu": relu, "conv": conv}
+
+
+def _store(path, compression):
+    return FeatureStore.create(path, paths=[f"/x/{i}.jpg" for i in range(N)], metadata=_metadata(),
+                               shapes=SHAPES, batch_size=BATCH, dtype="fp16", compression=compression)
+
+
+def _chunk(root, name, i):
+    return (root / name / "c" / str(i) / "0" / "0" / "0").read_bytes()
+
+
+@pytest.mark.parametrize("compression", ["zstd", "none"])
+def test_direct_chunks_read_back_verify_and_match_zarrs_bytes_at_the_stores_level(tmp_path, compression):
+    maps = _maps()
+    direct, via_zarr = _store(tmp_path / "d.zarr", compression), _store(tmp_path / "z.zarr", compression)
+    for b in range(N // BATCH):
+        rows = slice(b * BATCH, (b + 1) * BATCH)
+        for name in SHAPES:
+            assert direct.write_output(name, b, maps[name][rows]) == maps[name][rows].nbytes
+            via_zarr._group[name].with_config({"write_empty_chunks": True})[rows] = maps[name][rows]
+        direct.commit_batch(b, {})
+    direct.close()
+    via_zarr.close()
+    assert not list((tmp_path / "d.zarr").rglob("*.partial"))
+    got = featuremaps.open_store(tmp_path / "d.zarr")
+    for name in SHAPES:
+        np.testing.assert_array_equal(np.asarray(got[name][:]).view(np.uint16), maps[name].view(np.uint16))
+    assert FeatureStore.open(tmp_path / "d.zarr").verify().damage == ()
+    chunks = N // direct.chunk_rows
+    same = {name: [_chunk(tmp_path / "d.zarr", name, i) == _chunk(tmp_path / "z.zarr", name, i) for i in range(chunks)]
+            for name in SHAPES}
+    assert all(same["relu"])  # compresses: always the store's own level, so Zarr's very bytes
+    if compression == "none":
+        assert all(same["conv"])
+    else:  # the probe chunks are Zarr's bytes; between probes the incompressible tap went out fast
+        probes = [i % chunk_writer.PROBE_EVERY == 0 for i in range(chunks)]
+        assert same["conv"] == probes
+
+
+def test_an_incompressible_tap_goes_out_at_the_fast_level_between_probes_a_compressible_one_never(tmp_path):
+    maps = _maps()
+    writer = chunk_writer.ChunkWriter(tmp_path, "zstd")
+    probe, _ = writer.encode("conv", maps["conv"][:BATCH])
+    assert writer._saving["conv"] < chunk_writer.MIN_SAVING
+    levels = [writer.level_for("conv") for _ in range(2 * chunk_writer.PROBE_EVERY - 1)]
+    assert levels == ([chunk_writer.FAST_LEVEL] * (chunk_writer.PROBE_EVERY - 1) + [chunk_writer.STORE_LEVEL]
+                      + [chunk_writer.FAST_LEVEL] * (chunk_writer.PROBE_EVERY - 1))
+    writer.encode("relu", maps["relu"][:BATCH])
+    assert writer._saving["relu"] > 0.3
+    assert {writer.level_for("relu") for _ in range(20)} == {chunk_writer.STORE_LEVEL}
+    again, _ = writer.encode("conv", maps["conv"][:BATCH])  # the 17th conv chunk: a probe again
+    fast, _ = writer.encode("conv", maps["conv"][:BATCH])
+    assert len(again) == len(probe) < len(fast) <= 1.05 * maps["conv"][:BATCH].nbytes
+
+
+def test_a_failed_write_leaves_neither_chunk_nor_partial(tmp_path, monkeypatch):
+    st = _store(tmp_path / "s.zarr", "zstd")
+
+    def disk_full(fd, views):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "writev", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        st.write_output("relu", 0, _maps()["relu"][:BATCH])
+    st.close()
+    folder = tmp_path / "s.zarr" / "relu" / "c" / "0" / "0" / "0"
+    assert sorted(p.name for p in folder.iterdir()) == []
+
+
+def test_a_linked_chunk_folder_is_refused_and_nothing_lands_outside(tmp_path):
+    st = _store(tmp_path / "s.zarr", "none")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (tmp_path / "s.zarr" / "relu" / "c").mkdir(parents=True, exist_ok=True)
+    os.symlink(outside, tmp_path / "s.zarr" / "relu" / "c" / "0")
+    with pytest.raises(UnsafeStoreError, match="symbolic link"):
+        st.write_output("relu", 0, _maps()["relu"][:BATCH])
+    st.close()
+    assert list(outside.rglob("*")) == []
+
+
+def test_partial_edge_and_strided_rows_go_through_zarr_and_read_back(tmp_path):
+    st = FeatureStore.create(tmp_path / "s.zarr", paths=[f"/x/{i}.jpg" for i in range(7)], metadata=_metadata(),
+                             shapes=SHAPES, batch_size=4, dtype="fp16", compression="zstd")
+    maps = _maps()["conv"][:7]
+    strided = np.asfortranarray(maps[:4])
+    assert not chunk_writer.ChunkWriter.can_write(strided)
+    st.write_output("conv", 0, strided)
+    st.write_output("conv", 1, maps[4:7])
+    st.commit_batch(0, {})
+    st.commit_batch(1, {})
+    st.close()
+    np.testing.assert_array_equal(np.asarray(featuremaps.open_store(tmp_path / "s.zarr")["conv"][:]), maps)
