@@ -11,13 +11,15 @@ the way the store writes every file: inside the store (``openat`` + ``O_NOFOLLOW
 cleans, never half a chunk).
 
 Compression where it pays: feature maps straight out of a convolution (before its ReLU) are
-nearly incompressible in fp16 (zstd saves about 11% on VGG16's conv taps, at 3-5x the CPU cost of
-everything else the writer does), while ReLU and pooling outputs are half zeros (zstd saves about
-55%). So each tap's chunks are probed at the store's own level (Zarr's default, as its
-``zarr.json`` records) every :data:`PROBE_EVERY` chunks; when that saves less than
-:data:`MIN_SAVING`, the chunks until the next probe are written at zstd's fastest level
-(:data:`FAST_LEVEL`, ~1.5 GB/s). Every chunk is a complete zstd frame declaring its size, which is
-all a reader needs: the level is not part of the format.
+nearly incompressible in fp16 (zstd saves about 11% of VGG16's conv taps, at about 60 ms of CPU
+per image for the five of them: more than everything else the writer does, and on 2 cores taken
+from the model), while ReLU and pooling outputs are half zeros (zstd saves about 55%). So each
+tap's chunks are probed at the store's own level (Zarr's default, as its ``zarr.json`` records)
+every :data:`PROBE_EVERY` chunks; when that saves less than :data:`MIN_SAVING`, the chunks until
+the next probe are *stored* zstd frames (:func:`stored_frame`: the frame header, then the data
+as raw blocks, written from the array itself; no compression work, no copy). Every chunk is a
+complete zstd frame declaring its decoded size, which is all a reader needs (any zstd decoder
+reads raw blocks): how a frame was made is not part of the format.
 """
 
 from __future__ import annotations
@@ -33,9 +35,11 @@ import numpy as np
 from .store_io import open_folder
 
 STORE_LEVEL = 0  # what array_specs' ZstdCodec() records: zstd's default level (3)
-FAST_LEVEL = -5
+STORED = None  # "level" of a stored frame: raw blocks, no compression
 PROBE_EVERY = 8
-MIN_SAVING = 0.10
+MIN_SAVING = 0.25  # VGG16 conv taps save ~11%, ReLU/pool taps ~55%
+_BLOCK = 128 << 10  # zstd's largest block
+_IOV_MAX = 1024
 
 
 class ChunkWriter:
@@ -56,38 +60,41 @@ class ChunkWriter:
         little = order == "<" or (order in "=|" and sys.byteorder == "little")
         return data.flags.c_contiguous and little
 
-    def level_for(self, name: str) -> int:
-        """The zstd level for ``name``'s next chunk (the store's on a probe, else by the last probe)."""
+    def level_for(self, name: str) -> int | None:
+        """How ``name``'s next chunk is compressed: :data:`STORE_LEVEL` on a probe or while the
+        last probe saved at least :data:`MIN_SAVING`, else :data:`STORED`."""
         with self._lock:
             n = self._seen.get(name, 0)
             self._seen[name] = n + 1
             if n % PROBE_EVERY == 0 or self._saving.get(name, 1.0) >= MIN_SAVING:
                 return STORE_LEVEL
-            return FAST_LEVEL
+            return STORED
 
-    def encode(self, name: str, data: np.ndarray) -> tuple[np.ndarray, bytes]:
-        """``(payload, checksum)`` of one chunk: what follows ``bytes`` in the codec chain."""
+    def encode(self, name: str, data: np.ndarray) -> tuple[list[np.ndarray], bytes]:
+        """``(pieces, checksum)`` of one chunk: the bytes that follow the ``bytes`` codec in the
+        chain, in pieces (views of ``data`` where possible), and their CRC-32C (4 bytes)."""
         import google_crc32c
 
-        raw = memoryview(data).toreadonly().cast("B")
-        if self.compression == "zstd":
+        raw = np.frombuffer(memoryview(data).cast("B"), np.uint8)  # what google_crc32c takes without a copy
+        if self.compression != "zstd":
+            pieces = [raw]
+        elif (level := self.level_for(name)) is STORED:
+            pieces = stored_frame(raw)
+        else:
             from numcodecs.zstd import Zstd
 
-            level = self.level_for(name)
-            payload = Zstd(level=level, checksum=False).encode(raw)
-            if level == STORE_LEVEL:
-                with self._lock:
-                    self._saving[name] = 1.0 - len(payload) / max(1, raw.nbytes)
-        else:
-            payload = raw
-        payload = np.frombuffer(payload, np.uint8)  # what google_crc32c takes without a copy
-        crc = np.uint32(google_crc32c.value(payload)).astype("<u4").tobytes()
-        return payload, crc
+            pieces = [np.frombuffer(Zstd(level=level, checksum=False).encode(raw), np.uint8)]
+            with self._lock:
+                self._saving[name] = 1.0 - pieces[0].nbytes / max(1, raw.nbytes)
+        crc = 0
+        for piece in pieces:
+            crc = google_crc32c.extend(crc, piece)
+        return pieces, np.uint32(crc).astype("<u4").tobytes()
 
     def write(self, name: str, index: int, tail_dims: int, data: np.ndarray) -> int:
         """Write chunk ``index`` of array ``name`` (``tail_dims`` dimensions after the row axis)
         from ``data`` (exactly the chunk's rows); returns the raw bytes written."""
-        payload, crc = self.encode(name, data)
+        pieces, crc = self.encode(name, data)
         parts = [name, "c", str(int(index)), *(["0"] * tail_dims)]
         dfd = open_folder(self.root, parts[:-1], create=True)
         tmp = f".{parts[-1]}.{uuid.uuid4().hex}.partial"
@@ -95,7 +102,7 @@ class ChunkWriter:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
                          dir_fd=dfd)
             try:
-                _write_all(fd, [memoryview(payload).cast("B"), memoryview(crc)])
+                _write_all(fd, [memoryview(p) for p in pieces] + [memoryview(crc)])
             finally:
                 os.close(fd)
             os.replace(tmp, parts[-1], src_dir_fd=dfd, dst_dir_fd=dfd)
@@ -110,10 +117,29 @@ class ChunkWriter:
         return data.nbytes
 
 
+def stored_frame(raw: np.ndarray) -> list[np.ndarray]:
+    """A zstd frame holding ``raw`` (uint8) uncompressed, as pieces: the frame header (magic,
+    descriptor: single segment, 8-byte content size; the size), then per block of at most 128 KiB a
+    3-byte raw-block header and a view of ``raw`` (RFC 8878, section 3.1.1). Any zstd decoder
+    reads it; the store's readers find the exact decoded size they require in the header."""
+    n = raw.nbytes
+    head = np.frombuffer(b"\x28\xb5\x2f\xfd\xe0" + n.to_bytes(8, "little"), np.uint8)
+    pieces = [head]
+    starts = range(0, n, _BLOCK) if n else [0]
+    for start in starts:
+        size = min(_BLOCK, n - start)
+        last = start + _BLOCK >= n
+        pieces.append(np.frombuffer((int(last) | (size << 3)).to_bytes(3, "little"), np.uint8))
+        pieces.append(raw[start:start + size])
+    return pieces
+
+
 def _write_all(fd: int, views: list[memoryview]) -> None:
-    """``writev`` until every byte of ``views`` is written (a write may stop short)."""
+    """``writev`` until every byte of ``views`` is written (a write may stop short; at most
+    ``IOV_MAX`` pieces per call)."""
+    views = [v for v in views if v.nbytes]
     while views:
-        n = os.writev(fd, views)
+        n = os.writev(fd, views[:_IOV_MAX])
         while views and n >= views[0].nbytes:
             n -= views[0].nbytes
             views.pop(0)

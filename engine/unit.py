@@ -190,22 +190,22 @@ def write_tap(store: FeatureStore, name: str, b: int, maps: np.ndarray | None, o
 
 def _check_and_write(store: FeatureStore, name: str, batch: Batch, maps, ok_rows: list[int], lock,
                      clock: StageClock | None = None) -> int:
-    """Cast ``maps`` to the store's dtype, turn rows that would be stored with NaN/inf into error
-    rows of ``batch`` (under ``lock``: a batch's taps may be written in parallel), then
-    :func:`write_tap` (which finds the maps cast already)."""
+    """Turn rows whose maps would be stored with NaN/inf into error rows of ``batch`` (under
+    ``lock``: a batch's taps may be written in parallel), cast the maps to the store's dtype, then
+    :func:`write_tap` (which finds them cast already). The check reads the model's own maps: on
+    fp32 maps one max and one min per row cost less than a pass over the cast fp16 bits."""
     if maps is not None and ok_rows:
         dtype = DTYPES[store.dtype]
-        with _stage(clock, "cast to the store's dtype"):
-            stored = as_stored(maps, dtype)
         with _stage(clock, "check NaN/inf"):
-            bad = nonfinite_rows(name, stored, dtype, source=None if stored is maps else maps)
+            bad = nonfinite_rows(name, maps, dtype)
         if bad:
             with lock:
                 for i, reason in bad.items():
                     batch.errors.setdefault(ok_rows[i], reason)
                     if ok_rows[i] in batch.ok_rows:
                         batch.ok_rows.remove(ok_rows[i])
-        maps = stored
+        with _stage(clock, "cast to the store's dtype"):
+            maps = as_stored(maps, dtype)
     return write_tap(store, name, batch.index, maps, ok_rows, clock)
 
 

@@ -1,5 +1,6 @@
 """Map chunks written straight to their files: Zarr's own bytes where the store's level is used,
-readable and checksummed everywhere, zstd's fast level only for taps that do not compress."""
+readable and checksummed everywhere, stored (uncompressed) zstd frames only for taps that do not
+compress; any zstd decoder reads those."""
 
 from __future__ import annotations
 
@@ -63,25 +64,27 @@ def test_direct_chunks_read_back_verify_and_match_zarrs_bytes_at_the_stores_leve
     assert all(same["relu"])  # compresses: always the store's own level, so Zarr's very bytes
     if compression == "none":
         assert all(same["conv"])
-    else:  # the probe chunks are Zarr's bytes; between probes the incompressible tap went out fast
+    else:  # the probe chunks are Zarr's bytes; between probes the incompressible tap went out stored
         probes = [i % chunk_writer.PROBE_EVERY == 0 for i in range(chunks)]
         assert same["conv"] == probes
 
 
-def test_an_incompressible_tap_goes_out_at_the_fast_level_between_probes_a_compressible_one_never(tmp_path):
+def test_an_incompressible_tap_is_stored_uncompressed_between_probes_a_compressible_one_never(tmp_path):
     maps = _maps()
     writer = chunk_writer.ChunkWriter(tmp_path, "zstd")
     probe, _ = writer.encode("conv", maps["conv"][:BATCH])
     assert writer._saving["conv"] < chunk_writer.MIN_SAVING
     levels = [writer.level_for("conv") for _ in range(2 * chunk_writer.PROBE_EVERY - 1)]
-    assert levels == ([chunk_writer.FAST_LEVEL] * (chunk_writer.PROBE_EVERY - 1) + [chunk_writer.STORE_LEVEL]
-                      + [chunk_writer.FAST_LEVEL] * (chunk_writer.PROBE_EVERY - 1))
+    assert levels == ([chunk_writer.STORED] * (chunk_writer.PROBE_EVERY - 1) + [chunk_writer.STORE_LEVEL]
+                      + [chunk_writer.STORED] * (chunk_writer.PROBE_EVERY - 1))
     writer.encode("relu", maps["relu"][:BATCH])
     assert writer._saving["relu"] > 0.3
     assert {writer.level_for("relu") for _ in range(20)} == {chunk_writer.STORE_LEVEL}
     again, _ = writer.encode("conv", maps["conv"][:BATCH])  # the 17th conv chunk: a probe again
     fast, _ = writer.encode("conv", maps["conv"][:BATCH])
-    assert len(again) == len(probe) < len(fast) <= 1.05 * maps["conv"][:BATCH].nbytes
+    assert len(again) == len(probe) == 1 and probe[0].nbytes < sum(p.nbytes for p in fast)
+    assert sum(p.nbytes for p in fast) <= maps["conv"][:BATCH].nbytes + 16 + 3 * len(fast)  # stored: no work
+    assert any(np.shares_memory(p, maps["conv"]) for p in fast)  # views of the maps, no copy
 
 
 def test_a_failed_write_leaves_neither_chunk_nor_partial(tmp_path, monkeypatch):
@@ -122,3 +125,39 @@ def test_partial_edge_and_strided_rows_go_through_zarr_and_read_back(tmp_path):
     st.commit_batch(1, {})
     st.close()
     np.testing.assert_array_equal(np.asarray(featuremaps.open_store(tmp_path / "s.zarr")["conv"][:]), maps)
+
+
+@pytest.mark.parametrize("n", [1, 7, 128 << 10, (128 << 10) + 1, 3 * (128 << 10) + 5])
+def test_a_stored_frame_is_zstd_that_zarrs_codec_decodes_and_declares_its_size(n):
+    from numcodecs.zstd import Zstd
+
+    from featuremaps.engine.store_io import zstd_content_size
+
+    raw = np.random.default_rng(n).integers(0, 256, n, dtype=np.uint8)
+    frame = b"".join(p.tobytes() for p in chunk_writer.stored_frame(raw))
+    assert bytes(Zstd().decode(frame)) == raw.tobytes()
+    assert zstd_content_size(frame) == n
+    assert len(frame) == n + 13 + 3 * -(-n // (128 << 10))
+
+
+def test_write_all_writes_more_pieces_than_one_writev_takes_and_resumes_short_writes(tmp_path, monkeypatch):
+    pieces = [memoryview(bytes([i % 251]) * (1 + i % 5)) for i in range(3000)]  # > IOV_MAX (1024)
+    real, calls = os.writev, []
+
+    def short(fd, views):  # the kernel may write less than asked: at most 1000 bytes a call here
+        calls.append(len(views))
+        assert len(views) <= chunk_writer._IOV_MAX
+        left, cut = 1000, []
+        for v in views:
+            cut.append(v[:left])
+            left -= len(cut[-1])
+            if not left:
+                break
+        return real(fd, cut)
+
+    monkeypatch.setattr(os, "writev", short)
+    fd = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT)
+    chunk_writer._write_all(fd, list(pieces))
+    os.close(fd)
+    assert (tmp_path / "f").read_bytes() == b"".join(bytes(p) for p in pieces)
+    assert len(calls) > 3
