@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import ArgumentError
-from .cache_home import cache_home
+from .cache_home import tensorrt_root
 from .gpu_libs import find_tensorrt, gpu_info, preload, tensorrt_version
 from .hashing import file_sha256
 from .openvino_backend import unavailable_reason as _probe_openvino
@@ -138,7 +138,7 @@ def cache_dir_for(model_path: str | Path, key: str = "", *, device_id: int = 0) 
     gpu = gpus[device_id][0] if device_id < len(gpus) else "no-gpu"
     trt = tensorrt_version(find_tensorrt()) or "unknown"
     digest = file_sha256(model_path, f"{key}|gpu={gpu}|tensorrt={trt}".encode())
-    return cache_home() / "tensorrt" / digest[:16]
+    return tensorrt_root() / digest[:16]
 
 
 def _tensorrt_options(req: OptionRequest) -> dict:

@@ -27,8 +27,8 @@ from ..engine.store import FeatureStore, output_shapes
 from ..engine.unit import ExtractSettings
 from ..errors import ArgumentError, ClusterError, ExtractionError, FeaturemapsError, StoreError
 from ._args import (DEFAULT_TAPS_HELP, ModelSpec, add_math_args, add_model_args, float_in, folder_arg, int_in,
-                    positive_int, provider_choices,
-                    resolve_model, threads_arg)
+                    positive_int, provider_choices, threads_arg)
+from .cache import resolve_model
 
 DEFAULT_BATCH = 8
 

@@ -21,8 +21,9 @@ from ..engine.validate import validate_model_file
 from ..errors import ArgumentError, ProviderError
 from ..export.reference import reference_features
 from ..samples import sample_images
-from ._args import (ModelSpec, add_math_args, add_model_args, new_file_arg, positive_int, resolve_model,
+from ._args import (ModelSpec, add_math_args, add_model_args, new_file_arg, positive_int,
                     write_new_file)
+from .cache import resolve_model
 
 
 def register(sub) -> None:

@@ -35,7 +35,8 @@ from ..viz.figures import Provenance, comparison_figure, nonfinite_note
 from ..viz.mapstats import SCALE_MODES, SELECT_MODES, tap_stats
 from ..export.families import default_taps
 from ._args import (CHANNELS_MAX, DEFAULT_LAYERS, ModelSpec, add_model_args, check_not_both, folder_arg,
-                    int_in, is_onnx_path, provider_choices, resolve_model)
+                    int_in, is_onnx_path, provider_choices)
+from .cache import resolve_model
 
 
 # ---------------------------------------------------------------- inputs
