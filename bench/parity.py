@@ -22,6 +22,7 @@ from ..compare import PRECISION_BUDGETS, Budget, TapError, budget_for, compare, 
 from ..contracts import Tap
 from ..engine.inputs import printable_path
 from ..engine.preprocess import open_image
+from ..engine.validate import ModelRecord
 from ..errors import InputError, ReferenceWeightsError
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ def _device_for(provider: str, device: int | str | None) -> int | str | None:
     return device if isinstance(device, str) == wants_name else None
 
 
-def model_parity(model_path: str | Path, reference: dict[str, np.ndarray], batch: np.ndarray,
+def model_parity(model_path: str | Path | ModelRecord, reference: dict[str, np.ndarray], batch: np.ndarray,
                  providers: tuple[str, ...], budget: Budget | None = None, *, tf32: bool = True,
                  device: int | str | None = None) -> tuple[list[ProviderParity], dict]:
     """Run ``model_path`` on ``batch`` with each provider and compare with ``reference``

@@ -18,8 +18,8 @@ from ..bench.plot import throughput_figure
 from ..bench.suite import (BenchConfig, ScalingModel, assemble, environment, format_markdown, json_ready,
                            run_scaling, time_backends)
 from ..bench.timing import gemm_probe, sgemm_gflops
-from ..contracts import Tap, read_metadata
 from ..errors import ArgumentError, ModelFileError, require
+from ..engine.validate import read_model_record
 from ..export.gate import GateError
 from ..export.taps import parse_taps
 from ..export.variants import build_variant
@@ -160,10 +160,9 @@ def _prepare(args):
         path = Path(spec.model)
         if not path.is_file():
             raise ModelFileError(f"model file {spec.model!r} not found; pass a zoo name (vgg16) or an exported .onnx")
-        meta = read_metadata(path)
-        net, info = load_reference_net(meta, spec.weights)
-        taps = tuple(Tap.from_dict(d) for d in meta["taps"])
-        return meta["model"], taps, int(meta["input_size"]), net, info, path
+        record = read_model_record(path)
+        net, info = load_reference_net(record.metadata, spec.weights)
+        return record.model, record.taps, record.input_size, net, info, path
     taps = parse_taps(spec.layers or default_taps(spec.model, spec.input_size), spec.model, spec.input_size)
     spec = spec.with_weights_chosen()
     net, info = build_model(spec.model, spec.weights, spec.seed, need_classifier=True)
@@ -230,11 +229,11 @@ def _extra_backends(paths, threads, max_batch, input_size):
     for p in paths:
         if not Path(p).is_file():
             raise ModelFileError(f"--extra-model {p!r} not found")
-        meta = read_metadata(p)
-        if int(meta["input_size"]) != input_size:
-            out.append(Skipped(f"ort-cpu:{Path(p).stem}", f"input size {meta['input_size']} != {input_size}"))
+        record = read_model_record(p)
+        if record.input_size != input_size:
+            out.append(Skipped(f"ort-cpu:{Path(p).stem}", f"input size {record.input_size} != {input_size}"))
             continue
-        name = f"ort-cpu-{meta.get('precision', 'fp32')}:{Path(p).stem}"
+        name = f"ort-cpu-{record.precision}:{Path(p).stem}"
         out.append(make_ort(name, p, "cpu", threads=threads, max_batch=max_batch))
     return out
 

@@ -12,11 +12,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..contracts import read_metadata
 from ..engine.choice import available_providers, choose_backend
 from ..engine.cpu_features import cpu_features
 from ..engine.extractor import Extractor
-from ..engine.hashing import file_sha256
 from ..engine.inputs import collect_inputs, printable_path, skipped_note
 from ..engine.pipeline import run_extraction
 from ..engine.preprocess import DecodeBudget
@@ -25,6 +23,7 @@ from ..engine.ray_cluster import actor_shortfall, check_cluster_address, gpu_sho
 from ..engine.ray_engine import run_extraction_ray
 from ..engine.store import FeatureStore, output_shapes
 from ..engine.unit import ExtractSettings
+from ..engine.validate import ModelRecord, read_model_record
 from ..errors import ArgumentError, ClusterError, ExtractionError, FeaturemapsError, StoreError
 from ._args import (DEFAULT_TAPS_HELP, ModelSpec, add_math_args, add_model_args, float_in, folder_arg, int_in,
                     positive_int, provider_choices, threads_arg)
@@ -98,7 +97,7 @@ def _extraction(args, ex, provider: str) -> dict:
     provider, ``--no-tf32`` and the model's precision."""
     if not _plans_on_cpu(args, provider):
         return {"provider": ex.provider, "math_mode": ex.math_mode, "device": ex.device}
-    mode = session_math_mode(provider, ex.metadata.get("precision", "fp32"), tf32=not args.no_tf32)
+    mode = session_math_mode(provider, ex.record.precision, tf32=not args.no_tf32)
     return {"provider": provider, "math_mode": mode, "device": None}
 
 
@@ -107,19 +106,19 @@ def _plans_on_cpu(args, provider: str) -> bool:
     return args.engine == "ray" and bool(args.ray_address) and provider in ("cuda", "tensorrt")
 
 
-def _open_or_create(args, paths: list[str], model_path: Path, extractor, extraction: dict):
+def _open_or_create(args, paths: list[str], record: ModelRecord, extractor, extraction: dict):
     out = Path(args.output)
-    sha = file_sha256(model_path)
+    sha = record.sha256
     # The store records how its maps were computed: provider and math mode (tf32 vs strict fp32
     # changes the values at the 1e-4 level), next to the model's own metadata.
     # and the command that created it (`featuremaps info` shows it)
     # (fp32, tf32, bf16, int8+bf16, ...); device: the GPU index, or OpenVINO's device name
     # preprocessing.decode: how pixels were made (full, or DCT-reduced JPEG decoding); --resume and
     # the Ray engine read it from the store
-    pre = dict(extractor.metadata["preprocessing"], decode=args.decode or "full")
-    meta = dict(extractor.metadata, preprocessing=pre, extraction=extraction,
+    pre = dict(record.metadata["preprocessing"], decode=args.decode or "full")
+    meta = dict(record.metadata, preprocessing=pre, extraction=extraction,
                 command="featuremaps " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
-    dtype = args.dtype or ("fp16" if meta.get("output_dtype") == "fp16" else "fp32")
+    dtype = args.dtype or record.output_dtype
     if out.exists():
         if out.is_dir() and not (out / "zarr.json").exists():
             what = "an empty folder" if not any(out.iterdir()) else "a folder that is not a featuremaps store"
@@ -131,7 +130,7 @@ def _open_or_create(args, paths: list[str], model_path: Path, extractor, extract
     return FeatureStore.create(out, paths=paths, metadata=meta, shapes=output_shapes(meta, extractor.session),
                                batch_size=args.batch_size or DEFAULT_BATCH, dtype=dtype,
                                compression=args.compression or "none",
-                               model_path=model_path.resolve(), model_sha256=sha)
+                               model_path=record.path.resolve(), model_sha256=sha)
 
 
 def _resume(out: Path, args, paths: list[str], sha: str, dtype: str | None, extraction: dict):
@@ -169,16 +168,16 @@ def _given(args, names) -> list[str]:
     return [f"--{n.replace('_', '-')}" for n in names if getattr(args, n) is not None]
 
 
-def _model_path(args) -> Path:
-    """The .onnx file to run. Options that build a zoo model are refused with a file (they would be
-    ignored: the file fixes its taps, weights and input size)."""
+def _model_record(args) -> ModelRecord:
+    """The .onnx file to run, read and checked once for the whole run. Options that build a zoo model
+    are refused with a file (they would be ignored: the file fixes its taps, weights and input size)."""
     spec = ModelSpec.from_args(args)
     given = _given(args, _ZOO_ONLY)
     if spec.is_file and given:
         raise ArgumentError(f"{' and '.join(given)} build a zoo model, but {args.model} is an exported model with its "
                             f"own taps, weights and input size (`featuremaps info {args.model}`); drop "
                             f"{' and '.join(given)}, or pass a zoo name (--model vgg16 {given[0]} ...)")
-    return resolve_model(dataclasses.replace(spec, input_size=spec.input_size or 224))
+    return read_model_record(resolve_model(dataclasses.replace(spec, input_size=spec.input_size or 224)))
 
 
 def _check_ray_args(args) -> None:
@@ -237,7 +236,7 @@ def _ray_session(args):
             ray.shutdown()
 
 
-def _choose(args, model_path: Path) -> tuple[str, str]:
+def _choose(args, record: ModelRecord) -> tuple[str, str]:
     """``(provider, OpenVINO math mode)``: as given, or for ``auto --fast`` the fastest engine here
     (printed with the reason). Options for another engine are refused in one line."""
     if args.math_mode != "default" and args.provider not in ("openvino", "auto"):
@@ -255,7 +254,7 @@ def _choose(args, model_path: Path) -> tuple[str, str]:
             raise ArgumentError("--math-mode is OpenVINO's arithmetic; add --provider openvino (or --fast)")
         return args.provider, args.math_mode
     choice = choose_backend(True, available=available_providers(), cpu=cpu_features(),
-                            model_precision=read_metadata(model_path).get("precision", "fp32"))
+                            model_precision=record.precision)
     print(f"auto --fast: {choice.reason}", file=sys.stderr)
     if choice.provider != "openvino" and args.math_mode != "default":
         raise ArgumentError(f"--math-mode {args.math_mode} is OpenVINO's and auto --fast chose {choice.provider}; "
@@ -263,19 +262,19 @@ def _choose(args, model_path: Path) -> tuple[str, str]:
     return choice.provider, args.math_mode if args.math_mode != "default" else choice.math_mode
 
 
-def _extract(args, paths: list[str], model_path: Path, provider: str, math_mode: str):
+def _extract(args, paths: list[str], record: ModelRecord, provider: str, math_mode: str):
     """Open the model and the store, run the engine; ``(summary, store)`` (the store closed)."""
     planned = "cpu" if _plans_on_cpu(args, provider) else provider
     # spin=False: idle ONNX Runtime threads must not busy-wait while decode threads need the CPUs
     # the batch the store will run: --resume without --batch-size runs the store's (TensorRT's profile)
     batch = args.batch_size or (_stored_batch_size(Path(args.output)) if args.resume else None) or DEFAULT_BATCH
-    with Extractor(model_path, provider=planned, threads=args.threads,
+    with Extractor(record, provider=planned, threads=args.threads,
                    max_batch=batch, spin=False, device=args.device,
                    tf32=not args.no_tf32, math_mode=math_mode) as ex:
         extraction = _extraction(args, ex, provider)
-        store = _open_or_create(args, paths, model_path, ex, extraction)
+        store = _open_or_create(args, paths, record, ex, extraction)
         try:
-            summary = _run(args, store, model_path, ex, provider, math_mode, extraction)
+            summary = _run(args, store, record.path, ex, provider, math_mode, extraction)
         finally:
             store.close()  # release the writer's lock
     return summary, store
@@ -322,10 +321,10 @@ def cmd_extract(args: argparse.Namespace) -> int:
     skipped = Counter()
     paths = collect_inputs(args.inputs, skipped)
     _check_ray_args(args)
-    model_path = _model_path(args)
-    provider, math_mode = _choose(args, model_path)
+    record = _model_record(args)
+    provider, math_mode = _choose(args, record)
     with _ray_session(args):
-        summary, store = _extract(args, paths, model_path, provider, math_mode)
+        summary, store = _extract(args, paths, record, provider, math_mode)
     mb = summary.bytes_written / 1e6
     print(f"{summary.ok} ok, {summary.errors} errors, {summary.pending} pending; {summary.images} images this run "
           f"at {summary.images_per_s:.1f} img/s; {mb:.1f} MB of features written "

@@ -55,9 +55,10 @@ def prepare_out_dir(path: str | Path) -> Path:
     return out
 
 
-def _pick(taps: tuple[Tap, ...], spec: str, meta: dict, model_path: Path, what: str) -> tuple[Tap, ...]:
-    """The taps of ``spec`` that the exported file has, in ``spec`` order."""
-    wanted = parse_taps(spec, meta["model"], int(meta["input_size"]))
+def _pick(taps: tuple[Tap, ...], spec: str, model: str, input_size: int, model_path: Path,
+          what: str) -> tuple[Tap, ...]:
+    """The taps of ``spec`` that the exported file (or store) has, in ``spec`` order."""
+    wanted = parse_taps(spec, model, input_size)
     have = {t.name: t for t in taps}
     missing = [t.name for t in wanted if t.name not in have]
     if missing:
@@ -88,8 +89,9 @@ def extract_samples(model_path: Path, image_paths: list[Path], *, layers: str | 
     samples = []
     with Extractor(model_path, provider=provider) as ex:
         meta = ex.metadata
-        drawn = _pick(ex.taps, layers, meta, model_path, "layer") if layers else ex.taps
-        tiled = _pick(ex.taps, montage, meta, model_path, "montage layer") if montage else ()
+        rec = ex.record
+        drawn = _pick(rec.taps, layers, rec.model, rec.input_size, rec.path, "layer") if layers else ex.taps
+        tiled = _pick(rec.taps, montage, rec.model, rec.input_size, rec.path, "montage layer") if montage else ()
         for path in image_paths:
             image, note = load_photo(path, ex.preprocessing.size)
             batch = to_input(image, ex.preprocessing.float_input())[None]
@@ -328,8 +330,9 @@ def show_from_store(args: argparse.Namespace, out_dir: Path) -> int:
         why = next((e.message for e in st.errors if e.index == args.index), "not extracted yet; run --resume")
         raise StoreError(f"row {args.index} ({printable_path(path)}) is {status}: {terminal_text(why)}")
     meta = st.metadata
-    taps = _pick(st.taps, args.layers, meta, Path(args.store), "layer") if args.layers else st.taps
-    tiled = _pick(st.taps, args.montage, meta, Path(args.store), "montage layer") if args.montage else ()
+    model, size, where = meta["model"], int(meta["input_size"]), Path(args.store)
+    taps = _pick(st.taps, args.layers, model, size, where, "layer") if args.layers else st.taps
+    tiled = _pick(st.taps, args.montage, model, size, where, "montage layer") if args.montage else ()
     check_channels(args.channels, taps)
     maps = {t.name: np.asarray(st.read_row(t.name, args.index), np.float32) for t in dict.fromkeys(taps + tiled)}
     size = st.image_size
