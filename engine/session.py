@@ -67,7 +67,7 @@ def provider_unavailable_reason(provider: str) -> str | None:
     return spec_for(provider).probe()
 
 
-def provider_options(provider: str, *, model_path: str | Path | None = None, input_name: str = "input",
+def provider_options(provider: str, *, model_path: str | Path | ModelRecord | None = None, input_name: str = "input",
                      input_shape: tuple[int, int, int] = (3, 224, 224), max_batch: int = 32,
                      opt_batch: int = 8, fp16: bool = False, device_id: int = 0, tf32: bool = True,
                      cudnn_conv_algo_search: str = "EXHAUSTIVE", gpu_mem_limit: int | None = None) -> dict:
@@ -220,7 +220,7 @@ def make_session(model_path: str | Path | ModelRecord, provider: str = "auto", *
             continue
         fallbacks = order[order.index(name):] if name in order else (name, "cpu")
         chain = [(PROVIDER_TABLE[n].ort_name,
-                  provider_options(n, model_path=model_path, input_shape=input_shape, max_batch=max_batch,
+                  provider_options(n, model_path=record or model_path, input_shape=input_shape, max_batch=max_batch,
                                    device_id=device_id, tf32=tf32, gpu_mem_limit=gpu_limit))
                  for n in fallbacks]
         sess = _build(ort, model_path, _session_options(threads, spin), chain, limit)

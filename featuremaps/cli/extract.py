@@ -24,7 +24,7 @@ from ..engine.ray_engine import run_extraction_ray
 from ..engine.store import FeatureStore, output_shapes
 from ..engine.unit import ExtractSettings
 from ..engine.validate import ModelRecord, read_model_record
-from ..errors import ArgumentError, ClusterError, ExtractionError, FeaturemapsError, StoreError
+from ..errors import ArgumentError, ClusterError, ExtractionError, StoreError
 from ._args import (DEFAULT_TAPS_HELP, ModelSpec, add_math_args, add_model_args, float_in, folder_arg, int_in,
                     positive_int, provider_choices, threads_arg)
 from .cache import resolve_model
@@ -106,9 +106,22 @@ def _plans_on_cpu(args, provider: str) -> bool:
     return args.engine == "ray" and bool(args.ray_address) and provider in ("cuda", "tensorrt")
 
 
-def _open_or_create(args, paths: list[str], record: ModelRecord, extractor, extraction: dict):
+def _open_for_resume(args) -> FeatureStore | None:
+    """The existing store at ``-o``, opened once and locked, for ``--resume``; None when there is none
+    yet (it is created once the model is open). Anything else at ``-o`` is one line."""
     out = Path(args.output)
-    sha = record.sha256
+    if not out.exists():
+        return None
+    if out.is_dir() and not (out / "zarr.json").exists():
+        what = "an empty folder" if not any(out.iterdir()) else "a folder that is not a featuremaps store"
+        raise StoreError(f"{out} is {what}; choose a new -o path (extract creates the store folder itself)")
+    if not args.resume:
+        raise StoreError(f"{out} already exists; add --resume to complete it, or choose a new -o path")
+    return FeatureStore.open(out, mode="r+", lock=True)
+
+
+def _create(args, paths: list[str], record: ModelRecord, extractor, extraction: dict):
+    out = Path(args.output)
     # The store records how its maps were computed: provider and math mode (tf32 vs strict fp32
     # changes the values at the 1e-4 level), next to the model's own metadata.
     # and the command that created it (`featuremaps info` shows it)
@@ -119,45 +132,33 @@ def _open_or_create(args, paths: list[str], record: ModelRecord, extractor, extr
     meta = dict(record.metadata, preprocessing=pre, extraction=extraction,
                 command="featuremaps " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     dtype = args.dtype or record.output_dtype
-    if out.exists():
-        if out.is_dir() and not (out / "zarr.json").exists():
-            what = "an empty folder" if not any(out.iterdir()) else "a folder that is not a featuremaps store"
-            raise StoreError(f"{out} is {what}; choose a new -o path (extract creates the store folder itself)")
-        if not args.resume:
-            raise StoreError(f"{out} already exists; add --resume to complete it, or choose a new -o path")
-        # --resume takes dtype, compression and batch size from the store; only an explicit other value is refused
-        return _resume(out, args, paths, sha, args.dtype, extraction)
     return FeatureStore.create(out, paths=paths, metadata=meta, shapes=output_shapes(meta, extractor.session),
                                batch_size=args.batch_size or DEFAULT_BATCH, dtype=dtype,
                                compression=args.compression or "none",
-                               model_path=record.path.resolve(), model_sha256=sha)
+                               model_path=record.path.resolve(), model_sha256=record.sha256)
 
 
-def _resume(out: Path, args, paths: list[str], sha: str, dtype: str | None, extraction: dict):
-    """Open ``out`` locked, refuse other settings, inputs or math mode, drop dead temp files, and mark
-    batches with chunks that fail their checksum pending (the run redoes them)."""
-    store = FeatureStore.open(out, mode="r+", lock=True)
-    try:
-        store.check_settings(batch_size=args.batch_size, dtype=dtype, compression=args.compression,
-                             model_sha256=sha)
-        store.check_arithmetic(extraction["provider"], extraction["math_mode"])
-        stored = store.metadata["preprocessing"].get("decode", "full")
-        if args.decode not in (None, stored):
-            raise StoreError(f"{out} was decoded with --decode {stored}, not {args.decode}; resume with --decode "
-                             f"{stored} (or without --decode), or choose a new -o path")
-        args.decode = stored
-        if store.paths != paths:
-            raise StoreError(f"the inputs differ from the list stored in {out} ({len(paths)} vs {len(store.paths)} "
-                             "images); resume with the same inputs, or choose a new -o path")
-        store.clean_partials()
-        report = store.verify(repair=True)
-        if report.batches:
-            print(f"{out}: {len(report.damage)} damaged chunk(s); redoing batch(es) "
-                  f"{', '.join(map(str, report.batches))}", file=sys.stderr)
-    except BaseException:
-        store.close()
-        raise
-    return store
+def _resume(store: FeatureStore, args, paths: list[str], sha: str, extraction: dict) -> None:
+    """Refuse other settings, inputs or math mode than ``store`` (open and locked) records, drop dead
+    temp files, and mark batches with chunks that fail their checksum pending (the run redoes them).
+    --resume takes dtype, compression and batch size from the store; only an explicit other value is refused."""
+    out = store.path
+    store.check_settings(batch_size=args.batch_size, dtype=args.dtype, compression=args.compression,
+                         model_sha256=sha)
+    store.check_arithmetic(extraction["provider"], extraction["math_mode"])
+    stored = store.metadata["preprocessing"].get("decode", "full")
+    if args.decode not in (None, stored):
+        raise StoreError(f"{out} was decoded with --decode {stored}, not {args.decode}; resume with --decode "
+                         f"{stored} (or without --decode), or choose a new -o path")
+    args.decode = stored
+    if store.paths != paths:
+        raise StoreError(f"the inputs differ from the list stored in {out} ({len(paths)} vs {len(store.paths)} "
+                         "images); resume with the same inputs, or choose a new -o path")
+    store.clean_partials()
+    report = store.verify(repair=True)
+    if report.batches:
+        print(f"{out}: {len(report.damage)} damaged chunk(s); redoing batch(es) "
+              f"{', '.join(map(str, report.batches))}", file=sys.stderr)
 
 
 _ZOO_ONLY = ("layers", "weights", "seed", "input_size")
@@ -263,31 +264,27 @@ def _choose(args, record: ModelRecord) -> tuple[str, str]:
 
 
 def _extract(args, paths: list[str], record: ModelRecord, provider: str, math_mode: str):
-    """Open the model and the store, run the engine; ``(summary, store)`` (the store closed)."""
+    """Open the store (once, for --resume) and the model, run the engine; ``(summary, store)`` (the
+    store closed)."""
     planned = "cpu" if _plans_on_cpu(args, provider) else provider
-    # spin=False: idle ONNX Runtime threads must not busy-wait while decode threads need the CPUs
-    # the batch the store will run: --resume without --batch-size runs the store's (TensorRT's profile)
-    batch = args.batch_size or (_stored_batch_size(Path(args.output)) if args.resume else None) or DEFAULT_BATCH
-    with Extractor(record, provider=planned, threads=args.threads,
-                   max_batch=batch, spin=False, device=args.device,
-                   tf32=not args.no_tf32, math_mode=math_mode) as ex:
-        extraction = _extraction(args, ex, provider)
-        store = _open_or_create(args, paths, record, ex, extraction)
-        try:
+    store = _open_for_resume(args)
+    try:
+        # the batch the store will run: --resume without --batch-size runs the store's (TensorRT's profile)
+        batch = args.batch_size or (store.batch_size if store is not None else DEFAULT_BATCH)
+        # spin=False: idle ONNX Runtime threads must not busy-wait while decode threads need the CPUs
+        with Extractor(record, provider=planned, threads=args.threads,
+                       max_batch=batch, spin=False, device=args.device,
+                       tf32=not args.no_tf32, math_mode=math_mode) as ex:
+            extraction = _extraction(args, ex, provider)
+            if store is None:
+                store = _create(args, paths, record, ex, extraction)
+            else:
+                _resume(store, args, paths, record.sha256, extraction)
             summary = _run(args, store, record.path, ex, provider, math_mode, extraction)
-        finally:
+    finally:
+        if store is not None:
             store.close()  # release the writer's lock
     return summary, store
-
-
-def _stored_batch_size(out: Path) -> int | None:
-    """The batch size an existing store at ``out`` records (None if there is no readable store: the
-    resume itself then says what is wrong, in one line)."""
-    try:
-        with FeatureStore.open(out) as st:
-            return st.batch_size
-    except (FeaturemapsError, OSError):
-        return None
 
 
 def _resume_command() -> str:
