@@ -67,6 +67,12 @@ def _pick(taps: tuple[Tap, ...], spec: str, model: str, input_size: int, model_p
     return tuple(have[t.name] for t in wanted)
 
 
+def _pick_stored(st, spec: str, what: str) -> tuple[Tap, ...]:
+    """:func:`_pick` for a store (its taps first: a store without model metadata is one line)."""
+    taps = st.taps
+    return _pick(taps, spec, st.metadata["model"], int(st.metadata["input_size"]), Path(st.path), what)
+
+
 @dataclasses.dataclass(frozen=True)
 class Sample:
     """One image run through the model: ``maps`` ``{tap: (C, H, W) or reduced}``, ``image``
@@ -330,9 +336,8 @@ def show_from_store(args: argparse.Namespace, out_dir: Path) -> int:
         why = next((e.message for e in st.errors if e.index == args.index), "not extracted yet; run --resume")
         raise StoreError(f"row {args.index} ({printable_path(path)}) is {status}: {terminal_text(why)}")
     meta = st.metadata
-    model, size, where = meta["model"], int(meta["input_size"]), Path(args.store)
-    taps = _pick(st.taps, args.layers, model, size, where, "layer") if args.layers else st.taps
-    tiled = _pick(st.taps, args.montage, model, size, where, "montage layer") if args.montage else ()
+    taps = _pick_stored(st, args.layers, "layer") if args.layers else st.taps
+    tiled = _pick_stored(st, args.montage, "montage layer") if args.montage else ()
     check_channels(args.channels, taps)
     maps = {t.name: np.asarray(st.read_row(t.name, args.index), np.float32) for t in dict.fromkeys(taps + tiled)}
     size = st.image_size
