@@ -121,7 +121,7 @@ def bench_config(label: str, model_path: Path, paths: list[str], tmp: Path, *, b
     with Extractor(model_path, provider=provider, threads=threads, max_batch=batch_size, spin=False,
                    device=device, tf32=tf32) as ex:
         shapes = output_shapes(ex.metadata, ex.session)
-        out_dtype = "fp16" if ex.metadata.get("output_dtype") == "fp16" else "fp32"
+        out_dtype = ex.record.output_dtype
         batches = _decoded_batches(paths, ex.preprocessing, batch_size)
         ring = ex.output_ring(batch_size, slots=2)
         runs = {"n": 0}

@@ -283,3 +283,11 @@ def test_extract_reads_and_hashes_the_model_file_once(tmp_path, monkeypatch, sam
 
     with open_store(tmp_path / "s.zarr") as st:
         assert st.info["model_sha256"] == real_hash(GOOD)
+
+
+@pytest.mark.parametrize("case", ["output-not-in-graph", "tap-shape-lies", "layout-lies"])
+def test_layers_of_a_lying_model_file_is_one_line(bad_models, case, capsys):
+    """Before: `layers FILE` read the metadata unchecked and printed taps the graph does not have."""
+    path, match = bad_models[case]
+    assert main(["layers", "--model", str(path)]) == 2
+    assert str(path) in _one_error_line(capsys)
