@@ -34,13 +34,26 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from ..engine.decode_pool import load_batch
+from ..engine.extractor import Extractor
+from ..engine.inputs import read_image_bytes
+from ..engine.layouts import as_model_input
+from ..engine.pipeline import run_extraction
+from ..engine.preprocess import preprocess_bytes
+from ..engine.ray_cluster import init_ray  # ray itself is imported when called
+from ..engine.ray_engine import run_extraction_ray
+from ..engine.store import FeatureStore, output_shapes
+from ..engine.unit import ExtractSettings, write_batch
+from ..export.onnx_export import export_model
+from ..export.reduce import parse_reductions, reduce_model
+from ..samples import sample_images
+from .timing import interleaved
 
 TAPS = "0,5,10,17,28"
 REDUCED = "features.0=mean,features.5=mean,features.10=avgpool:4,features.17=avgpool:2,features.28=max"
 
 
 def _images(folder: Path, n: int) -> list[str]:
-    from ..samples import sample_images
 
     src = sample_images()
     folder.mkdir(parents=True, exist_ok=True)
@@ -56,8 +69,6 @@ def _images(folder: Path, n: int) -> list[str]:
 def _decoded_batches(paths, pre, batch_size: int) -> list[np.ndarray]:
     """Batches already in the model's input layout (uint8 NHWC for new exports): model-only
     timing must not include decode or layout conversion."""
-    from ..engine.layouts import as_model_input
-    from ..engine.decode_pool import load_batch
 
     return [as_model_input(load_batch(paths[i:i + batch_size], pre), pre) for i in range(0, len(paths), batch_size)]
 
@@ -82,8 +93,6 @@ def disk_write_bandwidth(folder: Path, mb: int = 256, block_mb: int = 16) -> flo
 
 
 def _decode_rate(paths, pre, workers: int) -> float:
-    from ..engine.inputs import read_image_bytes
-    from ..engine.preprocess import preprocess_bytes
 
     t0 = time.perf_counter()
     with ThreadPoolExecutor(workers) as pool:
@@ -93,8 +102,6 @@ def _decode_rate(paths, pre, workers: int) -> float:
 
 def _store_bytes(outputs: dict, shapes: dict, dtype: str, compression: str, tmp: Path, meta: dict) -> float:
     """On-disk bytes per image of one batch of ``outputs`` stored with ``dtype``/``compression``."""
-    from ..engine.store import FeatureStore
-    from ..engine.unit import write_batch
 
     n = len(next(iter(outputs.values())))
     path = Path(tempfile.mkdtemp(dir=tmp)) / "s.zarr"
@@ -110,16 +117,11 @@ def _store_bytes(outputs: dict, shapes: dict, dtype: str, compression: str, tmp:
 def bench_config(label: str, model_path: Path, paths: list[str], tmp: Path, *, batch_size: int, workers: int,
                  repeats: int, threads: int | None, compression: str = "zstd", dtype: str = "fp16",
                  provider: str = "cpu", device: int = 0, tf32: bool = True, writers: int = 4) -> dict:
-    from ..engine.extractor import Extractor
-    from ..engine.pipeline import run_extraction
-    from ..engine.unit import ExtractSettings
-    from ..engine.store import FeatureStore, output_shapes
-    from .timing import interleaved
 
     with Extractor(model_path, provider=provider, threads=threads, max_batch=batch_size, spin=False,
                    device=device, tf32=tf32) as ex:
         shapes = output_shapes(ex.metadata, ex.session)
-        out_dtype = "fp16" if ex.metadata.get("output_dtype") == "fp16" else "fp32"
+        out_dtype = ex.record.output_dtype
         batches = _decoded_batches(paths, ex.preprocessing, batch_size)
         ring = ex.output_ring(batch_size, slots=2)
         runs = {"n": 0}
@@ -166,10 +168,6 @@ def bench_config(label: str, model_path: Path, paths: list[str], tmp: Path, *, b
 def bench_ray(model_path: Path, paths: list[str], tmp: Path, *, batch_size: int, actors: int) -> dict:
     """End-to-end img/s of the local engine and the Ray engine (local Ray, already started) on
     the same files, one run each after a warm-up run; Ray's time includes starting its actors."""
-    from ..engine.extractor import Extractor
-    from ..engine.pipeline import run_extraction
-    from ..engine.ray_engine import run_extraction_ray
-    from ..engine.store import FeatureStore, output_shapes
 
     def fresh(name):
         return FeatureStore.create(tmp / name, paths=paths, metadata=ex.metadata, batch_size=batch_size,
@@ -248,9 +246,6 @@ def main(argv=None) -> int:
                         "pool), full-fp16-graph (cast in the graph), reduced (default: write-bound,full,reduced)")
     args = p.parse_args(argv)
 
-    from ..export.onnx_export import export_model
-    from ..export.reduce import parse_reductions, reduce_model
-
     wanted = {c.strip() for c in args.configs.split(",") if c.strip()}
     with tempfile.TemporaryDirectory(prefix="fm-extract-bench-", dir=args.store_dir) as tmp_s:
         tmp = Path(tmp_s)
@@ -282,7 +277,6 @@ def main(argv=None) -> int:
                                         reduced, paths, tmp, **kw))
         ray_result = None
         if args.ray:
-            from ..engine.ray_cluster import init_ray
 
             import ray
 

@@ -20,9 +20,16 @@ import numpy as np
 
 from ..compare import PRECISION_BUDGETS, Budget, TapError, budget_for, compare, max_abs_error  # noqa: F401
 from ..contracts import Tap
-from ..engine.inputs import printable_path
-from ..engine.preprocess import open_image
+from ..engine.extractor import Extractor
+from ..engine.inputs import IMAGE_EXTENSIONS, images_in, printable_path
+from ..engine.preprocess import Preprocessing, open_image, preprocess_file
+from ..engine.session import ProviderError, provider_unavailable_reason
+from ..engine.validate import ModelRecord
 from ..errors import InputError, ReferenceWeightsError
+from ..export.families import all_models
+from ..export.reduce import Reduction, reference_reduced
+from ..export.zoo import build_model, weight_hashes  # torch only when called
+from .reference import reference_features
 
 log = logging.getLogger(__name__)
 _ZOO_WEIGHTS = ("random", "imagenet")  # rebuilt from the seed or torchvision's cache: no path involved
@@ -43,8 +50,6 @@ def load_reference_net(meta: dict, weights: str | None = None):
     The state_dict SHA-256 must equal the recorded one, or :class:`ReferenceWeightsError` is
     raised: a reference with other weights proves nothing. Returns ``(net, WeightsInfo)``.
     """
-    from ..export.families import all_models
-    from ..export.zoo import build_model, weight_hashes
 
     if str(meta.get("model", "")).lower() not in all_models():
         raise ReferenceWeightsError(
@@ -100,7 +105,6 @@ class ProviderParity:
 def provider_unavailable(provider: str) -> str | None:
     """Why ``provider`` (a provider-table name; ``openvino:fp32`` counts as ``openvino``) cannot run
     here, or None."""
-    from ..engine.session import provider_unavailable_reason
 
     return provider_unavailable_reason(provider.partition(":")[0])
 
@@ -113,7 +117,7 @@ def _device_for(provider: str, device: int | str | None) -> int | str | None:
     return device if isinstance(device, str) == wants_name else None
 
 
-def model_parity(model_path: str | Path, reference: dict[str, np.ndarray], batch: np.ndarray,
+def model_parity(model_path: str | Path | ModelRecord, reference: dict[str, np.ndarray], batch: np.ndarray,
                  providers: tuple[str, ...], budget: Budget | None = None, *, tf32: bool = True,
                  device: int | str | None = None) -> tuple[list[ProviderParity], dict]:
     """Run ``model_path`` on ``batch`` with each provider and compare with ``reference``
@@ -125,8 +129,6 @@ def model_parity(model_path: str | Path, reference: dict[str, np.ndarray], batch
     the compiled model (bf16 by default on CPUs with bf16 units). ``openvino:fp32`` (or ``:bf16``)
     asks OpenVINO for that math mode. ``device`` goes to the providers of its kind (see
     :func:`_device_for`). Returns the per-provider results and the CPU (or first) provider's outputs."""
-    from ..engine.extractor import Extractor
-    from ..engine.session import ProviderError
 
     results, first_outs = [], None
     for prov in providers:
@@ -159,7 +161,6 @@ def reduce_reference(reference: dict[str, np.ndarray], meta: dict) -> dict[str, 
     """The reference as a model exported with ``--reduce`` returns it: each reduced tap's
     NumPy reduction (float32; not rounded to fp16, so an ``--fp16-outputs`` model's own
     rounding shows in its error). Unreduced models get ``reference`` back unchanged."""
-    from ..export.reduce import Reduction, reference_reduced
 
     reductions = {k: Reduction(v["op"], v.get("k")) for k, v in (meta.get("reductions") or {}).items()}
     if not reductions:
@@ -228,7 +229,6 @@ def seed_pipeline(paths, size: tuple[int, int], mean, std) -> tuple[np.ndarray, 
 def engine_pixels(paths, size: tuple[int, int], decode: str = "full") -> list[np.ndarray]:
     """The engine's resized ``(H, W, 3) uint8`` RGB images (its decode + Pillow's bilinear resize;
     ``decode="reduced"``: JPEGs decoded at 1/2-1/8 scale first)."""
-    from ..engine.preprocess import Preprocessing, preprocess_file
 
     pre = Preprocessing(size=tuple(size), input_layout="uint8_nhwc", decode=decode)
     return [preprocess_file(p, pre) for p in paths]
@@ -238,7 +238,6 @@ def pipeline_gap(paths, pre, engine_batch: np.ndarray, engine_outputs: dict[str,
                  net, taps: tuple[Tap, ...], meta: dict | None = None) -> PipelineGap:
     """Measure the preprocessing gap (see :class:`PipelineGap`). ``engine_batch`` and
     ``engine_outputs`` are the engine's input tensor and ONNX Runtime outputs for ``paths``."""
-    from .reference import reference_features
 
     seed_batch, seed_px = seed_pipeline(paths, pre.size, pre.mean, pre.std)
     eng_px = engine_pixels(paths, pre.size, getattr(pre, "decode", "full"))
@@ -262,7 +261,6 @@ def list_images(folder: str | Path, limit: int | None = None) -> list[Path]:
         what = "is not a folder" if folder.exists() else "not found"
         raise InputError(f"image folder {str(folder)!r} {what}; pass a folder of "
                          "JPEG/PNG files or leave --images out to use the sample photos")
-    from ..engine.inputs import IMAGE_EXTENSIONS, images_in
 
     paths = images_in(folder)
     if not paths:

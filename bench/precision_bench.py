@@ -17,6 +17,15 @@ import time
 from pathlib import Path
 
 import numpy as np
+from ..engine.decode_pool import load_batch
+from ..engine.extractor import Extractor
+from ..engine.preprocess import Preprocessing
+from ..export.calib import default_holdout
+from ..export.gate import GateError
+from ..export.onnx_export import export_model
+from ..export.quantize import Int8Options
+from ..export.variants import build_variant
+from ..samples import sample_images
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -24,10 +33,6 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def build_variants(tmp: Path, *, layers: str, size: int, weights: str, seed: int,
                    precisions: list[str]) -> dict[str, dict]:
     """Export fp32 and make each variant; ``{name: {"path", "gate", "ort_size", "size"}}``."""
-    from ..export.gate import GateError
-    from ..export.onnx_export import export_model
-    from ..export.quantize import Int8Options
-    from ..export.variants import build_variant
 
     fp32 = export_model(layers, tmp / "fp32.onnx", weights=weights, seed=seed, input_size=size).path
     out: dict[str, dict] = {}
@@ -50,7 +55,6 @@ def build_variants(tmp: Path, *, layers: str, size: int, weights: str, seed: int
 def time_round_robin(paths: dict[str, Path], batch: np.ndarray, *, repeats: int, threads: int | None,
                      slow: dict[str, int]) -> dict[str, list[float]]:
     """Seconds per ``batch`` run for each model, interleaved so load drifts hit all alike."""
-    from ..engine.extractor import Extractor
 
     exs = {k: Extractor(p, provider="cpu", threads=threads, spin=False) for k, p in paths.items()}  # interleaved
     times: dict[str, list[float]] = {k: [] for k in exs}
@@ -104,11 +108,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--precisions", default="fp32,int8,int8-naive,fp16")
     p.add_argument("--out", default=str(RESULTS), help="results folder (default: bench/results)")
     args = p.parse_args(argv)
-
-    from ..engine.preprocess import Preprocessing
-    from ..engine.decode_pool import load_batch
-    from ..export.calib import default_holdout
-    from ..samples import sample_images
 
     names = args.precisions.split(",")
     if "fp32" not in names:

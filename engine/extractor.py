@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..contracts import Tap, metadata_from_session
+from ..contracts import Tap
 from .layouts import as_model_input
 from .openvino_backend import OpenVINOSession
 from .outputs import OutputRing, Slot
@@ -34,7 +34,7 @@ from .preprocess import Preprocessing
 from .decode_pool import load_batch
 from .session import MEMORY_ENV, make_session, ort_reason, provider_unavailable_reason
 from .store import output_shapes
-from .validate import validate_model_file
+from .validate import ModelRecord, read_model_record
 from ..errors import ArgumentError, FeaturemapsError, ModelFileError, ProviderError
 
 log = logging.getLogger(__name__)
@@ -219,34 +219,33 @@ class Extractor:
     {'features.0': (2, 64, 64, 64), 'features.17': (2, 512, 8, 8)}
     """
 
-    def __init__(self, model_path: str | Path, provider: str = "auto", threads: int | None = None,
+    def __init__(self, model_path: str | Path | ModelRecord, provider: str = "auto", threads: int | None = None,
                  max_batch: int = 32, spin: bool = True, *, device: int | str | None = None, tf32: bool = True,
                  math_mode: str = "default", throughput: bool = False):
-        self.model_path = Path(model_path)
-        if not self.model_path.is_file():
-            raise ModelFileError(f"model {str(model_path)!r} not found; export one with "
-                                    "`featuremaps export -o PATH.onnx`")
-        checked = validate_model_file(self.model_path)  # a bad file or lying metadata: one ModelFileError line
+        # a path is read and checked here; a ModelRecord was already (read_model_record), once per run
+        record = model_path if isinstance(model_path, ModelRecord) else read_model_record(model_path)
+        self.record = record
+        self.model_path = record.path
         backend = "onnxruntime" if provider == "auto" else spec_for(provider).backend
         device = resolve_device(provider, device)
         if backend == "openvino":  # the openvino package itself is imported when the session is built
             self.session = OpenVINOSession(self.model_path, device=device, precision=math_mode, threads=threads,
                                            throughput=throughput)
-            self.info, self.metadata = self.session.info, self.session.metadata
+            self.info = self.session.info
         else:
             if math_mode != "default":
                 raise ArgumentError(f"a math mode ({math_mode}) is OpenVINO's; use --provider openvino, or "
                                     "--no-tf32 for strict fp32 on CUDA")
             self.session, self.info = make_session(
-                self.model_path, provider, threads=threads, spin=spin, input_shape=_profile_dims(provider, checked),
+                record, provider, threads=threads, spin=spin, input_shape=_profile_dims(provider, record.metadata),
                 max_batch=max_batch, device_id=device, tf32=tf32)
-            self.metadata = metadata_from_session(self.session, self.model_path)
         self.backend = backend
         self.device: int | str = device  # GPU index (ONNX Runtime) or OpenVINO device name
-        self.taps: tuple[Tap, ...] = tuple(Tap.from_dict(d) for d in self.metadata["taps"])
-        self.preprocessing = Preprocessing.from_dict(self.metadata["preprocessing"])
-        self.input_name = self.metadata["input"]
-        self.output_names: list[str] = list(self.metadata["outputs"])
+        self.metadata = record.metadata
+        self.taps: tuple[Tap, ...] = record.taps
+        self.preprocessing = record.preprocessing
+        self.input_name = record.input_name
+        self.output_names: list[str] = list(record.outputs)
         self._declared = self._declared_shapes()
         self._runner = _ModelThread()
         self._inflight: list[PendingRun] = []

@@ -18,15 +18,17 @@ by default; strict fp32 costs 4.2x on an H200 (measured before this change).
 from __future__ import annotations
 
 import ctypes
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from ..errors import ArgumentError
-from .cache_home import cache_home
+from .cache_home import tensorrt_root
 from .gpu_libs import find_tensorrt, gpu_info, preload, tensorrt_version
 from .hashing import file_sha256
 from .openvino_backend import unavailable_reason as _probe_openvino
+from .validate import ModelRecord
 
 MATH_MODES = ("fp32", "tf32", "fp16", "bf16", "int8")  # bf16: OpenVINO on CPUs with bf16 units
 
@@ -37,9 +39,10 @@ class OptionRequest:
 
     ``input_dims`` is the per-image input shape (``(3, H, W)`` float NCHW or ``(H, W, 3)`` uint8
     NHWC), used by TensorRT's shape profile. ``tf32`` only matters for fp32 models on CUDA.
+    ``model_path`` may be the file's :class:`ModelRecord`: TensorRT's cache key then reuses its hash.
     """
 
-    model_path: str | Path | None = None
+    model_path: str | Path | ModelRecord | None = None
     input_name: str = "input"
     input_dims: tuple[int, int, int] = (3, 224, 224)
     max_batch: int = 32
@@ -125,20 +128,22 @@ def _cuda_options(req: OptionRequest) -> dict:
     return opts
 
 
-def cache_dir_for(model_path: str | Path, key: str = "", *, device_id: int = 0) -> Path:
+def cache_dir_for(model_path: str | Path | ModelRecord, key: str = "", *, device_id: int = 0) -> Path:
     """TensorRT engine/timing cache folder in the featuremaps cache (``tensorrt/<digest>``), keyed by
     the model's content, ``key`` (shape profile, precision), the GPU's name and the TensorRT
     version: an engine built for one GPU or TensorRT release is never loaded by another, and a
     model in a read-only folder still gets a cache.
 
     The model hash covers the graph, weights and taps (they are graph outputs); exports are
-    byte-reproducible, so a re-export of the same model reuses its engine.
+    byte-reproducible, so a re-export of the same model reuses its engine. Given the model's
+    :class:`ModelRecord`, the hash it holds is used (a run hashes its model file once).
     """
     gpus = gpu_info().devices
     gpu = gpus[device_id][0] if device_id < len(gpus) else "no-gpu"
     trt = tensorrt_version(find_tensorrt()) or "unknown"
-    digest = file_sha256(model_path, f"{key}|gpu={gpu}|tensorrt={trt}".encode())
-    return cache_home() / "tensorrt" / digest[:16]
+    model = model_path.sha256 if isinstance(model_path, ModelRecord) else file_sha256(model_path)
+    digest = hashlib.sha256(f"{model}|{key}|gpu={gpu}|tensorrt={trt}".encode()).hexdigest()
+    return tensorrt_root() / digest[:16]
 
 
 def _tensorrt_options(req: OptionRequest) -> dict:

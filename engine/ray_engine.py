@@ -41,6 +41,7 @@ from .ray_cluster import ACTOR_START_LIMIT_S, import_ray, actor_cpus, gpu_shortf
 from .preprocess import DecodeBudget, Preprocessing
 from .store import FeatureStore
 from .unit import Batch, ExtractSettings, commit, decode_batch, finish_counts, strict_failure, write_taps
+from .extractor import Extractor
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +72,6 @@ class _ModelWriter:
     def __init__(self, model_path: str, store_path: str, provider: str, threads: int | None, batch_size: int,
                  tf32: bool = True, math_mode: str = "default", device: str | None = None, writers: int = 4):
         import ray
-
-        from .extractor import Extractor
 
         node = f"Ray node {ray.get_runtime_context().get_node_id()[:12]}"
         try:

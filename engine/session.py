@@ -31,6 +31,7 @@ from pathlib import Path
 from .providers import (PROVIDER_TABLE, OptionRequest, auto_order, cache_dir_for, math_mode, ort_provider_names,
                         short_name, spec_for)
 from ..errors import ArgumentError, ModelFileError, ProviderError
+from .validate import ModelRecord
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ def provider_unavailable_reason(provider: str) -> str | None:
     return spec_for(provider).probe()
 
 
-def provider_options(provider: str, *, model_path: str | Path | None = None, input_name: str = "input",
+def provider_options(provider: str, *, model_path: str | Path | ModelRecord | None = None, input_name: str = "input",
                      input_shape: tuple[int, int, int] = (3, 224, 224), max_batch: int = 32,
                      opt_batch: int = 8, fp16: bool = False, device_id: int = 0, tf32: bool = True,
                      cudnn_conv_algo_search: str = "EXHAUSTIVE", gpu_mem_limit: int | None = None) -> dict:
@@ -179,7 +180,7 @@ def _session_options(threads: int | None, spin: bool):
     return so
 
 
-def make_session(model_path: str | Path, provider: str = "auto", *, threads: int | None = None,
+def make_session(model_path: str | Path | ModelRecord, provider: str = "auto", *, threads: int | None = None,
                  input_shape: tuple[int, int, int] = (3, 224, 224), max_batch: int = 32,
                  spin: bool = True, device_id: int = 0, tf32: bool = True, memory_limit: int | None = None):
     """Build an ``onnxruntime.InferenceSession`` for ``model_path``.
@@ -192,9 +193,13 @@ def make_session(model_path: str | Path, provider: str = "auto", *, threads: int
     :attr:`SessionInfo.math_mode` follows from the provider used, ``tf32`` and the precision the
     model's metadata records (fp32 when it records none). ``memory_limit`` caps ONNX Runtime's
     CPU tensors in bytes (default :func:`model_memory_limit`); a file ONNX Runtime refuses is one
-    :class:`ModelFileError` line. Returns ``(session, SessionInfo)``.
+    :class:`ModelFileError` line. ``model_path`` may be the file's :class:`ModelRecord` (read once
+    by the caller): its precision is then not read again. Returns ``(session, SessionInfo)``.
     """
     import onnxruntime as ort
+
+    record = model_path if isinstance(model_path, ModelRecord) else None
+    model_path = record.path if record else model_path
 
     ort.set_default_logger_severity(_ORT_LOG_ERROR)
     if provider != "auto" and spec_for(provider).backend != "onnxruntime":  # unknown name: one line
@@ -215,7 +220,7 @@ def make_session(model_path: str | Path, provider: str = "auto", *, threads: int
             continue
         fallbacks = order[order.index(name):] if name in order else (name, "cpu")
         chain = [(PROVIDER_TABLE[n].ort_name,
-                  provider_options(n, model_path=model_path, input_shape=input_shape, max_batch=max_batch,
+                  provider_options(n, model_path=record or model_path, input_shape=input_shape, max_batch=max_batch,
                                    device_id=device_id, tf32=tf32, gpu_mem_limit=gpu_limit))
                  for n in fallbacks]
         sess = _build(ort, model_path, _session_options(threads, spin), chain, limit)
@@ -225,7 +230,7 @@ def make_session(model_path: str | Path, provider: str = "auto", *, threads: int
                 raise ProviderError(f"provider {name!r} failed to initialise (ONNX Runtime fell back to "
                                     f"{used}); use --provider cpu or auto")
             skipped.append(f"{name}: failed to initialise")
-        mode = math_mode(used, _model_precision(sess), tf32=tf32)
+        mode = math_mode(used, record.precision if record else _model_precision(sess), tf32=tf32)
         device = f" device {device_id}" if PROVIDER_TABLE[used].gpu else ""
         note = f"provider {used}{device}, {mode}" + (f" (skipped {'; '.join(skipped)})" if skipped else "")
         log.info(note)

@@ -52,6 +52,7 @@ from .names import unsafe_name_reason
 from .store_format import ERROR, FIXED_ARRAYS, OK, PENDING, STORE_FORMAT, Damage  # noqa: F401 - re-exported
 from .store_io import UnsafeStoreError, check_tree, confined_store, open_folder, tree_bytes, unsafe
 from .store_verify import chunk_file, scan
+from .. import __version__
 
 log = logging.getLogger(__name__)
 
@@ -511,7 +512,6 @@ class FeatureStore:
         rows = max(1, min(b, n))
         if check_memory:
             check_batch_memory(rows, per_image_bytes(metadata, shapes))
-        from .. import __version__
 
         info = {"format": STORE_FORMAT, "n": n, "batch_size": rows, "requested_batch_size": b,
                 "chunk_rows": chunk_rows_for(n, rows), "dtype": dtype, "compression": compression,

@@ -16,23 +16,107 @@ Schema (types and ranges; other keys are allowed and kept)::
     preprocessing {size: [H, W] in 1..4096, mean: 3 finite numbers, std: 3 finite numbers > 0,
                    input_layout: uint8_nhwc | float_nchw (optional; it must match the graph's input)}
     precision, reductions, weights: types checked by :func:`featuremaps.contracts.parse_metadata`
+
+:func:`read_model_record` is the one validating parser: it returns a frozen :class:`ModelRecord`
+(taps, input name and preprocessing, outputs, precision, family, the file's SHA-256 computed once
+when first asked) that a run reads the file through once and passes on; the raw metadata dict
+stays on it (``record.metadata``) for what is written into stores unchanged.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
-from ..contracts import METADATA_KEY, UINT8_NHWC, Preprocessing, parse_metadata
+from ..contracts import METADATA_KEY, UINT8_NHWC, Preprocessing, Tap, parse_metadata
 from ..errors import ModelFileError
+from .hashing import file_sha256
 from .names import unsafe_name_reason
 
 MAX_SIZE = 4096
 _FIX = "re-export it with `featuremaps export -o PATH.onnx`"
 
 
+@dataclass(frozen=True)
+class ModelRecord:
+    """An exported model file, checked once (:func:`read_model_record`) and trusted after.
+
+    ``taps``: the tap outputs with their per-image ``(C, H, W)`` shapes; ``outputs``: every graph
+    output in export order (taps, then ``logits`` or reduced outputs); ``input_name`` and
+    ``preprocessing`` (size, mean/std, input layout) say what the graph takes; ``precision`` is
+    ``fp32``, ``fp16`` or ``int8`` (the weights'), ``output_dtype`` ``fp32`` or ``fp16`` (what the
+    outputs hold); ``family`` is the model family's name (None in files exported before families).
+    ``metadata`` is the checked JSON itself, kept for stores (they record it unchanged).
+    """
+
+    path: Path
+    model: str
+    family: str | None
+    input_name: str
+    outputs: tuple[str, ...]
+    taps: tuple[Tap, ...]
+    preprocessing: Preprocessing
+    precision: str
+    output_dtype: str
+    metadata: dict = field(repr=False, compare=False)
+
+    @classmethod
+    def from_metadata(cls, meta: dict, path: str | Path = "model") -> "ModelRecord":
+        """The record of metadata ``meta`` that :func:`check_metadata` accepted."""
+        try:
+            taps = tuple(Tap.from_dict(d) for d in meta["taps"])
+        except (TypeError, ValueError):  # a tap without index, alias, kind or MAC counts
+            _fail(path, "taps need name, index, alias, kind, shape, macs and total_macs")
+        return cls(path=Path(path), model=meta["model"], family=meta.get("family"), input_name=meta["input"],
+                   outputs=tuple(meta["outputs"]), taps=taps,
+                   preprocessing=Preprocessing.from_dict(meta["preprocessing"]),
+                   precision=meta.get("precision", "fp32"),
+                   output_dtype="fp16" if meta.get("output_dtype") == "fp16" else "fp32", metadata=meta)
+
+    @property
+    def input_size(self) -> int:
+        return self.preprocessing.size[0]
+
+    @property
+    def input_layout(self) -> str:
+        """``uint8_nhwc`` (pixels, normalized in the graph) or ``float_nchw`` (older exports)."""
+        return self.preprocessing.input_layout
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """One image's model input: ``(H, W, 3)`` uint8 or ``(3, H, W)`` float32."""
+        return self.preprocessing.input_shape
+
+    @property
+    def reductions(self) -> dict:
+        return self.metadata.get("reductions") or {}
+
+    @property
+    def weights(self) -> dict:
+        return self.metadata.get("weights") or {}
+
+    @cached_property
+    def sha256(self) -> str:
+        """SHA-256 of the file's bytes (graph and weights: a model's identity), hashed once, when first
+        asked (a store records it; TensorRT's engine cache is keyed by it)."""
+        return file_sha256(self.path)
+
+
+def read_model_record(path: str | Path) -> ModelRecord:
+    """The exported model at ``path``, parsed and checked once (raises one :class:`ModelFileError`
+    line); see :func:`validate_model_file` for what is checked.
+
+    >>> read_model_record("models/vgg16.onnx").taps[0].name  # doctest: +SKIP
+    'features.0'
+    """
+    return ModelRecord.from_metadata(validate_model_file(path), path)
+
+
 def validate_model_file(path: str | Path) -> dict:
-    """The checked metadata of the exported model at ``path`` (raises :class:`ModelFileError`).
+    """The checked metadata of the exported model at ``path`` (raises :class:`ModelFileError`);
+    :func:`read_model_record` gives it as a typed record.
 
     Reads the ONNX protobuf without external data (the graph's names and shapes and the
     metadata; no session is built), so it is cheap next to building a session. ORT-format

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..compare import PRECISION_BUDGETS, TapError, compare
 from ..errors import FeaturemapsError
+from ..engine.extractor import Extractor
 
 # the int8 row of the one budget table (featuremaps/compare.py)
 DEFAULT_MIN_COSINE = PRECISION_BUDGETS["int8"].cosine
@@ -69,7 +70,6 @@ def run_model(path: str | Path, batch: np.ndarray, *, provider: str = "cpu", chu
     """All outputs of ``path`` for ``batch (N, 3, H, W) float32``, run ``chunk`` images at a time,
     as float32 arrays; returns ``(outputs, provider used)``. A model whose input is float16
     (``--fp16-io``) gets the batch cast to float16."""
-    from ..engine.extractor import Extractor
 
     with Extractor(path, provider=provider) as ex:
         run = _runner(ex)

@@ -23,6 +23,8 @@ from ..contracts import (METADATA_KEY, Preprocessing, Tap, load_proto_metadata, 
 from ..errors import ArgumentError
 from .families import default_taps, family_of
 from .taps import IMAGENET_MEAN, IMAGENET_STD, parse_taps
+from .. import __version__
+from .zoo import build_model
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +91,6 @@ def _versions() -> dict:
     import torch
     import torchvision
 
-    from .. import __version__
-
     return {"featuremaps": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
             "onnx": onnx.__version__, "opset": OPSET}
 
@@ -128,8 +128,6 @@ def export_model(taps=None, output="models/vgg16.onnx", *, model: str = "vgg16",
     ['features.0', 'features.17']
     """
     import torch
-
-    from .zoo import build_model
 
     if input_layout not in INPUT_LAYOUTS:
         raise ArgumentError(f"unknown input layout {input_layout!r}; use {' or '.join(INPUT_LAYOUTS)}")

@@ -31,6 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..engine.layouts import as_model_input
+from ..engine.preprocess import Preprocessing
+from .onnx_export import load_proto_metadata, write_model
+
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -64,8 +68,6 @@ class Int8Options:
 def _calibration_input(calib: np.ndarray, meta: dict) -> np.ndarray:
     """The calibration batch in the model's input layout: ``uint8 (N, H, W, 3)`` pixels for models
     that normalize in the graph, ``float32 (N, 3, H, W)`` for older exports."""
-    from ..engine.layouts import as_model_input
-    from ..engine.preprocess import Preprocessing
 
     return as_model_input(calib, Preprocessing.from_dict(meta["preprocessing"]))
 
@@ -146,8 +148,6 @@ def quantize_int8(fp32_path: str | Path, output: str | Path, calib: np.ndarray, 
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    from .onnx_export import load_proto_metadata, write_model
-
     if options.method not in CALIB_METHODS:
         raise ValueError(f"unknown calibration method {options.method!r}; use one of {', '.join(CALIB_METHODS)}")
     proto = _load(fp32_path)
@@ -198,7 +198,6 @@ def convert_fp16(fp32_path: str | Path, output: str | Path, *, keep_io_types: bo
     Meant for GPU providers: ONNX Runtime's CPU provider has few fp16 kernels on x86 and runs
     the model through Cast nodes, slower than fp32.
     """
-    from .onnx_export import load_proto_metadata, write_model
 
     proto = _load(fp32_path)
     meta = dict(metadata if metadata is not None else load_proto_metadata(proto))

@@ -14,7 +14,11 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..engine.decode_pool import load_batch
+from ..engine.preprocess import Preprocessing
+from .calib import split_images
 from .gate import GateError, GateResult, GateThresholds, check_gate
+from .onnx_export import load_proto_metadata
 from .quantize import FORMATS, PRECISIONS, Int8Options, convert_fp16, convert_ort_format, quantize_int8
 
 log = logging.getLogger(__name__)
@@ -90,10 +94,6 @@ def build_variant(fp32_path: str | Path, output: str | Path, *, precision: str =
 
 def _build(fp32_path: Path, output: Path, *, precision: str, fmt: str, calib, holdout, calib_count,
            thresholds: GateThresholds, int8: Int8Options, keep_io_types: bool, provider: str) -> VariantResult:
-    from ..engine.preprocess import Preprocessing
-    from ..engine.decode_pool import load_batch
-    from .calib import split_images
-    from .onnx_export import load_proto_metadata
 
     with tempfile.TemporaryDirectory(prefix="featuremaps-variant-") as tmp:
         source = Path(tmp) / "fp32.onnx"

@@ -10,10 +10,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .contracts import Preprocessing
 from .engine.store import FeatureStore
 from .engine.store_verify import missing_chunks
-from .engine.validate import validate_model_file
+from .engine.validate import read_model_record
 from .errors import FeaturemapsError, ModelFileError, StoreError
 
 
@@ -54,20 +53,21 @@ def _shape(dims) -> list:
 def describe_model(path: str | Path) -> dict:
     """Taps with shapes, precision, math mode, weights, preprocessing, input layout, opset, tools, size."""
     path = Path(path)
-    meta = validate_model_file(path)  # anything unreadable or lying: one ModelFileError line
+    record = read_model_record(path)  # anything unreadable or lying: one ModelFileError line
+    meta = record.metadata
     sess = _session(path)
     inp = sess.get_inputs()[0]
     outputs = {o.name: {"shape": _shape(o.shape), "type": o.type} for o in sess.get_outputs()}
-    taps = [{"name": d["name"], "alias": d.get("alias"), "channels": d.get("channels"),
-             "shape": list(d["shape"]), "reduction": (meta.get("reductions") or {}).get(d["name"]),
-             "output_type": outputs.get(d["name"], {}).get("type")} for d in meta.get("taps", [])]
+    taps = [{"name": t.name, "alias": t.alias, "channels": t.channels, "shape": list(t.shape),
+             "reduction": record.reductions.get(t.name), "output_type": outputs.get(t.name, {}).get("type")}
+            for t in record.taps]
     versions = dict(meta.get("versions") or {})
     return {"kind": "model", "path": str(path), "size_bytes": path.stat().st_size,
-            "model": meta.get("model"), "input_size": meta.get("input_size"),
-            "weights": meta.get("weights") or {}, "precision": meta.get("precision", "fp32"),
+            "model": record.model, "input_size": meta.get("input_size"),
+            "weights": record.weights, "precision": record.precision,
             "math_mode": meta.get("math_mode"), "output_dtype": meta.get("output_dtype"),
             "input": {"name": inp.name, "shape": _shape(inp.shape), "type": inp.type,
-                      "layout": Preprocessing.from_dict(meta["preprocessing"]).input_layout},
+                      "layout": record.input_layout},
             "preprocessing": meta.get("preprocessing"), "taps": taps, "outputs": list(outputs),
             "logits": bool(meta.get("logits")), "cut_after": meta.get("cut_after"),
             "opset": versions.pop("opset", None), "versions": versions, "created": meta.get("created")}

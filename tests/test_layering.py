@@ -181,19 +181,7 @@ def test_no_import_cycles():
 # Modules that still import project modules inside functions, and why. Project modules are imported
 # at the top (only heavy optional packages such as torch, onnx, onnxruntime, zarr, ray, matplotlib,
 # cv2 belong inside functions); shrink this list, never grow it.
-FUNCTION_LEVEL_ALLOWED: dict[str, str] = {
-    "featuremaps.bench": "lazy package attribute (reference_features) keeps `import featuremaps.bench` light",
-    "featuremaps.export": "lazy package attributes (export_model, read_metadata)",
-    "featuremaps.engine.store": "`from .. import __version__`; file edited on another branch this round",
-    "featuremaps.engine.ray_engine": "Ray actor builds its Extractor in the worker; file edited on another branch",
-    "featuremaps.export.onnx_export": "file edited on another branch this round (uint8 NHWC input)",
-    "featuremaps.export.quantize": "file edited on another branch this round",
-    "featuremaps.export.variants": "file edited on another branch this round (gate, atomic outputs)",
-    "featuremaps.export.gate": "file edited on another branch this round",
-    "featuremaps.bench.extract_bench": "benchmark program edited on another branch this round",
-    "featuremaps.bench.precision_bench": "benchmark program; imports the export stack only when run",
-    "featuremaps.bench.parity": "engine decode helpers it uses are being changed on another branch",
-}
+FUNCTION_LEVEL_ALLOWED: dict[str, str] = {}
 
 
 def function_level_imports(module: str, path: Path) -> set[str]:

@@ -19,7 +19,8 @@ import sys
 from ..errors import FeaturemapsError, one_line, terminal_text
 from .. import __version__
 from ._args import (DEFAULT_LAYERS, CLIError, ModelSpec, Parser, add_model_args,  # noqa: F401 - for cmd_ modules
-                    cache_root, is_onnx_path, resolve_model)
+                    is_onnx_path)
+from .cache import cache_root, resolve_model  # noqa: F401 - for cmd_ modules
 
 # Every subcommand, in `featuremaps --help` order: a module with register(subparsers), which adds
 # its parser and sets func. Commands added on other branches as featuremaps/cmd_<name>.py join

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import math
 import os
 import re
@@ -19,15 +18,11 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import __version__
-from ..engine.hashing import file_sha256
 from ..engine.openvino_backend import MATH_MODES as OV_MATH_MODES
-from ..engine.cache_home import cache_home
 from ..engine.providers import provider_names
-from ..errors import ArgumentError, InputError, ModelFileError, require
-from ..export.families import VGG16_DEFAULT_TAPS, default_taps
-from ..export.onnx_export import export_model
-from ..export.taps import MODELS, parse_taps
+from ..errors import ArgumentError, InputError, require
+from ..export.families import VGG16_DEFAULT_TAPS
+from ..export.taps import MODELS
 from ..export.zoo import hub_checkpoint_path
 
 DEFAULT_LAYERS = VGG16_DEFAULT_TAPS  # VGG16's; other families have their own (default_taps)
@@ -285,55 +280,6 @@ def add_math_args(p: argparse.ArgumentParser, *, math_mode: bool = True) -> None
 
 def is_onnx_path(model: str) -> bool:
     return model.endswith(".onnx") or os.sep in model or Path(model).is_file()
-
-
-def cache_root() -> Path:
-    """``$XDG_CACHE_HOME/featuremaps/models``, default ``~/.cache/featuremaps/models``. An empty or
-    relative ``XDG_CACHE_HOME`` is ignored, as the XDG spec says: a relative one would put the
-    cache (and ``cache --clear``) in whatever folder the command runs from."""
-    return cache_home() / "models"
-
-
-def ensure_cache_root() -> Path:
-    """The cache folder, created if needed; one line when it cannot be (a file in the way, read-only)."""
-    root = cache_root()
-    fix = "set XDG_CACHE_HOME to a writable folder, or pass an exported .onnx file as --model"
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ModelFileError(f"cannot create the model cache {str(root)!r}: {e.strerror or e}; {fix}") from None
-    if not os.access(root, os.W_OK | os.X_OK):
-        raise ModelFileError(f"the model cache {str(root)!r} is not writable; {fix}")
-    return root
-
-
-def resolve_model(spec: ModelSpec | argparse.Namespace) -> Path:
-    """The .onnx file ``spec.model`` names, exporting a zoo model into the cache first if needed."""
-    if not isinstance(spec, ModelSpec):  # cmd_<name>.py modules written against the old cli.py
-        spec = ModelSpec.from_args(spec)
-    if spec.is_file:
-        path = Path(spec.model)
-        if not path.is_file():
-            what = ("is a folder" if path.is_dir() else "is not a regular file") if path.exists() else "not found"
-            raise ModelFileError(f"model file {spec.model!r} {what}; export one with "
-                                 "`featuremaps export -o PATH.onnx` or pass a zoo name (vgg16)")
-        return path
-    need_export_extra(f"exporting zoo model {spec.model!r} (or pass an exported .onnx file)")
-    taps = parse_taps(spec.layers or default_taps(spec.model, spec.input_size), spec.model,
-                      spec.input_size)  # argument errors first
-    spec = spec.with_weights_chosen()
-    weights, seed = spec.weights, spec.seed
-    weights_key = file_sha256(weights) if Path(weights).is_file() else f"{weights}:{seed}"
-    key = "|".join([spec.model, ",".join(t.name for t in taps), weights_key, str(spec.input_size),
-                    str(spec.logits), __version__, "uint8_nhwc"])  # input layout of new exports
-    path = cache_root() / f"{spec.model}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.onnx"
-    if not path.is_file():
-        ensure_cache_root()
-        print(f"exporting {spec.model} ({', '.join(t.name for t in taps)}, weights {weights}) "
-              f"to {path} ...", file=sys.stderr)
-        export_model(taps, path, model=spec.model, weights=weights, seed=seed,
-                     input_size=spec.input_size, logits=spec.logits)
-    return path
 
 
 def need_export_extra(what: str) -> None:

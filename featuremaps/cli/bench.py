@@ -4,7 +4,6 @@ torch.compile, CUDA, TensorRT where they run), interleaved, with the machine's f
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -12,7 +11,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from .. import __version__
 from ..bench import backends as B
 from ..bench.backends import BACKENDS, DESCRIPTIONS, Backend, Skipped, make_ort, measure_first_calls
 from ..bench.parity import load_reference_net
@@ -20,16 +18,17 @@ from ..bench.plot import throughput_figure
 from ..bench.suite import (BenchConfig, ScalingModel, assemble, environment, format_markdown, json_ready,
                            run_scaling, time_backends)
 from ..bench.timing import gemm_probe, sgemm_gflops
-from ..contracts import Tap, read_metadata
 from ..errors import ArgumentError, ModelFileError, require
+from ..engine.validate import read_model_record
 from ..export.gate import GateError
-from ..export.onnx_export import export_model
 from ..export.taps import parse_taps
 from ..export.variants import build_variant
 from ..export.zoo import build_model
 from ..export.families import default_taps
-from ._args import (DEFAULT_LAYERS, THREADS_MAX, ModelSpec, add_math_args, add_model_args, cache_root, file_arg,
-                    float_in, int_in, refuse_existing, threads_arg, write_new_file)
+from . import cache
+from ._args import (DEFAULT_LAYERS, THREADS_MAX, ModelSpec, add_math_args, add_model_args, file_arg, float_in, int_in,
+                    refuse_existing, threads_arg, write_new_file)
+from .cache import cached_model_path, variant_path
 
 SCALING_DEPTHS = (0, 5, 10, 17, 28)
 # Bounds a 24 GB machine holds. Every backend keeps a batch's activations, inputs and outputs (VGG16 at
@@ -134,21 +133,17 @@ def _say(msg: str) -> None:
 
 def export_cached(net, info, model: str, taps, input_size: int, *, logits: bool, folder: Path | None = None) -> Path:
     """Export ``net`` with ``taps`` into ``folder`` (default: the model cache), keyed by weights SHA-256, once."""
-    key = "|".join([model, ",".join(t.name for t in taps), info.sha256, str(input_size), str(logits),
-                    __version__, "uint8_nhwc"])  # new exports take uint8 NHWC input
-    path = (folder or cache_root()) / f"{model}-bench-{hashlib.sha256(key.encode()).hexdigest()[:16]}.onnx"
-    if not path.is_file():
-        _say(f"exporting {model} taps {','.join(t.name.split('.')[-1] for t in taps)}"
-             f"{' + logits' if logits else ''} at {input_size}² -> {path}")
-        export_model(taps, path, model=model, input_size=input_size, logits=logits, net=net,
-                     weights_info=info)
-    return path
+    path = cached_model_path(model, taps, info.sha256, input_size, logits=logits, kind="bench-", folder=folder)
+    say = (f"exporting {model} taps {','.join(t.name.split('.')[-1] for t in taps)}"
+           f"{' + logits' if logits else ''} at {input_size}² -> {path}")
+    return cache.export_cached(path, taps, model=model, input_size=input_size, logits=logits, say=say, net=net,
+                               weights_info=info)
 
 
 def int8_cached(fp32_path: Path) -> Path | str:
     """The int8 variant of ``fp32_path`` (calibrated and gated, built once next to it), or the
     reason it could not be built."""
-    path = fp32_path.with_name(fp32_path.stem + "-int8.onnx")
+    path = variant_path(fp32_path, "int8")
     if not path.is_file():
         _say(f"quantizing {fp32_path.name} to int8 (calibration + per-tap gate) -> {path}")
         try:
@@ -165,10 +160,9 @@ def _prepare(args):
         path = Path(spec.model)
         if not path.is_file():
             raise ModelFileError(f"model file {spec.model!r} not found; pass a zoo name (vgg16) or an exported .onnx")
-        meta = read_metadata(path)
-        net, info = load_reference_net(meta, spec.weights)
-        taps = tuple(Tap.from_dict(d) for d in meta["taps"])
-        return meta["model"], taps, int(meta["input_size"]), net, info, path
+        record = read_model_record(path)
+        net, info = load_reference_net(record.metadata, spec.weights)
+        return record.model, record.taps, record.input_size, net, info, path
     taps = parse_taps(spec.layers or default_taps(spec.model, spec.input_size), spec.model, spec.input_size)
     spec = spec.with_weights_chosen()
     net, info = build_model(spec.model, spec.weights, spec.seed, need_classifier=True)
@@ -235,11 +229,11 @@ def _extra_backends(paths, threads, max_batch, input_size):
     for p in paths:
         if not Path(p).is_file():
             raise ModelFileError(f"--extra-model {p!r} not found")
-        meta = read_metadata(p)
-        if int(meta["input_size"]) != input_size:
-            out.append(Skipped(f"ort-cpu:{Path(p).stem}", f"input size {meta['input_size']} != {input_size}"))
+        record = read_model_record(p)
+        if record.input_size != input_size:
+            out.append(Skipped(f"ort-cpu:{Path(p).stem}", f"input size {record.input_size} != {input_size}"))
             continue
-        name = f"ort-cpu-{meta.get('precision', 'fp32')}:{Path(p).stem}"
+        name = f"ort-cpu-{record.precision}:{Path(p).stem}"
         out.append(make_ort(name, p, "cpu", threads=threads, max_batch=max_batch))
     return out
 

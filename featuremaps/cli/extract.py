@@ -12,11 +12,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..contracts import read_metadata
 from ..engine.choice import available_providers, choose_backend
 from ..engine.cpu_features import cpu_features
 from ..engine.extractor import Extractor
-from ..engine.hashing import file_sha256
 from ..engine.inputs import collect_inputs, printable_path, skipped_note
 from ..engine.pipeline import run_extraction
 from ..engine.preprocess import DecodeBudget
@@ -25,10 +23,11 @@ from ..engine.ray_cluster import actor_shortfall, check_cluster_address, gpu_sho
 from ..engine.ray_engine import run_extraction_ray
 from ..engine.store import FeatureStore, output_shapes
 from ..engine.unit import ExtractSettings
-from ..errors import ArgumentError, ClusterError, ExtractionError, FeaturemapsError, StoreError
+from ..engine.validate import ModelRecord, read_model_record
+from ..errors import ArgumentError, ClusterError, ExtractionError, StoreError
 from ._args import (DEFAULT_TAPS_HELP, ModelSpec, add_math_args, add_model_args, float_in, folder_arg, int_in,
-                    positive_int, provider_choices,
-                    resolve_model, threads_arg)
+                    positive_int, provider_choices, threads_arg)
+from .cache import resolve_model
 
 DEFAULT_BATCH = 8
 
@@ -98,7 +97,7 @@ def _extraction(args, ex, provider: str) -> dict:
     provider, ``--no-tf32`` and the model's precision."""
     if not _plans_on_cpu(args, provider):
         return {"provider": ex.provider, "math_mode": ex.math_mode, "device": ex.device}
-    mode = session_math_mode(provider, ex.metadata.get("precision", "fp32"), tf32=not args.no_tf32)
+    mode = session_math_mode(provider, ex.record.precision, tf32=not args.no_tf32)
     return {"provider": provider, "math_mode": mode, "device": None}
 
 
@@ -107,58 +106,59 @@ def _plans_on_cpu(args, provider: str) -> bool:
     return args.engine == "ray" and bool(args.ray_address) and provider in ("cuda", "tensorrt")
 
 
-def _open_or_create(args, paths: list[str], model_path: Path, extractor, extraction: dict):
+def _open_for_resume(args) -> FeatureStore | None:
+    """The existing store at ``-o``, opened once and locked, for ``--resume``; None when there is none
+    yet (it is created once the model is open). Anything else at ``-o`` is one line."""
     out = Path(args.output)
-    sha = file_sha256(model_path)
+    if not out.exists():
+        return None
+    if out.is_dir() and not (out / "zarr.json").exists():
+        what = "an empty folder" if not any(out.iterdir()) else "a folder that is not a featuremaps store"
+        raise StoreError(f"{out} is {what}; choose a new -o path (extract creates the store folder itself)")
+    if not args.resume:
+        raise StoreError(f"{out} already exists; add --resume to complete it, or choose a new -o path")
+    return FeatureStore.open(out, mode="r+", lock=True)
+
+
+def _create(args, paths: list[str], record: ModelRecord, extractor, extraction: dict):
+    out = Path(args.output)
     # The store records how its maps were computed: provider and math mode (tf32 vs strict fp32
     # changes the values at the 1e-4 level), next to the model's own metadata.
     # and the command that created it (`featuremaps info` shows it)
     # (fp32, tf32, bf16, int8+bf16, ...); device: the GPU index, or OpenVINO's device name
     # preprocessing.decode: how pixels were made (full, or DCT-reduced JPEG decoding); --resume and
     # the Ray engine read it from the store
-    pre = dict(extractor.metadata["preprocessing"], decode=args.decode or "full")
-    meta = dict(extractor.metadata, preprocessing=pre, extraction=extraction,
+    pre = dict(record.metadata["preprocessing"], decode=args.decode or "full")
+    meta = dict(record.metadata, preprocessing=pre, extraction=extraction,
                 command="featuremaps " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
-    dtype = args.dtype or ("fp16" if meta.get("output_dtype") == "fp16" else "fp32")
-    if out.exists():
-        if out.is_dir() and not (out / "zarr.json").exists():
-            what = "an empty folder" if not any(out.iterdir()) else "a folder that is not a featuremaps store"
-            raise StoreError(f"{out} is {what}; choose a new -o path (extract creates the store folder itself)")
-        if not args.resume:
-            raise StoreError(f"{out} already exists; add --resume to complete it, or choose a new -o path")
-        # --resume takes dtype, compression and batch size from the store; only an explicit other value is refused
-        return _resume(out, args, paths, sha, args.dtype, extraction)
+    dtype = args.dtype or record.output_dtype
     return FeatureStore.create(out, paths=paths, metadata=meta, shapes=output_shapes(meta, extractor.session),
                                batch_size=args.batch_size or DEFAULT_BATCH, dtype=dtype,
                                compression=args.compression or "none",
-                               model_path=model_path.resolve(), model_sha256=sha)
+                               model_path=record.path.resolve(), model_sha256=record.sha256)
 
 
-def _resume(out: Path, args, paths: list[str], sha: str, dtype: str | None, extraction: dict):
-    """Open ``out`` locked, refuse other settings, inputs or math mode, drop dead temp files, and mark
-    batches with chunks that fail their checksum pending (the run redoes them)."""
-    store = FeatureStore.open(out, mode="r+", lock=True)
-    try:
-        store.check_settings(batch_size=args.batch_size, dtype=dtype, compression=args.compression,
-                             model_sha256=sha)
-        store.check_arithmetic(extraction["provider"], extraction["math_mode"])
-        stored = store.metadata["preprocessing"].get("decode", "full")
-        if args.decode not in (None, stored):
-            raise StoreError(f"{out} was decoded with --decode {stored}, not {args.decode}; resume with --decode "
-                             f"{stored} (or without --decode), or choose a new -o path")
-        args.decode = stored
-        if store.paths != paths:
-            raise StoreError(f"the inputs differ from the list stored in {out} ({len(paths)} vs {len(store.paths)} "
-                             "images); resume with the same inputs, or choose a new -o path")
-        store.clean_partials()
-        report = store.verify(repair=True)
-        if report.batches:
-            print(f"{out}: {len(report.damage)} damaged chunk(s); redoing batch(es) "
-                  f"{', '.join(map(str, report.batches))}", file=sys.stderr)
-    except BaseException:
-        store.close()
-        raise
-    return store
+def _resume(store: FeatureStore, args, paths: list[str], sha: str, extraction: dict) -> None:
+    """Refuse other settings, inputs or math mode than ``store`` (open and locked) records, drop dead
+    temp files, and mark batches with chunks that fail their checksum pending (the run redoes them).
+    --resume takes dtype, compression and batch size from the store; only an explicit other value is refused."""
+    out = store.path
+    store.check_settings(batch_size=args.batch_size, dtype=args.dtype, compression=args.compression,
+                         model_sha256=sha)
+    store.check_arithmetic(extraction["provider"], extraction["math_mode"])
+    stored = store.metadata["preprocessing"].get("decode", "full")
+    if args.decode not in (None, stored):
+        raise StoreError(f"{out} was decoded with --decode {stored}, not {args.decode}; resume with --decode "
+                         f"{stored} (or without --decode), or choose a new -o path")
+    args.decode = stored
+    if store.paths != paths:
+        raise StoreError(f"the inputs differ from the list stored in {out} ({len(paths)} vs {len(store.paths)} "
+                         "images); resume with the same inputs, or choose a new -o path")
+    store.clean_partials()
+    report = store.verify(repair=True)
+    if report.batches:
+        print(f"{out}: {len(report.damage)} damaged chunk(s); redoing batch(es) "
+              f"{', '.join(map(str, report.batches))}", file=sys.stderr)
 
 
 _ZOO_ONLY = ("layers", "weights", "seed", "input_size")
@@ -169,16 +169,16 @@ def _given(args, names) -> list[str]:
     return [f"--{n.replace('_', '-')}" for n in names if getattr(args, n) is not None]
 
 
-def _model_path(args) -> Path:
-    """The .onnx file to run. Options that build a zoo model are refused with a file (they would be
-    ignored: the file fixes its taps, weights and input size)."""
+def _model_record(args) -> ModelRecord:
+    """The .onnx file to run, read and checked once for the whole run. Options that build a zoo model
+    are refused with a file (they would be ignored: the file fixes its taps, weights and input size)."""
     spec = ModelSpec.from_args(args)
     given = _given(args, _ZOO_ONLY)
     if spec.is_file and given:
         raise ArgumentError(f"{' and '.join(given)} build a zoo model, but {args.model} is an exported model with its "
                             f"own taps, weights and input size (`featuremaps info {args.model}`); drop "
                             f"{' and '.join(given)}, or pass a zoo name (--model vgg16 {given[0]} ...)")
-    return resolve_model(dataclasses.replace(spec, input_size=spec.input_size or 224))
+    return read_model_record(resolve_model(dataclasses.replace(spec, input_size=spec.input_size or 224)))
 
 
 def _check_ray_args(args) -> None:
@@ -237,7 +237,7 @@ def _ray_session(args):
             ray.shutdown()
 
 
-def _choose(args, model_path: Path) -> tuple[str, str]:
+def _choose(args, record: ModelRecord) -> tuple[str, str]:
     """``(provider, OpenVINO math mode)``: as given, or for ``auto --fast`` the fastest engine here
     (printed with the reason). Options for another engine are refused in one line."""
     if args.math_mode != "default" and args.provider not in ("openvino", "auto"):
@@ -255,7 +255,7 @@ def _choose(args, model_path: Path) -> tuple[str, str]:
             raise ArgumentError("--math-mode is OpenVINO's arithmetic; add --provider openvino (or --fast)")
         return args.provider, args.math_mode
     choice = choose_backend(True, available=available_providers(), cpu=cpu_features(),
-                            model_precision=read_metadata(model_path).get("precision", "fp32"))
+                            model_precision=record.precision)
     print(f"auto --fast: {choice.reason}", file=sys.stderr)
     if choice.provider != "openvino" and args.math_mode != "default":
         raise ArgumentError(f"--math-mode {args.math_mode} is OpenVINO's and auto --fast chose {choice.provider}; "
@@ -263,32 +263,28 @@ def _choose(args, model_path: Path) -> tuple[str, str]:
     return choice.provider, args.math_mode if args.math_mode != "default" else choice.math_mode
 
 
-def _extract(args, paths: list[str], model_path: Path, provider: str, math_mode: str):
-    """Open the model and the store, run the engine; ``(summary, store)`` (the store closed)."""
+def _extract(args, paths: list[str], record: ModelRecord, provider: str, math_mode: str):
+    """Open the store (once, for --resume) and the model, run the engine; ``(summary, store)`` (the
+    store closed)."""
     planned = "cpu" if _plans_on_cpu(args, provider) else provider
-    # spin=False: idle ONNX Runtime threads must not busy-wait while decode threads need the CPUs
-    # the batch the store will run: --resume without --batch-size runs the store's (TensorRT's profile)
-    batch = args.batch_size or (_stored_batch_size(Path(args.output)) if args.resume else None) or DEFAULT_BATCH
-    with Extractor(model_path, provider=planned, threads=args.threads,
-                   max_batch=batch, spin=False, device=args.device,
-                   tf32=not args.no_tf32, math_mode=math_mode, throughput=True) as ex:
-        extraction = _extraction(args, ex, provider)
-        store = _open_or_create(args, paths, model_path, ex, extraction)
-        try:
-            summary = _run(args, store, model_path, ex, provider, math_mode, extraction)
-        finally:
+    store = _open_for_resume(args)
+    try:
+        # the batch the store will run: --resume without --batch-size runs the store's (TensorRT's profile)
+        batch = args.batch_size or (store.batch_size if store is not None else DEFAULT_BATCH)
+        # spin=False: idle ONNX Runtime threads must not busy-wait while decode threads need the CPUs
+        with Extractor(record, provider=planned, threads=args.threads,
+                       max_batch=batch, spin=False, device=args.device,
+                       tf32=not args.no_tf32, math_mode=math_mode, throughput=True) as ex:
+            extraction = _extraction(args, ex, provider)
+            if store is None:
+                store = _create(args, paths, record, ex, extraction)
+            else:
+                _resume(store, args, paths, record.sha256, extraction)
+            summary = _run(args, store, record.path, ex, provider, math_mode, extraction)
+    finally:
+        if store is not None:
             store.close()  # release the writer's lock
     return summary, store
-
-
-def _stored_batch_size(out: Path) -> int | None:
-    """The batch size an existing store at ``out`` records (None if there is no readable store: the
-    resume itself then says what is wrong, in one line)."""
-    try:
-        with FeatureStore.open(out) as st:
-            return st.batch_size
-    except (FeaturemapsError, OSError):
-        return None
 
 
 def _resume_command() -> str:
@@ -322,10 +318,10 @@ def cmd_extract(args: argparse.Namespace) -> int:
     skipped = Counter()
     paths = collect_inputs(args.inputs, skipped)
     _check_ray_args(args)
-    model_path = _model_path(args)
-    provider, math_mode = _choose(args, model_path)
+    record = _model_record(args)
+    provider, math_mode = _choose(args, record)
     with _ray_session(args):
-        summary, store = _extract(args, paths, model_path, provider, math_mode)
+        summary, store = _extract(args, paths, record, provider, math_mode)
     mb = summary.bytes_written / 1e6
     print(f"{summary.ok} ok, {summary.errors} errors, {summary.pending} pending; {summary.images} images this run "
           f"at {summary.images_per_s:.1f} img/s; {mb:.1f} MB of features written "

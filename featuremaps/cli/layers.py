@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..contracts import Preprocessing, Tap, read_metadata
+from ..contracts import Tap
+from ..engine.validate import read_model_record
 from ..errors import InputError, terminal_text
 from ..export.taps import MODELS, model_layers
 from ..viz.draw import weights_label
@@ -66,18 +67,17 @@ def _exported(path: str) -> int:
     """Print an exported model's metadata summary and its taps (reduced shapes as the file returns them)."""
     if not Path(path).is_file():
         raise InputError(f"model file {path!r} not found; pass an exported .onnx (featuremaps export) or a zoo name")
-    meta = read_metadata(path)
-    model = meta.get("model", "?")
-    pre = Preprocessing.from_dict(meta["preprocessing"]) if "preprocessing" in meta else Preprocessing()
-    reductions = ", ".join(f"{k}={v.get('spec', v.get('op'))}" for k, v in (meta.get("reductions") or {}).items())
-    lines = [f"{path}: {model} exported by featuremaps ({meta.get('format', '?')})",
-             f"  precision     {meta.get('precision', 'fp32')}",
-             f"  weights       {weights_label(meta.get('weights') or {}, model)}",
+    rec = read_model_record(path)  # checked against the graph: a lying file is one line
+    meta, pre = rec.metadata, rec.preprocessing
+    reductions = ", ".join(f"{k}={v.get('spec', v.get('op'))}" for k, v in rec.reductions.items())
+    lines = [f"{path}: {rec.model} exported by featuremaps ({meta['format']})",
+             f"  precision     {rec.precision}",
+             f"  weights       {weights_label(rec.weights, rec.model)}",
              f"  input         {pre.input_layout} {'x'.join(map(str, pre.input_shape))} "
              f"(resize {pre.resize}, mean {list(pre.mean)}, std {list(pre.std)})",
              f"  reductions    {reductions or 'none'}",
-             f"  outputs       {', '.join(map(str, meta.get('outputs', [])))}"]
-    taps = tuple(Tap.from_dict(t) for t in meta.get("taps", []))
+             f"  outputs       {', '.join(rec.outputs)}"]
+    taps = rec.taps
     lines += format_layers(taps) if taps else []
     print("\n".join(map(terminal_text, lines)))  # metadata is hostile: every line escaped
     return 0

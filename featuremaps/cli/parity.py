@@ -11,18 +11,18 @@ from pathlib import Path
 from ..bench.parity import (budget_for_model, list_images, load_reference_net, model_parity, pipeline_gap,
                             reduce_reference)
 from ..compare import format_parity_table
-from ..contracts import Preprocessing, Tap
 from ..engine.cpu_features import cpu_features
 from ..engine.extractor import Extractor
 from ..engine.decode_pool import load_batch
 from ..engine.openvino_backend import MATH_MODES as OV_MATH_MODES
 from ..engine.providers import provider_names
-from ..engine.validate import validate_model_file
+from ..engine.validate import read_model_record
 from ..errors import ArgumentError, ProviderError
 from ..export.reference import reference_features
 from ..samples import sample_images
-from ._args import (ModelSpec, add_math_args, add_model_args, new_file_arg, positive_int, resolve_model,
+from ._args import (ModelSpec, add_math_args, add_model_args, new_file_arg, positive_int,
                     write_new_file)
+from .cache import resolve_model
 
 
 def register(sub) -> None:
@@ -88,20 +88,18 @@ def cmd_parity(args: argparse.Namespace) -> int:
     providers = _providers(args.providers)
     spec = ModelSpec.from_args(args)
     path = resolve_model(spec)  # a zoo model: exported with the chosen weights (auto: imagenet if cached)
-    meta = validate_model_file(path)
-    precision = meta.get("precision", "fp32")
+    record = read_model_record(path)  # read and checked once; every provider's Extractor takes the record
+    meta, precision, taps, pre = record.metadata, record.precision, record.taps, record.preprocessing
     budget = budget_for_model(meta)
     # only weights the user names are read: a file the model's metadata records is not opened
     net, info = load_reference_net(meta, spec.weights if spec.weights not in (None, "auto") else None)
-    taps = tuple(Tap.from_dict(d) for d in meta["taps"])
-    pre = Preprocessing.from_dict(meta["preprocessing"])
     paths = _image_paths(args)
     batch = load_batch(paths, pre.float_input())  # the reference's input; the engine maps it to pixels
     reference = reduce_reference(reference_features(net, batch, taps), meta)
-    results, engine_outs = model_parity(path, reference, batch, providers, budget, tf32=not args.no_tf32,
+    results, engine_outs = model_parity(record, reference, batch, providers, budget, tf32=not args.no_tf32,
                                         device=args.device)
 
-    print(f"{path}: {meta['model']} {precision}, {len(taps)} taps, {len(paths)} photos at "
+    print(f"{path}: {record.model} {precision}, {len(taps)} taps, {len(paths)} photos at "
           f"{pre.size[0]}x{pre.size[1]}; weights {info.source} (sha256 {info.sha256[:12]} verified)")
     for r in results:
         if r.status == "skipped":

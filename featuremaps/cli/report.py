@@ -18,7 +18,8 @@ from ..errors import ArgumentError, FeaturemapsError, StoreError, terminal_text
 from ..export.reference import reference_features
 from ..report import ReportImage, build_report, write_report
 from ..viz.draw import load_image
-from ._args import ModelSpec, add_model_args, folder_arg, int_in, provider_choices, resolve_model
+from ._args import ModelSpec, add_model_args, folder_arg, int_in, provider_choices
+from .cache import resolve_model
 
 CLIError = ArgumentError
 

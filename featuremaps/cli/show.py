@@ -35,7 +35,8 @@ from ..viz.figures import Provenance, comparison_figure, nonfinite_note
 from ..viz.mapstats import SCALE_MODES, SELECT_MODES, tap_stats
 from ..export.families import default_taps
 from ._args import (CHANNELS_MAX, DEFAULT_LAYERS, ModelSpec, add_model_args, check_not_both, folder_arg,
-                    int_in, is_onnx_path, provider_choices, resolve_model)
+                    int_in, is_onnx_path, provider_choices)
+from .cache import resolve_model
 
 
 # ---------------------------------------------------------------- inputs
@@ -54,15 +55,22 @@ def prepare_out_dir(path: str | Path) -> Path:
     return out
 
 
-def _pick(taps: tuple[Tap, ...], spec: str, meta: dict, model_path: Path, what: str) -> tuple[Tap, ...]:
-    """The taps of ``spec`` that the exported file has, in ``spec`` order."""
-    wanted = parse_taps(spec, meta["model"], int(meta["input_size"]))
+def _pick(taps: tuple[Tap, ...], spec: str, model: str, input_size: int, model_path: Path,
+          what: str) -> tuple[Tap, ...]:
+    """The taps of ``spec`` that the exported file (or store) has, in ``spec`` order."""
+    wanted = parse_taps(spec, model, input_size)
     have = {t.name: t for t in taps}
     missing = [t.name for t in wanted if t.name not in have]
     if missing:
         raise ArgumentError(f"{what} {', '.join(missing)} not in {model_path} (it has {', '.join(have)}); "
                        "re-export with `featuremaps export --layers ...` or pass --model vgg16")
     return tuple(have[t.name] for t in wanted)
+
+
+def _pick_stored(st, spec: str, what: str) -> tuple[Tap, ...]:
+    """:func:`_pick` for a store (its taps first: a store without model metadata is one line)."""
+    taps = st.taps
+    return _pick(taps, spec, st.metadata["model"], int(st.metadata["input_size"]), Path(st.path), what)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,8 +95,9 @@ def extract_samples(model_path: Path, image_paths: list[Path], *, layers: str | 
     samples = []
     with Extractor(model_path, provider=provider) as ex:
         meta = ex.metadata
-        drawn = _pick(ex.taps, layers, meta, model_path, "layer") if layers else ex.taps
-        tiled = _pick(ex.taps, montage, meta, model_path, "montage layer") if montage else ()
+        rec = ex.record
+        drawn = _pick(rec.taps, layers, rec.model, rec.input_size, rec.path, "layer") if layers else ex.taps
+        tiled = _pick(rec.taps, montage, rec.model, rec.input_size, rec.path, "montage layer") if montage else ()
         for path in image_paths:
             image, note = load_photo(path, ex.preprocessing.size)
             batch = to_input(image, ex.preprocessing.float_input())[None]
@@ -327,8 +336,8 @@ def show_from_store(args: argparse.Namespace, out_dir: Path) -> int:
         why = next((e.message for e in st.errors if e.index == args.index), "not extracted yet; run --resume")
         raise StoreError(f"row {args.index} ({printable_path(path)}) is {status}: {terminal_text(why)}")
     meta = st.metadata
-    taps = _pick(st.taps, args.layers, meta, Path(args.store), "layer") if args.layers else st.taps
-    tiled = _pick(st.taps, args.montage, meta, Path(args.store), "montage layer") if args.montage else ()
+    taps = _pick_stored(st, args.layers, "layer") if args.layers else st.taps
+    tiled = _pick_stored(st, args.montage, "montage layer") if args.montage else ()
     check_channels(args.channels, taps)
     maps = {t.name: np.asarray(st.read_row(t.name, args.index), np.float32) for t in dict.fromkeys(taps + tiled)}
     size = st.image_size

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from featuremaps.cli import main
-from featuremaps.cli import _args
+from featuremaps.cli import _args, cache
 
 
 from test_args import _exit_line  # noqa: E402 - tests/cli is on sys.path (pytest's prepend import mode)
@@ -125,7 +125,7 @@ def test_cache_ignores_empty_or_relative_xdg(tmp_path, monkeypatch, capsys, valu
     mine = tmp_path / "featuremaps" / "models"
     mine.mkdir(parents=True)
     (mine / "vgg16-0123456789abcdef.onnx").write_bytes(b"my model")
-    assert _args.cache_root() == tmp_path / "home" / ".cache" / "featuremaps" / "models"
+    assert cache.cache_root() == tmp_path / "home" / ".cache" / "featuremaps" / "models"
     assert main(["cache", "--clear"]) == 0
     assert (mine / "vgg16-0123456789abcdef.onnx").read_bytes() == b"my model"
 
@@ -153,15 +153,15 @@ def test_cache_that_is_a_file_is_one_line(tmp_path, monkeypatch):
     """Before: exporting a zoo model into a cache under a file gave a NotADirectoryError traceback."""
     (tmp_path / "xdgfile").write_text("not a folder")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdgfile"))
-    with pytest.raises(_args.ModelFileError, match="cannot create the model cache .*XDG_CACHE_HOME"):
-        _args.ensure_cache_root()
+    with pytest.raises(cache.ModelFileError, match="cannot create the model cache .*XDG_CACHE_HOME"):
+        cache.ensure_cache_root()
 
 
 def test_read_only_cache_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    monkeypatch.setattr(_args.os, "access", lambda p, mode: False)
-    with pytest.raises(_args.ModelFileError, match="is not writable; set XDG_CACHE_HOME"):
-        _args.ensure_cache_root()
+    monkeypatch.setattr(cache.os, "access", lambda p, mode: False)
+    with pytest.raises(cache.ModelFileError, match="is not writable; set XDG_CACHE_HOME"):
+        cache.ensure_cache_root()
 
 
 # ---------------------------------------------------------------- stdout, encodings, Ctrl-C

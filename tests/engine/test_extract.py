@@ -390,3 +390,33 @@ def test_an_empty_folder_as_output_is_named_as_such(small_model, image_dir, tmp_
         assert _extract(image_dir, "--model", small_model.path, "-o", tmp_path / "empty.zarr", *extra) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "is an empty folder; choose a new -o path" in err[0], err
+
+
+def test_resume_opens_the_store_once_and_sizes_the_model_by_it(small_model, sample_paths, tmp_path, monkeypatch):
+    """Before: --resume opened the store once to read its batch size and again, locked, to resume."""
+    import featuremaps.cli.extract as cli_extract
+
+    out = tmp_path / "s.zarr"
+    args = (sample_paths[0], sample_paths[1], sample_paths[2], "--model", small_model.path, "-o", out)
+    assert _extract(*args, "--batch-size", "2") == 0
+    opens, batches = [], []
+    real_open, real_extractor = FeatureStore.open.__func__, cli_extract.Extractor
+    monkeypatch.setattr(FeatureStore, "open", classmethod(lambda cls, *a, **k: opens.append(k) or
+                                                          real_open(cls, *a, **k)))
+    monkeypatch.setattr(cli_extract, "Extractor", lambda *a, **k: batches.append(k["max_batch"]) or
+                        real_extractor(*a, **k))
+    assert _extract(*args, "--resume") == 0
+    assert opens == [{"mode": "r+", "lock": True}] and batches == [2]
+
+
+def test_tensorrt_cache_key_reuses_the_records_hash(small_model, monkeypatch, tmp_path):
+    from featuremaps.engine import providers, validate
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    by_path = providers.cache_dir_for(small_model.path, "profile")
+    record = validate.read_model_record(small_model.path)
+    assert record.sha256  # hashed once, here
+    monkeypatch.setattr(providers, "file_sha256", lambda *a: pytest.fail("hashed the model file again"))
+    assert providers.cache_dir_for(record, "profile") == by_path
+    opts = providers._tensorrt_options(providers.OptionRequest(model_path=record))
+    assert opts["trt_engine_cache_path"].startswith(str(tmp_path / "featuremaps" / "tensorrt"))

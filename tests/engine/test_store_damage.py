@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import sys
 import shutil
 from pathlib import Path
 
@@ -20,7 +21,9 @@ from featuremaps.engine import store as store_mod
 from featuremaps.engine.store import FeatureStore, StoreError, open_store
 from featuremaps.engine.unit import write_batch
 
-MODEL = Path(__file__).parent.parent / "models" / "vgg16-features0-32.onnx"
+sys.path.insert(0, str(Path(__file__).parent))
+from stores import copy_store, extract, reference_store  # noqa: E402
+
 CHUNK0 = Path("features.0", "c", "0", "0", "0", "0")
 
 
@@ -32,22 +35,9 @@ def images(tmp_path_factory, sample_paths) -> Path:
     return root
 
 
-def _extract(images, out, *extra) -> int:
-    return main(["extract", str(images), "--model", str(MODEL), "-o", str(out), "--provider", "cpu",
-                 "--no-progress", "--batch-size", "2", *map(str, extra)])
-
-
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, images) -> Path:
-    out = tmp_path_factory.mktemp("ref") / "ref.zarr"
-    assert _extract(images, out) == 0
-    return out
-
-
-def _copy(src: Path, dst: Path) -> Path:
-    shutil.copytree(src, dst)
-    (dst / store_mod.LOCK_NAME).unlink(missing_ok=True)
-    return dst
+    return reference_store(tmp_path_factory, images)
 
 
 def _one_line(capsys) -> str:
@@ -95,7 +85,7 @@ def _truncate_chunk(s: Path) -> None:
 def test_show_and_report_refuse_a_damaged_chunk_instead_of_drawing_zeros(reference, tmp_path, capsys, damage, why):
     import re
 
-    store = _copy(reference, tmp_path / "s.zarr")
+    store = copy_store(reference, tmp_path / "s.zarr")
     damage(store)
     for argv in _readers(store, tmp_path):
         assert main(argv) == 2, argv
@@ -109,14 +99,14 @@ def test_show_and_report_refuse_a_damaged_chunk_instead_of_drawing_zeros(referen
 
 
 def test_show_of_an_intact_row_next_to_a_damaged_chunk_still_works(reference, tmp_path, capsys):
-    store = _copy(reference, tmp_path / "s.zarr")
+    store = copy_store(reference, tmp_path / "s.zarr")
     _delete_chunk(store)
     assert main(["show", "--store", str(store), "--index", "2", "-o", str(tmp_path / "shw")]) == 0
     assert _pngs(tmp_path / "shw")
 
 
 def test_info_flags_missing_chunk_files(reference, tmp_path, capsys):
-    store = _copy(reference, tmp_path / "s.zarr")
+    store = copy_store(reference, tmp_path / "s.zarr")
     assert main(["info", "--json", str(store)]) == 0
     assert json.loads(capsys.readouterr().out)["missing_chunks"] == 0
     _delete_chunk(store)
@@ -130,10 +120,10 @@ def test_info_flags_missing_chunk_files(reference, tmp_path, capsys):
 
 
 def test_repair_then_resume_makes_the_row_readable_again(reference, images, tmp_path, capsys):
-    store = _copy(reference, tmp_path / "s.zarr")
+    store = copy_store(reference, tmp_path / "s.zarr")
     _delete_chunk(store)
     assert main(["verify", "--repair", str(store)]) == 1
-    assert _extract(images, store, "--resume") == 0
+    assert extract(images, store, "--resume") == 0
     capsys.readouterr()
     assert main(["show", "--store", str(store), "--index", "0", "-o", str(tmp_path / "shw")]) == 0
 
@@ -168,7 +158,7 @@ ATTR_DAMAGE = {
 @pytest.mark.parametrize("case", ATTR_DAMAGE)
 def test_damaged_attributes_are_one_line_for_every_command(reference, images, tmp_path, capsys, case):
     damage, what = ATTR_DAMAGE[case]
-    store = _copy(reference, tmp_path / "s.zarr")
+    store = copy_store(reference, tmp_path / "s.zarr")
     damage(store)
     before = {p: p.read_bytes() for p in store.rglob("*") if p.is_file()}
     with pytest.raises(StoreError, match=what):
@@ -178,7 +168,7 @@ def test_damaged_attributes_are_one_line_for_every_command(reference, images, tm
         assert main(argv) == 2, argv
         line = _one_line(capsys)
         assert str(store) in line and what.split(" ")[0] in line, line
-    assert _extract(images, store, "--resume") == 2
+    assert extract(images, store, "--resume") == 2
     assert what.split(" ")[0] in _one_line(capsys)
     assert {p: p.read_bytes() for p in store.rglob("*") if p.is_file() and p.name != "featuremaps.lock"} == \
         {p: b for p, b in before.items() if p.name != "featuremaps.lock"}
@@ -201,7 +191,7 @@ def test_store_without_model_metadata_cannot_be_drawn_in_one_line(tmp_path, caps
 @pytest.mark.parametrize("code", [errno.EROFS, errno.EACCES])
 def test_read_only_store_is_called_read_only_not_damaged(reference, images, tmp_path, capsys, monkeypatch, code):
     """A bind-mounted read-only or unwritable store is healthy: never advise re-creating it."""
-    store = _copy(reference, tmp_path / "s.zarr")
+    store = copy_store(reference, tmp_path / "s.zarr")
     real_open = os.open
 
     def refuse_lock(path, flags, *a, **kw):
@@ -210,7 +200,7 @@ def test_read_only_store_is_called_read_only_not_damaged(reference, images, tmp_
         return real_open(path, flags, *a, **kw)
 
     monkeypatch.setattr(store_mod.os, "open", refuse_lock)
-    for run in (lambda: main(["verify", "--repair", str(store)]), lambda: _extract(images, store, "--resume")):
+    for run in (lambda: main(["verify", "--repair", str(store)]), lambda: extract(images, store, "--resume")):
         assert run() == 2
         line = _one_line(capsys)
         assert f"{store} is read-only" in line and "write permission" in line, line
@@ -219,7 +209,7 @@ def test_read_only_store_is_called_read_only_not_damaged(reference, images, tmp_
 
 
 def test_store_missing_its_status_folder_is_still_called_damaged(reference, tmp_path):
-    store = _copy(reference, tmp_path / "s.zarr")
+    store = copy_store(reference, tmp_path / "s.zarr")
     shutil.rmtree(store / "status")
     with pytest.raises(StoreError, match=r"its status array is missing\); a damaged store must be re-created"):
         store_mod.StoreLock.acquire(store)

@@ -8,6 +8,7 @@ The model is tests/models/vgg16-features0-32.onnx (features.0 at 32x32).
 from __future__ import annotations
 
 import os
+import sys
 import re
 import shutil
 from pathlib import Path
@@ -19,7 +20,8 @@ from featuremaps.engine import store as store_mod
 from featuremaps.engine.store import FeatureStore, StoreError, open_store
 from featuremaps.engine.unit import write_batch
 
-MODEL = Path(__file__).parent.parent / "models" / "vgg16-features0-32.onnx"
+sys.path.insert(0, str(Path(__file__).parent))
+from stores import MODEL, copy_store, extract, reference_store  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -30,22 +32,9 @@ def images(photo_folder) -> Path:
     return root
 
 
-def _extract(images, out, *extra) -> int:
-    return main(["extract", str(images), "--model", str(MODEL), "-o", str(out), "--provider", "cpu",
-                 "--no-progress", "--batch-size", "2", "--workers", "0", *map(str, extra)])
-
-
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, images) -> Path:
-    out = tmp_path_factory.mktemp("ref") / "ref.zarr"
-    assert _extract(images, out) == 0
-    return out
-
-
-def _copy(src: Path, dst: Path) -> Path:
-    shutil.copytree(src, dst, symlinks=True)
-    (dst / store_mod.LOCK_NAME).unlink(missing_ok=True)
-    return dst
+    return reference_store(tmp_path_factory, images)
 
 
 def _one_line(capsys) -> str:
@@ -55,7 +44,7 @@ def _one_line(capsys) -> str:
 
 
 def _writers(images, store):
-    return {"resume": lambda: _extract(images, store, "--resume"),
+    return {"resume": lambda: extract(images, store, "--resume"),
             "repair": lambda: main(["verify", "--repair", str(store)])}
 
 
@@ -65,7 +54,7 @@ def _writers(images, store):
 def test_symlinked_lock_file_leaves_its_target_untouched(reference, images, tmp_path, capsys):
     sentinel = tmp_path / "bashrc"
     sentinel.write_bytes(b"export IMPORTANT=1\n")
-    store = _copy(reference, tmp_path / "s.zarr")
+    store = copy_store(reference, tmp_path / "s.zarr")
     (store / store_mod.LOCK_NAME).symlink_to(sentinel)
     for name, run in _writers(images, store).items():
         assert run() == 2, name
@@ -79,16 +68,16 @@ def test_symlinked_lock_file_leaves_its_target_untouched(reference, images, tmp_
 
 
 def test_lock_file_that_is_a_fifo_is_refused(reference, images, tmp_path, capsys):
-    store = _copy(reference, tmp_path / "s.zarr")
+    store = copy_store(reference, tmp_path / "s.zarr")
     os.mkfifo(store / store_mod.LOCK_NAME)
-    assert _extract(images, store, "--resume") == 2
+    assert extract(images, store, "--resume") == 2
     assert "featuremaps.lock is a FIFO" in _one_line(capsys)
 
 
 @pytest.mark.parametrize("link", ["features.0/c", "features.0/c/1", "features.0", "status/c"],
                          ids=["chunk-root", "chunk-folder", "array-folder", "status-chunks"])
 def test_symlinked_folder_is_refused_before_anything_is_written(reference, images, tmp_path, capsys, link):
-    store = _copy(reference, tmp_path / "s.zarr")
+    store = copy_store(reference, tmp_path / "s.zarr")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     shutil.rmtree(store / link)
@@ -105,7 +94,7 @@ def test_symlinked_folder_is_refused_before_anything_is_written(reference, image
 
 
 def test_symlinked_chunk_file_is_never_read(reference, tmp_path, capsys):
-    store = _copy(reference, tmp_path / "s.zarr")
+    store = copy_store(reference, tmp_path / "s.zarr")
     outside = tmp_path / "secret"
     shutil.copy(store / "features.0" / "c" / "0" / "0" / "0" / "0", outside)  # a valid chunk, but not ours
     chunk = store / "features.0" / "c" / "0" / "0" / "0" / "0"
@@ -120,7 +109,7 @@ def test_symlinked_chunk_file_is_never_read(reference, tmp_path, capsys):
 
 
 def test_symlinked_array_metadata_is_refused_by_readers(reference, tmp_path, capsys):
-    store = _copy(reference, tmp_path / "s.zarr")
+    store = copy_store(reference, tmp_path / "s.zarr")
     meta = store / "features.0" / "zarr.json"
     outside = tmp_path / "zarr.json"
     shutil.move(meta, outside)
@@ -132,7 +121,7 @@ def test_symlinked_array_metadata_is_refused_by_readers(reference, tmp_path, cap
 
 @pytest.mark.parametrize("kind", ["dangling-link", "fifo"])
 def test_dangling_link_or_fifo_inside_a_store_is_one_line(reference, images, tmp_path, capsys, kind):
-    store = _copy(reference, tmp_path / "s.zarr")
+    store = copy_store(reference, tmp_path / "s.zarr")
     odd = store / "features.0" / "c" / "0" / "0" / "0" / "0"
     odd.unlink()
     if kind == "fifo":
@@ -143,7 +132,7 @@ def test_dangling_link_or_fifo_inside_a_store_is_one_line(reference, images, tmp
     for argv in (["info", str(store)], ["verify", str(store)]):
         assert main(argv) == 2, argv
         assert f"features.0/c/0/0/0/0 is {what}" in _one_line(capsys)
-    assert _extract(images, store, "--resume") == 2
+    assert extract(images, store, "--resume") == 2
     assert f"is {what}" in _one_line(capsys)
     assert FeatureStore.nbytes_on_disk(open_store(store)) > 0  # sizes never follow it nor open it
 
@@ -176,7 +165,7 @@ def _with_crc(data: bytes) -> bytes:
 @pytest.fixture(scope="module")
 def zstd_store(tmp_path_factory, images) -> Path:
     out = tmp_path_factory.mktemp("zref") / "z.zarr"
-    assert _extract(images, out, "--compression", "zstd") == 0
+    assert extract(images, out, "--compression", "zstd") == 0
     return out
 
 
@@ -238,7 +227,7 @@ CHUNKS = {
 
 
 def _tampered(zstd_store, tmp_path, tamper) -> Path:
-    store = _copy(zstd_store, tmp_path / "s.zarr")
+    store = copy_store(zstd_store, tmp_path / "s.zarr")
     tamper(store)
     return store
 
@@ -252,7 +241,7 @@ def test_tampered_metadata_is_refused_at_open(zstd_store, images, tmp_path, caps
     for argv in (["info", str(store)], ["verify", str(store)]):
         assert main(argv) == 2, argv
         assert match in _one_line(capsys)
-    assert _extract(images, store, "--resume", "--compression", "zstd") == 2
+    assert extract(images, store, "--resume", "--compression", "zstd") == 2
     assert match in _one_line(capsys)
 
 
@@ -381,8 +370,8 @@ def test_nan_and_fp16_overflow_become_error_rows_naming_the_tap(photo_folder, tm
 
 def test_fp16_store_resumes_without_repeating_its_settings(images, tmp_path, capsys):
     out = tmp_path / "s.zarr"
-    assert _extract(images, out, "--dtype", "fp16", "--compression", "zstd") == 0
-    assert _extract(images, out, "--resume") == 0  # dtype and compression from the store
+    assert extract(images, out, "--dtype", "fp16", "--compression", "zstd") == 0
+    assert extract(images, out, "--resume") == 0  # dtype and compression from the store
     assert open_store(out).dtype == "fp16"
-    assert _extract(images, out, "--resume", "--dtype", "fp32") == 2
+    assert extract(images, out, "--resume", "--dtype", "fp32") == 2
     assert "written with --dtype fp16, not fp32" in _one_line(capsys)

@@ -217,3 +217,77 @@ def test_parity_never_opens_a_weights_file_the_metadata_names(tmp_path, capsys, 
     assert "\x1b" not in line and built == []
     assert main(["parity", "--model", str(path), "--providers", "cpu", "--max-images", "1", "--weights", "random"]) == 0
     assert built == ["random"]
+
+
+# ---------------------------------------------------------------- the typed model record, read once
+
+
+def test_the_record_carries_what_the_metadata_says():
+    from featuremaps.engine.hashing import file_sha256
+    from featuremaps.engine.validate import read_model_record
+
+    rec = read_model_record(GOOD)
+    meta = validate_model_file(GOOD)
+    assert rec.metadata == meta and rec.model == meta["model"] == "vgg16"
+    assert rec.outputs == tuple(meta["outputs"]) == ("features.0",) and rec.input_name == meta["input"]
+    assert [t.to_dict() for t in rec.taps] == [dict(d, shape=list(d["shape"])) for d in meta["taps"]]
+    assert rec.input_size == 32 and rec.input_shape == (3, 32, 32) and rec.input_layout == "float_nchw"
+    assert rec.precision == "fp32" and rec.output_dtype == "fp32" and rec.reductions == {}
+    assert rec.sha256 == file_sha256(GOOD)
+
+
+def test_the_record_hashes_the_file_once(monkeypatch):
+    from featuremaps.engine import validate
+
+    calls = []
+    monkeypatch.setattr(validate, "file_sha256", lambda p: calls.append(p) or "ab" * 32)
+    rec = validate.read_model_record(GOOD)
+    assert calls == []  # not at read: a CPU run that writes no store never hashes
+    assert rec.sha256 == rec.sha256 == "ab" * 32 and calls == [GOOD]
+
+
+def test_a_tap_without_its_facts_is_one_line(tmp_path):
+    from featuremaps.engine.validate import read_model_record
+
+    bad = _with_metadata(tmp_path, "tap-no-index", lambda m: dict(m, taps=[{"name": "features.0", "shape": [64, 32, 32]}]))
+    with pytest.raises(ModelFileError, match="taps need name, index, alias"):
+        read_model_record(bad)
+
+
+def test_an_extractor_given_the_record_does_not_read_the_metadata_again(monkeypatch):
+    from featuremaps.engine import extractor, validate
+    from featuremaps.engine.extractor import Extractor
+
+    rec = validate.read_model_record(GOOD)
+    monkeypatch.setattr(extractor, "read_model_record", lambda p: pytest.fail("read the model file again"))
+    with Extractor(rec, provider="cpu") as ex:
+        assert ex.record is rec and ex.taps == rec.taps and ex.model_path == GOOD
+        out = ex.run(np.zeros((1, 32, 32, 3), np.uint8))
+    assert out["features.0"].shape == (1, 64, 32, 32)
+
+
+@pytest.mark.slow
+def test_extract_reads_and_hashes_the_model_file_once(tmp_path, monkeypatch, sample_paths):
+    """Before: validated at open, its metadata parsed again from the session and once more for
+    --fast, and hashed for the store; now one read, one hash per run."""
+    from featuremaps.engine import validate
+
+    reads, hashes = [], []
+    real_validate, real_hash = validate.validate_model_file, validate.file_sha256
+    monkeypatch.setattr(validate, "validate_model_file", lambda p: reads.append(p) or real_validate(p))
+    monkeypatch.setattr(validate, "file_sha256", lambda p: hashes.append(p) or real_hash(p))
+    rc = main(["extract", str(sample_paths[0]), "--model", str(GOOD), "-o", str(tmp_path / "s.zarr"),
+               "--provider", "cpu", "--no-progress"])
+    assert rc == 0 and len(reads) == 1 and len(hashes) == 1
+    from featuremaps.engine.store import open_store
+
+    with open_store(tmp_path / "s.zarr") as st:
+        assert st.info["model_sha256"] == real_hash(GOOD)
+
+
+@pytest.mark.parametrize("case", ["output-not-in-graph", "tap-shape-lies", "layout-lies"])
+def test_layers_of_a_lying_model_file_is_one_line(bad_models, case, capsys):
+    """Before: `layers FILE` read the metadata unchecked and printed taps the graph does not have."""
+    path, match = bad_models[case]
+    assert main(["layers", "--model", str(path)]) == 2
+    assert str(path) in _one_error_line(capsys)
