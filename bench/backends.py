@@ -21,9 +21,10 @@ import numpy as np
 from ..contracts import Tap
 from ..engine.extractor import Extractor
 from ..engine.layouts import as_model_input, pixels_to_float
-from ..engine.openvino_backend import unavailable_reason
+from ..engine.openvino_backend import _compile_config, math_mode_of, unavailable_reason
 from ..engine.preprocess import Preprocessing
 from ..engine.session import provider_unavailable_reason
+from ..engine.validate import read_model_record
 from ..errors import ProviderError
 from ..export.onnx_export import _tap_module
 from ..export.reference import hooked_forward, reference_features
@@ -45,6 +46,11 @@ DESCRIPTIONS = {
     "ort-tensorrt": "ONNX Runtime TensorRT, cut graph, engine cache + explicit batch profile",
     "openvino-cpu": "OpenVINO CPU, cut graph, default precision (bf16 on CPUs with AMX/AVX-512 BF16, else f32)",
     "openvino-cpu-f32": "OpenVINO CPU, cut graph, INFERENCE_PRECISION_HINT=f32 (strict fp32)",
+    "openvino-cpu-async": "OpenVINO CPU, cut graph, default precision, its own async THROUGHPUT queue (the request "
+                          "count it asks for; the batch split across them): the runtime's ceiling, what "
+                          "benchmark_app -hint throughput runs",
+    "featuremaps-lanes": "featuremaps' Extractor as extract builds it (OpenVINO, throughput mode): the batch split "
+                         "across its lanes, outputs into its output ring",
 }
 BACKENDS = tuple(DESCRIPTIONS)
 DEFAULT_BACKENDS = BACKENDS
@@ -329,4 +335,56 @@ def make_openvino(name: str, model_path: str | Path, *, math_mode: str = "defaul
         return Skipped(name, _first_line(e))
     desc = DESCRIPTIONS.get(name, f"OpenVINO {device} {math_mode}, {Path(model_path).name}")
     return Backend(name, _model_layout(ex, ex.run), time.perf_counter() - t0, desc, provider=f"openvino-{ex.math_mode}",
+                   model_path=str(model_path), note=ex.info.note)
+
+
+def make_openvino_async(name: str, model_path: str | Path, *, device: str = "CPU",
+                        threads: int | None = None) -> Backend | Skipped:
+    """OpenVINO's own ``AsyncInferQueue`` in THROUGHPUT mode on the same file: each call splits the
+    batch into one part per request, starts them all and waits. The ceiling featuremaps' own
+    OpenVINO rows are judged against (``featuremaps-lanes``, ``openvino-cpu``)."""
+    reason = unavailable_reason()
+    if reason is not None:
+        return Skipped(name, reason)
+    import openvino as ov
+
+    t0 = time.perf_counter()
+    compiled = ov.Core().compile_model(str(model_path), device, _compile_config(device, "default", threads, True))
+    nireq = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+    queue = ov.AsyncInferQueue(compiled, nireq)
+    pre = read_model_record(model_path).preprocessing
+
+    def run(batch):
+        x = as_model_input(batch, pre)
+        for part in np.array_split(x, min(nireq, len(x))):
+            queue.start_async({0: part})
+        queue.wait_all()
+
+    mode = math_mode_of(compiled)
+    return Backend(name, run, time.perf_counter() - t0, DESCRIPTIONS[name], provider=f"openvino-{mode}",
+                   model_path=str(model_path), note=f"openvino async ({device}, {mode}, {nireq} requests)")
+
+
+def make_featuremaps_lanes(name: str, model_path: str | Path, *, device: str = "CPU", threads: int | None = None,
+                           max_batch: int = 32) -> Backend | Skipped:
+    """featuremaps' Extractor in OpenVINO's throughput mode: each call splits the batch across its
+    lanes (``submit_into`` each part, then ``collect``), outputs into an output ring."""
+    reason = unavailable_reason()
+    if reason is not None:
+        return Skipped(name, reason)
+    t0 = time.perf_counter()
+    ex = Extractor(model_path, provider="openvino", threads=threads, device=device, throughput=True)
+    ring = ex.output_ring(max_batch, slots=ex.lanes)
+
+    def run(batch):
+        parts = np.array_split(batch, min(ex.lanes, len(batch)))
+        slots = [ring.acquire() for _ in parts]
+        try:
+            for run_ in [ex.submit_into(p, s) for p, s in zip(parts, slots)]:
+                ex.collect(run_)
+        finally:
+            for s in slots:
+                ring.release(s)
+
+    return Backend(name, run, time.perf_counter() - t0, DESCRIPTIONS[name], provider=f"openvino-{ex.math_mode}",
                    model_path=str(model_path), note=ex.info.note)

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..engine.validate import validate_model_file
-from ..contracts import Preprocessing
+from ..engine.openvino_backend import _compile_config, math_mode_of
+from ..engine.session import make_session
+from ..engine.validate import read_model_record
 
 
 @dataclass
@@ -41,8 +42,7 @@ class Ceiling:
 
 
 def _random_batch(model_path: Path, batch_size: int, seed: int = 0) -> np.ndarray:
-    meta = validate_model_file(model_path)
-    pre = Preprocessing.from_dict(meta["preprocessing"])
+    pre = read_model_record(model_path).preprocessing
     rng = np.random.default_rng(seed)
     if pre.input_layout == "uint8_nhwc":
         return rng.integers(0, 256, (batch_size, *pre.input_shape), dtype=np.uint8)
@@ -54,8 +54,6 @@ def openvino_ceiling(model_path: str | Path, batch_size: int, batches: int, *, p
     """OpenVINO's async THROUGHPUT queue on ``model_path`` (``precision``: ``default``, ``bf16``
     or ``fp32`` as for ``--math-mode``)."""
     import openvino as ov
-
-    from ..engine.openvino_backend import _compile_config, math_mode_of
 
     core = ov.Core()
     compiled = core.compile_model(str(model_path), device, _compile_config(device, precision, None, throughput=True))
@@ -76,8 +74,6 @@ def openvino_ceiling(model_path: str | Path, batch_size: int, batches: int, *, p
 
 def ort_ceiling(model_path: str | Path, batch_size: int, batches: int, *, provider: str = "cpu") -> Ceiling:
     """One ONNX Runtime session over every core, runs back to back, outputs into fresh arrays."""
-    from ..engine.session import make_session
-
     sess, info = make_session(model_path, provider, max_batch=batch_size)
     x = _random_batch(Path(model_path), batch_size)
     name = sess.get_inputs()[0].name

@@ -58,8 +58,10 @@ def init_ray(address: str | None, *, num_cpus: int | None = None, verbose: bool 
             raise
         return False
     with _fd2_silenced(not verbose):
-        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, _node_ip_address="127.0.0.1",
-                 **quiet)
+        # address="local": a fresh instance of our own, even when another Ray instance runs on this
+        # machine (Ray would join the newest one, and refuse num_cpus there)
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
+                 _node_ip_address="127.0.0.1", **quiet)
     return True
 
 

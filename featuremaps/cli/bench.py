@@ -219,6 +219,11 @@ def _build_backends(names, *, model, taps, net, info, input_size, cut_path, full
         elif name in ("openvino-cpu", "openvino-cpu-f32"):
             built.append(B.make_openvino(name, cut_path, math_mode="fp32" if name.endswith("f32") else "default",
                                          threads=threads, device=ov_device))
+        elif name == "openvino-cpu-async":
+            built.append(B.make_openvino_async(name, cut_path, threads=threads, device=ov_device))
+        elif name == "featuremaps-lanes":
+            built.append(B.make_featuremaps_lanes(name, cut_path, threads=threads, device=ov_device,
+                                                  max_batch=max_batch))
         if isinstance(built[-1], B.Skipped):
             _say(f"  skipped {name}: {built[-1].reason}")
     return built

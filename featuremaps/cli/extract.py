@@ -96,7 +96,9 @@ def _extraction(args, ex, provider: str) -> dict:
     CPU (it may have no GPU) and records what the actors will run: ``math_mode`` follows from the
     provider, ``--no-tf32`` and the model's precision."""
     if not _plans_on_cpu(args, provider):
-        return {"provider": ex.provider, "math_mode": ex.math_mode, "device": ex.device}
+        # batches_in_flight: OpenVINO's throughput mode runs one batch per stream at once
+        return {"provider": ex.provider, "math_mode": ex.math_mode, "device": ex.device,
+                "batches_in_flight": ex.lanes, "streams": getattr(ex.session, "streams", 1)}
     mode = session_math_mode(provider, ex.record.precision, tf32=not args.no_tf32)
     return {"provider": provider, "math_mode": mode, "device": None}
 

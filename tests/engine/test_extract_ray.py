@@ -198,7 +198,8 @@ import json, subprocess, sys
 import ray
 model, images, out = sys.argv[1:4]
 # a node that declares a GPU Ray hands to the actor, on a machine whose onnxruntime cannot use one
-ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False, _node_ip_address="127.0.0.1",
+         log_to_driver=False)
 base = [sys.executable, "-m", "featuremaps", "extract", images, "--model", model, "-o", out, "--batch-size", "3",
         "--no-progress", "--engine", "ray", "--ray-address", ray.get_runtime_context().gcs_address]
 runs = [subprocess.run(base + extra, capture_output=True, text=True, timeout=240)
@@ -288,3 +289,17 @@ def test_ray_keeps_the_decode_budget(local_ray, small_model, tmp_path):
     assert [e.message for e in ray_store.errors] == [
         "image declares 4 megapixels, over the 1-megapixel limit; raise --max-pixels to accept it"]
     _same_store(local, ray_store)
+
+
+def test_without_an_address_ray_starts_an_instance_of_its_own(monkeypatch):
+    """Another Ray instance on this machine (another user's, another test run) must not be joined:
+    Ray joins the newest one by default, and refuses ``num_cpus`` there."""
+    import ray
+
+    from featuremaps.engine import ray_cluster
+
+    calls = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kw: calls.append(kw))
+    assert ray_cluster.init_ray(None, num_cpus=2) is True
+    assert calls and calls[0]["address"] == "local" and calls[0]["num_cpus"] == 2

@@ -98,4 +98,5 @@ def test_store_records_provider_and_math_mode(small_model, sample_paths, tmp_pat
     rc = main(["extract", *map(str, sample_paths[:2]), "--model", str(small_model.path), "-o", str(out),
                "--provider", "cpu", "--no-progress", "--batch-size", "2"])
     assert rc == 0
-    assert open_store(out).metadata["extraction"] == {"provider": "cpu", "math_mode": "fp32", "device": 0}
+    assert open_store(out).metadata["extraction"] == {"provider": "cpu", "math_mode": "fp32", "device": 0,
+                                                      "batches_in_flight": 1, "streams": 1}

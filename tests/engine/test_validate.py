@@ -203,14 +203,14 @@ def test_parity_never_opens_a_weights_file_the_metadata_names(tmp_path, capsys, 
     """The metadata names a local file that exists (terminal escapes in its name): parity says to
     pass it with --weights, escaped, and never hands it to the weights loader (it used to load
     it: a .pth is a pickle); with the user's own --weights it goes on."""
-    import featuremaps.export.zoo as zoo
+    import featuremaps.bench.parity as parity_bench  # parity builds the reference net through this name
 
     sentinel = tmp_path / "evil\x1b[2J.pth"
     sentinel.write_bytes(b"not weights")
     path = _with_metadata(tmp_path, "named-weights", _set("weights.source", str(sentinel)))
     built = []
-    real_build = zoo.build_model
-    monkeypatch.setattr(zoo, "build_model", lambda *a, **k: built.append(a[1]) or real_build(*a, **k))
+    real_build = parity_bench.build_model
+    monkeypatch.setattr(parity_bench, "build_model", lambda *a, **k: built.append(a[1]) or real_build(*a, **k))
     assert main(["parity", "--model", str(path), "--providers", "cpu", "--max-images", "1"]) == 2
     line = _one_error_line(capsys)
     assert "weights file" in line and "evil\\x1b[2J.pth" in line and "pass it with --weights PATH" in line, line
