@@ -1,7 +1,7 @@
 """A/B of ``featuremaps extract`` between two installs: what a change costs end to end.
 
     python -m featuremaps.bench.ab_extract --a OLD/.venv/bin/python --b NEW/.venv/bin/python \\
-        [--images 48] [--layers 28] [--rounds 3] [--label NAME]
+        [--images 48] [--layers 28] [--rounds 3] [--provider openvino] [--compression zstd] [--label NAME]
 
 Both interpreters run the same command line (``python -m featuremaps extract FOLDER --model
 FILE -o STORE --no-progress``) on the same JPEG folder and the same exported model, rounds
@@ -47,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--input-size", type=int, default=224)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--dtype", default="fp16")
+    p.add_argument("--provider", default="cpu", help="--provider for both (cpu, openvino, ...)")
+    p.add_argument("--compression", default="zstd")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--label", default="change")
     p.add_argument("--out", default="bench/results")
@@ -67,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
                 store = tmp / f"{who}{r}.zarr"
                 rate = _run(args.a if who == "A" else args.b,
                             ["extract", str(tmp / "imgs"), "--model", str(model), "-o", str(store), "--no-progress",
-                             "--batch-size", str(args.batch_size), "--dtype", args.dtype], tmp)
+                             "--batch-size", str(args.batch_size), "--dtype", args.dtype, "--provider", args.provider,
+                             "--compression", args.compression], tmp)
                 rates[who].append(rate)
                 print(f"round {r + 1} {who}: {rate:.1f} img/s", flush=True)
                 shutil.rmtree(store, ignore_errors=True)
@@ -77,11 +80,13 @@ def main(argv: list[str] | None = None) -> int:
                 if ln.startswith("model name")), platform.processor())
     result = {"label": args.label, "cpu": cpu, "cores": __import__("os").cpu_count(), "a": args.a, "b": args.b,
               "images": args.images, "layers": args.layers, "input_size": args.input_size,
-              "batch_size": args.batch_size, "dtype": args.dtype, "rounds": args.rounds,
+              "batch_size": args.batch_size, "dtype": args.dtype, "provider": args.provider,
+              "compression": args.compression, "rounds": args.rounds,
               "img_per_s": rates, "median": med, "ratio_b_over_a": med["B"] / med["A"]}
     md = [f"# extract A/B: {args.label}", "",
           f"{args.images} JPEGs 500x375 q90, VGG16 taps {args.layers} at {args.input_size}, batch {args.batch_size}, "
-          f"{args.dtype} store; {cpu}, {result['cores']} cores; rounds interleaved, medians of {args.rounds}.", "",
+          f"{args.dtype} store ({args.compression}), --provider {args.provider}; {cpu}, {result['cores']} cores; "
+          f"rounds interleaved, medians of {args.rounds}.", "",
           "| install | runs (img/s) | median img/s |", "|---|---|---:|",
           f"| A (baseline) | {', '.join(f'{x:.1f}' for x in rates['A'])} | {med['A']:.1f} |",
           f"| B (change) | {', '.join(f'{x:.1f}' for x in rates['B'])} | {med['B']:.1f} |", "",
