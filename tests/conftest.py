@@ -2,11 +2,32 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
+import sys
+from typing import TYPE_CHECKING
 
-import numpy as np
 import pytest
+
+if TYPE_CHECKING:  # numpy is imported where used: pytest_configure must run on a bare interpreter
+    import numpy as np
+
+
+def pytest_configure(config) -> None:
+    """Without the package installed, ``python -m pytest`` imports the bare ``featuremaps/`` folder
+    from the current directory, whose ``engine``/``export``/``bench`` live in other top-level folders
+    (``package-dir`` in pyproject.toml): every test file would fail to import. Say so once instead."""
+    try:
+        missing = [m for m in ("featuremaps.engine", "featuremaps.export", "featuremaps.bench")
+                   if importlib.util.find_spec(m) is None]
+    except ImportError as e:  # featuremaps itself, or one of its dependencies
+        missing = [e.name or str(e)]
+    if missing:
+        pytest.exit(f"featuremaps is not installed for {sys.executable} (cannot import {missing[0]}): "
+                    "activate its virtual environment (. .venv/bin/activate) or install it "
+                    "(pip install -e \".[dev]\"), then run the tests again", returncode=2)
+
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
@@ -71,6 +92,8 @@ def small_batch(sample_paths):
 def random_batch(n: int, size: int = SMALL, seed: int = 0) -> np.ndarray:
     """``(n, 3, size, size) float32``: random 8-bit pixels, normalized as the engine does (so a
     uint8-input model represents it exactly)."""
+    import numpy as np
+
     from featuremaps.engine.layouts import pixels_to_float
     from featuremaps.engine.preprocess import Preprocessing
 
