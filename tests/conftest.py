@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import signal
 import sys
 from typing import TYPE_CHECKING
 
@@ -15,6 +16,14 @@ if TYPE_CHECKING:  # numpy is imported where used: pytest_configure must run on 
 
 
 def pytest_configure(config) -> None:
+    _exit_unless_installed()
+    # A script's background job (`python -m pytest &`) starts with Ctrl-C ignored, and so would every
+    # command the tests start: the Ctrl-C tests would wait forever. Tests run as from a terminal.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _exit_unless_installed() -> None:
     """Without the package installed, ``python -m pytest`` imports the bare ``featuremaps/`` folder
     from the current directory, whose ``engine``/``export``/``bench`` live in other top-level folders
     (``package-dir`` in pyproject.toml): every test file would fail to import. Say so once instead."""
