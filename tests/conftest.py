@@ -2,13 +2,72 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
+import signal
+import sys
+from typing import TYPE_CHECKING
 
-import numpy as np
 import pytest
 
+if TYPE_CHECKING:  # numpy is imported where used: pytest_configure must run on a bare interpreter
+    import numpy as np
+
+
+def pytest_configure(config) -> None:
+    _exit_unless_installed()
+    # A script's background job (`python -m pytest &`) starts with Ctrl-C ignored, and so would every
+    # command the tests start: the Ctrl-C tests would wait forever. Tests run as from a terminal.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _exit_unless_installed() -> None:
+    """Without the package installed, ``python -m pytest`` imports the bare ``featuremaps/`` folder
+    from the current directory, whose ``engine``/``export``/``bench`` live in other top-level folders
+    (``package-dir`` in pyproject.toml): every test file would fail to import. Say so once instead."""
+    try:
+        missing = [m for m in ("featuremaps.engine", "featuremaps.export", "featuremaps.bench")
+                   if importlib.util.find_spec(m) is None]
+    except ImportError as e:  # featuremaps itself, or one of its dependencies
+        missing = [e.name or str(e)]
+    if missing:
+        pytest.exit(f"featuremaps is not installed for {sys.executable} (cannot import {missing[0]}): "
+                    "activate its virtual environment (. .venv/bin/activate) or install it "
+                    "(pip install -e \".[dev]\"), then run the tests again", returncode=2)
+
+
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+# ---------------------------------------------------------------- memory: reference cycles
+# A test that catches an error from build_model (pytest.raises(...) as err) keeps the traceback, its
+# frames and their 553 MB VGG16 alive in a reference cycle; tensors hardly count towards the cyclic
+# collector's thresholds, so such cycles piled up to 5 GB in one run. Collect when the process has
+# grown by COLLECT_STEP since the last collection: a few dozen collections a run, not one per test.
+COLLECT_STEP = 256 * 2**20
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):  # not Linux: never collect
+        return 0
+
+
+@pytest.hookimpl(trylast=True)  # after the test's fixtures are torn down
+def pytest_runtest_teardown(item, nextitem) -> None:
+    import gc
+
+    stash = item.config.stash
+    baseline = stash.get(_RSS_AFTER_COLLECT, 0)
+    if _rss_bytes() > baseline + COLLECT_STEP:
+        gc.collect()
+        stash[_RSS_AFTER_COLLECT] = _rss_bytes()
+
+
+_RSS_AFTER_COLLECT = pytest.StashKey[int]()
 
 SMALL = 64  # input size for most tests: every VGG stage still has >= 2x2 pixels
 ALL_TAPS = tuple(range(31))
@@ -16,10 +75,16 @@ ALL_TAPS = tuple(range(31))
 
 @pytest.fixture(scope="session")
 def vgg_net():
-    """Seeded random VGG16 (features + classifier), eval mode, and its WeightsInfo."""
+    """Seeded random VGG16, eval mode, and its WeightsInfo (the SHA-256 of the weights a cut graph
+    reads). The classifier head is an Identity: its 490 of VGG16's 553 MB would stay in memory for
+    the whole session, and no cut graph reads it (the logits test builds the full network itself)."""
+    import torch
+
     from featuremaps.export.zoo import build_model
 
-    return build_model("vgg16", "random", seed=0, need_classifier=True)
+    net, info = build_model("vgg16", "random", seed=0, need_classifier=False)
+    net.classifier = torch.nn.Identity()
+    return net, info
 
 
 @pytest.fixture(scope="session")
@@ -71,6 +136,8 @@ def small_batch(sample_paths):
 def random_batch(n: int, size: int = SMALL, seed: int = 0) -> np.ndarray:
     """``(n, 3, size, size) float32``: random 8-bit pixels, normalized as the engine does (so a
     uint8-input model represents it exactly)."""
+    import numpy as np
+
     from featuremaps.engine.layouts import pixels_to_float
     from featuremaps.engine.preprocess import Preprocessing
 

@@ -100,3 +100,23 @@ def test_base_install_names_the_extra_in_one_line(tmp_path, sample_paths, argv):
     err = proc.stderr.strip()
     assert proc.returncode == 2 and len(err.splitlines()) == 1, err
     assert "pip install 'featuremaps[export]'" in err
+
+
+def test_tests_without_the_package_installed_say_so_in_one_line():
+    """Before: `python -m pytest` in a clone without `pip install -e .` imported the bare
+    featuremaps/ folder from the current directory and failed 33 test files with
+    `No module named 'featuremaps.bench'`. -S drops site-packages' .pth files (the editable
+    install's import hook) while PYTHONPATH still finds pytest and numpy."""
+    import site
+
+    import featuremaps.engine
+
+    if not Path(featuremaps.engine.__file__).resolve().is_relative_to(ROOT):
+        pytest.skip("featuremaps is installed as a copy in site-packages, not editable: -S cannot hide it")
+    paths = dict.fromkeys([str(Path(pytest.__file__).parents[1]), *site.getsitepackages()])
+    res = subprocess.run([sys.executable, "-S", "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_compare.py"],
+                         cwd=ROOT, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": ":".join(paths)},
+                         capture_output=True, text=True, timeout=120)
+    lines = (res.stdout + res.stderr).strip().splitlines()
+    assert res.returncode == 2, lines
+    assert len(lines) == 1 and "featuremaps is not installed" in lines[0] and ". .venv/bin/activate" in lines[0], lines

@@ -156,6 +156,22 @@ def write_new_file(path: Path, data: str | bytes) -> None:
         raise ArgumentError(f"cannot write {str(path)!r}: {e.strerror or e}; choose a path with space") from None
 
 
+@contextlib.contextmanager
+def removed_if_failed(path: str | Path):
+    """For a command that writes into ``path``: if the command fails (any exception, Ctrl-C
+    included), remove the folders on the way to ``path`` that did not exist on entry and are still
+    empty, deepest first, so a failed command leaves no empty output folder behind. Folders that
+    existed before, or that now hold anything, are never touched."""
+    new = [p for p in (Path(path), *Path(path).parents) if not os.path.lexists(p)]  # deepest first
+    try:
+        yield
+    except BaseException:
+        for folder in new:
+            with contextlib.suppress(OSError):  # not empty, or gone: leave it
+                folder.rmdir()
+        raise
+
+
 def folder_arg(text: str) -> str:
     """An output *folder* path: not an existing file."""
     if Path(text).exists() and not Path(text).is_dir():

@@ -24,7 +24,7 @@ from ..samples import sample_images
 from ..viz.draw import ShowOptions, draw_figures, load_photo, provenance, save_figure, save_figures
 from ..viz.figures import overview_figure, seed_figure
 from .show import layer_count
-from ._args import DEFAULT_LAYERS, ModelSpec, folder_arg, need_export_extra, seed_arg
+from ._args import DEFAULT_LAYERS, ModelSpec, folder_arg, need_export_extra, removed_if_failed, seed_arg
 
 FP32_REL_L2_TOL = PRECISION_BUDGETS["fp32"].rel_l2
 
@@ -46,7 +46,8 @@ def register(sub) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     need_export_extra("featuremaps demo")
-    return run_demo(out_dir=Path(args.output), layers=args.layers, weights=args.weights, seed=args.seed)
+    with removed_if_failed(args.output):  # bad weights leave no new empty -o folder
+        return run_demo(out_dir=Path(args.output), layers=args.layers, weights=args.weights, seed=args.seed)
 
 
 def _choose_weights(weights: str, model: str, seed: int) -> str:

@@ -26,7 +26,7 @@ from ..export.zoo import build_model
 from ..samples import sample_images
 from ..export.families import default_taps
 from ._args import (ModelSpec, add_model_args, check_writable_parent, file_arg, float_in, is_onnx_path,
-                    need_export_extra, positive_int, refuse_existing)
+                    need_export_extra, positive_int, refuse_existing, removed_if_failed)
 
 
 def register(sub) -> None:
@@ -113,6 +113,11 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise ArgumentError("export takes a zoo model name (--model vgg16), not an .onnx file")
     output = output_path(args.output, spec.model, args.force, fmt=args.model_format,
                          inputs=(spec.weights, args.calib, args.holdout))
+    with removed_if_failed(output.parent):  # a failed or interrupted export leaves no new empty folder
+        return _export(args, spec, output)
+
+
+def _export(args: argparse.Namespace, spec: ModelSpec, output: Path) -> int:
     need_export_extra("featuremaps export")
     taps = parse_taps(spec.layers or default_taps(spec.model, spec.input_size), spec.model, spec.input_size)
     reductions = check_reduce_args(args, taps)  # before the slow part: a bad spec fails at once

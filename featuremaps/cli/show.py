@@ -35,7 +35,7 @@ from ..viz.figures import Provenance, comparison_figure, nonfinite_note
 from ..viz.mapstats import SCALE_MODES, SELECT_MODES, tap_stats
 from ..export.families import default_taps
 from ._args import (CHANNELS_MAX, DEFAULT_LAYERS, ModelSpec, add_model_args, check_not_both, folder_arg,
-                    int_in, is_onnx_path, provider_choices)
+                    int_in, is_onnx_path, provider_choices, removed_if_failed)
 from .cache import resolve_model
 
 
@@ -221,7 +221,11 @@ def _resolve(args, spec: ModelSpec) -> tuple[Path, str | None]:
 
 def cmd_show(args: argparse.Namespace) -> int:
     check_not_both(" ".join(args.image) if args.image else None, args.store)
-    out_dir = prepare_out_dir(args.output)
+    with removed_if_failed(args.output):  # a bad layer or model leaves no new empty -o folder
+        return _show(args, prepare_out_dir(args.output))
+
+
+def _show(args: argparse.Namespace, out_dir: Path) -> int:
     if args.store:  # maps from a bulk store: no model run
         return show_from_store(args, out_dir)
     paths, several = image_paths(args.image)

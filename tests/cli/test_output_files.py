@@ -259,3 +259,55 @@ def test_demo_never_replaces_a_users_model_file(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "vgg16-taps.onnx exists and is not a model featuremaps exported" in err[0]
     assert users.read_bytes() == b"the user's own model, not an export"
+
+
+# ---------------------------------------------------------------- a failed command leaves no new empty folder
+
+
+@pytest.mark.parametrize("argv", [
+    ["show", "{image}", "--layers", "conv9_9", "--input-size", "32", "-o", "{out}"],
+    ["show", "{image}", "--model", "{missing}", "-o", "{out}"],
+    ["show", "--store", "{missing}", "-o", "{out}"],
+    ["demo", "--weights", "{missing}", "-o", "{out}"],
+], ids=["show-bad-layer", "show-missing-model", "show-missing-store", "demo-missing-weights"])
+def test_failed_command_removes_the_folder_it_made(tmp_path, sample_paths, capsys, argv):
+    """Before: `show`/`demo` created -o (and its missing parents) first, then failed with exit 2 and
+    left the empty folders behind. A folder that was there before stays."""
+    kept = tmp_path / "was-there"
+    kept.mkdir()
+    out = kept / "new" / "deeper"
+    values = {"image": str(sample_paths[0]), "missing": str(tmp_path / "missing.onnx"), "out": str(out)}
+    assert main([a.format(**values) for a in argv]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert not (kept / "new").exists() and kept.is_dir()
+
+
+def test_failed_export_removes_the_folder_it_made(tmp_path, monkeypatch, capsys):
+    """export_model creates the .onnx file's folder before the slow torch export; an export that
+    fails (or is interrupted) after that leaves no new empty folder."""
+    from featuremaps.errors import ModelFileError
+
+    def failing_export(taps, output, **kw):
+        Path(output).parent.mkdir(parents=True)
+        raise ModelFileError("the export failed")
+
+    monkeypatch.setattr("featuremaps.cli.export.export_model", failing_export)
+    out = tmp_path / "models" / "sub" / "m.onnx"
+    assert main(["export", "--layers", "0", "--input-size", "32", "--weights", "random", "-o", str(out)]) == 2
+    assert capsys.readouterr().err.strip().endswith("featuremaps: error: the export failed")
+    assert not (tmp_path / "models").exists()
+
+
+def test_removed_if_failed_keeps_what_it_should(tmp_path):
+    """Only folders that were missing on entry and are still empty go; success removes nothing."""
+    made, full = tmp_path / "a" / "b", tmp_path / "c" / "d"
+    with pytest.raises(RuntimeError), _args.removed_if_failed(made), _args.removed_if_failed(full):
+        made.mkdir(parents=True)
+        full.mkdir(parents=True)
+        (full / "result.png").write_bytes(b"written before the failure")
+        raise RuntimeError
+    assert not (tmp_path / "a").exists()
+    assert (full / "result.png").is_file()
+    with _args.removed_if_failed(made):
+        made.mkdir(parents=True)
+    assert made.is_dir()
