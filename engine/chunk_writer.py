@@ -13,20 +13,20 @@ cleans, never half a chunk).
 Compression where it pays: feature maps straight out of a convolution (before its ReLU) are
 nearly incompressible in fp16 (zstd saves about 11% of VGG16's conv taps, at about 60 ms of CPU
 per image for the five of them: more than everything else the writer does, and on 2 cores taken
-from the model), while ReLU and pooling outputs are half zeros (zstd saves about 55%). So each
-tap's chunks are probed at the store's own level (Zarr's default, as its ``zarr.json`` records)
-every :data:`PROBE_EVERY` chunks; when that saves less than :data:`MIN_SAVING`, the chunks until
-the next probe are *stored* zstd frames (:func:`stored_frame`: the frame header, then the data
-as raw blocks, written from the array itself; no compression work, no copy). Every chunk is a
-complete zstd frame declaring its decoded size, which is all a reader needs (any zstd decoder
-reads raw blocks): how a frame was made is not part of the format.
+from the model), while ReLU and pooling outputs are half zeros (zstd saves about 55%). So before
+compressing a chunk, :class:`ChunkWriter` compresses a :data:`SAMPLE`-byte slice of it at the
+store's own level (Zarr's default, as its ``zarr.json`` records): when that saves at least
+:data:`MIN_SAVING`, the chunk is compressed (Zarr's very bytes); otherwise it is written as a
+*stored* zstd frame (:func:`stored_frame`: the frame header, then the data as raw blocks, written
+from the array itself: no compression work, no copy). Every chunk is a complete zstd frame
+declaring its decoded size, which is all a reader needs (any zstd decoder reads raw blocks): how a
+frame was made is not part of the format.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-import threading
 import uuid
 from pathlib import Path
 
@@ -35,8 +35,7 @@ import numpy as np
 from .store_io import open_folder
 
 STORE_LEVEL = 0  # what array_specs' ZstdCodec() records: zstd's default level (3)
-STORED = None  # "level" of a stored frame: raw blocks, no compression
-PROBE_EVERY = 8
+SAMPLE = 256 << 10  # bytes of a chunk compressed to decide (chunks up to 4x this are just compressed)
 MIN_SAVING = 0.25  # VGG16 conv taps save ~11%, ReLU/pool taps ~55%
 _BLOCK = 128 << 10  # zstd's largest block
 _IOV_MAX = 1024
@@ -49,9 +48,6 @@ class ChunkWriter:
     def __init__(self, root: Path, compression: str):
         self.root = Path(root)
         self.compression = compression
-        self._lock = threading.Lock()
-        self._seen: dict[str, int] = {}  # array -> chunks written
-        self._saving: dict[str, float] = {}  # array -> what the last probe saved (fraction of the raw bytes)
 
     @staticmethod
     def can_write(data: np.ndarray) -> bool:
@@ -60,32 +56,32 @@ class ChunkWriter:
         little = order == "<" or (order in "=|" and sys.byteorder == "little")
         return data.flags.c_contiguous and little
 
-    def level_for(self, name: str) -> int | None:
-        """How ``name``'s next chunk is compressed: :data:`STORE_LEVEL` on a probe or while the
-        last probe saved at least :data:`MIN_SAVING`, else :data:`STORED`."""
-        with self._lock:
-            n = self._seen.get(name, 0)
-            self._seen[name] = n + 1
-            if n % PROBE_EVERY == 0 or self._saving.get(name, 1.0) >= MIN_SAVING:
-                return STORE_LEVEL
-            return STORED
+    @staticmethod
+    def worth_compressing(raw: np.ndarray) -> bool:
+        """Whether zstd at the store's level saves at least :data:`MIN_SAVING` of ``raw`` (uint8),
+        judged on a :data:`SAMPLE`-byte slice from its middle (a small chunk: always)."""
+        from numcodecs.zstd import Zstd
+
+        if raw.nbytes <= 4 * SAMPLE:
+            return True
+        start = (raw.nbytes - SAMPLE) // 2
+        packed = Zstd(level=STORE_LEVEL, checksum=False).encode(raw[start:start + SAMPLE])
+        return 1.0 - len(packed) / SAMPLE >= MIN_SAVING
 
     def encode(self, name: str, data: np.ndarray) -> tuple[list[np.ndarray], bytes]:
-        """``(pieces, checksum)`` of one chunk: the bytes that follow the ``bytes`` codec in the
-        chain, in pieces (views of ``data`` where possible), and their CRC-32C (4 bytes)."""
+        """``(pieces, checksum)`` of one chunk of array ``name``: the bytes that follow the
+        ``bytes`` codec in the chain, in pieces (views of ``data`` where possible), and their
+        CRC-32C (4 bytes)."""
         import google_crc32c
+        from numcodecs.zstd import Zstd
 
         raw = np.frombuffer(memoryview(data).cast("B"), np.uint8)  # what google_crc32c takes without a copy
         if self.compression != "zstd":
             pieces = [raw]
-        elif (level := self.level_for(name)) is STORED:
-            pieces = stored_frame(raw)
+        elif self.worth_compressing(raw):
+            pieces = [np.frombuffer(Zstd(level=STORE_LEVEL, checksum=False).encode(raw), np.uint8)]
         else:
-            from numcodecs.zstd import Zstd
-
-            pieces = [np.frombuffer(Zstd(level=level, checksum=False).encode(raw), np.uint8)]
-            with self._lock:
-                self._saving[name] = 1.0 - pieces[0].nbytes / max(1, raw.nbytes)
+            pieces = stored_frame(raw)
         crc = 0
         for piece in pieces:
             crc = google_crc32c.extend(crc, piece)
