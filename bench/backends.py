@@ -21,13 +21,14 @@ import numpy as np
 from ..contracts import Tap
 from ..engine.extractor import Extractor
 from ..engine.layouts import as_model_input, pixels_to_float
-from ..engine.openvino_backend import _compile_config, math_mode_of, unavailable_reason
+from ..engine.openvino_backend import math_mode_of, unavailable_reason
 from ..engine.preprocess import Preprocessing
 from ..engine.session import provider_unavailable_reason
 from ..engine.validate import read_model_record
 from ..errors import ProviderError
 from ..export.onnx_export import _tap_module
 from ..export.reference import hooked_forward, reference_features
+from .ceiling import openvino_queue
 
 log = logging.getLogger(__name__)
 
@@ -346,12 +347,8 @@ def make_openvino_async(name: str, model_path: str | Path, *, device: str = "CPU
     reason = unavailable_reason()
     if reason is not None:
         return Skipped(name, reason)
-    import openvino as ov
-
     t0 = time.perf_counter()
-    compiled = ov.Core().compile_model(str(model_path), device, _compile_config(device, "default", threads, True))
-    nireq = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
-    queue = ov.AsyncInferQueue(compiled, nireq)
+    compiled, queue, nireq = openvino_queue(model_path, device=device, threads=threads)
     pre = read_model_record(model_path).preprocessing
 
     def run(batch):

@@ -49,16 +49,23 @@ def _random_batch(model_path: Path, batch_size: int, seed: int = 0) -> np.ndarra
     return rng.standard_normal((batch_size, *pre.input_shape)).astype(np.float32)
 
 
+def openvino_queue(model_path: str | Path, *, precision: str = "default", device: str = "CPU",
+                   threads: int | None = None):
+    """``(compiled model, AsyncInferQueue, request count)``: OpenVINO's own async queue on
+    ``model_path`` in THROUGHPUT mode, as many requests as the compiled model asks for."""
+    import openvino as ov
+
+    config = _compile_config(device, precision, threads, throughput=True)
+    compiled = ov.Core().compile_model(str(model_path), device, config)
+    nireq = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+    return compiled, ov.AsyncInferQueue(compiled, nireq), nireq
+
+
 def openvino_ceiling(model_path: str | Path, batch_size: int, batches: int, *, precision: str = "default",
                      device: str = "CPU") -> Ceiling:
     """OpenVINO's async THROUGHPUT queue on ``model_path`` (``precision``: ``default``, ``bf16``
     or ``fp32`` as for ``--math-mode``)."""
-    import openvino as ov
-
-    core = ov.Core()
-    compiled = core.compile_model(str(model_path), device, _compile_config(device, precision, None, throughput=True))
-    nireq = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
-    queue = ov.AsyncInferQueue(compiled, nireq)
+    compiled, queue, nireq = openvino_queue(model_path, precision=precision, device=device)
     x = _random_batch(Path(model_path), batch_size)
 
     def run_all():

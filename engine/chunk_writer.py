@@ -60,26 +60,21 @@ class ChunkWriter:
     def worth_compressing(raw: np.ndarray) -> bool:
         """Whether zstd at the store's level saves at least :data:`MIN_SAVING` of ``raw`` (uint8),
         judged on a :data:`SAMPLE`-byte slice from its middle (a small chunk: always)."""
-        from numcodecs.zstd import Zstd
-
         if raw.nbytes <= 4 * SAMPLE:
             return True
         start = (raw.nbytes - SAMPLE) // 2
-        packed = Zstd(level=STORE_LEVEL, checksum=False).encode(raw[start:start + SAMPLE])
-        return 1.0 - len(packed) / SAMPLE >= MIN_SAVING
+        return 1.0 - _compressed(raw[start:start + SAMPLE]).nbytes / SAMPLE >= MIN_SAVING
 
-    def encode(self, name: str, data: np.ndarray) -> tuple[list[np.ndarray], bytes]:
-        """``(pieces, checksum)`` of one chunk of array ``name``: the bytes that follow the
-        ``bytes`` codec in the chain, in pieces (views of ``data`` where possible), and their
-        CRC-32C (4 bytes)."""
+    def encode(self, data: np.ndarray) -> tuple[list[np.ndarray], bytes]:
+        """``(pieces, checksum)`` of one chunk: the bytes that follow the ``bytes`` codec in the
+        chain, in pieces (views of ``data`` where possible), and their CRC-32C (4 bytes)."""
         import google_crc32c
-        from numcodecs.zstd import Zstd
 
         raw = np.frombuffer(memoryview(data).cast("B"), np.uint8)  # what google_crc32c takes without a copy
         if self.compression != "zstd":
             pieces = [raw]
         elif self.worth_compressing(raw):
-            pieces = [np.frombuffer(Zstd(level=STORE_LEVEL, checksum=False).encode(raw), np.uint8)]
+            pieces = [_compressed(raw)]
         else:
             pieces = stored_frame(raw)
         crc = 0
@@ -90,7 +85,7 @@ class ChunkWriter:
     def write(self, name: str, index: int, tail_dims: int, data: np.ndarray) -> int:
         """Write chunk ``index`` of array ``name`` (``tail_dims`` dimensions after the row axis)
         from ``data`` (exactly the chunk's rows); returns the raw bytes written."""
-        pieces, crc = self.encode(name, data)
+        pieces, crc = self.encode(data)
         parts = [name, "c", str(int(index)), *(["0"] * tail_dims)]
         dfd = open_folder(self.root, parts[:-1], create=True)
         tmp = f".{parts[-1]}.{uuid.uuid4().hex}.partial"
@@ -111,6 +106,13 @@ class ChunkWriter:
         finally:
             os.close(dfd)
         return data.nbytes
+
+
+def _compressed(raw: np.ndarray) -> np.ndarray:
+    """``raw`` as one zstd frame at the store's level: what Zarr's ``ZstdCodec`` writes."""
+    from numcodecs.zstd import Zstd
+
+    return np.frombuffer(Zstd(level=STORE_LEVEL, checksum=False).encode(raw), np.uint8)
 
 
 def stored_frame(raw: np.ndarray) -> list[np.ndarray]:

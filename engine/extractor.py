@@ -60,13 +60,7 @@ class _ModelThread:
     def call(self, fn, cancel, leave_after_s: float | None = None):
         """``fn()``'s result; ``leave_after_s``: stop waiting that long after ``cancel()`` even if
         the run goes on (only for runs that hold nothing of the caller's: OpenVINO copies inputs)."""
-        if threading.current_thread() is not threading.main_thread():
-            return fn()
-        if self._thread is None:
-            self._thread = threading.Thread(target=_serve, args=(self._jobs,), name="fm-model", daemon=True)
-            self._thread.start()
-        done: Future = Future()
-        self._jobs.put((fn, done))
+        done = self.submit(fn)
         try:
             return done.result()
         except BaseException:
@@ -99,12 +93,27 @@ class _ModelThread:
 
 class PendingRun:
     """A batch running in the background (:meth:`Extractor.submit_into`); :meth:`Extractor.collect`
-    waits for it. ``wait(timeout)`` gives the outputs, ``cancel()`` asks the run to stop."""
+    waits for it. ``wait(timeout)`` gives the outputs (or raises the run's error), ``cancel()``
+    asks the run to stop; :meth:`done` and :meth:`exception` are what :func:`_wait_out` needs of a
+    ``Future``."""
 
     def __init__(self, x: np.ndarray, wait, cancel, done, leave_after_s: float | None, abandon=None):
         self.x, self.n = x, len(x)
-        self.wait, self.cancel, self.done, self.leave_after_s = wait, cancel, done, leave_after_s
+        self.wait, self.cancel, self._done, self.leave_after_s = wait, cancel, done, leave_after_s
         self.abandon = abandon  # after leave_after_s: keep what the run uses alive, stop waiting
+
+    def done(self) -> bool:
+        return bool(self._done())
+
+    def exception(self, timeout: float | None = None) -> None:
+        """Wait up to ``timeout`` s for the run to end (``TimeoutError`` if it has not); how it
+        ended (outputs, cancelled, failed) is not this method's business."""
+        try:
+            self.wait(timeout)
+        except TimeoutError:
+            raise
+        except Exception:  # noqa: BLE001 - the run ended (cancelled or failed)
+            pass
 
 
 def _serve(jobs: queue.SimpleQueue) -> None:
@@ -114,30 +123,6 @@ def _serve(jobs: queue.SimpleQueue) -> None:
             done.set_result(fn())
         except BaseException as e:  # handed to the caller
             done.set_exception(e)
-
-
-class _Waitable:
-    """A :class:`PendingRun` seen as the part of a ``Future`` that :func:`_wait_out` uses."""
-
-    def __init__(self, run: PendingRun):
-        self._run = run
-
-    def done(self) -> bool:
-        try:
-            return bool(self._run.done())
-        except Exception:  # noqa: BLE001 - a cancelled OpenVINO request raises: it has ended
-            return True
-
-    def exception(self, timeout: float | None = None):
-        try:
-            self._run.wait(timeout)
-        except TimeoutError:
-            raise
-        except KeyboardInterrupt:
-            raise
-        except Exception:  # noqa: BLE001 - the run ended (cancelled or failed)
-            return None
-        return None
 
 
 def _wait_out(done: Future, grace_s: float, leave_after_s: float | None) -> None:
@@ -277,6 +262,11 @@ class Extractor:
         return self.backend in ("onnxruntime", "openvino")
 
     @property
+    def streams(self) -> int:
+        """Streams OpenVINO splits the cores into (its choice; 1 for ONNX Runtime)."""
+        return getattr(self.session, "streams", 1) if self.backend == "openvino" else 1
+
+    @property
     def lanes(self) -> int:
         """How many batches may run at once (:meth:`submit_into` before :meth:`collect`): the
         request count OpenVINO chose for its streams when built with ``throughput=True``, else 1."""
@@ -397,13 +387,11 @@ class Extractor:
         try:
             outs = pending.wait()
         except FeaturemapsError:
-            self._forget(pending)
             raise
         except KeyboardInterrupt:
             self.cancel_all()
             raise
         except Exception as e:  # noqa: BLE001 - onnxruntime's Fail...; OpenVINO's RuntimeError
-            self._forget(pending)
             failed = self._run_failure(e, pending.n)
             if self.backend == "onnxruntime":
                 try:  # one image unbound: a graph computing other shapes than declared says which output
@@ -413,7 +401,9 @@ class Extractor:
                 except ModelFileError:
                     pass
             raise failed from None
-        self._forget(pending)
+        finally:
+            if pending in self._inflight:  # ended, one way or the other (cancel_all took the rest)
+                self._inflight.remove(pending)
         self._check_shapes(outs, pending.n)
         return outs
 
@@ -424,13 +414,9 @@ class Extractor:
         for run in runs:
             run.cancel()
         for run in runs:
-            _wait_out(_Waitable(run), STOP_GRACE_S, run.leave_after_s)
-            if run.abandon is not None and not _Waitable(run).done():
+            _wait_out(run, STOP_GRACE_S, run.leave_after_s)
+            if run.abandon is not None and not run.done():
                 run.abandon()
-
-    def _forget(self, pending: PendingRun) -> None:
-        if pending in self._inflight:
-            self._inflight.remove(pending)
 
     def _need_binding(self) -> None:
         if not self.binds_outputs:

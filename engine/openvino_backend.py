@@ -234,7 +234,7 @@ class OpenVINOSession:
             self._idle.put(request)
             raise
         self._busy[id(request)] = (held, outputs)  # kept while OpenVINO may write, even if the run is abandoned
-        return OpenVINORun(self, request, outputs, held)
+        return OpenVINORun(self, request, outputs)
 
     def _collect(self, request, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """``outputs`` once ``request`` has run: what OpenVINO put elsewhere (it may reallocate an
@@ -267,8 +267,8 @@ class OpenVINORun:
     0.1 s, so a signal is handled while waiting), raises the runtime's error if it failed, and
     gives the request back to the session."""
 
-    def __init__(self, session: OpenVINOSession, request, outputs: dict[str, np.ndarray], held: np.ndarray):
-        self._session, self._request, self._outputs, self._held = session, request, outputs, held
+    def __init__(self, session: OpenVINOSession, request, outputs: dict[str, np.ndarray]):
+        self._session, self._request, self._outputs = session, request, outputs
         self._done = False
 
     def done(self) -> bool:
@@ -304,9 +304,8 @@ class OpenVINORun:
         it ends, so that nothing it uses is freed under it and no destructor waits for it (which
         would hang the exit); the session no longer counts on that request."""
         session, request = self._session, self._request
-        keep = (request, session._compiled, self._outputs, self._held)
+        keep = (request, session._compiled, session._busy.pop(id(request), None))  # with its arrays
         session._async = [r for r in session._async if r is not request]
-        session._busy.pop(id(request), None)
         self._done = True
 
         def hold(keep=keep):

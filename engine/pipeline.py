@@ -198,8 +198,12 @@ def run_extraction(store: FeatureStore, run_model, preprocessing, settings: Extr
     results: queue.Queue = queue.Queue(maxsize=2)
     workers = worker_count(settings.workers, sum(len(range(*store.batch_rows(b))) for b in todo))
     batch_size = max((len(range(*store.batch_rows(b))) for b in todo), default=1)
-    lanes_hint = max(1, int(getattr(run_model, "lanes", 1)))
-    pool = _open_decoder(preprocessing, workers, batch_size, prefetch + lanes_hint - 1, settings.budget,
+    binds = getattr(run_model, "binds_outputs", hasattr(run_model, "run_into"))
+    async_runs = binds and hasattr(run_model, "submit_into")  # an Extractor: start, then collect
+    # OpenVINO's throughput mode runs `lanes` batches at once (one per stream); a ring slot and a
+    # decode slot per batch in the model, ring_slots - 1 batches being written meanwhile
+    lanes = max(1, int(getattr(run_model, "lanes", 1))) if async_runs else 1
+    pool = _open_decoder(preprocessing, workers, batch_size, prefetch + lanes - 1, settings.budget,
                          settings.decode_timeout_s)
 
     def read():
@@ -222,12 +226,7 @@ def run_extraction(store: FeatureStore, run_model, preprocessing, settings: Extr
                 return
         _put(batches, _DONE, lambda: not stop.is_set())
 
-    binds = getattr(run_model, "binds_outputs", hasattr(run_model, "run_into"))
-    # OpenVINO's throughput mode runs `lanes` batches at once (one per stream); a ring slot and a
-    # decode slot per batch in the model, ring_slots - 1 batches being written meanwhile
-    lanes = max(1, int(getattr(run_model, "lanes", 1))) if binds and hasattr(run_model, "submit_into") else 1
     ring = run_model.output_ring(store.batch_size, ring_slots + lanes - 1) if binds else None
-    async_runs = ring is not None and hasattr(run_model, "submit_into")  # an Extractor: start, then collect
     chunk_pool = ThreadPoolExecutor(max_workers=max(1, settings.writers), thread_name_prefix="fm-write")
     inflight: list[_Written] = []
 

@@ -125,13 +125,11 @@ def strict_failure(paths: Sequence[str], start: int, errors: dict[int, str]) -> 
                            "drop --strict to record it as an error row and go on)")
 
 
-def nonfinite_rows(name: str, maps: np.ndarray, dtype, source: np.ndarray | None = None) -> dict[int, str]:
+def nonfinite_rows(name: str, maps: np.ndarray, dtype) -> dict[int, str]:
     """``{position in maps: reason}`` for rows of ``maps`` that would be stored (as ``dtype``) with
-    NaN or inf. Cheap (VGG16's five taps at 224x224: about 1 ms per image): for fp16 ``maps`` one
-    pass over their bits (NaN/inf are the all-ones exponents), for fp32 ones with fp16 storage one
-    max and one min per row (which also catch values fp16 cannot hold), else one float32 sum per
-    row; only a suspect row gets an exact look. ``source``: the fp32 maps ``maps`` were cast from
-    (fp16 storage), to tell a value fp16 cannot hold from a NaN/inf the model produced."""
+    NaN or inf. Cheap (VGG16's five taps at 224x224: about 1 ms per image for fp32 storage, 2 ms
+    for fp16): one float32 sum per row, or for fp16 storage one max and one min per row (which
+    also catch values fp16 cannot hold); only a suspect row gets an exact ``isfinite``."""
     rows = np.asarray(maps).reshape(len(maps), -1)
     if not rows.size:
         return {}
@@ -144,27 +142,26 @@ def nonfinite_rows(name: str, maps: np.ndarray, dtype, source: np.ndarray | None
     else:
         with np.errstate(over="ignore", invalid="ignore"):
             suspect = ~np.isfinite(np.add.reduce(rows, axis=1, dtype=np.float32))
-    exact = rows if source is None else np.asarray(source).reshape(len(source), -1)
     bad = {}
     for i in np.flatnonzero(suspect):
-        if not np.isfinite(exact[i]).all():
+        if not np.isfinite(rows[i]).all():
             bad[int(i)] = (f"the model produced NaN or inf in tap {name} for this image; stored as an error row "
                            "(check the model: `featuremaps parity`)")
-        elif np.dtype(dtype) == np.float16:  # finite, but beyond what fp16 holds
-            top = float(np.abs(exact[i]).max())
+        elif np.dtype(dtype) == np.float16:
+            top = float(np.abs(rows[i]).max())
             bad[int(i)] = (f"tap {name} overflows fp16 storage (max |x| {top:.2g} > {FP16_MAX:.0f}); re-run with "
                            "--dtype fp32 into a new -o path")
     return bad  # other suspects: finite values whose float32 sum overflowed
 
 
-def as_stored(maps: np.ndarray, dtype) -> np.ndarray:
+def as_stored(maps: np.ndarray, dtype, out: np.ndarray | None = None) -> np.ndarray:
     """``maps`` in the store's ``dtype``: no copy when it already is; fp32 -> fp16 by
-    :func:`.cast.to_fp16` (vectorised, the same bits as NumPy's cast)."""
+    :func:`.cast.to_fp16` (vectorised, the same bits as NumPy's cast), into ``out`` if given."""
     maps = np.asarray(maps)
     if maps.dtype == np.dtype(dtype):
         return maps
-    if np.dtype(dtype) == np.float16 and maps.dtype == np.float32:
-        return to_fp16(maps)
+    if _casts_to_fp16(maps, dtype):
+        return to_fp16(maps, out)
     with np.errstate(over="ignore", invalid="ignore"):
         return maps.astype(dtype)
 
@@ -207,7 +204,7 @@ def _check_and_write(store: FeatureStore, name: str, batch: Batch, maps, ok_rows
                         batch.ok_rows.remove(ok_rows[i])
         with _stage(clock, "cast to the store's dtype"):
             scratch = _scratch(store).take(maps.shape) if _casts_to_fp16(maps, dtype) else None
-            maps = as_stored(maps, dtype) if scratch is None else to_fp16(maps, scratch)
+            maps = as_stored(maps, dtype, out=scratch)
         try:
             return write_tap(store, name, batch.index, maps, ok_rows, clock)
         finally:

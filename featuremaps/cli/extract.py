@@ -98,7 +98,7 @@ def _extraction(args, ex, provider: str) -> dict:
     if not _plans_on_cpu(args, provider):
         # batches_in_flight: OpenVINO's throughput mode runs one batch per stream at once
         return {"provider": ex.provider, "math_mode": ex.math_mode, "device": ex.device,
-                "batches_in_flight": ex.lanes, "streams": getattr(ex.session, "streams", 1)}
+                "batches_in_flight": ex.lanes, "streams": ex.streams}
     mode = session_math_mode(provider, ex.record.precision, tf32=not args.no_tf32)
     return {"provider": provider, "math_mode": mode, "device": None}
 

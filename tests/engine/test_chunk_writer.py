@@ -77,10 +77,10 @@ def test_an_incompressible_chunk_is_stored_uncompressed_a_compressible_one_compr
     writer = chunk_writer.ChunkWriter(tmp_path, "zstd")
     conv, relu = maps["conv"][:BATCH], maps["relu"][:BATCH]
     assert conv.nbytes > 4 * chunk_writer.SAMPLE and relu.nbytes > 4 * chunk_writer.SAMPLE
-    stored, _ = writer.encode("conv", conv)
+    stored, _ = writer.encode(conv)
     assert len(stored) > 2 and sum(p.nbytes for p in stored) <= conv.nbytes + 13 + 3 * len(stored)
     assert any(np.shares_memory(p, maps["conv"]) for p in stored)  # views of the maps, no copy
-    packed, _ = writer.encode("relu", relu)
+    packed, _ = writer.encode(relu)
     assert len(packed) == 1 and packed[0].nbytes < 0.75 * relu.nbytes
 
 
