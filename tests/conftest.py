@@ -170,3 +170,36 @@ def driver():
     d = webdriver.Chrome(service=Service(DRIVER), options=opts)
     yield d
     d.quit()
+
+
+# ---------------------------------------------------------------- S3 on 127.0.0.1 (tests/s3server.py)
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 server on 127.0.0.1 for the whole session; this process's AWS variables point at it
+    (restored at the end), so no test can reach a real bucket."""
+    pytest.importorskip("moto.server", reason="S3 tests need moto[server] (the dev extra)")
+    pytest.importorskip("s3fs", reason="S3 tests need s3fs (the s3 extra)")
+    import s3server
+
+    server = s3server.start()
+    saved = {k: os.environ.get(k) for k in server.env_vars}
+    os.environ.update(server.env_vars)
+    try:
+        yield server
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        server.server.stop()
+
+
+@pytest.fixture
+def s3(s3_server):
+    """A fresh, empty bucket on the session's S3 server (:class:`tests.s3server.Bucket`)."""
+    import s3server
+
+    return s3server.Bucket(s3_server, s3_server.new_bucket())
