@@ -45,9 +45,10 @@ class ChunkWriter:
     """Writes whole map chunks of one store (``root``, ``compression`` ``zstd`` or ``none``).
     Safe from several threads at once (each (array, chunk) is written by one of them)."""
 
-    def __init__(self, root: Path, compression: str):
-        self.root = Path(root)
+    def __init__(self, root: Path | None, compression: str, put=None):
+        self.root = Path(root) if root is not None else None
         self.compression = compression
+        self._put = put  # object storage: put(key, pieces) writes one object (atomic), instead of a file
 
     @staticmethod
     def can_write(data: np.ndarray) -> bool:
@@ -87,6 +88,9 @@ class ChunkWriter:
         from ``data`` (exactly the chunk's rows); returns the raw bytes written."""
         pieces, crc = self.encode(data)
         parts = [name, "c", str(int(index)), *(["0"] * tail_dims)]
+        if self._put is not None:
+            self._put("/".join(parts), [*pieces, crc])
+            return data.nbytes
         dfd = open_folder(self.root, parts[:-1], create=True)
         tmp = f".{parts[-1]}.{uuid.uuid4().hex}.partial"
         try:

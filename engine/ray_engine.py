@@ -70,7 +70,8 @@ class _ModelWriter:
     """Ray actor: one Extractor, built once; runs a batch and writes its tap chunks (no commit)."""
 
     def __init__(self, model_path: str, store_path: str, provider: str, threads: int | None, batch_size: int,
-                 tf32: bool = True, math_mode: str = "default", device: str | None = None, writers: int = 4):
+                 tf32: bool = True, math_mode: str = "default", device: str | None = None, writers: int = 4,
+                 storage_options: dict | None = None):
         import ray
 
         node = f"Ray node {ray.get_runtime_context().get_node_id()[:12]}"
@@ -81,7 +82,7 @@ class _ModelWriter:
                                        spin=False, device=device, tf32=tf32, math_mode=math_mode)
         except FeaturemapsError as e:  # say where: the driver's machine may well have what this node lacks
             raise type(e)(f"{node}: {e}") from None
-        self.store = FeatureStore.open(store_path, mode="r+")
+        self.store = FeatureStore.open(store_path, mode="r+", storage_options=storage_options)
         # a node without the driver's GPU or bf16 units must not mix other arithmetic into the store
         self.store.check_arithmetic(self.extractor.provider, self.extractor.math_mode, who=node)
         self.writers = ThreadPoolExecutor(max_workers=max(1, writers), thread_name_prefix="fm-write")
@@ -162,7 +163,8 @@ def run_extraction_ray(store: FeatureStore, model_path, settings: ExtractSetting
                             compute=ray.data.ActorPoolStrategy(size=actors),
                             num_cpus=actor_cpus(cpus, actors), num_gpus=gpus_per_actor or None,
                             fn_constructor_kwargs={"model_path": str(os.path.abspath(model_path)),
-                                                   "store_path": str(os.path.abspath(store.path)),
+                                                   "store_path": store.location,
+                                                   "storage_options": store.storage_options,
                                                    "provider": provider, "threads": threads,
                                                    "batch_size": store.batch_size, "tf32": tf32,
                                                    "math_mode": math_mode, "device": device,

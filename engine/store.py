@@ -51,6 +51,7 @@ from .chunk_writer import ChunkWriter
 from .names import unsafe_name_reason
 from .store_format import ERROR, FIXED_ARRAYS, OK, PENDING, STORE_FORMAT, Damage  # noqa: F401 - re-exported
 from .store_io import UnsafeStoreError, check_tree, confined_store, open_folder, tree_bytes, unsafe
+from .store_remote import Lease, RemoteIO, is_url, local_path
 from .store_verify import chunk_file, scan
 from .. import __version__
 
@@ -422,10 +423,11 @@ class FeatureStore:
     ('/data/a.jpg', 'ok', (512, 28, 28))
     """
 
-    def __init__(self, group, path: Path, lock: StoreLock | None = None):
+    def __init__(self, group, path: Path | str, lock: StoreLock | Lease | None = None, io: RemoteIO | None = None):
         self._group = group
-        self.path = path
+        self.path = path  # a Path, or the printable URL of a store on object storage
         self._lock = lock
+        self._io = io
         try:
             attrs = dict(group.attrs)
         except FeaturemapsError:
@@ -491,12 +493,14 @@ class FeatureStore:
     def create(cls, path: str | Path, *, paths: list[str], metadata: dict, shapes: dict[str, tuple[int, ...]],
                batch_size: int, dtype: str = "fp32", compression: str = "zstd",
                model_path: str | Path | None = None, model_sha256: str | None = None,
-               check_memory: bool = True) -> "FeatureStore":
+               check_memory: bool = True, storage_options: dict | None = None) -> "FeatureStore":
         """Create a new store for ``paths`` (every row pending), locked by this process until
         :meth:`close`. An existing path is a :class:`StoreError`: a store is never overwritten.
-        Built in a temporary sibling folder and renamed into place."""
-        path = Path(path)
-        if path.exists():
+        Built in a temporary sibling folder and renamed into place; at a URL (``s3://...``), built in
+        memory, uploaded root last, under a lease (:mod:`.store_remote`)."""
+        io = RemoteIO(path, storage_options) if is_url(path) else None
+        path = Path(local_path(path)) if io is None else io.url
+        if io is None and path.exists():
             raise StoreError(f"{path} already exists; add --resume to complete it, or choose a new -o path")
         if dtype not in DTYPES:
             raise StoreError(f"unknown dtype {dtype!r}; use fp32 or fp16")
@@ -521,7 +525,31 @@ class FeatureStore:
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "featuremaps": __version__}
         info["row_chunk"] = row_chunk_for(info["chunk_rows"], n)
+        if io is not None:
+            return cls._create_remote(io, info, paths)
         return cls._create_atomically(path, info, paths)
+
+    @classmethod
+    def _create_remote(cls, io: RemoteIO, info: dict, paths: list[str]) -> "FeatureStore":
+        import zarr
+
+        lease = Lease.acquire(io)
+        try:
+            try:
+                if io.exists("zarr.json"):
+                    raise StoreError(f"{io.url} already exists; add --resume to complete it, or choose a new -o path")
+                memory = zarr.storage.MemoryStore()
+                _write_layout(zarr.open_group(memory, mode="w-", zarr_format=3), info, paths)
+                io.upload_layout(memory)
+                group = zarr.open_group(io.zarr_store(read_only=False), mode="r+", zarr_format=3)
+            except FeaturemapsError:
+                raise
+            except Exception as e:  # noqa: BLE001 - network, permissions, quota: one line
+                raise io.error("creating the store", e) from None
+            return cls(group, io.url, lease, io)
+        except BaseException:
+            lease.release()
+            raise
 
     @classmethod
     def _create_atomically(cls, path: Path, info: dict, paths: list[str]) -> "FeatureStore":
@@ -550,13 +578,17 @@ class FeatureStore:
         return cls(zarr.open_group(confined_store(path, read_only=False), mode="r+", zarr_format=3), path, lock)
 
     @classmethod
-    def open(cls, path: str | Path, mode: str = "r", *, lock: bool = False) -> "FeatureStore":
-        """Open a store. ``lock=True`` (a writer that may clean up: ``--resume``, ``verify
-        --repair``) takes the advisory lock first and refuses when another process holds it;
-        workers of the lock holder (Ray actors) open with ``mode="r+"`` and no lock."""
+    def open(cls, path: str | Path, mode: str = "r", *, lock: bool = False,
+             storage_options: dict | None = None) -> "FeatureStore":
+        """Open a store (a local path, or an ``s3://``/``gs://``/fsspec URL). ``lock=True`` (a writer
+        that may clean up: ``--resume``, ``verify --repair``) takes the advisory lock (the lease, on
+        object storage) first and refuses when another process holds it; workers of the lock holder
+        (Ray actors) open with ``mode="r+"`` and no lock."""
         import zarr
 
-        path = Path(path)
+        if is_url(path):
+            return cls._open_remote(RemoteIO(path, storage_options), mode, lock)
+        path = Path(local_path(path))
         if not (path / "zarr.json").is_file():
             raise StoreError(f"no featuremaps store at {path}; write one with `featuremaps extract -o PATH.zarr`")
         if lock:  # a writer: nothing in the tree may lead outside it, before anything is written
@@ -575,6 +607,47 @@ class FeatureStore:
             if held is not None:
                 held.release()
             raise
+
+    @classmethod
+    def _open_remote(cls, io: RemoteIO, mode: str, lock: bool) -> "FeatureStore":
+        import zarr
+
+        try:
+            found = io.exists("zarr.json")
+        except Exception as e:  # noqa: BLE001 - unreachable endpoint, no credentials
+            raise io.error("opening the store", e) from None
+        if not found:
+            raise StoreError(f"no featuremaps store at {io.url}; write one with `featuremaps extract -o URL`")
+        held = Lease.acquire(io) if lock else None
+        try:
+            try:
+                group = zarr.open_group(io.zarr_store(read_only=mode == "r"), mode=mode, zarr_format=3)
+            except FeaturemapsError:
+                raise
+            except Exception as e:  # noqa: BLE001
+                raise StoreError(f"{io.url}/zarr.json is damaged or unreadable ({type(e).__name__}); the store "
+                                 "cannot be read, re-create it with `featuremaps extract`") from None
+            return cls(group, io.url, held, io)
+        except BaseException:
+            if held is not None:
+                held.release()
+            raise
+
+    @property
+    def location(self) -> str:
+        """What opens this store again (in another process or on another node): its absolute local
+        path, or its URL (:attr:`path` is the printable form)."""
+        return self._io.location if self._io is not None else os.path.abspath(self.path)
+
+    @property
+    def storage_options(self) -> dict | None:
+        """The explicit fsspec options this store was opened with (None: the standard environment)."""
+        return dict(self._io.options) if self._io is not None and self._io.options else None
+
+    @property
+    def remote(self) -> bool:
+        """Whether the store lives on object storage (``path`` is then its printable URL)."""
+        return self._io is not None
 
     def close(self) -> None:
         """Release the writer's lock (reading still works)."""
@@ -735,7 +808,7 @@ class FeatureStore:
         fix = (f"run `featuremaps verify {self.path} --repair`, then `featuremaps extract ... -o {self.path} "
                "--resume` to redo them")
         done = self._status_of(int(index)) == OK  # an error row's chunk may be absent: it holds no maps
-        if done and self.info.get("format") == STORE_FORMAT and not chunk_file(self, name, ci, arr.ndim).is_file():
+        if done and self.info.get("format") == STORE_FORMAT and not self._has_chunk(name, ci, arr.ndim):
             raise StoreError(f"{self.path}: the {name} chunk of {rows} is missing; {fix}")
         try:
             return np.asarray(arr[int(index)])
@@ -744,6 +817,11 @@ class FeatureStore:
         except ValueError as e:  # zarr: "Stored and computed checksum do not match", or a short chunk
             why = "fails its checksum" if "checksum" in str(e) else "is unreadable"
             raise StoreError(f"{self.path}: the {name} chunk of {rows} {why}; {fix}") from None
+
+    def _has_chunk(self, name: str, ci: int, ndim: int) -> bool:
+        if self._io is not None:
+            return self._io.exists("/".join([name, "c", str(ci), *(["0"] * (ndim - 1))]))
+        return chunk_file(self, name, ci, ndim).is_file()
 
     def n_batches(self) -> int:
         return -(-len(self) // self.batch_size)
@@ -760,6 +838,8 @@ class FeatureStore:
     def nbytes_on_disk(self, *, check: bool = False) -> int:
         """Bytes of the store's regular files (links and FIFOs are not followed; ``check=True``
         raises :class:`UnsafeStoreError` for the first of them instead)."""
+        if self._io is not None:
+            return self._io.total_bytes()
         total, problem = tree_bytes(self.path)
         if check and problem is not None:
             raise problem
@@ -777,7 +857,8 @@ class FeatureStore:
         damage too. ``repair=True`` marks the batches that hold damage pending (``--resume``
         then redoes them); call it only while holding the lock."""
 
-        check_tree(self.path)  # every chunk is read next: none may be a link or a FIFO
+        if self._io is None:
+            check_tree(self.path)  # every chunk is read next: none may be a link or a FIFO
         damage, checked, notes = scan(self)
         batches = tuple(sorted({r // self.batch_size for d in damage if d.array not in FIXED_ARRAYS
                                 for r in range(*d.rows)}))
@@ -817,6 +898,8 @@ class FeatureStore:
 
     @functools.cached_property
     def _chunk_writer(self) -> ChunkWriter:
+        if self._io is not None:
+            return ChunkWriter(None, self.info.get("compression", "zstd"), put=self._io.put)
         return ChunkWriter(self.path, self.info.get("compression", "zstd"))
 
     def _drop_chunks(self, name: str, b: int) -> None:
@@ -825,6 +908,9 @@ class FeatureStore:
         tail = ["0"] * len(self.info["outputs"][name])
         for ci in range(start // self.chunk_rows, -(-stop // self.chunk_rows)):
             parts = [name, "c", str(ci), *tail]
+            if self._io is not None:
+                self._io.delete("/".join(parts))
+                continue
             try:
                 dfd = open_folder(self.path, parts[:-1])
             except FileNotFoundError:
@@ -841,6 +927,8 @@ class FeatureStore:
         row offsets in ``errors``; row offsets in ``pending`` stay pending: their decoder died, a
         resumed run redoes the batch). Call only after every tap chunk of ``b`` is written
         (:func:`featuremaps.engine.unit.commit` is the one caller)."""
+        if isinstance(self._lock, Lease):
+            self._lock.check()  # fencing: a writer that lost its lease must not overwrite another's status
         start, stop = self.batch_rows(b)
         msgs = np.full(stop - start, "", dtype=object)
         status = np.full(stop - start, OK, np.uint8)
@@ -856,6 +944,8 @@ class FeatureStore:
         lock holder may do this: another live writer's temporary files look the same."""
         if self._lock is None:
             raise StoreError(f"{self.path}: cleaning temporary files needs the writer's lock; open with lock=True")
+        if self._io is not None:
+            return 0  # object stores: every chunk is one atomic PUT, nothing temporary
         removed = 0
         for root, _, files in os.walk(self.path):
             for f in files:
@@ -944,7 +1034,7 @@ def chunk_limits(info: dict) -> dict[str, tuple[int, int | None]]:
     return limits
 
 
-def open_store(path: str | Path) -> FeatureStore:
+def open_store(path: str | Path, *, storage_options: dict | None = None) -> FeatureStore:
     """Open a bulk feature store read-only: ``.paths``, ``.status``, ``.errors``, ``.taps``,
     ``.metadata``, and ``store['features.17']`` (zarr array, N first).
 
@@ -953,4 +1043,4 @@ def open_store(path: str | Path) -> FeatureStore:
     >>> ok = st.status == "ok"                     # doctest: +SKIP
     >>> st["features.28"][0]                       # doctest: +SKIP
     """
-    return FeatureStore.open(path, mode="r")
+    return FeatureStore.open(path, mode="r", storage_options=storage_options)

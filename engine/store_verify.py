@@ -35,6 +35,11 @@ def missing_chunks(store, codes: np.ndarray | None = None) -> list[Damage]:
     has_ok = np.add.reduceat(codes == OK, np.arange(0, n, c)) > 0 if n else np.zeros(0, bool)
     damage = []
     for name in store.outputs:
+        if store._io is not None:  # object storage: one listing per array instead of a HEAD per chunk
+            present = set(store._io.list_chunks(name, store._group[name].ndim))
+            damage += [Damage(name, int(ci), (int(ci) * c, min(int(ci) * c + c, n)), "missing chunk")
+                       for ci in np.flatnonzero(has_ok) if int(ci) not in present]
+            continue
         folder, tail = os.fspath(store.path / name / "c"), "/0" * (store._group[name].ndim - 1)
         for ci in np.flatnonzero(has_ok):
             try:
@@ -48,6 +53,8 @@ def missing_chunks(store, codes: np.ndarray | None = None) -> list[Damage]:
 
 def _present(store, name: str, ndim: int) -> list[int]:
     """Chunk indices along ``image`` whose chunk file exists (one listing of ``name/c``)."""
+    if store._io is not None:
+        return store._io.list_chunks(name, ndim)
     try:
         with os.scandir(store.path / name / "c") as it:
             found = sorted(int(e.name) for e in it if e.name.isdigit())
@@ -68,14 +75,14 @@ def _check(store, name: str, ci: int, ndim: int) -> tuple[str | None, bytes | No
 
     limit, zstd_size = store.limits[name]
     key = f"{name}/c/{ci}" + "/0" * (ndim - 1)
-    data = read_key(store.path, key, limit)
+    data = store._io.read(key, limit) if store._io is not None else read_key(store.path, key, limit)
     if data is None:
         return None, None
     body, crc = data[:-4], data[-4:]
     if len(data) < 4 or np.uint32(google_crc32c.value(body)).tobytes() != crc:
         return "checksum mismatch", None
     if zstd_size is not None and zstd_content_size(body) != zstd_size:
-        raise UnsafeStoreError(f"{store.path / key} does not declare the {zstd_size} decoded bytes of a chunk in "
+        raise UnsafeStoreError(f"{store.path}/{key} does not declare the {zstd_size} decoded bytes of a chunk in "
                                "its zstd header; the store may be hostile, re-create it with `featuremaps extract`")
     fixed = store.fixed_chunk_bytes(name)
     if fixed is not None and len(body) != fixed:

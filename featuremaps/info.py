@@ -12,17 +12,20 @@ from pathlib import Path
 
 from .engine.store import FeatureStore
 from .engine.store_verify import missing_chunks
+from .engine.store_remote import is_url, local_path
 from .engine.validate import read_model_record
 from .errors import FeaturemapsError, ModelFileError, StoreError
 
 
-def describe(path: str | Path) -> dict:
+def describe(path: str | Path, *, storage_options: dict | None = None) -> dict:
     """``{"kind": "model" | "store", ...}`` for an exported model file or a store folder.
 
     A missing path, a folder that is not a store, or a file that is not a featuremaps ONNX
     export raises :class:`ModelFileError` / :class:`StoreError` with one line naming the fix.
     """
-    path = Path(path)
+    if is_url(path):
+        return describe_store(path, storage_options=storage_options)
+    path = Path(local_path(path))
     if path.is_dir():
         return describe_store(path)
     if path.is_file():
@@ -73,12 +76,12 @@ def describe_model(path: str | Path) -> dict:
             "opset": versions.pop("opset", None), "versions": versions, "created": meta.get("created")}
 
 
-def describe_store(path: str | Path) -> dict:
+def describe_store(path: str | Path, *, storage_options: dict | None = None) -> dict:
     """Counts ok/error/pending, taps with stored shape, dtype and chunks, bytes on disk, creating command;
     ``missing_chunks``: tap chunk files of done rows that are absent (their rows would read as zeros)."""
-    path = Path(path)
+    path = path if is_url(path) else Path(path)
     try:
-        store = FeatureStore.open(path, mode="r")
+        store = FeatureStore.open(path, mode="r", storage_options=storage_options)
     except FeaturemapsError:
         raise
     except Exception as e:  # noqa: BLE001 - a broken zarr.json is "not a store", one line
@@ -93,7 +96,7 @@ def describe_store(path: str | Path) -> dict:
                      "reduction": (meta.get("reductions") or {}).get(name)})
     info = store.info
     missing = missing_chunks(store)  # a file check per chunk: cheap, unlike verify's full read
-    return {"kind": "store", "path": str(path), "images": len(store),
+    return {"kind": "store", "path": str(store.path), "images": len(store),
             "counts": store.counts(),  # from the uint8 status codes: no string per row
             "missing_chunks": len(missing),
             "rows_with_missing_chunks": len({r for d in missing for r in range(*d.rows)}),

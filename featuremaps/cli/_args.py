@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import math
 import os
 import re
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from ..engine.openvino_backend import MATH_MODES as OV_MATH_MODES
 from ..engine.providers import provider_names
+from ..engine.store_remote import is_url, local_path
 from ..errors import ArgumentError, InputError, require
 from ..export.families import VGG16_DEFAULT_TAPS
 from ..export.taps import MODELS
@@ -170,6 +172,56 @@ def removed_if_failed(path: str | Path):
             with contextlib.suppress(OSError):  # not empty, or gone: leave it
                 folder.rmdir()
         raise
+
+
+def store_arg(text: str) -> str:
+    """A store's place: a URL (``s3://bucket/f.zarr``, ``gs://...``) as given, else a local folder path."""
+    if is_url(text):
+        return text
+    return folder_arg(local_path(text))
+
+
+def _storage_option(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip() or not key.replace("_", "").replace(".", "").isalnum():
+        raise argparse.ArgumentTypeError("expected KEY=VALUE (e.g. endpoint_url=http://127.0.0.1:9000, anon=true)")
+    try:
+        parsed = json.loads(value)  # true, 3, {"region_name": "eu-west-1"}
+    except ValueError:
+        parsed = value
+    return key.strip(), parsed
+
+
+def add_storage_args(p) -> None:
+    """``--storage-option KEY=VALUE`` (repeatable): explicit fsspec options for store and input URLs."""
+    p.add_argument("--storage-option", dest="storage_option", type=_storage_option, action="append", default=None,
+                   metavar="KEY=VALUE",
+                   help="an fsspec storage option for s3:// and gs:// URLs (repeatable; e.g. endpoint_url=URL, "
+                        "anon=true); default: the standard AWS_* / GOOGLE_* environment. Never stored or printed")
+
+
+def storage_options(args) -> dict | None:
+    """The ``--storage-option`` values as a dict (None when none was given)."""
+    given = getattr(args, "storage_option", None)
+    return dict(given) if given else None
+
+
+def redacted_argv(argv: list[str]) -> list[str]:
+    """``argv`` with the values of ``--storage-option`` replaced (they may hold secrets): what a store
+    records and what a printed command shows."""
+    out, hide = [], False
+    for a in argv:
+        if hide:
+            out.append(a.split("=", 1)[0] + "=***")
+            hide = False
+        elif a == "--storage-option":
+            out.append(a)
+            hide = True
+        elif a.startswith("--storage-option="):
+            out.append("--storage-option=" + a.split("=", 1)[1].split("=", 1)[0] + "=***")
+        else:
+            out.append(a)
+    return out
 
 
 def folder_arg(text: str) -> str:

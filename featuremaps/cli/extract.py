@@ -25,8 +25,9 @@ from ..engine.store import FeatureStore, output_shapes
 from ..engine.unit import ExtractSettings
 from ..engine.validate import ModelRecord, read_model_record
 from ..errors import ArgumentError, ClusterError, ExtractionError, StoreError
-from ._args import (DEFAULT_TAPS_HELP, ModelSpec, add_math_args, add_model_args, float_in, folder_arg, int_in,
-                    positive_int, provider_choices, threads_arg)
+from ..engine.store_remote import RemoteIO, is_url
+from ._args import (DEFAULT_TAPS_HELP, ModelSpec, add_math_args, add_model_args, add_storage_args, float_in, int_in,
+                    positive_int, provider_choices, redacted_argv, storage_options, store_arg, threads_arg)
 from .cache import resolve_model
 
 DEFAULT_BATCH = 8
@@ -45,7 +46,9 @@ def register(sub) -> None:
                    layers_help="taps of a zoo model: indices (0,5,17), features.17 or aliases (conv4_1, relu4_1, "
                                f"pool4); see `featuremaps layers` (default: {DEFAULT_TAPS_HELP})")
     p.set_defaults(input_size=None)
-    p.add_argument("-o", "--output", type=folder_arg, required=True, help="store path (a new folder, e.g. OUT.zarr)")
+    p.add_argument("-o", "--output", type=store_arg, required=True,
+                   help="store path (a new folder, e.g. OUT.zarr) or URL (s3://bucket/feats.zarr, gs://...)")
+    add_storage_args(p)
     p.add_argument("--batch-size", type=positive_int, default=None,
                    help=f"images per model call (default: {DEFAULT_BATCH}; with --resume: the store's)")
     p.add_argument("--workers", type=int_in(0, 512, "--workers"), default=None,
@@ -111,6 +114,17 @@ def _plans_on_cpu(args, provider: str) -> bool:
 def _open_for_resume(args) -> FeatureStore | None:
     """The existing store at ``-o``, opened once and locked, for ``--resume``; None when there is none
     yet (it is created once the model is open). Anything else at ``-o`` is one line."""
+    if is_url(args.output):
+        io = RemoteIO(args.output, storage_options(args))
+        try:
+            found = io.exists("zarr.json")
+        except Exception as e:  # noqa: BLE001 - unreachable endpoint, no credentials: one line
+            raise io.error("looking for the store", e) from None
+        if not found:
+            return None
+        if not args.resume:
+            raise StoreError(f"{io.url} already exists; add --resume to complete it, or choose a new -o path")
+        return FeatureStore.open(args.output, mode="r+", lock=True, storage_options=storage_options(args))
     out = Path(args.output)
     if not out.exists():
         return None
@@ -123,7 +137,7 @@ def _open_for_resume(args) -> FeatureStore | None:
 
 
 def _create(args, paths: list[str], record: ModelRecord, extractor, extraction: dict):
-    out = Path(args.output)
+    out = args.output if is_url(args.output) else Path(args.output)
     # The store records how its maps were computed: provider and math mode (tf32 vs strict fp32
     # changes the values at the 1e-4 level), next to the model's own metadata.
     # and the command that created it (`featuremaps info` shows it)
@@ -132,12 +146,13 @@ def _create(args, paths: list[str], record: ModelRecord, extractor, extraction: 
     # the Ray engine read it from the store
     pre = dict(record.metadata["preprocessing"], decode=args.decode or "full")
     meta = dict(record.metadata, preprocessing=pre, extraction=extraction,
-                command="featuremaps " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+                command="featuremaps " + " ".join(shlex.quote(a) for a in redacted_argv(sys.argv[1:])))
     dtype = args.dtype or record.output_dtype
     return FeatureStore.create(out, paths=paths, metadata=meta, shapes=output_shapes(meta, extractor.session),
                                batch_size=args.batch_size or DEFAULT_BATCH, dtype=dtype,
                                compression=args.compression or "none",
-                               model_path=record.path.resolve(), model_sha256=record.sha256)
+                               model_path=record.path.resolve(), model_sha256=record.sha256,
+                               storage_options=storage_options(args))
 
 
 def _resume(store: FeatureStore, args, paths: list[str], sha: str, extraction: dict) -> None:
@@ -191,9 +206,7 @@ def _check_ray_args(args) -> None:
         return
     args.actors = args.actors or 1
     args.gpus_per_actor = args.gpus_per_actor or 0.0
-    if "://" in args.output:
-        raise ArgumentError(f"store URLs ({args.output}) are not supported yet; use a shared filesystem path")
-    if args.ray_address and not Path(args.output).is_absolute():
+    if args.ray_address and not is_url(args.output) and not Path(args.output).is_absolute():
         raise ArgumentError(f"-o {args.output} is relative; on a Ray cluster pass an absolute path on a filesystem "
                        "every node mounts (e.g. /shared/out.zarr)")
     if args.ray_address:  # first of all: a join that cannot succeed fails in bounded time
@@ -290,7 +303,7 @@ def _extract(args, paths: list[str], record: ModelRecord, provider: str, math_mo
 
 
 def _resume_command() -> str:
-    argv = [a for a in sys.argv[1:] if a != "--resume"]
+    argv = [a for a in redacted_argv(sys.argv[1:]) if a != "--resume"]
     return "featuremaps " + " ".join(shlex.quote(a) for a in argv) + " --resume"
 
 

@@ -7,6 +7,7 @@ import json
 
 from ..errors import terminal_text
 from ..info import describe, weights_line
+from ._args import add_storage_args, storage_options
 
 
 def register(sub) -> None:
@@ -18,6 +19,7 @@ def register(sub) -> None:
                     "the command that created it.")
     p.add_argument("path", metavar="PATH", help="an exported .onnx file or a store folder (OUT.zarr)")
     p.add_argument("--json", action="store_true", help="print the description as JSON")
+    add_storage_args(p)
     p.set_defaults(func=cmd_info)
 
 
@@ -80,7 +82,7 @@ def format_store(d: dict) -> list[str]:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    d = describe(args.path)
+    d = describe(args.path, storage_options=storage_options(args))
     if args.json:  # ensure_ascii (the default): a control character in metadata prints as \u001b
         print(json.dumps(d, indent=2))
     else:  # every line quotes metadata or store attributes: escaped line by line

@@ -18,7 +18,7 @@ from ..errors import ArgumentError, FeaturemapsError, StoreError, terminal_text
 from ..export.reference import reference_features
 from ..report import ReportImage, build_report, write_report
 from ..viz.draw import load_image
-from ._args import ModelSpec, add_model_args, folder_arg, int_in, provider_choices
+from ._args import ModelSpec, add_model_args, add_storage_args, folder_arg, int_in, provider_choices, storage_options
 from .cache import resolve_model
 
 CLIError = ArgumentError
@@ -44,7 +44,9 @@ def register(sub) -> None:
                     "and see parity vs the PyTorch reference per tap when it can be computed.")
     p.add_argument("images", nargs="*", metavar="IMAGE", help="image files, folders or @list.txt")
     add_model_args(p)
-    p.add_argument("--store", default=None, help="read the maps from this store instead of running a model")
+    p.add_argument("--store", default=None, help="read the maps from this store (a path or s3:// URL) instead of "
+                   "running a model")
+    add_storage_args(p)
     p.add_argument("--rows", default=None, help="store rows, e.g. 0,3,7 or 0-4 (default: the first 5 ok rows)")
     p.add_argument("-o", "--output", type=folder_arg, required=True, help="output folder (created; index.html inside)")
     p.add_argument("--tile-px", type=int_in(4, 512, "--tile-px"), default=32,
@@ -90,7 +92,7 @@ def _image_or_blank(path: str, size) -> np.ndarray:
 
 
 def _from_store(args) -> tuple[list, tuple, dict, str]:
-    store = open_store(args.store)
+    store = open_store(args.store, storage_options=storage_options(args))
     rows = parse_rows(args.rows, store)
     _check_count(len(rows))
     status = np.asarray(store.status)

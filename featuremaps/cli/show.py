@@ -34,8 +34,8 @@ from ..viz.draw import DPI, ShowOptions, load_photo, provenance, save_figure, sh
 from ..viz.figures import Provenance, comparison_figure, nonfinite_note
 from ..viz.mapstats import SCALE_MODES, SELECT_MODES, tap_stats
 from ..export.families import default_taps
-from ._args import (CHANNELS_MAX, DEFAULT_LAYERS, ModelSpec, add_model_args, check_not_both, folder_arg,
-                    int_in, is_onnx_path, provider_choices, removed_if_failed)
+from ._args import (CHANNELS_MAX, DEFAULT_LAYERS, ModelSpec, add_model_args, add_storage_args, check_not_both,
+                    folder_arg, int_in, is_onnx_path, provider_choices, removed_if_failed, storage_options)
 from .cache import resolve_model
 
 
@@ -319,7 +319,9 @@ def register(subparsers) -> None:
 
 def add_store_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("maps from a bulk store (featuremaps extract)")
-    g.add_argument("--store", metavar="OUT.zarr", help="draw stored maps instead of running a model on IMAGE")
+    g.add_argument("--store", metavar="OUT.zarr", help="draw stored maps instead of running a model on IMAGE "
+                   "(a path or s3:// URL)")
+    add_storage_args(g)
     g.add_argument("--index", type=int_in(0, None, "--index"), default=0, help="row of the store to draw (default: 0)")
 
 
@@ -331,7 +333,7 @@ def show_from_store(args: argparse.Namespace, out_dir: Path) -> int:
     """``featuremaps show --store OUT.zarr --index I``: draw one stored image's maps without a model."""
     if args.diff:
         raise ArgumentError("--diff runs the model on the image; use it with IMAGE, not --store")
-    st = open_store(args.store)
+    st = open_store(args.store, storage_options=storage_options(args))
     n = len(st)
     if not 0 <= args.index < n:
         raise ArgumentError(f"--index {args.index} is outside the store (0..{n - 1})")

@@ -13,20 +13,23 @@ import sys
 from ..engine.store import FeatureStore
 from ..engine.inputs import printable_path
 from ..errors import one_line, terminal_text
+from ._args import add_storage_args, storage_options
 
 
 def register(sub) -> None:
     p = sub.add_parser("verify", help="check a feature store's chunk checksums",
                        description="Read every chunk of a store and check its CRC-32C; list damaged chunks "
                                    "with their rows. Exit status: 0 intact, 1 damage found, 2 unusable store.")
-    p.add_argument("store", metavar="STORE", help="a store written by `featuremaps extract`")
+    p.add_argument("store", metavar="STORE", help="a store written by `featuremaps extract` (a path or s3:// URL)")
+    add_storage_args(p)
     p.add_argument("--repair", action="store_true",
                    help="mark the batches holding damaged chunks pending; `extract --resume` then redoes them")
     p.set_defaults(func=cmd_verify)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    with FeatureStore.open(args.store, mode="r+" if args.repair else "r", lock=args.repair) as store:
+    with FeatureStore.open(args.store, mode="r+" if args.repair else "r", lock=args.repair,
+                           storage_options=storage_options(args)) as store:
         report = store.verify(repair=args.repair)
     for d in report.damage:
         print(terminal_text(f"damaged: {d.array} chunk {d.chunk} (rows {d.rows[0]}-{d.rows[1] - 1}): {d.reason}"))

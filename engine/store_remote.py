@@ -1,0 +1,345 @@
+"""Stores on object storage (``s3://``, ``gs://``, any fsspec URL): the same guarantees as on a disk.
+
+A local store relies on three POSIX facts: a rename publishes a finished file (chunks, and the
+store itself at creation), ``flock`` keeps a second writer out, and a folder can be walked for
+links. An object store has none of them, and needs none:
+
+* **Durable and atomic per object.** A PUT is all or nothing, so a chunk is written straight to
+  its key: a killed writer leaves every chunk old or new, never torn (no ``.partial`` files).
+* **Creation.** The store's layout is built in memory and uploaded with the root ``zarr.json``
+  last: a store is recognisable only once all of its arrays exist, as the local rename gives.
+  A failed creation leaves array objects without a root, which the next creation overwrites.
+* **One writer: a lease** (:class:`Lease`), the object ``status/featuremaps.lease`` created with a
+  conditional write (S3 ``If-None-Match: *``), holding who writes (host, pid, a random owner id)
+  and until when. The holder renews it with ``If-Match`` on its ETag (compare-and-swap) every
+  third of its term; a second writer is refused while it is live. A writer killed with ``-9``
+  leaves a lease that expires after :data:`LEASE_SECONDS` (``FEATUREMAPS_LEASE_SECONDS``), or at
+  once for a resume on the same host whose holder pid is gone. Before each batch is committed the
+  writer checks that the lease is still its own (fencing), so a writer that lost it stops instead
+  of overwriting another's status.
+* **Nothing to walk.** Object stores have no links, FIFOs or devices, and keys never leave the
+  store's prefix (every key is ``prefix + "/" + name`` with a name checked by
+  :func:`.names.unsafe_name_reason`).
+
+Credentials and endpoints come the standard way (the filesystem's own: the AWS environment,
+``AWS_ENDPOINT_URL``, ``~/.aws``; ``GOOGLE_APPLICATION_CREDENTIALS``), or ``storage_options``
+given explicitly. Neither is ever written into the store, and printed URLs keep only scheme,
+bucket and path (:func:`display_url`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+from urllib.parse import urlsplit, urlunsplit
+
+from ..errors import StoreError
+
+LEASE_NAME = "status/featuremaps.lease"
+LEASE_SECONDS = 60.0
+MAX_LEASE_BYTES = 4096
+_WRITABLE = ("s3", "s3a", "gs", "gcs", "memory")  # schemes with atomic PUTs (and, for s3, conditional writes)
+
+
+def is_url(target) -> bool:
+    """Whether ``target`` names a store by URL (``scheme://...``) rather than a local path; ``file://``
+    URLs are local paths (see :func:`local_path`)."""
+    if not isinstance(target, str) or "://" not in target:
+        return False
+    scheme = target.split("://", 1)[0]
+    return len(scheme) > 1 and scheme.replace("+", "").replace("-", "").replace(".", "").isalnum() and \
+        scheme.lower() != "file"
+
+
+def local_path(target):
+    """``file:///a/b`` -> ``/a/b``; anything else unchanged."""
+    if isinstance(target, str) and target.lower().startswith("file://"):
+        return urlsplit(target).path
+    return target
+
+
+def display_url(url: str) -> str:
+    """``url`` without user info, query or fragment: what may be printed (never a secret)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def scrub(text: str, options: dict | None) -> str:
+    """``text`` with every storage option value of four characters or more replaced by ``***``
+    (an error from a client library may quote what it was given)."""
+    for value in (options or {}).values():
+        if isinstance(value, str) and len(value) >= 4:
+            text = text.replace(value, "***")
+    for name in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID"):
+        value = os.environ.get(name)
+        if value and len(value) >= 4:
+            text = text.replace(value, "***")
+    return text
+
+
+class RemoteIO:
+    """Key-level access to a store at an fsspec URL: bounded reads, whole-object writes, listings.
+    ``url`` is what the user gave; :attr:`url` is its printable form."""
+
+    def __init__(self, url: str, storage_options: dict | None = None):
+        from fsspec.core import url_to_fs
+
+        self.options = dict(storage_options or {})
+        self._url = url.rstrip("/")
+        self.url = display_url(url).rstrip("/")
+        scheme = url.split("://", 1)[0].lower()
+        try:
+            # no listing cache: a store's objects change under other processes (a lease, a resumed run)
+            self.fs, root = url_to_fs(url, **{"use_listings_cache": False, "skip_instance_cache": True,
+                                              **self.options})
+        except ImportError as e:
+            extra = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs"}.get(scheme)
+            how = f"pip install 'featuremaps[{extra}]'" if extra else f"install the fsspec backend for {scheme}://"
+            raise StoreError(f"{self.url}: {scheme}:// needs a package that is not installed "
+                             f"({e.name or e}); {how}") from None
+        except (ValueError, TypeError) as e:
+            raise StoreError(f"{self.url}: not a usable store URL ({scrub(str(e), self.options)[:200]}); "
+                             "use s3://bucket/path.zarr or gs://bucket/path.zarr") from None
+        self.scheme = scheme
+        self.root = root.rstrip("/")
+        if not self.root or "/" not in self.root.strip("/") and scheme in ("s3", "s3a", "gs", "gcs"):
+            raise StoreError(f"{self.url}: a store needs a path inside the bucket (s3://bucket/feats.zarr), "
+                             "not a bare bucket")
+
+    @property
+    def location(self) -> str:
+        """The URL as given (what opens the store again; may not be printed: see :attr:`url`)."""
+        return self._url
+
+    @property
+    def writable(self) -> bool:
+        return self.scheme in _WRITABLE
+
+    def key(self, k: str) -> str:
+        return f"{self.root}/{k}"
+
+    def error(self, what: str, e: BaseException) -> StoreError:
+        """A one-line StoreError for a failed ``what`` (secrets scrubbed)."""
+        reason = scrub(f"{type(e).__name__}: {e}", self.options).splitlines()[0][:300] if str(e) else type(e).__name__
+        return StoreError(f"{self.url}: {what} failed ({reason}); check the URL, the credentials "
+                          "(AWS_* / GOOGLE_* environment or --storage-option) and that the endpoint is reachable")
+
+    # ------------------------------------------------------------ objects
+
+    def read(self, k: str, limit: int) -> bytes | None:
+        """The bytes of key ``k`` (None if missing); an object over ``limit`` bytes is refused unread."""
+        from .store_io import UnsafeStoreError
+
+        try:
+            size = self.fs.size(self.key(k))
+        except FileNotFoundError:
+            return None
+        if size is None or size > limit:
+            raise UnsafeStoreError(f"{self.url}/{k} is {size} bytes, more than its array's chunks can be ({limit} "
+                                   "bytes); the store may be hostile, re-create it with `featuremaps extract`")
+        try:
+            return self.fs.cat_file(self.key(k))
+        except FileNotFoundError:
+            return None
+
+    def exists(self, k: str) -> bool:
+        try:
+            self.fs.size(self.key(k))
+            return True
+        except FileNotFoundError:
+            return False
+
+    def put(self, k: str, data, **conditions):
+        """Write ``data`` (bytes, or a list of buffers) to key ``k`` in one PUT; ``conditions`` go to
+        the client (``IfMatch=etag``, ``mode="create"``). Returns the client's answer."""
+        if isinstance(data, (list, tuple)):
+            data = b"".join(memoryview(p).cast("B") for p in data)
+        return self.fs.pipe_file(self.key(k), bytes(data) if not isinstance(data, bytes) else data, **conditions)
+
+    def delete(self, k: str) -> None:
+        try:
+            self.fs.rm_file(self.key(k))
+        except FileNotFoundError:
+            pass
+
+    def etag(self, k: str) -> str | None:
+        self.fs.invalidate_cache(self.key(k))
+        try:
+            info = self.fs.info(self.key(k))
+        except FileNotFoundError:
+            return None
+        return info.get("ETag") or info.get("etag") or info.get("generation")
+
+    def list_chunks(self, name: str, ndim: int) -> list[int]:
+        """Chunk indices along ``image`` of array ``name`` that have an object (one listing)."""
+        prefix = self.key(f"{name}/c")
+        self.fs.invalidate_cache(prefix)
+        try:
+            found = self.fs.find(prefix)
+        except FileNotFoundError:
+            return []
+        tail = "/0" * (ndim - 1)
+        out = set()
+        for key in found:
+            rel = key[len(prefix) + 1:]
+            head, _, rest = rel.partition("/")
+            if head.isdigit() and ("/" + rest if rest else "") == tail:
+                out.add(int(head))
+        return sorted(out)
+
+    def total_bytes(self) -> int:
+        self.fs.invalidate_cache(self.root)
+        try:
+            return sum(int(v.get("size") or 0) for v in self.fs.find(self.root, detail=True).values())
+        except FileNotFoundError:
+            return 0
+
+    def count_objects(self) -> int:
+        self.fs.invalidate_cache(self.root)
+        try:
+            return len(self.fs.find(self.root))
+        except FileNotFoundError:
+            return 0
+
+    def zarr_store(self, *, read_only: bool):
+        """A zarr store on this prefix (zarr's FsspecStore, on its own asynchronous filesystem)."""
+        from zarr.storage import FsspecStore
+
+        return FsspecStore.from_url(self._url, storage_options=self.options or None, read_only=read_only)
+
+    def upload_layout(self, memory_store) -> None:
+        """Copy every key of a zarr MemoryStore (a store's layout built in memory) here, the root
+        ``zarr.json`` last (see the module docstring: creation)."""
+        items = dict(memory_store._store_dict)
+        root = items.pop("zarr.json")
+        for k in sorted(items):
+            self.put(k, items[k].to_bytes())
+        self.put("zarr.json", root.to_bytes())
+
+
+class Lease:
+    """The one-writer lease of a store on object storage (see the module docstring)."""
+
+    def __init__(self, io: RemoteIO, owner: str, etag: str | None, term: float):
+        self.io, self.owner, self._etag, self.term = io, owner, etag, term
+        self._lost: str | None = None
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._renew_loop, name="featuremaps-lease", daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def term_seconds() -> float:
+        try:
+            return max(1.0, float(os.environ.get("FEATUREMAPS_LEASE_SECONDS", LEASE_SECONDS)))
+        except ValueError:
+            return LEASE_SECONDS
+
+    @staticmethod
+    def _body(owner: str, term: float) -> bytes:
+        return json.dumps({"owner": owner, "host": socket.gethostname(), "pid": os.getpid(),
+                           "expires": time.time() + term, "term": term}).encode()
+
+    @classmethod
+    def acquire(cls, io: RemoteIO) -> "Lease":
+        if not io.writable:
+            raise StoreError(f"{io.url}: featuremaps writes stores only where a write is atomic and a lease can be "
+                             f"taken ({', '.join(s + '://' for s in _WRITABLE if s != 'memory')}); write to one of "
+                             "those, or to a local path")
+        owner, term = uuid.uuid4().hex, cls.term_seconds()
+        try:
+            io.put(LEASE_NAME, cls._body(owner, term), mode="create")
+            return cls(io, owner, io.etag(LEASE_NAME), term)
+        except FileExistsError:
+            pass
+        except Exception as e:  # noqa: BLE001 - network, permissions: one line
+            raise io.error("taking the writer's lease", e) from None
+        held = cls._read(io)
+        etag = io.etag(LEASE_NAME)
+        if held is not None and not cls._stale(held):
+            until = time.strftime("%H:%M:%S", time.localtime(held.get("expires", 0)))
+            pid = held.get("pid") if isinstance(held.get("pid"), int) else "?"
+            raise StoreError(f"{io.url} is being written by another process (pid {pid} on "
+                             f"{str(held.get('host'))[:64]!r}, lease until {until}); "
+                             "wait for it to finish or stop it, then re-run with --resume (a killed writer's lease "
+                             f"expires after {held.get('term', LEASE_SECONDS):.0f} s)")
+        try:  # expired or its holder is gone: take it over, unless someone else just did
+            io.put(LEASE_NAME, cls._body(owner, term), **({"IfMatch": etag} if etag and io.scheme.startswith("s3")
+                                                              else {}))
+        except FileExistsError:
+            raise StoreError(f"{io.url} was just taken over by another writer; re-run with --resume later") from None
+        except Exception as e:  # noqa: BLE001
+            if type(e).__name__ in ("PreconditionFailed", "ClientError") or "Precondition" in str(e):
+                raise StoreError(f"{io.url} was just taken over by another writer; re-run with --resume later") \
+                    from None
+            raise io.error("taking the writer's lease", e) from None
+        return cls(io, owner, io.etag(LEASE_NAME), term)
+
+    @staticmethod
+    def _read(io: RemoteIO) -> dict | None:
+        try:
+            raw = io.read(LEASE_NAME, MAX_LEASE_BYTES)
+            held = json.loads(raw) if raw else None
+        except Exception:  # noqa: BLE001 - a damaged lease is a stale one
+            return None
+        return held if isinstance(held, dict) else None
+
+    @staticmethod
+    def _stale(held: dict) -> bool:
+        expires = held.get("expires")
+        if not isinstance(expires, (int, float)) or expires < time.time():
+            return True
+        if held.get("host") == socket.gethostname() and isinstance(held.get("pid"), int):
+            try:
+                os.kill(held["pid"], 0)
+            except ProcessLookupError:
+                return True  # same machine, the holder is gone
+            except (PermissionError, OverflowError, ValueError):
+                return False
+        return False
+
+    def _renew_loop(self) -> None:
+        while not self._stop.wait(self.term / 3):
+            self.renew()
+
+    def renew(self) -> None:
+        with self._lock:
+            if self._lost or self._stop.is_set():
+                return
+            try:
+                self.io.put(LEASE_NAME, self._body(self.owner, self.term),
+                            **({"IfMatch": self._etag} if self._etag and self.io.scheme.startswith("s3") else {}))
+                self._etag = self.io.etag(LEASE_NAME)
+            except Exception as e:  # noqa: BLE001 - lost to another writer, or unreachable
+                held = self._read(self.io)
+                if not held or held.get("owner") != self.owner:
+                    self._lost = f"another writer took the lease ({type(e).__name__})"
+
+    def check(self) -> None:
+        """Raise :class:`StoreError` unless this process still holds the lease (before a commit)."""
+        if self._lost is None:
+            held = self._read(self.io)
+            if not held or held.get("owner") != self.owner:
+                self._lost = "another writer holds it now"
+        if self._lost:
+            raise StoreError(f"{self.io.url}: this writer lost its lease ({self._lost}); stopping without writing "
+                             "more. Completed batches are kept: re-run with --resume when the other writer is done")
+
+    def release(self) -> None:
+        self._stop.set()
+        with self._lock:
+            if self._lost is None:
+                held = self._read(self.io)
+                if held and held.get("owner") == self.owner:
+                    try:
+                        self.io.delete(LEASE_NAME)
+                    except Exception:  # noqa: BLE001 - it expires on its own
+                        pass
+            self._lost = self._lost or "released"
