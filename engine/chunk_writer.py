@@ -87,17 +87,23 @@ class ChunkWriter:
         """Write chunk ``index`` of array ``name`` (``tail_dims`` dimensions after the row axis)
         from ``data`` (exactly the chunk's rows); returns the raw bytes written."""
         pieces, crc = self.encode(data)
-        parts = [name, "c", str(int(index)), *(["0"] * tail_dims)]
+        self.write_object("/".join([name, "c", str(int(index)), *(["0"] * tail_dims)]), [*pieces, crc])
+        return data.nbytes
+
+    def write_object(self, key: str, pieces: list) -> None:
+        """Write one whole object (a chunk, or a shard) at ``key`` from ``pieces``: one PUT on object
+        storage, else a ``.partial`` file renamed into place inside the store."""
         if self._put is not None:
-            self._put("/".join(parts), [*pieces, crc])
-            return data.nbytes
+            self._put(key, pieces)
+            return
+        parts = key.split("/")
         dfd = open_folder(self.root, parts[:-1], create=True)
         tmp = f".{parts[-1]}.{uuid.uuid4().hex}.partial"
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
                          dir_fd=dfd)
             try:
-                _write_all(fd, [memoryview(p) for p in pieces] + [memoryview(crc)])
+                _write_all(fd, [memoryview(p).cast("B") for p in pieces])
             finally:
                 os.close(fd)
             os.replace(tmp, parts[-1], src_dir_fd=dfd, dst_dir_fd=dfd)
@@ -109,7 +115,6 @@ class ChunkWriter:
             raise
         finally:
             os.close(dfd)
-        return data.nbytes
 
 
 def _compressed(raw: np.ndarray) -> np.ndarray:

@@ -34,6 +34,7 @@ import numpy as np
 
 EMPTY = 2**64 - 1  # offset and nbytes of an inner chunk that is not stored
 TARGET_BYTES = 64 << 20  # raw bytes of one shard of one tap: see shard_rows_for
+MAX_BATCHES = 64  # batches per shard at most: what a kill can cost (their commits wait for the shard)
 
 
 class ShardIndexError(ValueError):
@@ -134,15 +135,18 @@ def inner_chunk(blob, entry: tuple[int, int] | None) -> memoryview | None:
 
 
 def shard_rows_for(n_rows: int, batch_rows: int, chunk_rows: int, bytes_per_row: int,
-                   target_bytes: int = TARGET_BYTES) -> int:
+                   target_bytes: int = TARGET_BYTES, max_batches: int = MAX_BATCHES) -> int:
     """Rows per shard: the most whole batches whose raw (uncompressed) maps of one tap fit in
-    ``target_bytes``, at least one batch, at most all ``n_rows`` rounded up to a whole batch.
+    ``target_bytes``, at least one batch, at most ``max_batches`` batches and at most all ``n_rows``
+    rounded up to a whole batch.
 
     64 MiB: an object store's per-request cost (tens of ms) is a few percent of a PUT or GET of
     tens of MiB, and bigger objects gain little; the writer holds each tap's shard in memory
     until it is complete (5 VGG16 taps: 320 MiB at 64 MiB, 1.25 GiB at 256 MiB), and redoing one
     batch rewrites its whole shard. Readers fetch the index and inner chunks by range, so shard
-    size does not change what one image costs to read.
+    size does not change what one image costs to read. ``max_batches`` (64): a batch is committed
+    only once its shard is written, so a kill loses at most that many batches of work (tiny maps
+    would otherwise put a whole run in one shard, durable only at its end).
 
     >>> shard_rows_for(10**6, 8, 8, 512 * 14 * 14 * 2), shard_rows_for(10**6, 8, 8, 64 * 224 * 224 * 2)
     (328, 8)
@@ -151,7 +155,7 @@ def shard_rows_for(n_rows: int, batch_rows: int, chunk_rows: int, bytes_per_row:
         raise ValueError(f"batch_rows {batch_rows} is not a multiple of chunk_rows {chunk_rows}")
     batches = max(1, -(-n_rows // batch_rows))
     fit = target_bytes // max(1, batch_rows * bytes_per_row)
-    return batch_rows * max(1, min(fit, batches))
+    return batch_rows * max(1, min(fit, batches, max_batches))
 
 
 def shards_per_tap(n_rows: int, shard_rows: int) -> int:

@@ -33,6 +33,7 @@ import base64
 import datetime as _dt
 import errno
 import functools
+import json
 import logging
 import math
 import os
@@ -50,8 +51,10 @@ from ..errors import FeaturemapsError, StoreError
 from .chunk_writer import ChunkWriter
 from .names import unsafe_name_reason
 from .store_format import ERROR, FIXED_ARRAYS, OK, PENDING, STORE_FORMAT, Damage  # noqa: F401 - re-exported
-from .store_io import UnsafeStoreError, check_tree, confined_store, open_folder, tree_bytes, unsafe
+from .store_io import UnsafeStoreError, check_tree, confined_store, open_folder, read_key, tree_bytes, unsafe
 from .store_remote import Lease, RemoteIO, is_url, local_path
+from .shard_format import index_nbytes, shard_rows_for, shard_spec
+from .store_shards import ShardBuffer
 from .store_verify import chunk_file, scan
 from .. import __version__
 
@@ -468,6 +471,9 @@ class FeatureStore:
         store = getattr(self._group, "store", None)
         if hasattr(store, "limits"):
             store.limits.update(self.limits)
+            if self.sharded:  # whole shard objects, read by range (index, then inner chunks)
+                per = self.info["shard_rows"] // self.chunk_rows
+                store.sharded.update({name: (per, self.object_limit(name)) for name in self.info["outputs"]})
 
     def fixed_chunk_bytes(self, name: str) -> int | None:
         """Encoded bytes (checksum excluded) every chunk of array ``name`` has, or None where that
@@ -493,11 +499,14 @@ class FeatureStore:
     def create(cls, path: str | Path, *, paths: list[str], metadata: dict, shapes: dict[str, tuple[int, ...]],
                batch_size: int, dtype: str = "fp32", compression: str = "zstd",
                model_path: str | Path | None = None, model_sha256: str | None = None,
-               check_memory: bool = True, storage_options: dict | None = None) -> "FeatureStore":
+               check_memory: bool = True, storage_options: dict | None = None,
+               shard_rows: int | str | None = None) -> "FeatureStore":
         """Create a new store for ``paths`` (every row pending), locked by this process until
         :meth:`close`. An existing path is a :class:`StoreError`: a store is never overwritten.
         Built in a temporary sibling folder and renamed into place; at a URL (``s3://...``), built in
-        memory, uploaded root last, under a lease (:mod:`.store_remote`)."""
+        memory, uploaded root last, under a lease (:mod:`.store_remote`). ``shard_rows``: None (one
+        object per chunk), ``"auto"`` (:func:`.shard_format.shard_rows_for`) or a multiple of the
+        batch size: tap arrays sharded (:mod:`.store_shards`)."""
         io = RemoteIO(path, storage_options) if is_url(path) else None
         path = Path(local_path(path)) if io is None else io.url
         if io is None and path.exists():
@@ -525,6 +534,7 @@ class FeatureStore:
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "featuremaps": __version__}
         info["row_chunk"] = row_chunk_for(info["chunk_rows"], n)
+        info["shard_rows"] = _shard_rows(shard_rows, n, rows, info["chunk_rows"], metadata, shapes, dtype)
         if io is not None:
             return cls._create_remote(io, info, paths)
         return cls._create_atomically(path, info, paths)
@@ -634,6 +644,35 @@ class FeatureStore:
             raise
 
     @property
+    def sharded(self) -> bool:
+        """Whether the tap arrays are sharded (several batches per object: :mod:`.store_shards`)."""
+        return bool(self.info.get("shard_rows"))
+
+    @functools.cached_property
+    def _shards(self) -> ShardBuffer:
+        return ShardBuffer(self)
+
+    def flush(self) -> None:
+        """Write the shards being filled and commit their batches (sharded stores; else nothing).
+        The pipeline calls it at the end of a run, :meth:`close` calls it too."""
+        if self.sharded and "_shards" in self.__dict__:
+            self._shards.flush()
+
+    def object_limit(self, name: str) -> int:
+        """The largest object array ``name`` may hold: a chunk, or for a sharded tap a whole shard."""
+        limit = self.limits[name][0]
+        if self.sharded and name in self.info["outputs"]:
+            per = self.info["shard_rows"] // self.chunk_rows
+            return per * limit + index_nbytes(per)
+        return limit
+
+    def _read_object(self, key: str, name: str) -> bytes | None:
+        """The bytes of one object of array ``name`` (None if missing), bounded and confined."""
+        if self._io is not None:
+            return self._io.read(key, self.object_limit(name))
+        return read_key(self.path, key, self.object_limit(name))
+
+    @property
     def location(self) -> str:
         """What opens this store again (in another process or on another node): its absolute local
         path, or its URL (:attr:`path` is the printable form)."""
@@ -650,7 +689,14 @@ class FeatureStore:
         return self._io is not None
 
     def close(self) -> None:
-        """Release the writer's lock (reading still works)."""
+        """Write what a sharded store still holds, then release the writer's lock (reading still works)."""
+        try:
+            if self._lock is not None or self._io is None:
+                self.flush()
+        finally:
+            self._release()
+
+    def _release(self) -> None:
         if self._lock is not None:
             self._lock.release()
             self._lock = None
@@ -819,6 +865,9 @@ class FeatureStore:
             raise StoreError(f"{self.path}: the {name} chunk of {rows} {why}; {fix}") from None
 
     def _has_chunk(self, name: str, ci: int, ndim: int) -> bool:
+        if self.sharded:
+            per = self.info["shard_rows"] // self.chunk_rows
+            return self._shards.read_inner(name, ci // per, strict=True)[ci % per] is not None
         if self._io is not None:
             return self._io.exists("/".join([name, "c", str(ci), *(["0"] * (ndim - 1))]))
         return chunk_file(self, name, ci, ndim).is_file()
@@ -882,6 +931,10 @@ class FeatureStore:
         can call a missing chunk of an ok row damage. ``rows=None`` (every row of the batch is an
         error) writes nothing and removes what an earlier attempt left: an error row costs no map
         bytes. Returns the bytes written."""
+        if self.sharded:
+            if rows is not None and rows.dtype != DTYPES[self.dtype]:
+                rows = rows.astype(DTYPES[self.dtype])
+            return self._shards.write(name, b, rows, self._chunk_writer)
         if rows is None:
             self._drop_chunks(name, b)
             return 0
@@ -926,7 +979,14 @@ class FeatureStore:
         """Mark batch ``b`` done: its error rows, then its status rows (ok, or error for the
         row offsets in ``errors``; row offsets in ``pending`` stay pending: their decoder died, a
         resumed run redoes the batch). Call only after every tap chunk of ``b`` is written
-        (:func:`featuremaps.engine.unit.commit` is the one caller)."""
+        (:func:`featuremaps.engine.unit.commit` is the one caller). A sharded store records the
+        commit and writes it once the batch's shard is written (:mod:`.store_shards`)."""
+        if self.sharded:
+            self._shards.commit(b, errors, pending)
+            return
+        self._commit_now(b, errors, pending)
+
+    def _commit_now(self, b: int, errors: dict[int, str], pending=()) -> None:
         if isinstance(self._lock, Lease):
             self._lock.check()  # fencing: a writer that lost its lease must not overwrite another's status
         start, stop = self.batch_rows(b)
@@ -975,6 +1035,11 @@ def array_specs(info: dict) -> dict[str, dict]:
         specs["path_bytes"] = dict(rows, dtype=str)
     codecs = ([ZstdCodec()] if info.get("compression") == "zstd" else []) + crc
     for name, shape in info["outputs"].items():
+        if info.get("shard_rows"):
+            specs[name] = dict(shard_spec(c, info["shard_rows"], tuple(shape), DTYPES[info["dtype"]],
+                                          info.get("compression", "zstd")),
+                               shape=(n, *shape), dimension_names=dimension_names(name, tuple(shape)))
+            continue
         specs[name] = {"shape": (n, *shape), "chunks": (c, *shape), "dtype": DTYPES[info["dtype"]], "fill_value": 0,
                        "compressors": codecs, "dimension_names": dimension_names(name, tuple(shape))}
     return specs
@@ -1008,10 +1073,39 @@ def _layout_problem(arr, spec: dict) -> str | None:
                        ("data type", str(have.data_type), str(want.data_type)),
                        ("codecs", [c.to_dict()["name"] for c in have.codecs],
                         [c.to_dict()["name"] for c in want.codecs]),
-                       ("chunk key encoding", have.chunk_key_encoding.to_dict(), want.chunk_key_encoding.to_dict())):
+                       ("chunk key encoding", have.chunk_key_encoding.to_dict(), want.chunk_key_encoding.to_dict()),
+                       ("shards", arr.shards or (), zarr.create_array(zarr.storage.MemoryStore(), **spec).shards or ()),
+                       ("inner codecs", _inner_codecs(have), _inner_codecs(want))):
         if tuple(a) != tuple(b) if isinstance(a, (list, tuple)) else a != b:
             return f"its {what} {_short(a)} is not the {_short(b)} featuremaps writes"
     return None
+
+
+def _inner_codecs(metadata) -> list:
+    """The codec chain inside a sharding codec (names and configuration), or [] for an unsharded array."""
+    for codec in metadata.codecs:
+        d = codec.to_dict()
+        if d["name"] == "sharding_indexed":
+            conf = d.get("configuration", {})
+            chain = [*conf.get("codecs", ()), *conf.get("index_codecs", ()), conf.get("index_location")]
+            return [json.dumps(x.to_dict() if hasattr(x, "to_dict") else x, sort_keys=True, default=str)
+                    for x in chain]
+    return []
+
+
+def _shard_rows(asked, n: int, batch: int, chunk_rows: int, metadata: dict, shapes: dict, dtype: str) -> int | None:
+    """Rows per shard of a new store: None (unsharded), ``"auto"`` (:func:`.shard_format.shard_rows_for`
+    on the largest tap), or a positive multiple of the batch size."""
+    if asked in (None, "none", 0):
+        return None
+    itemsize = np.dtype(DTYPES[dtype]).itemsize
+    if asked == "auto":
+        largest = max((math.prod(s) for s in shapes.values()), default=1) * itemsize
+        return shard_rows_for(n, batch, chunk_rows, largest)
+    if isinstance(asked, bool) or not isinstance(asked, int) or asked < 1 or asked % batch:
+        raise StoreError(f"--shard-rows {asked} is not a positive multiple of the batch size {batch}; use a "
+                         f"multiple such as {batch * 8}, auto or none")
+    return min(int(asked), batch * max(1, -(-n // batch)))
 
 
 def _short(x) -> str:

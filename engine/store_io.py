@@ -23,6 +23,7 @@ import stat
 from pathlib import Path
 
 from ..errors import StoreError
+from .shard_format import ShardIndexError, inner_chunk, read_index
 
 MAX_METADATA_BYTES = 16 * 2**20
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -186,6 +187,17 @@ def zstd_content_size(frame: bytes) -> int | None:
     return value + 256 if size == 2 else value
 
 
+def _byte_range(data: bytes, byte_range) -> bytes:
+    """``data`` cut to a zarr byte request (None: all of it)."""
+    if byte_range is None:
+        return data
+    if hasattr(byte_range, "suffix"):
+        return data[max(0, len(data) - byte_range.suffix):]
+    if hasattr(byte_range, "offset"):
+        return data[byte_range.offset:]
+    return data[byte_range.start:byte_range.end]
+
+
 @functools.lru_cache(maxsize=1)
 def _confined_class():
     """The zarr LocalStore subclass (defined on first use: zarr is imported lazily)."""
@@ -200,10 +212,12 @@ def _confined_class():
         # key prefix (array name) -> (largest chunk file, exact decoded zstd size or None); set by
         # FeatureStore once the arrays' metadata is validated
         limits: dict
+        # array name -> (inner chunks per shard, largest shard object): sharded tap arrays
+        sharded: dict
 
         def with_read_only(self, read_only: bool = False):
             other = type(self)(root=self.root, read_only=read_only)
-            other.limits = self.limits
+            other.limits, other.sharded = self.limits, self.sharded
             return other
 
         def _limit(self, key: str) -> tuple[int, int | None]:
@@ -212,6 +226,9 @@ def _confined_class():
             return self.limits.get(key.split("/", 1)[0], (MAX_METADATA_BYTES, None))
 
         def _read(self, key: str, prototype, byte_range):
+            name = key.split("/", 1)[0]
+            if name in self.sharded and not key.endswith("zarr.json"):
+                return self._read_shard(key, name, prototype, byte_range)
             limit, zstd_size = self._limit(key)
             data = read_key(self.root, key, limit)
             if data is None:
@@ -222,6 +239,26 @@ def _confined_class():
             if byte_range is not None:
                 raise UnsafeStoreError(f"{self.root / key}: partial reads (sharding) are not part of a "
                                        f"featuremaps store; {_HOSTILE}")
+            return (prototype or default_buffer_prototype()).buffer.from_bytes(data)
+
+        def _read_shard(self, key: str, name: str, prototype, byte_range):
+            """A shard object, read whole (bounded), its index validated and every inner zstd chunk's
+            declared size checked, then the requested range of it."""
+            per, limit = self.sharded[name]
+            inner_limit, zstd_size = self.limits[name]
+            data = read_key(self.root, key, limit)
+            if data is None:
+                return None
+            try:
+                entries = read_index(data, per, len(data), inner_limit)
+            except ShardIndexError as e:
+                raise UnsafeStoreError(f"{self.root / key}: {e}; {_HOSTILE}") from None
+            if zstd_size is not None:
+                for i, entry in enumerate(entries):
+                    if entry is not None and zstd_content_size(bytes(inner_chunk(data, entry)[:18])) != zstd_size:
+                        raise UnsafeStoreError(f"{self.root / key}: inner chunk {i} does not declare the {zstd_size} "
+                                               f"decoded bytes of a chunk in its zstd header; {_HOSTILE}")
+            data = _byte_range(data, byte_range)
             return (prototype or default_buffer_prototype()).buffer.from_bytes(data)
 
         def get_sync(self, key, *, prototype=None, byte_range=None):
@@ -253,5 +290,5 @@ def _confined_class():
 def confined_store(root: Path, *, read_only: bool):
     """A zarr store on ``root`` that reads and writes only inside it (see the module docstring)."""
     st = _confined_class()(Path(root), read_only=read_only)
-    st.limits = {}
+    st.limits, st.sharded = {}, {}
     return st

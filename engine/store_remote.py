@@ -38,6 +38,7 @@ import uuid
 from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import StoreError
+from .store_io import UnsafeStoreError
 
 LEASE_NAME = "status/featuremaps.lease"
 LEASE_SECONDS = 60.0
@@ -135,8 +136,6 @@ class RemoteIO:
 
     def read(self, k: str, limit: int) -> bytes | None:
         """The bytes of key ``k`` (None if missing); an object over ``limit`` bytes is refused unread."""
-        from .store_io import UnsafeStoreError
-
         try:
             size = self.fs.size(self.key(k))
         except FileNotFoundError:

@@ -11,8 +11,10 @@ import stat
 
 import numpy as np
 
+from .shard_format import ShardIndexError, inner_chunk, read_index
 from .store_format import FIXED_ARRAYS, OK, STORE_FORMAT, Damage
 from .store_io import UnsafeStoreError, read_key, zstd_content_size
+from .store_shards import shard_key
 
 
 def chunk_file(store, name: str, ci: int, ndim: int):
@@ -35,6 +37,15 @@ def missing_chunks(store, codes: np.ndarray | None = None) -> list[Damage]:
     has_ok = np.add.reduceat(codes == OK, np.arange(0, n, c)) > 0 if n else np.zeros(0, bool)
     damage = []
     for name in store.outputs:
+        if store.sharded:  # an inner chunk of ok rows must have an entry in its shard's index
+            per = store.info["shard_rows"] // c
+            indexes: dict[int, list] = {}  # shard -> its inner chunks (one read per shard)
+            for ci in map(int, np.flatnonzero(has_ok)):
+                if ci // per not in indexes:
+                    indexes = {ci // per: store._shards.read_inner(name, ci // per)}
+                if indexes[ci // per][ci % per] is None:
+                    damage.append(Damage(name, ci, (ci * c, min(ci * c + c, n)), "missing chunk"))
+            continue
         if store._io is not None:  # object storage: one listing per array instead of a HEAD per chunk
             present = set(store._io.list_chunks(name, store._group[name].ndim))
             damage += [Damage(name, int(ci), (int(ci) * c, min(int(ci) * c + c, n)), "missing chunk")
@@ -65,6 +76,50 @@ def _present(store, name: str, ndim: int) -> list[int]:
     tail = "/0" * (ndim - 1)
     folder = os.fspath(store.path / name / "c")
     return [ci for ci in found if os.path.lexists(f"{folder}/{ci}{tail}")]
+
+
+def _check_body(store, name: str, data: bytes) -> tuple[str | None, bytes | None]:
+    """``(reason or None, body)`` of one encoded chunk ``data`` (body, then its CRC-32C)."""
+    import google_crc32c
+
+    _, zstd_size = store.limits[name]
+    body, crc = data[:-4], data[-4:]
+    if len(data) < 4 or np.uint32(google_crc32c.value(body)).tobytes() != crc:
+        return "checksum mismatch", None
+    if zstd_size is not None and zstd_content_size(body) != zstd_size:
+        return f"does not declare the {zstd_size} decoded bytes of a chunk in its zstd header", None
+    fixed = store.fixed_chunk_bytes(name)
+    if fixed is not None and len(body) != fixed:
+        return f"unreadable ({len(body)} bytes, a chunk is {fixed})", None
+    return None, body
+
+
+def _check_shard(store, name: str, shard: int, ndim: int) -> tuple[list[Damage], int]:
+    """Damage per inner chunk of one shard object, and how many inner chunks were checked."""
+    n, c = len(store), store.chunk_rows
+    per = store.info["shard_rows"] // c
+    first = shard * per
+
+    def rows(ci: int) -> tuple[int, int]:
+        return ci * c, min(ci * c + c, n)
+
+    blob = store._read_object(shard_key(name, shard, ndim), name)
+    if blob is None:
+        return [], 0
+    try:
+        entries = read_index(blob, per, len(blob), store.limits[name][0])
+    except ShardIndexError as e:
+        last = min(first + per, -(-n // c))
+        return [Damage(name, ci, rows(ci), f"shard index unreadable: {e}") for ci in range(first, last)], 1
+    damage, checked = [], 0
+    for i, entry in enumerate(entries):
+        if entry is None or rows(first + i)[0] >= n:
+            continue
+        reason, _ = _check_body(store, name, bytes(inner_chunk(blob, entry)))
+        checked += 1
+        if reason:
+            damage.append(Damage(name, first + i, rows(first + i), reason))
+    return damage, checked
 
 
 def _check(store, name: str, ci: int, ndim: int) -> tuple[str | None, bytes | None]:
@@ -101,6 +156,12 @@ def scan(store) -> tuple[list[Damage], int, list[str]]:
     for name in names:
         arr = group[name]
         c = arr.chunks[0]
+        if store.sharded and name in store.info["outputs"]:
+            for shard in _present(store, name, arr.ndim):
+                found, k = _check_shard(store, name, shard, arr.ndim)
+                damage += found
+                checked += k
+            continue
         for ci in _present(store, name, arr.ndim):
             rows = (ci * c, min(ci * c + c, n))
             if rows[0] >= n:
@@ -112,7 +173,8 @@ def scan(store) -> tuple[list[Damage], int, list[str]]:
             elif name == "status" and body is not None:
                 codes[rows[0]:rows[1]] = np.frombuffer(body, np.uint8)[:rows[1] - rows[0]]
     # format/1 stores skipped all-zero chunks, so only format/2 guarantees an ok row's chunk files
-    damage += missing_chunks(store, codes)
+    seen = {(d.array, d.chunk) for d in damage}
+    damage += [d for d in missing_chunks(store, codes) if (d.array, d.chunk) not in seen]
     order = {a: i for i, a in enumerate(names)}
     damage.sort(key=lambda d: (order[d.array], d.chunk))
     notes = [f"{d.array} rows {d.rows[0]}-{d.rows[1] - 1} cannot be redone (fixed at creation): re-create the store"

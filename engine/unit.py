@@ -279,7 +279,9 @@ def commit(store: FeatureStore, index: int, errors: dict[int, str], pending: dic
 
 
 def finish_counts(summary, store: FeatureStore):
-    """Fill ``summary.ok``/``errors``/``pending`` from the whole store (one uint8 per row)."""
+    """Fill ``summary.ok``/``errors``/``pending`` from the whole store (one uint8 per row), once the
+    shards still being filled are written and their batches committed (sharded stores)."""
+    store.flush()
     counts = store.counts()
     summary.ok, summary.errors, summary.pending = counts["ok"], counts["error"], counts["pending"]
     return summary

@@ -199,9 +199,15 @@ def _run_in_order(docs: list[Path], scratch: Path, times: list[tuple[str, float]
 
 @pytest.mark.slow
 @pytest.mark.parametrize("part", ["README.md", "docs"])
-def test_blocks_run_as_written(part, tmp_path, capsys):
-    """README.md's blocks in one empty folder; the docs pages' blocks in nav order in another."""
+def test_blocks_run_as_written(part, tmp_path, capsys, request):
+    """README.md's blocks in one empty folder; the docs pages' blocks in nav order in another (the
+    object storage page writes to bucket ``featuremaps-docs`` on the tests' S3 server, 127.0.0.1)."""
     docs = [ROOT / "README.md"] if part == "README.md" else nav_pages()
+    if part == "docs":
+        server = request.getfixturevalue("s3_server")  # AWS_* of this process (and the blocks) point at it
+        fs = server.fs()
+        if not fs.exists("featuremaps-docs"):
+            fs.mkdir("featuremaps-docs")
     times: list[tuple[str, float]] = []
     try:
         _run_in_order(docs, tmp_path, times)

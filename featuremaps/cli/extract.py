@@ -77,6 +77,10 @@ def register(sub) -> None:
     p.add_argument("--compression", choices=("zstd", "none"), default=None,
                    help="chunk compression (default: none, with --resume the store's; zstd saves ~12%% on "
                         "full fp16 maps, ~40%% on reduced ones, and costs CPU)")
+    p.add_argument("--shard-rows", type=_shard_rows_arg, default=None, metavar="N|auto|none",
+                   help="rows per shard object of each tap (Zarr v3 sharding): auto picks the most whole batches "
+                        "whose raw maps of one tap fit in 64 MiB; none writes one object per chunk (default: auto "
+                        "for s3:// and gs:// stores, none for local ones; with --resume the store's)")
     p.add_argument("--resume", action="store_true", help="complete an existing store (redo unfinished batches)")
     p.add_argument("--strict", action="store_true", help="stop at the first bad image instead of recording it")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -91,6 +95,18 @@ def register(sub) -> None:
     g.add_argument("--gpus-per-actor", type=float_in(0, None, "--gpus-per-actor"), default=None,
                    help="GPUs each actor reserves (default: 0)")
     p.set_defaults(func=cmd_extract)
+
+
+def _shard_rows_arg(text: str):
+    if text in ("auto", "none"):
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not auto, none or a positive number of rows")
+    return value
 
 
 def _extraction(args, ex, provider: str) -> dict:
@@ -152,7 +168,9 @@ def _create(args, paths: list[str], record: ModelRecord, extractor, extraction: 
                                batch_size=args.batch_size or DEFAULT_BATCH, dtype=dtype,
                                compression=args.compression or "none",
                                model_path=record.path.resolve(), model_sha256=record.sha256,
-                               storage_options=storage_options(args))
+                               storage_options=storage_options(args),
+                               shard_rows=args.shard_rows or ("auto" if is_url(args.output) and args.engine != "ray"
+                                                              else None))
 
 
 def _resume(store: FeatureStore, args, paths: list[str], sha: str, extraction: dict) -> None:
@@ -163,6 +181,14 @@ def _resume(store: FeatureStore, args, paths: list[str], sha: str, extraction: d
     store.check_settings(batch_size=args.batch_size, dtype=args.dtype, compression=args.compression,
                          model_sha256=sha)
     store.check_arithmetic(extraction["provider"], extraction["math_mode"])
+    shard_rows = store.info.get("shard_rows") or "none"
+    if args.shard_rows is not None and args.shard_rows != shard_rows and not (args.shard_rows == "auto" and
+                                                                              store.sharded):
+        raise StoreError(f"{out} was written with --shard-rows {shard_rows}, not {args.shard_rows}; resume without "
+                         "--shard-rows, or choose a new -o path")
+    if args.engine == "ray" and store.sharded:
+        raise ArgumentError(f"{out} is sharded (--shard-rows {shard_rows}): resume it with --engine local (Ray "
+                            "actors write batch by batch, a shard is written whole by one process)")
     stored = store.metadata["preprocessing"].get("decode", "full")
     if args.decode not in (None, stored):
         raise StoreError(f"{out} was decoded with --decode {stored}, not {args.decode}; resume with --decode "
@@ -204,6 +230,9 @@ def _check_ray_args(args) -> None:
         if given:
             raise ArgumentError(f"{' and '.join(given)} apply to --engine ray; add --engine ray, or drop them")
         return
+    if args.shard_rows not in (None, "none"):
+        raise ArgumentError("--shard-rows applies to --engine local: a shard is written whole by the one process "
+                            "that fills it, and Ray actors write batch by batch; drop --shard-rows")
     args.actors = args.actors or 1
     args.gpus_per_actor = args.gpus_per_actor or 0.0
     if args.ray_address and not is_url(args.output) and not Path(args.output).is_absolute():

@@ -186,7 +186,11 @@ def test_hostile_indexes_are_refused_with_a_one_line_reason():
 
 def test_shard_rows_for():
     # tiny maps: many batches per shard, capped by the whole store rounded up to a batch
-    assert shard_rows_for(1001, 8, 4, 64) == 1008 and shard_rows_for(1000, 8, 4, 64) == 1000
+    big = {"max_batches": 10**6}
+    assert shard_rows_for(1001, 8, 4, 64, **big) == 1008 and shard_rows_for(1000, 8, 4, 64, **big) == 1000
+    # ... and by 64 batches: a batch is committed only once its shard is written
+    assert shard_rows_for(10**6, 64, 64, 128) == 64 * 64
+    assert shard_rows_for(10**6, 8, 8, 128, max_batches=1000) == 8000
     assert shard_rows_for(0, 8, 8, 64) == 8
     # a mid-size tap: as many whole batches as fit in the target
     rows = shard_rows_for(10**6, 8, 4, 200_704, target_bytes=64 << 20)
@@ -196,7 +200,7 @@ def test_shard_rows_for():
     for n in (1, 7, 8, 9, 500):
         for batch, chunk in ((8, 8), (8, 2), (6, 3), (1, 1)):
             for per_row in (1, 1000, 10**7):
-                r = shard_rows_for(n, batch, chunk, per_row, target_bytes=1 << 20)
+                r = shard_rows_for(n, batch, chunk, per_row, target_bytes=1 << 20, max_batches=10**6)
                 assert r % batch == 0 and batch <= r <= max(batch, -(-n // batch) * batch)
                 assert r == batch or r * per_row <= 1 << 20
                 assert shards_per_tap(n, r) * r >= n > (shards_per_tap(n, r) - 1) * r
