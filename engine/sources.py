@@ -329,7 +329,8 @@ def _fs(url: str):
         raise InputError(f"{printable_path(url)}: URLs need fsspec and its backend (pip install "
                          "'featuremaps[s3]' or 'featuremaps[gcs]')") from None
     try:
-        return fsspec.core.url_to_fs(url)
+        # no listings cache: an object added or removed since a listing must be seen as it is now
+        return fsspec.core.url_to_fs(url, use_listings_cache=False)
     except (ImportError, ValueError) as e:
         raise InputError(f"{printable_path(url)}: no filesystem for this URL ({redact(str(e))[:200]}); for s3:// "
                          "pip install 'featuremaps[s3]', for gs:// 'featuremaps[gcs]'") from None
@@ -389,7 +390,7 @@ def expand_url(url: str, skipped: Counter) -> list[tuple[tuple, str]]:
     prefix or a shard are counted in ``skipped``. :class:`InputError` when nothing is there."""
     fs, path = _fs(url)
     try:
-        if has_glob(path):
+        if has_glob(path) and not url.lower().startswith(("http://", "https://")):  # there '?' starts a query
             found = sorted(fs.glob(path))
             if not found:
                 raise InputError(f"input {printable_path(url)} matches nothing; check the pattern")
@@ -409,7 +410,7 @@ def expand_url(url: str, skipped: Counter) -> list[tuple[tuple, str]]:
 
 def _url_item(fs, path: str, skipped: Counter, *, named: bool, given: str | None = None) -> list[tuple[tuple, str]]:
     info = fs.info(path)
-    url = given if given is not None and not has_glob(given) else fs.unstrip_protocol(path)
+    url = given if given is not None else fs.unstrip_protocol(path)
     if info.get("type") == "directory":
         out = []
         for p in sorted(fs.find(path)):
