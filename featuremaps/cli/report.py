@@ -43,7 +43,8 @@ def register(sub) -> None:
                     "network at view time; open index.html in a browser): pick an image and a tap, browse "
                     "every channel sorted by energy, hover for statistics, compare two images side by side, "
                     "and see parity vs the PyTorch reference per tap when it can be computed.")
-    p.add_argument("images", nargs="*", metavar="IMAGE", help="image files, folders, .tar shards, URLs, globs or @list.txt")
+    p.add_argument("images", nargs="*", metavar="IMAGE",
+                   help="image files, folders, .tar shards, URLs, globs or @list.txt")
     add_model_args(p)
     p.add_argument("--store", default=None, help="read the maps from this store instead of running a model")
     p.add_argument("--rows", default=None, help="store rows, e.g. 0,3,7 or 0-4 (default: the first 5 ok rows)")
