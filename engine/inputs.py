@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .preprocess import DecodeBudget, read_file_bytes
 from .sources import (IMAGE_EXTENSIONS, ShardError, expand_braces, expand_url, has_glob, is_shard_name, is_url,
-                      local_path_of, printable_path, read_url_text, shard_index, shard_rows)
+                      local_path_of, member_row, printable_path, read_url_text, shard_index, shard_rows)
 from ..errors import InputError
 
 __all__ = ["IMAGE_EXTENSIONS", "InputError", "collect_inputs", "images_in", "path_from_bytes", "path_from_text",
@@ -136,8 +136,11 @@ def _local(item: str, skipped: Counter) -> Rows:
 
 
 def _local_pattern(item: str, skipped: Counter) -> Rows:
-    """A local input that does not exist as named: a brace pattern (every name must exist) or a
-    glob (must match something); else not found."""
+    """A local input that does not exist as named: a tar member (``SHARD#MEMBER``), a brace pattern
+    (every name must exist) or a glob (must match something); else not found."""
+    member = member_row(os.path.abspath(item))
+    if member is not None:
+        return [member]
     names = expand_braces(item)
     if len(names) > 1:
         return [x for name in names for x in _local(name, skipped)]
@@ -152,6 +155,9 @@ def _local_pattern(item: str, skipped: Counter) -> Rows:
 def _url(item: str, skipped: Counter) -> Rows:
     if item.lower().startswith("file://"):
         return _local(local_path_of(item), skipped)
+    member = member_row(item)
+    if member is not None:
+        return [member]
     return [x for name in expand_braces(item) for x in expand_url(name, skipped)]
 
 

@@ -318,6 +318,20 @@ def locate(row_id: str) -> Where:
     return Where(row_id)
 
 
+def member_row(row_id: str) -> tuple[tuple, str] | None:
+    """``(sort key, row id)`` when ``row_id`` names an existing member of a shard by the ``#``
+    rule (a member named directly as an input), else None."""
+    if not _split_candidates(row_id):
+        return None
+    try:
+        where = locate(row_id)
+    except ImageDecodeError:
+        return None
+    if where.member is None:
+        return None
+    return (where.source, where.index.members.index(where.member)), row_id
+
+
 # ---------------------------------------------------------------- URLs
 
 

@@ -25,7 +25,7 @@ import numpy as np
 from ..contracts import Tap
 from ..engine.extractor import Extractor
 from ..engine.inputs import collect_inputs, printable_path
-from ..engine.sources import expand_braces, has_glob, is_shard_name, is_url, locate, row_name
+from ..engine.sources import expand_braces, has_glob, is_shard_name, is_url, locate, member_row, row_name
 from ..engine.preprocess import to_input
 from ..engine.store import open_store
 from ..errors import ArgumentError, FeaturemapsError, InputError, StoreError, one_line, terminal_text
@@ -194,6 +194,9 @@ def image_paths(items: list[str]) -> tuple[list[str], bool]:
     if one and not one.startswith("@") and not is_url(one) and not Path(one).is_dir():
         if Path(one).is_file() and not is_shard_name(one):
             return [one], False
+        member = member_row(os.path.abspath(one))
+        if member is not None:  # SHARD#MEMBER named directly: one image too
+            return [member[1]], False
         if not Path(one).exists() and not has_glob(one) and len(expand_braces(one)) == 1:
             raise InputError(f"image {one!r} not found; pass image files, folders or @list.txt")
     paths = collect_inputs(items)

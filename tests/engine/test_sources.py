@@ -60,6 +60,10 @@ def test_braces_and_globs_give_each_shards_image_members_in_tar_order(shard_set)
     # a shard's rows follow the tar, not the names: reversed names inside stay in tar order
     rev = wds.write_shard(folder.parent / "rev.tar", [("b.jpg", b"1"), ("a.jpg", b"2")])
     assert collect_inputs([rev]) == [f"{rev}#b.jpg", f"{rev}#a.jpg"]
+    # a member named directly is that one row, sorted with its shard's members in tar order
+    assert collect_inputs([f"{rev}#a.jpg", f"{rev}#b.jpg"]) == [f"{rev}#b.jpg", f"{rev}#a.jpg"]
+    with pytest.raises(InputError, match="not found"):
+        collect_inputs([f"{rev}#c.jpg"])
 
 
 def test_a_pattern_that_finds_nothing_or_a_shard_that_is_not_one_is_one_line(shard_set, tmp_path):
