@@ -46,7 +46,8 @@ from multiprocessing import connection, shared_memory
 import numpy as np
 
 from .inputs import printable_path
-from .preprocess import DecodeBudget, Preprocessing, preprocess_file
+from .preprocess import DecodeBudget, Preprocessing, preprocess_image, to_input
+from .sources import iter_input_bytes, read_input_bytes
 from ..errors import ExtractionError, ImageDecodeError
 
 log = logging.getLogger(__name__)
@@ -173,8 +174,17 @@ def worker_count(requested: int | None, files: int) -> int:
 
 
 def default_decoder(path: str, pre: Preprocessing, budget: DecodeBudget, out: np.ndarray) -> None:
-    """Decode ``path`` into ``out`` (one row of a batch buffer). Raises ImageDecodeError."""
-    preprocess_file(path, pre, budget, out)
+    """Decode row ``path`` (a file, a tar member or a URL object: :func:`.sources.read_input_bytes`)
+    into ``out`` (one row of a batch buffer), within ``budget``. Raises ImageDecodeError."""
+    preprocess_row(read_input_bytes(path, budget.max_file_bytes), pre, budget, out)
+
+
+def preprocess_row(data: bytes | ImageDecodeError, pre: Preprocessing, budget: DecodeBudget,
+                   out: np.ndarray) -> None:
+    """One row's bytes (or the error reading them) -> the model input in ``out``."""
+    if isinstance(data, ImageDecodeError):
+        raise data
+    to_input(preprocess_image(data, pre, budget), pre, out)
 
 
 def _as_array(shm: shared_memory.SharedMemory, shape: tuple, dtype: np.dtype) -> np.ndarray:
@@ -498,9 +508,10 @@ class InlineDecoder:
     def decode(self, paths: list[str], cancelled=None) -> DecodedBatch:
         errors: dict[int, str] = {}
         ok_rows: list[int] = []
-        for r, p in enumerate(paths):
+        # consecutive members of one shard come in one range read
+        for r, data in enumerate(iter_input_bytes(paths, self.budget.max_file_bytes)):
             try:
-                preprocess_file(p, self.pre, self.budget, self._buf[len(ok_rows)])
+                preprocess_row(data, self.pre, self.budget, self._buf[len(ok_rows)])
                 ok_rows.append(r)
             except ImageDecodeError as e:
                 errors[r] = str(e)
@@ -527,9 +538,9 @@ def decode_paths(paths: list[str], pre: Preprocessing, *, budget: DecodeBudget, 
             return _decode_in_pool(paths, pre, budget, workers, out)
         except SharedMemoryError as e:
             log.warning("%s; decoding in this process instead", e)
-    for i, p in enumerate(paths):
+    for i, (p, data) in enumerate(zip(paths, iter_input_bytes(paths, budget.max_file_bytes))):
         try:
-            preprocess_file(p, pre, budget, out[i])
+            preprocess_row(data, pre, budget, out[i])
         except ImageDecodeError as e:
             raise ImageDecodeError(f"{printable_path(p)}: {e}") from None
     return out
@@ -553,7 +564,8 @@ def _decode_in_pool(paths: list[str], pre: Preprocessing, budget: DecodeBudget, 
 
 def load_batch(paths, pre: Preprocessing | None = None, *, budget: DecodeBudget | None = None,
                workers: int | None = None) -> np.ndarray:
-    """Image files -> ``(N, 3, H, W) float32`` or ``(N, H, W, 3) uint8`` batch (``pre.input_layout``).
+    """Images (files, tar members ``SHARD#MEMBER``, URLs) ->
+    ``(N, 3, H, W) float32`` or ``(N, H, W, 3) uint8`` batch (``pre.input_layout``).
 
     A few dozen images decode in this process; many (``>= 48 * workers``) in a
     :class:`~featuremaps.engine.decode_pool.DecodePool` of worker processes. The first bad file

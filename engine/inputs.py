@@ -1,7 +1,9 @@
-"""The input list of a bulk extraction: files, folders and ``@list.txt`` files -> sorted paths.
+"""The input list of a bulk extraction: files, folders, ``@list.txt`` files, WebDataset ``.tar``
+shards, fsspec URLs, brace ranges and globs -> sorted row ids.
 
 The list is fixed at the start of a run and stored with the results, so a resumed run means
-the same images in the same rows.
+the same images in the same rows. What a row id is, and how its bytes are read, is
+:mod:`.sources`'s job (a local path, a URL, or ``SHARD#MEMBER`` for a tar member).
 
 Paths are ``str`` as the OS gives them (:func:`os.fsdecode`, ``surrogateescape``): a file name
 that is not valid UTF-8 keeps its bytes as lone surrogates, opens again as the same file, and
@@ -11,17 +13,21 @@ should keep). For printing, :func:`printable_path` escapes such bytes and contro
 
 from __future__ import annotations
 
+import glob
 import os
+import posixpath
 import re
 from collections import Counter
 from pathlib import Path
 
 from .preprocess import DecodeBudget, read_file_bytes
-from ..errors import InputError, terminal_text
+from .sources import (IMAGE_EXTENSIONS, ShardError, expand_braces, expand_url, has_glob, is_shard_name, is_url,
+                      local_path_of, member_row, printable_path, read_url_text, shard_index, shard_rows)
+from ..errors import InputError
 
-# The extensions of the formats decoded (preprocess.IMAGE_FORMATS); the decoder goes by content.
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif",
-                              ".ppm", ".pgm", ".pbm", ".pnm"})
+__all__ = ["IMAGE_EXTENSIONS", "InputError", "collect_inputs", "images_in", "path_from_bytes", "path_from_text",
+           "path_to_bytes", "path_to_text", "printable_path", "read_image_bytes", "skipped_note"]
+FIX = "pass image files, folders, .tar shards, URLs or @list.txt"
 
 
 def _is_image_name(path: Path) -> bool:
@@ -63,49 +69,129 @@ def skipped_note(skipped: Counter) -> str:
     return f"{n} file{'s' if n > 1 else ''} skipped: {kinds} (not image extensions)"
 
 
+def _list_lines(raw: bytes) -> list[str]:
+    # Bytes, decoded as the OS decodes file names: any name (valid UTF-8 or not) survives.
+    lines = (os.fsdecode(ln.strip()) for ln in raw.splitlines())
+    return [ln for ln in lines if ln and not ln.startswith("#")]
+
+
 def _read_list(list_file: Path) -> list[str]:
     if not list_file.is_file():
         raise InputError(f"list file {printable_path(list_file)} not found; @FILE names a text file with one "
                          "path per line")
     base = list_file.parent
-    # Bytes, decoded as the OS decodes file names: any name (valid UTF-8 or not) survives.
-    lines = (os.fsdecode(ln.strip()) for ln in list_file.read_bytes().splitlines())
     # Relative entries are relative to the list file, so a list travels with its images.
-    return [str(Path(ln) if os.path.isabs(ln) else base / ln) for ln in lines if ln and not ln.startswith("#")]
+    return [ln if is_url(ln) else str(Path(ln) if os.path.isabs(ln) else base / ln)
+            for ln in _list_lines(list_file.read_bytes())]
+
+
+def _read_url_list(url: str) -> list[str]:
+    """A list file at a URL: relative entries are relative to the list's own folder (prefix)."""
+    base = posixpath.dirname(url)
+    return [ln if is_url(ln) or os.path.isabs(ln) else f"{base}/{ln}" for ln in _list_lines(read_url_text(url))]
+
+
+Rows = list[tuple[tuple, str]]  # (sort key, row id): a shard's members sort together, in tar order
+
+
+def _plain(path: str) -> Rows:
+    return [((path, -1), path)]
+
+
+def _list_entry(entry: str, skipped: Counter) -> Rows:
+    """An entry of a list file: kept as a row even if it does not exist (an error row), except a
+    ``.tar`` shard, which stands for its image members."""
+    row = entry if is_url(entry) else os.path.abspath(entry)
+    if is_shard_name(row):
+        try:
+            shard_index(row)
+        except ShardError:
+            return _plain(row)
+        return shard_rows(row, skipped)
+    return _plain(row)
+
+
+def _named(item: str, skipped: Counter, *, pattern: bool = False) -> Rows:
+    """One local input that exists: a folder (walked), a shard (its image members) or a file.
+    ``pattern``: it came from a glob or brace pattern, so a non-image file is skipped, not a row."""
+    if os.path.isdir(item):
+        return [x for f in _walk(Path(item), skipped) for x in _plain(os.path.abspath(f))]
+    path = os.path.abspath(item)
+    if is_shard_name(path) and os.path.isfile(path):
+        return shard_rows(path, skipped)
+    if pattern and not _is_image_name(Path(path)):
+        skipped[Path(path).suffix.lower() or "(no extension)"] += 1
+        return []
+    return _plain(path)
+
+
+def _local(item: str, skipped: Counter) -> Rows:
+    try:
+        os.stat(item)
+    except FileNotFoundError:
+        return _local_pattern(item, skipped)
+    except OSError as e:  # a name over NAME_MAX/PATH_MAX, a loop of links, no permission on a parent
+        raise InputError(f"input {printable_path(item)[:200]} cannot be read ({e.strerror}); {FIX}") from None
+    return _named(item, skipped)
+
+
+def _local_pattern(item: str, skipped: Counter) -> Rows:
+    """A local input that does not exist as named: a tar member (``SHARD#MEMBER``), a brace pattern
+    (every name must exist) or a glob (must match something); else not found."""
+    member = member_row(os.path.abspath(item))
+    if member is not None:
+        return [member]
+    names = expand_braces(item)
+    if len(names) > 1:
+        return [x for name in names for x in _local(name, skipped)]
+    if has_glob(item):
+        found = sorted(glob.glob(item, recursive=True))
+        if not found:
+            raise InputError(f"input {printable_path(item)} matches nothing; check the pattern ({FIX})")
+        return [x for f in found for x in _named(f, skipped, pattern=True)]
+    raise InputError(f"input {printable_path(item)} not found; {FIX}")
+
+
+def _url(item: str, skipped: Counter) -> Rows:
+    if item.lower().startswith("file://"):
+        return _local(local_path_of(item), skipped)
+    member = member_row(item)
+    if member is not None:
+        return [member]
+    return [x for name in expand_braces(item) for x in expand_url(name, skipped)]
+
+
+def _expand(item: str, skipped: Counter) -> Rows:
+    if item.startswith("@"):
+        source = item[1:]
+        entries = _read_url_list(source) if is_url(source) and not source.lower().startswith("file://") else \
+            _read_list(Path(local_path_of(source) if is_url(source) else source))
+        return [x for e in entries for x in _list_entry(e, skipped)]
+    return _url(item, skipped) if is_url(item) else _local(item, skipped)
 
 
 def collect_inputs(items, skipped: Counter | None = None) -> list[str]:
-    """``items`` (image files, folders searched recursively for image extensions, case-insensitive,
-    or ``@list.txt`` with one path per line) -> sorted, de-duplicated absolute paths.
+    """``items`` -> sorted, de-duplicated row ids (:mod:`.sources`). An item is an image file, a
+    folder (searched recursively for image extensions, case-insensitive), a ``.tar`` shard (its
+    image members, ``SHARD#MEMBER``, in tar order), ``@list.txt`` (one entry per line; a list may
+    itself be a URL), a URL (``s3://``, ``gs://``, ``http(s)://``, ``file://``) of any of these
+    or of a prefix (listed recursively), or a brace range / glob of any of these
+    (``shards/{00000..00099}.tar``, ``shards/*.tar``; a local name that exists as written wins).
 
-    Entries of a list file that do not exist are kept (they become error rows); a file or
-    folder named directly that does not exist is an :class:`InputError`. ``skipped`` (optional)
-    counts the files folder walks left out, by extension (see :func:`skipped_note`).
+    Entries of a list file that do not exist are kept (they become error rows); an input named
+    directly that does not exist (or a shard that is not a tar) is an :class:`InputError`.
+    ``skipped`` (optional) counts what folder walks, prefixes and shards left out, by extension
+    (see :func:`skipped_note`). Rows sort by path, a shard's members together in tar order.
     """
     skipped = Counter() if skipped is None else skipped
-    paths: set[str] = set()
+    rows: dict[str, tuple] = {}
     for item in items:
-        item = str(item)
-        if item.startswith("@"):
-            paths.update(os.path.abspath(p) for p in _read_list(Path(item[1:])))
-            continue
-        p = Path(item)
-        try:
-            os.stat(p)
-        except FileNotFoundError:
-            raise InputError(f"input {printable_path(item)} not found; pass image files, folders or "
-                             "@list.txt") from None
-        except OSError as e:  # a name over NAME_MAX/PATH_MAX, a loop of links, no permission on a parent
-            raise InputError(f"input {printable_path(item)[:200]} cannot be read ({e.strerror}); pass image files, "
-                             "folders or @list.txt") from None
-        if p.is_dir():
-            paths.update(os.path.abspath(f) for f in _walk(p, skipped))
-        else:
-            paths.add(os.path.abspath(p))
-    if not paths:
+        for key, row in _expand(os.fspath(item), skipped):
+            rows.setdefault(row, key)
+    if not rows:
         raise InputError("no images found in the inputs (extensions: "
-                         f"{', '.join(sorted(IMAGE_EXTENSIONS))}); pass image files, folders or @list.txt")
-    return sorted(paths)
+                         f"{', '.join(sorted(IMAGE_EXTENSIONS))}); {FIX}")
+    return sorted(rows, key=rows.__getitem__)
 
 
 def read_image_bytes(path: str, max_file_bytes: int = DecodeBudget.max_file_bytes) -> bytes:
@@ -141,9 +227,3 @@ def path_from_text(text: str) -> str:
         pos = m.end()
     out += text[pos:].encode("utf-8")
     return os.fsdecode(bytes(out))
-
-
-def printable_path(path) -> str:
-    """A path for one output line: control characters, non-UTF-8 bytes and other unprintable
-    characters escaped (a file name with a newline cannot forge a line)."""
-    return terminal_text(os.fsencode(os.fspath(path)).decode("utf-8", "backslashreplace"))

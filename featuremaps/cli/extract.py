@@ -40,7 +40,9 @@ def register(sub) -> None:
                     "the run goes on unless --strict. Exit status: 0 all ok, 1 some images failed, "
                     "2 usage error, 130 interrupted (re-run with --resume).")
     p.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="image files, folders (searched recursively) or @list.txt (one path per line)")
+                   help="image files, folders (searched recursively), WebDataset .tar shards, URLs (s3://, gs://, "
+                        "https://, file://; a prefix is listed recursively), brace ranges and globs "
+                        "('shards/{00000..00099}.tar', 'shards/*.tar') or @list.txt (one entry per line)")
     # None: not given. They build a zoo model; an .onnx file fixes them, so giving one is refused
     add_model_args(p, layers_default=None, weights_default=None, seed_default=None,
                    layers_help="taps of a zoo model: indices (0,5,17), features.17 or aliases (conv4_1, relu4_1, "

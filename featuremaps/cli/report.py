@@ -13,6 +13,7 @@ from ..bench.parity import budget_for_model, load_reference_net
 from ..engine.extractor import Extractor
 from ..engine.inputs import collect_inputs, printable_path
 from ..engine.preprocess import to_input
+from ..engine.sources import row_name
 from ..engine.store import open_store
 from ..errors import ArgumentError, FeaturemapsError, StoreError, terminal_text
 from ..export.reference import reference_features
@@ -42,7 +43,8 @@ def register(sub) -> None:
                     "network at view time; open index.html in a browser): pick an image and a tap, browse "
                     "every channel sorted by energy, hover for statistics, compare two images side by side, "
                     "and see parity vs the PyTorch reference per tap when it can be computed.")
-    p.add_argument("images", nargs="*", metavar="IMAGE", help="image files, folders or @list.txt")
+    p.add_argument("images", nargs="*", metavar="IMAGE",
+                   help="image files, folders, .tar shards, URLs, globs or @list.txt")
     add_model_args(p)
     p.add_argument("--store", default=None, help="read the maps from this store (a path or s3:// URL) instead of "
                    "running a model")
@@ -86,7 +88,7 @@ def parse_rows(spec: str | None, store) -> list[int]:
 
 def _image_or_blank(path: str, size) -> np.ndarray:
     try:
-        return load_image(Path(path), size)
+        return load_image(path, size)
     except FeaturemapsError:  # the photo moved since extraction: the maps are still worth showing
         return np.full((*size, 3), 200, np.uint8)
 
@@ -101,7 +103,7 @@ def _from_store(args) -> tuple[list, tuple, dict, str]:
         raise StoreError(f"rows {', '.join(map(str, not_ok))} of {store.path} are not ok (error or pending)")
     size = store.image_size
     taps = store.taps
-    images = [ReportImage(name=f"{Path(store.paths[r]).name} (row {r})", image=_image_or_blank(store.paths[r], size),
+    images = [ReportImage(name=f"{row_name(store.paths[r])} (row {r})", image=_image_or_blank(store.paths[r], size),
                           maps={t.name: store.read_row(t.name, r) for t in taps}) for r in rows]
     return images, taps, store.metadata, "maps read from a store; run `featuremaps parity` on its model"
 
@@ -124,11 +126,11 @@ def _from_model(args) -> tuple[list, tuple, dict, str | None]:
     _check_count(len(paths))
     with Extractor(resolve_model(ModelSpec.from_args(args)), provider=args.provider) as ex:
         meta, taps, pre = ex.metadata, ex.taps, ex.preprocessing
-        pictures = [load_image(Path(p), pre.size) for p in paths]
+        pictures = [load_image(p, pre.size) for p in paths]
         batch = np.stack([to_input(im, pre.float_input()) for im in pictures])  # the reference's input too
         out = ex.run(batch)
     ref, note = (None, "--no-parity") if args.no_parity else _reference(meta, batch, taps)
-    images = [ReportImage(name=Path(p).name, image=pictures[i], maps={t.name: out[t.name][i] for t in taps},
+    images = [ReportImage(name=row_name(p), image=pictures[i], maps={t.name: out[t.name][i] for t in taps},
                           reference=None if ref is None else {t.name: ref[t.name][i] for t in taps})
               for i, p in enumerate(paths)]
     return images, taps, meta, note

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -24,6 +25,7 @@ import numpy as np
 from ..contracts import Tap
 from ..engine.extractor import Extractor
 from ..engine.inputs import collect_inputs, printable_path
+from ..engine.sources import expand_braces, has_glob, is_shard_name, is_url, locate, member_row, row_name
 from ..engine.preprocess import to_input
 from ..engine.store import open_store
 from ..errors import ArgumentError, FeaturemapsError, InputError, StoreError, one_line, terminal_text
@@ -102,7 +104,8 @@ def extract_samples(model_path: Path, image_paths: list[Path], *, layers: str | 
             image, note = load_photo(path, ex.preprocessing.size)
             batch = to_input(image, ex.preprocessing.float_input())[None]
             out = ex.run(batch)
-            samples.append(Sample(Path(path), {t.name: out[t.name][0] for t in ex.taps}, image, note, batch))
+            maps = {t.name: out[t.name][0] for t in ex.taps}
+            samples.append(Sample(Path(row_name(os.fspath(path))), maps, image, note, batch))
         math_mode = ex.math_mode
     return samples, drawn, tiled, meta, math_mode
 
@@ -183,27 +186,35 @@ def check_channels(channels: int, taps: tuple[Tap, ...]) -> None:
                             f"use --channels {widest} or less (--montage TAP shows every channel)")
 
 
-def image_paths(items: list[str]) -> tuple[list[Path], bool]:
-    """IMAGE arguments (files, folders, @list.txt) -> ``(paths, several)``; ``several`` is False
-    only for exactly one image file named directly (its figures go straight into -o)."""
-    if len(items) == 1 and not items[0].startswith("@") and not Path(items[0]).is_dir():
-        if not Path(items[0]).is_file():
-            raise InputError(f"image {items[0]!r} not found; pass image files, folders or @list.txt")
-        return [Path(items[0])], False
-    paths = [Path(p) for p in collect_inputs(items)]
-    missing = [p for p in paths if not p.is_file()]
+def image_paths(items: list[str]) -> tuple[list[str], bool]:
+    """IMAGE arguments (files, folders, .tar shards, URLs, patterns, @list.txt) -> ``(row ids,
+    several)``; ``several`` is False only for exactly one image file named directly (its figures
+    go straight into -o)."""
+    one = items[0] if len(items) == 1 else ""
+    if one and not one.startswith("@") and not is_url(one) and not Path(one).is_dir():
+        if Path(one).is_file() and not is_shard_name(one):
+            return [one], False
+        member = member_row(os.path.abspath(one))
+        if member is not None:  # SHARD#MEMBER named directly: one image too
+            return [member[1]], False
+        if not Path(one).exists() and not has_glob(one) and len(expand_braces(one)) == 1:
+            raise InputError(f"image {one!r} not found; pass image files, folders or @list.txt")
+    paths = collect_inputs(items)
+    missing = [p for p in paths if not is_url(p) and locate(p).member is None and not Path(p).is_file()]
     if missing:
         raise InputError(f"image {printable_path(missing[0])} (from a list file) not found; fix the list")
     return paths, True
 
 
-def sub_folders(paths: list[Path], out_dir: Path) -> list[Path]:
-    """One output folder per image, named after its file stem (``-2``, ``-3`` ... on clashes)."""
+def sub_folders(paths: list, out_dir: Path) -> list[Path]:
+    """One output folder per image, named after its file stem (``-2``, ``-3`` ... on clashes); a
+    tar member or URL by its last name (:func:`~featuremaps.engine.sources.row_name`)."""
     seen: dict[str, int] = {}
     folders = []
     for p in paths:
-        seen[p.stem] = seen.get(p.stem, 0) + 1
-        folders.append(out_dir / (p.stem if seen[p.stem] == 1 else f"{p.stem}-{seen[p.stem]}"))
+        stem = Path(row_name(os.fspath(p))).stem
+        seen[stem] = seen.get(stem, 0) + 1
+        folders.append(out_dir / (stem if seen[stem] == 1 else f"{stem}-{seen[stem]}"))
     return folders
 
 
@@ -285,8 +296,8 @@ def register(subparsers) -> None:
                     "across the images. Every figure names the model, weights, precision, math mode and "
                     "reductions. Writes PNGs to -o and prints their paths.")
     p.add_argument("image", nargs="*", metavar="IMAGE",
-                   help="image files, folders (searched recursively) or @list.txt (one path per line); "
-                        "or draw stored maps with --store")
+                   help="image files, folders (searched recursively), .tar shards, URLs, globs or @list.txt "
+                        "(one entry per line); or draw stored maps with --store")
     add_store_args(p)
     add_model_args(p, layers_default=None,
                    layers_help=f"taps to draw (default: {DEFAULT_LAYERS} for vgg16, conv1,layer1..layer4 for a "

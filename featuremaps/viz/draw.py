@@ -17,7 +17,8 @@ import numpy as np
 from .. import __version__
 from ..contracts import Tap
 from ..engine.inputs import printable_path
-from ..engine.preprocess import FORMATS_TEXT, decode_pil, read_file_bytes
+from ..engine.preprocess import FORMATS_TEXT, decode_pil
+from ..engine.sources import read_input_bytes
 from ..errors import ArgumentError, ImageDecodeError
 from .figures import LITERAL_TEXT, Provenance, channel_figure, diff_figure, montage_figure, overview_figure
 from .mapstats import is_vector, select_channels
@@ -49,7 +50,7 @@ def load_photo(path: str | Path, size: tuple[int, int]) -> tuple[np.ndarray, str
 
     h, w = size
     try:
-        im = decode_pil(read_file_bytes(path))  # EXIF rotation applied: the size the viewer sees
+        im = decode_pil(read_input_bytes(os.fspath(path)))  # EXIF rotation applied: the size the viewer sees
         w0, h0 = im.size
         # as engine.preprocess.preprocess_image with full decode: Pillow's bilinear resize
         pixels = np.asarray(im if im.size == (w, h) else im.resize((w, h), Image.BILINEAR))
