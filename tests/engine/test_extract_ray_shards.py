@@ -1,0 +1,77 @@
+"""--engine ray on tar shards (local and S3): decode tasks read members where they live, one range
+read per run of a shard's members in a store batch, and the store equals the local engine's."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import shards as wds
+from featuremaps.cli import main
+from featuremaps.engine import sources
+from featuremaps.engine.inputs import collect_inputs
+from featuremaps.engine.preprocess import Preprocessing
+from featuremaps.engine.store import open_store
+
+
+@pytest.fixture(scope="module")
+def shard_set(tmp_path_factory, sample_paths):
+    made = wds.webdataset(sample_paths, tmp_path_factory.mktemp("ray-wds") / "shards", shards=2, per_shard=4)
+    last = made["shards"][-1]
+    off, size = wds.member_offsets(last)[made["images"][-1][1]]
+    last.write_bytes(last.read_bytes()[:off + size // 2])  # the last member cut short: an error row
+    return made
+
+
+def test_a_ray_decode_task_reads_each_shards_members_in_one_range_read(shard_set, monkeypatch):
+    pytest.importorskip("ray")
+    from featuremaps.engine.ray_engine import _decode_row
+
+    rows = collect_inputs(shard_set["shards"])
+    spans = []
+    real = sources._read_span
+    monkeypatch.setattr(sources, "_read_span", lambda idx, a, b: spans.append(idx.shard) or real(idx, a, b))
+    got = _decode_row({"batch": 0, "paths": json.dumps(rows)}, pre=Preprocessing(size=(32, 32)).to_dict())
+    assert json.loads(got["ok_rows"]) == list(range(7))
+    assert list(json.loads(got["errors"])) == ["7"] and "truncated shard" in json.loads(got["errors"])["7"]
+    assert spans == [str(s) for s in shard_set["shards"]]  # the cut member is refused before any read
+
+
+@pytest.fixture(scope="module")
+def local_ray(s3_server):
+    """A local Ray instance started after the S3 fixture set the environment its workers inherit."""
+    pytest.importorskip("ray.data")
+    import ray
+
+    from featuremaps.engine.ray_cluster import init_ray
+
+    started = init_ray(None, num_cpus=2)
+    yield
+    if started:
+        ray.shutdown()
+
+
+@pytest.mark.slow
+def test_ray_store_of_local_and_s3_shards_equals_the_local_engines(local_ray, s3_server, small_model, shard_set,
+                                                                   tmp_path):
+    import s3server
+
+    bucket = s3server.Bucket(s3_server, s3_server.new_bucket())
+    for p in shard_set["shards"]:
+        bucket.fs().pipe(f"{bucket.bucket}/wds/{p.name}", p.read_bytes())
+    folder = shard_set["shards"][0].parent
+    args = ["--model", str(small_model.path), "--batch-size", "3", "--no-progress"]
+    assert main(["extract", f"{folder}/*.tar", *args, "-o", str(tmp_path / "local.zarr")]) == 1
+    assert main(["extract", f"{folder}/*.tar", *args, "-o", str(tmp_path / "ray.zarr"), "--engine", "ray"]) == 1
+    assert main(["extract", bucket.url("wds/{00000..00001}.tar"), *args, "-o", str(tmp_path / "s3.zarr"),
+                 "--engine", "ray"]) == 1
+    local = open_store(tmp_path / "local.zarr")
+    assert local.counts() == {"ok": 7, "error": 1, "pending": 0}
+    for other in (open_store(tmp_path / "ray.zarr"), open_store(tmp_path / "s3.zarr")):
+        np.testing.assert_array_equal(other.status_codes, local.status_codes)
+        assert [e.message for e in other.errors] == [e.message for e in local.errors]
+        for name in local.outputs:
+            assert np.array_equal(other[name][:], local[name][:]), name
+    assert list(open_store(tmp_path / "ray.zarr").paths) == list(local.paths)
