@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from ..engine.cpu_features import cpu_features
+from ..engine.store import FeatureStore
 
 
 def _jpeg(rng: np.random.Generator, i: int) -> bytes:
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     endpoint = f"http://127.0.0.1:{server.get_host_and_port()[1]}"
-    env = {**os.environ, "AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
            "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
     os.environ.update({k: v for k, v in env.items() if k.startswith("AWS_")})
     fs = s3fs.S3FileSystem(endpoint_url=endpoint, key="bench", secret="bench", skip_instance_cache=True,
@@ -128,8 +129,6 @@ def main(argv: list[str] | None = None) -> int:
             url = "s3://bench/feats.zarr"
             run = _run([*fm, "extract", inputs, *common, "-o", url], env, watch="extracting")
             objects, nbytes, tap_objects = _objects(fs, "bench/feats.zarr")
-            from ..engine.store import FeatureStore
-
             st = FeatureStore.open(url, "r+", lock=True)
             n, shard_rows = len(st), st.info["shard_rows"]
             tail = max(1, n // 100)
@@ -149,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
 
     batches = -(-n // args.batch_size)
     result = {
-        "machine": {"cpu": cpu_features().get("model", "?"), "cores": os.cpu_count()},
+        "machine": {"cpu": cpu_features().model, "cores": os.cpu_count()},
         "images": n, "tar_shards": args.shards, "tar_bytes": shard_bytes, "make_shards_s": round(make_s, 1),
         "batch_size": args.batch_size, "shard_rows": shard_rows, "taps": 1,
         "extract": {"seconds": round(run["seconds"], 1), "img_per_s": round(n / run["seconds"], 1),

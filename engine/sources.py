@@ -37,6 +37,7 @@ import posixpath
 import re
 import stat
 import tarfile
+import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -50,6 +51,7 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", 
                               ".ppm", ".pgm", ".pbm", ".pnm"})
 SHARD_CACHE = 8  # member indexes kept per process (a batch rarely spans more than two shards)
 SPAN_LIMIT = 64 * 2**20  # the most bytes one coalesced range read of several members may cover
+READAHEAD = 2 * 2**20  # a remote member read alone brings the following members up to this span with it
 LIST_LIMIT = 64 * 2**20  # the most bytes of a list file read from a URL
 MAX_EXPANSION = 1_000_000  # names one brace pattern may expand to
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -175,10 +177,22 @@ class ShardIndex:
     skipped: tuple[tuple[str, int], ...] = ()
     damage: str | None = None
     _by_name: dict = field(default_factory=dict, compare=False, repr=False)
+    _position: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self):
-        for m in self.members:
+        for i, m in enumerate(self.members):
             self._by_name.setdefault(m.name, m)
+            self._position.setdefault(m.offset, i)
+
+    def readahead_end(self, m: Member, limit: int) -> int:
+        """The end of the last member from ``m`` on (in tar order) whose end lies within ``limit``
+        bytes of ``m``'s start and inside the shard (at least ``m``'s own end)."""
+        end = m.end
+        for nxt in self.members[self._position.get(m.offset, len(self.members)) + 1:]:
+            if nxt.end > self.size or nxt.end - m.offset > limit:
+                break
+            end = nxt.end
+        return end
 
     def member(self, name: str) -> Member | None:
         return self._by_name.get(name)
@@ -478,7 +492,20 @@ def _read(where: Where, max_file_bytes: int) -> bytes:
             return _read_url(where.source, max_file_bytes)
         return read_file_bytes(where.source, max_file_bytes)
     _check_member(where, max_file_bytes)
-    return _read_span(where.index, where.member.offset, where.member.end)
+    m, index = where.member, where.index
+    if not is_url(index.shard):
+        return _read_span(index, m.offset, m.end)
+    # A decode worker gets every other row of a batch: one request per member would be one per image
+    # on the network. Read ahead, and serve the following members from that span (one per thread).
+    span = getattr(_READ_AHEAD, "span", None)
+    if span is None or span[0] is not index or not span[1] <= m.offset <= m.end <= span[2]:
+        end = index.readahead_end(m, READAHEAD)
+        span = (index, m.offset, end, _read_span(index, m.offset, end))
+        _READ_AHEAD.span = span
+    return span[3][m.offset - span[1]:m.end - span[1]]
+
+
+_READ_AHEAD = threading.local()
 
 
 def _check_member(where: Where, max_file_bytes: int) -> None:

@@ -303,3 +303,21 @@ def test_credentials_in_an_unreachable_url_never_reach_the_message():
     with pytest.raises(InputError) as err:
         collect_inputs([url])
     assert "s3cr3t" not in str(err.value) and "hidden" not in str(err.value) and "\n" not in str(err.value)
+
+
+def test_remote_members_read_one_by_one_share_one_read_ahead(s3, shard_set, monkeypatch):
+    """A decode worker reads its rows one at a time: on object storage each member would be a request.
+    The first read brings the following members (up to READAHEAD bytes) with it."""
+    _upload_shards(s3, shard_set)
+    rows = [f"{s3.url('wds/' + Path(sh).name)}#{n}" for sh, n, _ in shard_set["images"]]
+    spans = []
+    real = sources._read_span
+    monkeypatch.setattr(sources, "_read_span", lambda idx, a, b: spans.append((idx.shard, a, b)) or real(idx, a, b))
+    got = [sources.read_input_bytes(r) for r in rows]
+    assert got == [d for _, _, d in shard_set["images"]]  # tarfile's bytes, member for member
+    assert len(spans) == len(shard_set["shards"])  # one request per shard, not one per member
+    spans.clear()
+    monkeypatch.setattr(sources, "READAHEAD", 1)  # read-ahead off: one request per member
+    sources._READ_AHEAD.span = None
+    assert [sources.read_input_bytes(r) for r in rows] == got
+    assert len(spans) == len(rows)
