@@ -18,11 +18,12 @@ import os
 import posixpath
 import re
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from .preprocess import DecodeBudget, read_file_bytes
-from .sources import (IMAGE_EXTENSIONS, ShardError, expand_braces, expand_url, has_glob, is_shard_name, is_url,
-                      local_path_of, member_row, printable_path, read_url_text, shard_index, shard_rows)
+from .sources import (IMAGE_EXTENSIONS, SHARD_CACHE, ShardError, expand_braces, expand_url, has_glob, is_shard_name,
+                      is_url, local_path_of, member_row, printable_path, read_url_text, shard_index, shard_rows)
 from ..errors import InputError
 
 __all__ = ["IMAGE_EXTENSIONS", "InputError", "collect_inputs", "images_in", "path_from_bytes", "path_from_text",
@@ -158,7 +159,29 @@ def _url(item: str, skipped: Counter) -> Rows:
     member = member_row(item)
     if member is not None:
         return [member]
-    return [x for name in expand_braces(item) for x in expand_url(name, skipped)]
+    names = expand_braces(item)
+    rows: Rows = []
+    for start in range(0, len(names), SHARD_CACHE):  # list a window of shards at once, then take their rows
+        window = names[start:start + SHARD_CACHE]
+        _prefetch_indexes([n for n in window if is_shard_name(n)])
+        rows += [x for name in window for x in expand_url(name, skipped)]
+    return rows
+
+
+def _prefetch_indexes(shards: list[str]) -> None:
+    """Read the member indexes of remote ``shards`` concurrently (each is a few dozen range requests
+    of headers: serial, they would dominate planning); failures are left for the caller to meet."""
+    if len(shards) < 2:
+        return
+
+    def index(shard: str) -> None:
+        try:
+            shard_index(shard)
+        except Exception:  # noqa: BLE001 - reported when the shard's rows are taken, in order
+            pass
+
+    with ThreadPoolExecutor(max_workers=len(shards), thread_name_prefix="fm-list") as pool:
+        list(pool.map(index, shards))
 
 
 def _expand(item: str, skipped: Counter) -> Rows:

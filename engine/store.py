@@ -51,7 +51,8 @@ from ..errors import FeaturemapsError, StoreError
 from .chunk_writer import ChunkWriter
 from .names import unsafe_name_reason
 from .store_format import ERROR, FIXED_ARRAYS, OK, PENDING, STORE_FORMAT, Damage  # noqa: F401 - re-exported
-from .store_io import UnsafeStoreError, check_tree, confined_store, open_folder, read_key, tree_bytes, unsafe
+from .store_io import (UnsafeStoreError, check_tree, confined_store, open_folder, read_key, read_tail, tree_bytes,
+                       unsafe)
 from .store_remote import Lease, RemoteIO, is_url, local_path
 from .shard_format import index_nbytes, shard_rows_for, shard_spec
 from .store_shards import ShardBuffer
@@ -666,6 +667,12 @@ class FeatureStore:
             return per * limit + index_nbytes(per)
         return limit
 
+    def _read_tail(self, key: str, n: int, name: str) -> tuple[int, bytes] | None:
+        """``(size, last n bytes)`` of one object of array ``name`` (a shard's index), or None if missing."""
+        if self._io is not None:
+            return self._io.tail(key, n)
+        return read_tail(self.path, key, n, self.object_limit(name))
+
     def _read_object(self, key: str, name: str) -> bytes | None:
         """The bytes of one object of array ``name`` (None if missing), bounded and confined."""
         if self._io is not None:
@@ -691,8 +698,7 @@ class FeatureStore:
     def close(self) -> None:
         """Write what a sharded store still holds, then release the writer's lock (reading still works)."""
         try:
-            if self._lock is not None or self._io is None:
-                self.flush()
+            self.flush()
         finally:
             self._release()
 
@@ -867,7 +873,7 @@ class FeatureStore:
     def _has_chunk(self, name: str, ci: int, ndim: int) -> bool:
         if self.sharded:
             per = self.info["shard_rows"] // self.chunk_rows
-            return self._shards.read_inner(name, ci // per, strict=True)[ci % per] is not None
+            return self._shards.stored(name, ci // per, strict=True)[ci % per]
         if self._io is not None:
             return self._io.exists("/".join([name, "c", str(ci), *(["0"] * (ndim - 1))]))
         return chunk_file(self, name, ci, ndim).is_file()
@@ -952,7 +958,7 @@ class FeatureStore:
     @functools.cached_property
     def _chunk_writer(self) -> ChunkWriter:
         if self._io is not None:
-            return ChunkWriter(None, self.info.get("compression", "zstd"), put=self._io.put)
+            return ChunkWriter(None, self.info.get("compression", "zstd"), put=self._io.write)
         return ChunkWriter(self.path, self.info.get("compression", "zstd"))
 
     def _drop_chunks(self, name: str, b: int) -> None:

@@ -139,9 +139,9 @@ def open_folder(root: Path, parts: list[str], create: bool = False) -> int:
     return fd
 
 
-def read_key(root: Path, key: str, limit: int) -> bytes | None:
-    """The bytes of ``root/key`` (None if missing), opened without following any link; a link, a
-    FIFO or a device is :class:`UnsafeStoreError`, and so is a file over ``limit`` bytes."""
+def _open_key(root: Path, key: str, limit: int) -> tuple[int, int] | None:
+    """``(descriptor, size)`` of the regular file ``root/key`` of at most ``limit`` bytes, opened
+    without following any link (None if missing); the caller closes the descriptor."""
     parts = key.split("/")
     try:
         dfd = open_folder(root, parts[:-1], create=False)
@@ -161,14 +161,41 @@ def read_key(root: Path, key: str, limit: int) -> bytes | None:
     try:
         st = os.fstat(fd)
         if stat.S_ISDIR(st.st_mode):
+            os.close(fd)
             return None  # zarr: a folder where a chunk should be reads as missing
         if not stat.S_ISREG(st.st_mode):
             raise unsafe(root, key, _kind(st.st_mode))
         if st.st_size > limit:
             raise UnsafeStoreError(f"{Path(root) / key} is {st.st_size} bytes, more than its array's chunks can be "
                                    f"({limit} bytes); {_HOSTILE}")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st.st_size
+
+
+def read_key(root: Path, key: str, limit: int) -> bytes | None:
+    """The bytes of ``root/key`` (None if missing), opened without following any link; a link, a
+    FIFO or a device is :class:`UnsafeStoreError`, and so is a file over ``limit`` bytes."""
+    opened = _open_key(root, key, limit)
+    if opened is None:
+        return None
+    fd, _ = opened
+    try:
         with os.fdopen(fd, "rb", closefd=False) as f:
             return f.read(limit + 1)
+    finally:
+        os.close(fd)
+
+
+def read_tail(root: Path, key: str, n: int, limit: int) -> tuple[int, bytes] | None:
+    """``(size, last n bytes)`` of ``root/key``, checked as :func:`read_key` checks (None if missing)."""
+    opened = _open_key(root, key, limit)
+    if opened is None:
+        return None
+    fd, size = opened
+    try:
+        return size, os.pread(fd, min(n, size), max(0, size - n))
     finally:
         os.close(fd)
 

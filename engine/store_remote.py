@@ -162,6 +162,22 @@ class RemoteIO:
             data = b"".join(memoryview(p).cast("B") for p in data)
         return self.fs.pipe_file(self.key(k), bytes(data) if not isinstance(data, bytes) else data, **conditions)
 
+    def write(self, k: str, data) -> None:
+        """:meth:`put` for the store's own objects (chunks, shards, layout): any failure is one
+        :class:`StoreError` line (network, permissions, quota), secrets scrubbed."""
+        try:
+            self.put(k, data)
+        except Exception as e:  # noqa: BLE001
+            raise self.error(f"writing {k}", e) from None
+
+    def tail(self, k: str, n: int) -> tuple[int, bytes] | None:
+        """``(object size, its last n bytes)`` of key ``k`` (one HEAD, one range request), or None."""
+        try:
+            size = self.fs.size(self.key(k))
+            return size, self.fs.cat_file(self.key(k), start=max(0, size - n), end=size)
+        except FileNotFoundError:
+            return None
+
     def delete(self, k: str) -> None:
         try:
             self.fs.rm_file(self.key(k))
@@ -219,8 +235,8 @@ class RemoteIO:
         items = dict(memory_store._store_dict)
         root = items.pop("zarr.json")
         for k in sorted(items):
-            self.put(k, items[k].to_bytes())
-        self.put("zarr.json", root.to_bytes())
+            self.write(k, items[k].to_bytes())
+        self.write("zarr.json", root.to_bytes())
 
 
 class Lease:

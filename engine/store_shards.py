@@ -26,7 +26,7 @@ import threading
 import numpy as np
 
 from ..errors import StoreError
-from .shard_format import ShardIndexError, encode_shard, inner_chunk, read_index
+from .shard_format import ShardIndexError, encode_shard, index_nbytes, inner_chunk, read_index
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +130,23 @@ class ShardBuffer:
             body = new.get(ci)
             chunks.append(None if body is None else ([memoryview(body)[:-4]], bytes(memoryview(body)[-4:])))
         self.store._chunk_writer.write_object(key, encode_shard(chunks))
+
+    def stored(self, name: str, shard: int, *, strict: bool = False) -> list[bool]:
+        """Per inner chunk of a shard, whether its index says it is stored: only the index is read
+        (one range request), not the shard. An unusable index: as :meth:`read_inner`."""
+        key = shard_key(name, shard, len(self.store.info["outputs"][name]) + 1)
+        got = self.store._read_tail(key, index_nbytes(self.per_shard), name)
+        if got is None:
+            return [False] * self.per_shard
+        size, tail = got
+        try:
+            return [e is not None for e in read_index(tail, self.per_shard, size, self.store.limits[name][0])]
+        except ShardIndexError as e:
+            if strict:
+                raise StoreError(f"{self.store.path}: shard {shard} of {name} is unusable ({e}); run `featuremaps "
+                                 f"verify {self.store.path} --repair`, then extract --resume to redo its "
+                                 "rows") from None
+            return [False] * self.per_shard
 
     def read_inner(self, name: str, shard: int, *, strict: bool = False) -> list[memoryview | None]:
         """The stored inner chunks (body + CRC) of a shard object, or all None when there is none.

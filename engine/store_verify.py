@@ -42,8 +42,8 @@ def missing_chunks(store, codes: np.ndarray | None = None) -> list[Damage]:
             indexes: dict[int, list] = {}  # shard -> its inner chunks (one read per shard)
             for ci in map(int, np.flatnonzero(has_ok)):
                 if ci // per not in indexes:
-                    indexes = {ci // per: store._shards.read_inner(name, ci // per)}
-                if indexes[ci // per][ci % per] is None:
+                    indexes = {ci // per: store._shards.stored(name, ci // per)}
+                if not indexes[ci // per][ci % per]:
                     damage.append(Damage(name, ci, (ci * c, min(ci * c + c, n)), "missing chunk"))
             continue
         if store._io is not None:  # object storage: one listing per array instead of a HEAD per chunk

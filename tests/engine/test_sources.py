@@ -321,3 +321,23 @@ def test_remote_members_read_one_by_one_share_one_read_ahead(s3, shard_set, monk
     sources._READ_AHEAD.span = None
     assert [sources.read_input_bytes(r) for r in rows] == got
     assert len(spans) == len(rows)
+
+
+def test_remote_shards_of_a_pattern_are_listed_concurrently_and_errors_stay_in_order(s3, shard_set, monkeypatch):
+    import threading
+
+    from featuremaps.engine import inputs
+
+    urls = _upload_shards(s3, shard_set)
+    sources._url_index.cache_clear()
+    where = []
+    real = inputs.shard_index
+    monkeypatch.setattr(inputs, "shard_index", lambda s: where.append((s, threading.current_thread().name)) or real(s))
+    rows = collect_inputs([s3.url("wds/{00000..00002}.tar")])
+    assert rows == [f"{s3.url('wds/' + Path(sh).name)}#{n}" for sh, n, _ in shard_set["images"]]
+    listed = {s for s, thread in where if thread.startswith("fm-list")}
+    assert listed == set(urls)  # every shard's headers were read by the listing threads
+    s3.fs().rm_file(f"{s3.bucket}/wds/00001.tar")
+    sources._url_index.cache_clear()
+    with pytest.raises(InputError, match="00001.tar"):
+        collect_inputs([s3.url("wds/{00000..00002}.tar")])
