@@ -193,6 +193,22 @@ def _expand(item: str, skipped: Counter) -> Rows:
     return _url(item, skipped) if is_url(item) else _local(item, skipped)
 
 
+_SECRET_KEYS = ("signature", "token", "credential", "password", "secret", "sig", "key")
+
+
+def _refuse_secrets(url: str) -> None:
+    """A URL row that carries credentials (``user:secret@``, or a signed query) would write them into
+    the store's row ids: refused, naming the standard way instead."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    parts = urlsplit(url)
+    keys = [k.lower() for k, _ in parse_qsl(parts.query, keep_blank_values=True)]
+    if parts.username or parts.password or any(s in k for k in keys for s in _SECRET_KEYS):
+        raise InputError(f"input {printable_path(url)} carries credentials in the URL (user info or a signed "
+                         "query), which a store would keep in its row ids; give the URL without them and the "
+                         "credentials through the environment (AWS_ACCESS_KEY_ID, ..., or --storage-option)")
+
+
 def collect_inputs(items, skipped: Counter | None = None) -> list[str]:
     """``items`` -> sorted, de-duplicated row ids (:mod:`.sources`). An item is an image file, a
     folder (searched recursively for image extensions, case-insensitive), a ``.tar`` shard (its
@@ -211,6 +227,9 @@ def collect_inputs(items, skipped: Counter | None = None) -> list[str]:
     for item in items:
         for key, row in _expand(os.fspath(item), skipped):
             rows.setdefault(row, key)
+    for row in rows:
+        if ("@" in row or "?" in row) and is_url(row):
+            _refuse_secrets(row)
     if not rows:
         raise InputError("no images found in the inputs (extensions: "
                          f"{', '.join(sorted(IMAGE_EXTENSIONS))}); {FIX}")

@@ -341,3 +341,22 @@ def test_remote_shards_of_a_pattern_are_listed_concurrently_and_errors_stay_in_o
     sources._url_index.cache_clear()
     with pytest.raises(InputError, match="00001.tar"):
         collect_inputs([s3.url("wds/{00000..00002}.tar")])
+
+
+@pytest.mark.parametrize("url", ["https://user:pw@example.org/a.jpg",
+                                 "https://example.org/a.jpg?X-Amz-Signature=abc&X-Amz-Credential=x",
+                                 "s3://bucket/a.jpg?token=SECRET"])
+def test_input_urls_carrying_credentials_are_refused(url, monkeypatch):
+    from featuremaps.engine import inputs
+
+    monkeypatch.setattr(inputs, "_url", lambda item, skipped: [((item, -1), item)])  # no network: just the rows
+    with pytest.raises(InputError, match="carries credentials") as err:
+        collect_inputs([url])
+    assert "pw" not in str(err.value) and "SECRET" not in str(err.value) and "abc" not in str(err.value)
+
+
+def test_an_ordinary_query_is_kept(monkeypatch):
+    from featuremaps.engine import inputs
+
+    monkeypatch.setattr(inputs, "_url", lambda item, skipped: [((item, -1), item)])
+    assert collect_inputs(["https://example.org/a.jpg?w=640"]) == ["https://example.org/a.jpg?w=640"]
