@@ -54,11 +54,25 @@ class RaySummary(Summary):
     nodes: dict[int, str] = field(default_factory=dict)
 
 
-def _decode_row(row: dict, pre: dict, decode: str = "full", budget: dict | None = None) -> dict:
+_STORES: dict[str, FeatureStore] = {}  # per Ray worker process: the stores its decode tasks read row ids from
+
+
+def _batch_paths(location: str, storage_options: dict | None, b: int) -> list[str]:
+    """Batch ``b``'s row ids, read by the task from the store itself (only the chunks holding them):
+    the driver ships batch numbers, not millions of paths."""
+    st = _STORES.get(location)
+    if st is None:
+        st = _STORES[location] = FeatureStore.open(location, "r", storage_options=storage_options)
+    return list(st.paths[slice(*st.batch_rows(b))])
+
+
+def _decode_row(row: dict, pre: dict, decode: str = "full", budget: dict | None = None, store: str | None = None,
+                storage_options: dict | None = None) -> dict:
     """One store batch's images -> inputs of the good ones, their row offsets, error reasons (JSON):
-    :func:`.unit.decode_batch`, each image within ``budget`` (the :class:`DecodeBudget` fields)."""
+    :func:`.unit.decode_batch`, each image within ``budget`` (the :class:`DecodeBudget` fields). The
+    row ids are ``row["paths"]`` (JSON) when given, else read from the store at ``store``."""
     p = dataclasses.replace(Preprocessing.from_dict(pre), decode=decode)
-    paths = json.loads(row["paths"])
+    paths = json.loads(row["paths"]) if "paths" in row else _batch_paths(store, storage_options, int(row["batch"]))
     got = decode_batch(int(row["batch"]), paths, p, DecodeBudget(**(budget or {})))
     # the model's own layout (uint8 NHWC for new exports: 4x fewer bytes through the object store)
     inputs = got.inputs if got.inputs is not None else np.zeros((0, *p.input_shape), p.input_dtype)
@@ -145,7 +159,7 @@ def run_extraction_ray(store: FeatureStore, model_path, settings: ExtractSetting
     paths = store.paths
     summary = RaySummary(batches=len(todo))
     pre = Preprocessing.from_dict(store.metadata["preprocessing"]).to_dict()
-    rows = [{"batch": b, "paths": json.dumps(paths[slice(*store.batch_rows(b))])} for b in todo]
+    rows = [{"batch": b} for b in todo]  # each decode task reads its batch's row ids from the store
     t0 = time.perf_counter()
     if rows:
         actors = min(actors, len(rows))  # an actor without a batch would only load the model
@@ -157,7 +171,8 @@ def run_extraction_ray(store: FeatureStore, model_path, settings: ExtractSetting
         ds = ray.data.from_items(rows, override_num_blocks=len(rows))
         decode = store.metadata["preprocessing"].get("decode", "full")  # as recorded by the driver
         limits = dataclasses.asdict(settings.budget)
-        ds = ds.map(_decode_row, fn_kwargs={"pre": pre, "decode": decode, "budget": limits}, num_cpus=0.5,
+        ds = ds.map(_decode_row, fn_kwargs={"pre": pre, "decode": decode, "budget": limits, "store": store.location,
+                                            "storage_options": store.storage_options}, num_cpus=0.5,
                     concurrency=settings.workers or None)
         ds = ds.map_batches(_ModelWriter, batch_size=1, batch_format="numpy",
                             compute=ray.data.ActorPoolStrategy(size=actors),

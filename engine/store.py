@@ -393,8 +393,11 @@ class StoredPaths(Sequence):
         return self._all
 
     def __getitem__(self, i):
-        if isinstance(i, slice) or self._all is not None:
-            return self._list()[i]
+        if self._all is not None:
+            return self._all[i]
+        if isinstance(i, slice):  # only the chunks holding the slice
+            start, stop, step = i.indices(len(self))
+            return self._decode(self._read(slice(start, max(start, stop))))[::step] if step > 0 else self._list()[i]
         i = range(len(self))[i]  # IndexError, negative indices
         ci = i // self._rows
         if ci not in self._chunks:

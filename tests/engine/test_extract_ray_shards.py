@@ -75,3 +75,23 @@ def test_ray_store_of_local_and_s3_shards_equals_the_local_engines(local_ray, s3
         for name in local.outputs:
             assert np.array_equal(other[name][:], local[name][:]), name
     assert list(open_store(tmp_path / "ray.zarr").paths) == list(local.paths)
+
+
+def test_a_ray_decode_task_reads_its_batchs_row_ids_from_the_store(shard_set, tmp_path):
+    """The driver ships batch numbers; a task reads its rows' ids from the store (a local path or URL)."""
+    pytest.importorskip("ray")
+    from featuremaps.engine.ray_engine import _decode_row
+    from featuremaps.engine.store import FeatureStore
+
+    rows = collect_inputs(shard_set["shards"])
+    st = FeatureStore.create(tmp_path / "s.zarr", paths=rows, metadata={}, shapes={"t": (2,)}, batch_size=3,
+                             check_memory=False)
+    st.close()
+    pre = Preprocessing(size=(32, 32)).to_dict()
+    for b, (start, stop) in enumerate([(0, 3), (3, 6), (6, 8)]):
+        by_store = _decode_row({"batch": b}, pre=pre, store=st.location)
+        shipped = _decode_row({"batch": b, "paths": json.dumps(rows[start:stop])}, pre=pre)
+        assert by_store["n"] == stop - start and by_store["ok_rows"] == shipped["ok_rows"]
+        assert by_store["errors"] == shipped["errors"]
+        np.testing.assert_array_equal(by_store["inputs"], shipped["inputs"])
+    assert list(open_store(st.location).paths[2:7]) == rows[2:7]  # a slice reads only its chunks
