@@ -30,6 +30,7 @@ first one's pid, and only the lock holder removes temporary chunk files.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as _dt
 import errno
 import functools
@@ -53,7 +54,7 @@ from .names import unsafe_name_reason
 from .store_format import ERROR, FIXED_ARRAYS, OK, PENDING, STORE_FORMAT, Damage  # noqa: F401 - re-exported
 from .store_io import (UnsafeStoreError, check_tree, confined_store, open_folder, read_key, read_tail, tree_bytes,
                        unsafe)
-from .store_remote import Lease, RemoteIO, is_url, local_path
+from .store_remote import RESUME, Lease, RemoteIO, is_url, local_path
 from .shard_format import index_nbytes, shard_rows_for, shard_spec
 from .store_shards import ShardBuffer
 from .store_verify import chunk_file, scan
@@ -810,7 +811,8 @@ class FeatureStore:
     def status_codes(self) -> np.ndarray:
         """``(N,) uint8``: 0 pending, 1 ok, 2 error."""
         try:
-            return np.asarray(self._group["status"][:])
+            with self._remote_errors("reading the status"):
+                return np.asarray(self._group["status"][:])
         except UnsafeStoreError:
             raise
         except ValueError:  # a status chunk fails its checksum
@@ -995,18 +997,46 @@ class FeatureStore:
             return
         self._commit_now(b, errors, pending)
 
+    @contextlib.contextmanager
+    def _remote_errors(self, what: str, then: str = ""):
+        """On object storage, any client failure inside the block (an unreachable endpoint, expired
+        credentials) becomes one :class:`StoreError` line; locally nothing changes."""
+        if self._io is None:
+            yield
+            return
+        try:
+            yield
+        except (FeaturemapsError, ValueError):  # ours, and zarr's checksum failures (handled by the caller)
+            raise
+        except Exception as e:  # noqa: BLE001
+            raise self._io.error(what, e, then) from None
+
     def _commit_now(self, b: int, errors: dict[int, str], pending=()) -> None:
-        if isinstance(self._lock, Lease):
-            self._lock.check()  # fencing: a writer that lost its lease must not overwrite another's status
-        start, stop = self.batch_rows(b)
-        msgs = np.full(stop - start, "", dtype=object)
-        status = np.full(stop - start, OK, np.uint8)
-        for row, msg in errors.items():
-            msgs[int(row)], status[int(row)] = displayable(msg)[:MAX_ERROR_CHARS], ERROR
-        for row in pending:
-            status[int(row)] = PENDING
-        self._group["errors"][start:stop] = msgs.astype(str)
-        self._group["status"][start:stop] = status
+        self._commit_many({b: (errors, pending)})
+
+    def _commit_many(self, commits: dict[int, tuple[dict, tuple]]) -> None:
+        """Write the error rows, then the status rows, of ``commits`` (``{batch: (errors, pending)}``):
+        one write of each per run of consecutive batches (a sharded store commits a shard's at once)."""
+        with self._remote_errors(f"committing batch(es) {min(commits)}-{max(commits)}", RESUME):
+            if isinstance(self._lock, Lease):
+                self._lock.check()  # fencing: a writer that lost its lease must not overwrite another's status
+            order = sorted(commits)
+            runs = [[order[0]]]
+            for b in order[1:]:
+                runs[-1].append(b) if b == runs[-1][-1] + 1 else runs.append([b])
+            for run in runs:
+                start, stop = self.batch_rows(run[0])[0], self.batch_rows(run[-1])[1]
+                msgs = np.full(stop - start, "", dtype=object)
+                status = np.full(stop - start, OK, np.uint8)
+                for b in run:
+                    errors, pending = commits[b]
+                    first = self.batch_rows(b)[0] - start
+                    for row, msg in errors.items():
+                        msgs[first + int(row)], status[first + int(row)] = displayable(msg)[:MAX_ERROR_CHARS], ERROR
+                    for row in pending:
+                        status[first + int(row)] = PENDING
+                self._group["errors"][start:stop] = msgs.astype(str)
+                self._group["status"][start:stop] = status
 
     def clean_partials(self) -> int:
         """Remove ``*.partial`` files a killed writer left behind (never read by zarr). Only the

@@ -41,6 +41,7 @@ from ..errors import StoreError
 from .store_io import UnsafeStoreError
 
 LEASE_NAME = "status/featuremaps.lease"
+RESUME = "re-run with --resume (completed batches are kept)"
 LEASE_SECONDS = 60.0
 MAX_LEASE_BYTES = 4096
 _WRITABLE = ("s3", "s3a", "gs", "gcs", "memory")  # schemes with atomic PUTs (and, for s3, conditional writes)
@@ -126,11 +127,13 @@ class RemoteIO:
     def key(self, k: str) -> str:
         return f"{self.root}/{k}"
 
-    def error(self, what: str, e: BaseException) -> StoreError:
-        """A one-line StoreError for a failed ``what`` (secrets scrubbed)."""
+    def error(self, what: str, e: BaseException, then: str = "") -> StoreError:
+        """A one-line StoreError for a failed ``what`` (secrets scrubbed); ``then``: what to do after
+        the fix (e.g. re-run with --resume)."""
         reason = scrub(f"{type(e).__name__}: {e}", self.options).splitlines()[0][:300] if str(e) else type(e).__name__
         return StoreError(f"{self.url}: {what} failed ({reason}); check the URL, the credentials "
-                          "(AWS_* / GOOGLE_* environment or --storage-option) and that the endpoint is reachable")
+                          "(AWS_* / GOOGLE_* environment or --storage-option) and that the endpoint is reachable"
+                          + (f", then {then}" if then else ""))
 
     # ------------------------------------------------------------ objects
 
@@ -168,7 +171,7 @@ class RemoteIO:
         try:
             self.put(k, data)
         except Exception as e:  # noqa: BLE001
-            raise self.error(f"writing {k}", e) from None
+            raise self.error(f"writing {k}", e, RESUME) from None
 
     def tail(self, k: str, n: int) -> tuple[int, bytes] | None:
         """``(object size, its last n bytes)`` of key ``k`` (one HEAD, one range request), or None."""

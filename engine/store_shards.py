@@ -112,9 +112,7 @@ class ShardBuffer:
             self._write_shard(name, shard, inner[name])
         if self._todo is not None:
             self._todo.get(shard, set()).difference_update(commits)
-        for b in sorted(commits):
-            errors, pending = commits[b]
-            self.store._commit_now(b, errors, pending)
+        self.store._commit_many(commits)  # the status rows last: the commit
 
     def _write_shard(self, name: str, shard: int, new: dict[int, bytes | None]) -> None:
         """Write shard ``shard`` of ``name``: the new inner chunks, and the old object's for the rest."""

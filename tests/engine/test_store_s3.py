@@ -179,22 +179,26 @@ def _s3_status(s3, key: str) -> int:
         return 0
 
 
-def test_kill_9_then_resume_on_s3_gives_an_identical_store(s3, sample_paths, tmp_path):
+@pytest.mark.parametrize("shard_rows", ["none", "4"])  # a commit per batch; per shard of 4 batches
+def test_kill_9_then_resume_on_s3_gives_an_identical_store(s3, sample_paths, tmp_path, shard_rows):
     imgs = _photos(sample_paths, tmp_path / "imgs", 30)
     args = [str(imgs), "--model", str(MODEL), "--provider", "cpu", "--batch-size", "1", "--workers", "0",
             "--threads", "1", "--no-progress"]
-    assert main(["extract", *args, "-o", str(tmp_path / "ref.zarr")]) == 1
+    assert main(["extract", *args, "-o", str(tmp_path / "ref.zarr")]) == 1  # unsharded, local
     url = s3.url("k.zarr")
+    args += ["--shard-rows", shard_rows]
     proc = subprocess.Popen([sys.executable, "-m", "featuremaps", "extract", *args, "-o", url], env=s3.env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None and _s3_status(s3, "k.zarr") < 3:
+    while time.monotonic() < deadline and proc.poll() is None and _s3_status(s3, "k.zarr") < 4:
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     partial = open_store(url)
     assert (partial.status == "pending").any() and (partial.status == "ok").any()
+    if shard_rows == "4":  # committed whole shards only
+        assert (partial.status_codes != 0).sum() % 4 == 0
     assert f"k.zarr/{LEASE_NAME}" in s3.keys()  # the killed writer's lease is left behind ...
     assert main(["extract", *args, "-o", url, "--resume"]) == 1  # ... and its pid is gone: taken over at once
     _same(open_store(url), open_store(tmp_path / "ref.zarr"))
@@ -232,3 +236,49 @@ def test_bad_urls_and_unreachable_endpoints_are_one_line(s3, photos, tmp_path, c
 
 def test_display_url_drops_credentials():
     assert display_url("s3://key:secret@bucket/a/f.zarr?token=x#y") == "s3://bucket/a/f.zarr"
+
+
+def test_report_reads_the_url(s3, photos, tmp_path):
+    url = s3.url("rep.zarr")
+    assert extract(photos, url) == 1
+    out = tmp_path / "report"
+    assert main(["report", "--store", url, "--rows", "1-2", "-o", str(out)]) == 0
+    assert (out / "index.html").is_file()
+
+
+def test_the_endpoint_going_away_mid_run_is_one_line_and_resume_completes(s3_server, sample_paths, tmp_path):
+    """The object store becomes unreachable while extract writes: one line naming the fix, no
+    traceback, the committed batches kept; once it is back, --resume gives the reference store."""
+    from moto.server import ThreadedMotoServer
+
+    imgs = _photos(sample_paths, tmp_path / "imgs", 30)
+    args = [str(imgs), "--model", str(MODEL), "--provider", "cpu", "--batch-size", "1", "--workers", "0",
+            "--threads", "1", "--no-progress"]
+    assert main(["extract", *args, "-o", str(tmp_path / "ref.zarr")]) == 1
+    bucket = s3_server.new_bucket()  # moto's buckets live in this process: a second server sees them
+    second = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    second.start()
+    endpoint = f"http://127.0.0.1:{second.get_host_and_port()[1]}"
+    env = s3_server.env({**os.environ, "AWS_ENDPOINT_URL": endpoint})
+    env.update(AWS_ENDPOINT_URL=endpoint, AWS_ENDPOINT_URL_S3=endpoint)
+    url = f"s3://{bucket}/gone.zarr"
+    proc = subprocess.Popen([sys.executable, "-m", "featuremaps", "extract", *args, "-o", url, "--shard-rows", "none",
+                             "--storage-option", "config_kwargs={\"retries\": {\"max_attempts\": 1}}"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None and _s3_status(
+            type("B", (), {"fs": s3_server.fs, "bucket": bucket})(), "gone.zarr") < 3:
+        time.sleep(0.01)
+    second.stop()
+    try:
+        err = proc.communicate(timeout=180)[1]
+    finally:
+        proc.kill()
+    assert proc.returncode == 2, err
+    lines = [ln for ln in err.strip().splitlines() if ln.startswith("featuremaps")]
+    assert "Traceback" not in err and len(lines) == 1, err
+    assert "--resume" in lines[0] or "check the URL" in lines[0], lines[0]
+    partial = open_store(url)
+    assert (partial.status != "pending").sum() >= 3 and (partial.status == "pending").any()
+    assert main(["extract", *args, "-o", url, "--resume"]) == 1  # the session's server: the same buckets
+    _same(open_store(url), open_store(tmp_path / "ref.zarr"))
