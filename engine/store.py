@@ -905,6 +905,12 @@ class FeatureStore:
             raise problem
         return total
 
+    def count_objects(self) -> int:
+        """Files (objects, on object storage) the store holds: what a listing or a copy walks."""
+        if self._io is not None:
+            return self._io.count_objects()
+        return sum(len(files) for _, _, files in os.walk(self.path))
+
     def nbytes_maps(self) -> int:
         """Bytes of the feature maps themselves (rows x stored shape x itemsize), for overhead figures."""
         itemsize = np.dtype(DTYPES[self.dtype]).itemsize

@@ -101,6 +101,7 @@ def describe_store(path: str | Path, *, storage_options: dict | None = None) -> 
             "missing_chunks": len(missing),
             "rows_with_missing_chunks": len({r for d in missing for r in range(*d.rows)}),
             "taps": taps, "dtype": store.dtype, "batch_size": store.batch_size, "chunk_rows": store.chunk_rows,
+            "shard_rows": info.get("shard_rows"), "objects": store.count_objects(),
             "compression": info.get("compression"), "bytes_on_disk": store.nbytes_on_disk(check=True),
             "model": meta.get("model"), "weights": meta.get("weights") or {},
             "precision": meta.get("precision", "fp32"), "model_path": info.get("model_path"),

@@ -66,7 +66,9 @@ def format_store(d: dict) -> list[str]:
              f"  model:    {d['model']} ({d['precision']}) from {d['model_path']}",
              f"  weights:  {weights_line(d['weights'])}",
              f"  storage:  {d['dtype']}, batches of {d['batch_size']} images in chunks of {d['chunk_rows']} rows, "
-             f"compression {d['compression']}",
+             f"compression {d['compression']}"
+             + (f", sharded: {d['shard_rows']} rows per object" if d.get("shard_rows") else "")
+             + f"; {d['objects']} objects",
              f"  created:  {d['created']} by featuremaps {d['featuremaps']}",
              f"  command:  {d['command'] or '(not recorded)'}",
              f"  taps ({len(d['taps'])}):"]

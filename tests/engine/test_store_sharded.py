@@ -35,9 +35,13 @@ def _tap_objects(root: Path, name: str) -> list[Path]:
     return sorted(p for p in (root / name / "c").rglob("*") if p.is_file())
 
 
-def test_a_sharded_store_holds_the_same_maps_in_fewer_objects(photos, ref, tmp_path):
+def test_a_sharded_store_holds_the_same_maps_in_fewer_objects(photos, ref, tmp_path, capsys):
     out = tmp_path / "s.zarr"
     assert extract(photos, out, "--shard-rows", "4") == 1
+    capsys.readouterr()
+    assert main(["info", str(out)]) == 0
+    files = sum(1 for p in out.rglob("*") if p.is_file())
+    assert f"sharded: 4 rows per object; {files} objects" in capsys.readouterr().out
     st = open_store(out)
     assert st.sharded and st.info["shard_rows"] == 4
     _same(st, ref)
