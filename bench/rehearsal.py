@@ -138,8 +138,8 @@ def main(argv: list[str] | None = None) -> int:
             # without sharding, on a tenth of the shards: the object count the formula predicts
             small = max(1, args.shards // 10)
             small_inputs = f"s3://bench/shards/{{00000..{small - 1:05d}}}.tar"
-            _run([*fm, "extract", small_inputs, *common, "-o", "s3://bench/plain.zarr", "--shard-rows",
-                          "none"], env)
+            plain = _run([*fm, "extract", small_inputs, *common, "-o", "s3://bench/plain.zarr", "--shard-rows",
+                          "none"], env, watch="extracting")
             plain_objects, plain_bytes, plain_tap_objects = _objects(fs, "bench/plain.zarr")
             plain_rows = len(FeatureStore.open("s3://bench/plain.zarr"))
     finally:
@@ -148,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     batches = -(-n // args.batch_size)
     result = {
         "machine": {"cpu": cpu_features().model, "cores": os.cpu_count()},
+        "date": time.strftime("%Y-%m-%d"),
         "images": n, "tar_shards": args.shards, "tar_bytes": shard_bytes, "make_shards_s": round(make_s, 1),
         "batch_size": args.batch_size, "shard_rows": shard_rows, "taps": 1,
         "extract": {"seconds": round(run["seconds"], 1), "img_per_s": round(n / run["seconds"], 1),
@@ -159,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         "resume_99pct_done": {"rows_pending": n - first_pending, "planning_s": round(resume["until_start_s"] or 0, 1),
                               "seconds": round(resume["seconds"], 1)},
         "unsharded_check": {"images": plain_rows, "tap_objects": plain_tap_objects,
+                            "seconds": round(plain["seconds"], 1), "driver_peak_rss_mib": round(plain["peak_rss_mib"]),
+                            "planning_s": round(plain["until_start_s"] or 0, 1),
                             "formula": -(-plain_rows // args.batch_size), "objects": plain_objects,
                             "bytes": plain_bytes},
     }
@@ -166,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
     md = [f"# Scale rehearsal: {n:,} images in {args.shards} tar shards on S3 -> sharded store on S3",
-          "", f"Machine: {result['machine']['cpu']}, {result['machine']['cores']} cores; S3 = moto's server on "
+          "", f"Machine: {result['machine']['cpu']}, {result['machine']['cores']} cores, {result['date']}; "
+          "S3 = moto's server on "
           "127.0.0.1 in the same machine (it shares the cores). Tiny model: VGG16 features.0 at 32x32, "
           f"channel means in the graph (64 fp32 values per image). Batch {args.batch_size}.", "",
           "| what | value |", "|---|---:|",
@@ -181,7 +185,9 @@ def main(argv: list[str] | None = None) -> int:
           f"| `--resume` on a store 99% done: planning / in all | {result['resume_99pct_done']['planning_s']} s / "
           f"{result['resume_99pct_done']['seconds']} s |",
           f"| unsharded check ({plain_rows} images): tap objects / formula ceil(n/batch) | {plain_tap_objects} / "
-          f"{result['unsharded_check']['formula']} |", ""]
+          f"{result['unsharded_check']['formula']} |",
+          f"| unsharded check: driver peak RSS / planning | {result['unsharded_check']['driver_peak_rss_mib']} MiB / "
+          f"{result['unsharded_check']['planning_s']} s |", ""]
     (out / f"{args.name}.md").write_text("\n".join(md))
     print("\n".join(md))
     return 0
