@@ -179,6 +179,7 @@ def _s3_status(s3, key: str) -> int:
         return 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shard_rows", ["none", "4"])  # a commit per batch; per shard of 4 batches
 def test_kill_9_then_resume_on_s3_gives_an_identical_store(s3, sample_paths, tmp_path, shard_rows):
     imgs = _photos(sample_paths, tmp_path / "imgs", 30)
@@ -246,6 +247,7 @@ def test_report_reads_the_url(s3, photos, tmp_path):
     assert (out / "index.html").is_file()
 
 
+@pytest.mark.slow
 def test_the_endpoint_going_away_mid_run_is_one_line_and_resume_completes(s3_server, sample_paths, tmp_path):
     """The object store becomes unreachable while extract writes: one line naming the fix, no
     traceback, the committed batches kept; once it is back, --resume gives the reference store."""
