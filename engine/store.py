@@ -477,8 +477,8 @@ class FeatureStore:
         if hasattr(store, "limits"):
             store.limits.update(self.limits)
             if self.sharded:  # whole shard objects, read by range (index, then inner chunks)
-                per = self.info["shard_rows"] // self.chunk_rows
-                store.sharded.update({name: (per, self.object_limit(name)) for name in self.info["outputs"]})
+                store.sharded.update({name: (self.chunks_per_shard, self.object_limit(name))
+                                      for name in self.info["outputs"]})
 
     def fixed_chunk_bytes(self, name: str) -> int | None:
         """Encoded bytes (checksum excluded) every chunk of array ``name`` has, or None where that
@@ -539,7 +539,7 @@ class FeatureStore:
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "featuremaps": __version__}
         info["row_chunk"] = row_chunk_for(info["chunk_rows"], n)
-        info["shard_rows"] = _shard_rows(shard_rows, n, rows, info["chunk_rows"], metadata, shapes, dtype)
+        info["shard_rows"] = _shard_rows(shard_rows, n, rows, info["chunk_rows"], shapes, dtype)
         if io is not None:
             return cls._create_remote(io, info, paths)
         return cls._create_atomically(path, info, paths)
@@ -653,6 +653,11 @@ class FeatureStore:
         """Whether the tap arrays are sharded (several batches per object: :mod:`.store_shards`)."""
         return bool(self.info.get("shard_rows"))
 
+    @property
+    def chunks_per_shard(self) -> int:
+        """Inner chunks in one shard object of a tap (sharded stores; 1 otherwise)."""
+        return self.info["shard_rows"] // self.chunk_rows if self.sharded else 1
+
     @functools.cached_property
     def _shards(self) -> ShardBuffer:
         return ShardBuffer(self)
@@ -667,8 +672,7 @@ class FeatureStore:
         """The largest object array ``name`` may hold: a chunk, or for a sharded tap a whole shard."""
         limit = self.limits[name][0]
         if self.sharded and name in self.info["outputs"]:
-            per = self.info["shard_rows"] // self.chunk_rows
-            return per * limit + index_nbytes(per)
+            return self.chunks_per_shard * limit + index_nbytes(self.chunks_per_shard)
         return limit
 
     def _read_tail(self, key: str, n: int, name: str) -> tuple[int, bytes] | None:
@@ -877,7 +881,7 @@ class FeatureStore:
 
     def _has_chunk(self, name: str, ci: int, ndim: int) -> bool:
         if self.sharded:
-            per = self.info["shard_rows"] // self.chunk_rows
+            per = self.chunks_per_shard
             return self._shards.stored(name, ci // per, strict=True)[ci % per]
         if self._io is not None:
             return self._io.exists("/".join([name, "c", str(ci), *(["0"] * (ndim - 1))]))
@@ -1001,7 +1005,7 @@ class FeatureStore:
         if self.sharded:
             self._shards.commit(b, errors, pending)
             return
-        self._commit_now(b, errors, pending)
+        self._commit_many({b: (errors, pending)})
 
     @contextlib.contextmanager
     def _remote_errors(self, what: str, then: str = ""):
@@ -1016,9 +1020,6 @@ class FeatureStore:
             raise
         except Exception as e:  # noqa: BLE001
             raise self._io.error(what, e, then) from None
-
-    def _commit_now(self, b: int, errors: dict[int, str], pending=()) -> None:
-        self._commit_many({b: (errors, pending)})
 
     def _commit_many(self, commits: dict[int, tuple[dict, tuple]]) -> None:
         """Write the error rows, then the status rows, of ``commits`` (``{batch: (errors, pending)}``):
@@ -1110,7 +1111,8 @@ def _layout_problem(arr, spec: dict) -> str | None:
     chain), or None: a store's own metadata is checked before any chunk is read."""
     import zarr
 
-    want = zarr.create_array(zarr.storage.MemoryStore(), **spec).metadata
+    wanted = zarr.create_array(zarr.storage.MemoryStore(), **spec)
+    want = wanted.metadata
     have = arr.metadata
     if getattr(have, "zarr_format", 3) != 3:
         return "it is not a Zarr v3 array"
@@ -1119,7 +1121,7 @@ def _layout_problem(arr, spec: dict) -> str | None:
                        ("codecs", [c.to_dict()["name"] for c in have.codecs],
                         [c.to_dict()["name"] for c in want.codecs]),
                        ("chunk key encoding", have.chunk_key_encoding.to_dict(), want.chunk_key_encoding.to_dict()),
-                       ("shards", arr.shards or (), zarr.create_array(zarr.storage.MemoryStore(), **spec).shards or ()),
+                       ("shards", arr.shards or (), wanted.shards or ()),
                        ("inner codecs", _inner_codecs(have), _inner_codecs(want))):
         if tuple(a) != tuple(b) if isinstance(a, (list, tuple)) else a != b:
             return f"its {what} {_short(a)} is not the {_short(b)} featuremaps writes"
@@ -1138,7 +1140,7 @@ def _inner_codecs(metadata) -> list:
     return []
 
 
-def _shard_rows(asked, n: int, batch: int, chunk_rows: int, metadata: dict, shapes: dict, dtype: str) -> int | None:
+def _shard_rows(asked, n: int, batch: int, chunk_rows: int, shapes: dict, dtype: str) -> int | None:
     """Rows per shard of a new store: None (unsharded), ``"auto"`` (:func:`.shard_format.shard_rows_for`
     on the largest tap), or a positive multiple of the batch size."""
     if asked in (None, "none", 0):

@@ -44,14 +44,18 @@ class ShardBuffer:
         info = store.info
         self.shard_rows = int(info["shard_rows"])
         self.chunk_rows = int(info["chunk_rows"])
-        self.per_shard = self.shard_rows // self.chunk_rows
+        self.per_shard = store.chunks_per_shard
         self._lock = threading.Lock()
-        self._inner: dict[tuple[str, int], dict[int, bytes | None]] = {}
+        # (output, shard) -> {inner chunk index: (body, CRC-32C) or None (not stored)}
+        self._inner: dict[tuple[str, int], dict[int, tuple[bytes, bytes] | None]] = {}
         self._commits: dict[int, dict[int, tuple[dict, tuple]]] = {}
         self._todo: dict[int, set[int]] | None = None
 
     def shard_of(self, b: int) -> int:
         return self.store.batch_rows(b)[0] // self.shard_rows
+
+    def _key(self, name: str, shard: int) -> str:
+        return shard_key(name, shard, len(self.store.info["outputs"][name]) + 1)
 
     def _batches_to_do(self) -> dict[int, set[int]]:
         """Per shard, the batches pending when this writer started: the commit of a shard waits for them."""
@@ -76,8 +80,8 @@ class ShardBuffer:
             part = rows[k * c:(k + 1) * c]
             if len(part) < c:  # the last, partial inner chunk: padded with the fill value, as zarr does
                 part = np.concatenate([part, np.zeros((c - len(part), *part.shape[1:]), part.dtype)])
-            pieces, crc = writer.encode(np.ascontiguousarray(part))
-            encoded[first // c] = b"".join(memoryview(p).cast("B") for p in pieces) + crc
+            pieces, crc = writer.encode(np.ascontiguousarray(part))  # views of a reused buffer: copied
+            encoded[first // c] = (b"".join(memoryview(p).cast("B") for p in pieces), crc)
         with self._lock:
             self._inner.setdefault((name, self.shard_of(b)), {}).update(encoded)
         return 0 if rows is None else rows.nbytes
@@ -114,26 +118,23 @@ class ShardBuffer:
             self._todo.get(shard, set()).difference_update(commits)
         self.store._commit_many(commits)  # the status rows last: the commit
 
-    def _write_shard(self, name: str, shard: int, new: dict[int, bytes | None]) -> None:
+    def _write_shard(self, name: str, shard: int, new: dict[int, tuple[bytes, bytes] | None]) -> None:
         """Write shard ``shard`` of ``name``: the new inner chunks, and the old object's for the rest."""
-        ndim = len(self.store.info["outputs"][name]) + 1
-        key = shard_key(name, shard, ndim)
         first = shard * self.per_shard
         n_inner = min(self.per_shard, -(-len(self.store) // self.chunk_rows) - first)
         if len(new) < n_inner:
-            old = self.read_inner(name, shard)
-            new = {**{first + i: bytes(v) for i, v in enumerate(old) if v is not None}, **new}
-        chunks = []
-        for ci in range(first, first + self.per_shard):
-            body = new.get(ci)
-            chunks.append(None if body is None else ([memoryview(body)[:-4]], bytes(memoryview(body)[-4:])))
-        self.store._chunk_writer.write_object(key, encode_shard(chunks))
+            old = {first + i: (bytes(v[:-4]), bytes(v[-4:])) for i, v in enumerate(self.read_inner(name, shard))
+                   if v is not None}
+            new = {**old, **new}
+        chunks = [None if new.get(ci) is None else ([new[ci][0]], new[ci][1])
+                  for ci in range(first, first + self.per_shard)]
+        self.store._chunk_writer.write_object(self._key(name, shard), encode_shard(chunks))
 
     def stored(self, name: str, shard: int, *, strict: bool = False) -> list[bool]:
         """Per inner chunk of a shard, whether its index says it is stored: only the index is read
-        (one range request), not the shard. An unusable index: as :meth:`read_inner`."""
-        key = shard_key(name, shard, len(self.store.info["outputs"][name]) + 1)
-        got = self.store._read_tail(key, index_nbytes(self.per_shard), name)
+        (one range request), not the shard. An unusable index is a :class:`StoreError` with
+        ``strict`` (readers), else counts as nothing stored (``verify`` reports those rows)."""
+        got = self.store._read_tail(self._key(name, shard), index_nbytes(self.per_shard), name)
         if got is None:
             return [False] * self.per_shard
         size, tail = got
@@ -146,20 +147,16 @@ class ShardBuffer:
                                  "rows") from None
             return [False] * self.per_shard
 
-    def read_inner(self, name: str, shard: int, *, strict: bool = False) -> list[memoryview | None]:
-        """The stored inner chunks (body + CRC) of a shard object, or all None when there is none.
-        An unusable index is a :class:`StoreError` with ``strict`` (readers), else counts as none
-        (the writer rewrites the shard; its rows are redone or reported by ``verify``)."""
-        blob = self.store._read_object(shard_key(name, shard, len(self.store.info["outputs"][name]) + 1), name)
+    def read_inner(self, name: str, shard: int) -> list[memoryview | None]:
+        """The stored inner chunks (body + CRC) of a shard object, or all None when there is none
+        (the writer's merge). An unusable index counts as none: the writer rewrites the shard, and
+        its rows are redone or reported by ``verify``."""
+        blob = self.store._read_object(self._key(name, shard), name)
         if blob is None:
             return [None] * self.per_shard
         try:
             entries = read_index(blob, self.per_shard, len(blob), self.store.limits[name][0])
         except ShardIndexError as e:
-            if strict:
-                raise StoreError(f"{self.store.path}: shard {shard} of {name} is unusable ({e}); run `featuremaps "
-                                 f"verify {self.store.path} --repair`, then extract --resume to redo its "
-                                 "rows") from None
             log.warning("%s: shard %d of %s: %s; its inner chunks are rewritten", self.store.path, shard, name, e)
             return [None] * self.per_shard
         return [inner_chunk(blob, e) for e in entries]

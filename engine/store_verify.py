@@ -13,7 +13,7 @@ import numpy as np
 
 from .shard_format import ShardIndexError, inner_chunk, read_index
 from .store_format import FIXED_ARRAYS, OK, STORE_FORMAT, Damage
-from .store_io import UnsafeStoreError, read_key, zstd_content_size
+from .store_io import UnsafeStoreError, zstd_content_size
 from .store_shards import shard_key
 
 
@@ -38,12 +38,12 @@ def missing_chunks(store, codes: np.ndarray | None = None) -> list[Damage]:
     damage = []
     for name in store.outputs:
         if store.sharded:  # an inner chunk of ok rows must have an entry in its shard's index
-            per = store.info["shard_rows"] // c
-            indexes: dict[int, list] = {}  # shard -> its inner chunks (one read per shard)
+            per, shard, stored = store.chunks_per_shard, -1, []
             for ci in map(int, np.flatnonzero(has_ok)):
-                if ci // per not in indexes:
-                    indexes = {ci // per: store._shards.stored(name, ci // per)}
-                if not indexes[ci // per][ci % per]:
+                if ci // per != shard:  # one index read per shard
+                    shard = ci // per
+                    stored = store._shards.stored(name, shard)
+                if not stored[ci % per]:
                     damage.append(Damage(name, ci, (ci * c, min(ci * c + c, n)), "missing chunk"))
             continue
         if store._io is not None:  # object storage: one listing per array instead of a HEAD per chunk
@@ -78,8 +78,10 @@ def _present(store, name: str, ndim: int) -> list[int]:
     return [ci for ci in found if os.path.lexists(f"{folder}/{ci}{tail}")]
 
 
-def _check_body(store, name: str, data: bytes) -> tuple[str | None, bytes | None]:
-    """``(reason or None, body)`` of one encoded chunk ``data`` (body, then its CRC-32C)."""
+def _check_body(store, name: str, data: bytes, where: str) -> tuple[str | None, bytes | None]:
+    """``(reason or None, body)`` of one encoded chunk ``data`` (body, then its CRC-32C): its
+    CRC-32C compared, a zstd chunk's declared size (else :class:`UnsafeStoreError` naming ``where``:
+    numcodecs would allocate what a hostile header says) and an uncompressed chunk's length checked."""
     import google_crc32c
 
     _, zstd_size = store.limits[name]
@@ -87,7 +89,8 @@ def _check_body(store, name: str, data: bytes) -> tuple[str | None, bytes | None
     if len(data) < 4 or np.uint32(google_crc32c.value(body)).tobytes() != crc:
         return "checksum mismatch", None
     if zstd_size is not None and zstd_content_size(body) != zstd_size:
-        return f"does not declare the {zstd_size} decoded bytes of a chunk in its zstd header", None
+        raise UnsafeStoreError(f"{where} does not declare the {zstd_size} decoded bytes of a chunk in its zstd "
+                               "header; the store may be hostile, re-create it with `featuremaps extract`")
     fixed = store.fixed_chunk_bytes(name)
     if fixed is not None and len(body) != fixed:
         return f"unreadable ({len(body)} bytes, a chunk is {fixed})", None
@@ -97,13 +100,14 @@ def _check_body(store, name: str, data: bytes) -> tuple[str | None, bytes | None
 def _check_shard(store, name: str, shard: int, ndim: int) -> tuple[list[Damage], int]:
     """Damage per inner chunk of one shard object, and how many inner chunks were checked."""
     n, c = len(store), store.chunk_rows
-    per = store.info["shard_rows"] // c
+    per = store.chunks_per_shard
     first = shard * per
 
     def rows(ci: int) -> tuple[int, int]:
         return ci * c, min(ci * c + c, n)
 
-    blob = store._read_object(shard_key(name, shard, ndim), name)
+    key = shard_key(name, shard, ndim)
+    blob = store._read_object(key, name)
     if blob is None:
         return [], 0
     try:
@@ -115,7 +119,7 @@ def _check_shard(store, name: str, shard: int, ndim: int) -> tuple[list[Damage],
     for i, entry in enumerate(entries):
         if entry is None or rows(first + i)[0] >= n:
             continue
-        reason, _ = _check_body(store, name, bytes(inner_chunk(blob, entry)))
+        reason, _ = _check_body(store, name, bytes(inner_chunk(blob, entry)), f"{store.path}/{key} inner chunk {i}")
         checked += 1
         if reason:
             damage.append(Damage(name, first + i, rows(first + i), reason))
@@ -124,25 +128,13 @@ def _check_shard(store, name: str, shard: int, ndim: int) -> tuple[list[Damage],
 
 def _check(store, name: str, ci: int, ndim: int) -> tuple[str | None, bytes | None]:
     """``(reason or None, the chunk's bytes without its checksum)``: the file read confined and
-    bounded, its CRC-32C compared, a zstd chunk's declared size and an uncompressed chunk's length
-    checked. No decoding: reading a million small chunks through zarr took a millisecond each."""
-    import google_crc32c
-
-    limit, zstd_size = store.limits[name]
+    bounded, then :func:`_check_body`. No decoding: reading a million small chunks through zarr
+    took a millisecond each."""
     key = f"{name}/c/{ci}" + "/0" * (ndim - 1)
-    data = store._io.read(key, limit) if store._io is not None else read_key(store.path, key, limit)
+    data = store._read_object(key, name)
     if data is None:
         return None, None
-    body, crc = data[:-4], data[-4:]
-    if len(data) < 4 or np.uint32(google_crc32c.value(body)).tobytes() != crc:
-        return "checksum mismatch", None
-    if zstd_size is not None and zstd_content_size(body) != zstd_size:
-        raise UnsafeStoreError(f"{store.path}/{key} does not declare the {zstd_size} decoded bytes of a chunk in "
-                               "its zstd header; the store may be hostile, re-create it with `featuremaps extract`")
-    fixed = store.fixed_chunk_bytes(name)
-    if fixed is not None and len(body) != fixed:
-        return f"unreadable ({len(body)} bytes, a chunk is {fixed})", None
-    return None, body
+    return _check_body(store, name, data, f"{store.path}/{key}")
 
 
 def scan(store) -> tuple[list[Damage], int, list[str]]:

@@ -181,3 +181,28 @@ def test_s3_stores_are_sharded_one_object_per_shard_per_tap(s3, photos, ref):
 
     ds = xr.open_zarr(url, consolidated=False)
     np.testing.assert_array_equal(ds[st.outputs[0]].values, ref[st.outputs[0]][:])
+
+
+def test_an_inner_zstd_chunk_declaring_another_size_is_refused_by_verify(photos, tmp_path, capsys):
+    """numcodecs allocates what a zstd header declares: verify refuses a lying inner chunk as it
+    refuses a lying unsharded chunk (one line, exit 2), even when its CRC-32C was made to match."""
+    import google_crc32c
+
+    out = tmp_path / "z.zarr"
+    assert extract(photos, out, "--shard-rows", "4", "--compression", "zstd") == 1
+    name = open_store(out).outputs[0]
+    shard = out / name / "c" / "0" / "0" / "0" / "0"
+    data = bytearray(shard.read_bytes())
+    index = np.frombuffer(bytes(data[-index_nbytes(2):-4]), "<u8").reshape(2, 2)
+    off, nbytes = (int(x) for x in index[1])
+    body = bytearray(data[off:off + nbytes - 4])
+    assert body[:4] == b"\x28\xb5\x2f\xfd" and body[4] >> 6 in (2, 3)  # a 4- or 8-byte declared size (RFC 8878)
+    size = 4 if body[4] >> 6 == 2 else 8
+    pos = 5 + (0 if body[4] >> 5 & 1 else 1) + (0, 1, 2, 4)[body[4] & 3]
+    body[pos:pos + size] = b"\xff" * size  # declares 4 GiB or more
+    data[off:off + nbytes] = bytes(body) + np.uint32(google_crc32c.value(bytes(body))).astype("<u4").tobytes()
+    shard.write_bytes(bytes(data))
+    capsys.readouterr()
+    assert main(["verify", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "inner chunk 1 does not declare the" in err and "\n" not in err
