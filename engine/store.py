@@ -902,18 +902,17 @@ class FeatureStore:
     def nbytes_on_disk(self, *, check: bool = False) -> int:
         """Bytes of the store's regular files (links and FIFOs are not followed; ``check=True``
         raises :class:`UnsafeStoreError` for the first of them instead)."""
+        return self.footprint(check=check)[1]
+
+    def footprint(self, *, check: bool = False) -> tuple[int, int]:
+        """``(files, bytes)`` the store holds, from one walk (one listing on object storage): what a
+        copy or a bucket listing meets. ``check`` as for :meth:`nbytes_on_disk`."""
         if self._io is not None:
-            return self._io.total_bytes()
-        total, problem = tree_bytes(self.path)
+            return self._io.footprint()
+        files, total, problem = tree_bytes(self.path)
         if check and problem is not None:
             raise problem
-        return total
-
-    def count_objects(self) -> int:
-        """Files (objects, on object storage) the store holds: what a listing or a copy walks."""
-        if self._io is not None:
-            return self._io.count_objects()
-        return sum(len(files) for _, _, files in os.walk(self.path))
+        return files, total
 
     def nbytes_maps(self) -> int:
         """Bytes of the feature maps themselves (rows x stored shape x itemsize), for overhead figures."""

@@ -82,10 +82,10 @@ def check_tree(root: Path) -> None:
         raise problem
 
 
-def tree_bytes(root: Path) -> tuple[int, UnsafeStoreError | None]:
-    """``(bytes of the regular files under root, the first symlink or non-regular file or None)``;
+def tree_bytes(root: Path) -> tuple[int, int, UnsafeStoreError | None]:
+    """``(regular files under root, their bytes, the first symlink or non-regular file or None)``;
     ``lstat`` only: a link or a FIFO is never followed nor opened."""
-    total, problem, folders = 0, None, [""]
+    files, total, problem, folders = 0, 0, None, [""]
     root = Path(root)
     while folders:
         rel = folders.pop()
@@ -97,12 +97,13 @@ def tree_bytes(root: Path) -> tuple[int, UnsafeStoreError | None]:
                         continue
                     st = e.stat(follow_symlinks=False)
                     if stat.S_ISREG(st.st_mode):
+                        files += 1
                         total += st.st_size
                     elif problem is None:
                         problem = unsafe(root, f"{rel}/{e.name}" if rel else e.name, _kind(st.st_mode))
         except FileNotFoundError:
             continue
-    return total, problem
+    return files, total, problem
 
 
 # ---------------------------------------------------------------- one key

@@ -37,6 +37,7 @@ import time
 import uuid
 from urllib.parse import urlsplit, urlunsplit
 
+from . import sources
 from ..errors import StoreError
 from .store_io import UnsafeStoreError
 
@@ -48,19 +49,15 @@ _WRITABLE = ("s3", "s3a", "gs", "gcs", "memory")  # schemes with atomic PUTs (an
 
 
 def is_url(target) -> bool:
-    """Whether ``target`` names a store by URL (``scheme://...``) rather than a local path; ``file://``
-    URLs are local paths (see :func:`local_path`)."""
-    if not isinstance(target, str) or "://" not in target:
-        return False
-    scheme = target.split("://", 1)[0]
-    return len(scheme) > 1 and scheme.replace("+", "").replace("-", "").replace(".", "").isalnum() and \
-        scheme.lower() != "file"
+    """Whether ``target`` names a store by URL (:func:`.sources.is_url`) rather than a local path;
+    ``file://`` URLs are local paths (see :func:`local_path`)."""
+    return isinstance(target, str) and sources.is_url(target) and not target.lower().startswith("file://")
 
 
 def local_path(target):
-    """``file:///a/b`` -> ``/a/b``; anything else unchanged."""
+    """``file:///a/b`` -> ``/a/b``, as inputs read it (:func:`.sources.local_path_of`); anything else unchanged."""
     if isinstance(target, str) and target.lower().startswith("file://"):
-        return urlsplit(target).path
+        return sources.local_path_of(target)
     return target
 
 
@@ -212,19 +209,14 @@ class RemoteIO:
                 out.add(int(head))
         return sorted(out)
 
-    def total_bytes(self) -> int:
+    def footprint(self) -> tuple[int, int]:
+        """``(objects, bytes)`` under the store's prefix (one listing)."""
         self.fs.invalidate_cache(self.root)
         try:
-            return sum(int(v.get("size") or 0) for v in self.fs.find(self.root, detail=True).values())
+            found = self.fs.find(self.root, detail=True)
         except FileNotFoundError:
-            return 0
-
-    def count_objects(self) -> int:
-        self.fs.invalidate_cache(self.root)
-        try:
-            return len(self.fs.find(self.root))
-        except FileNotFoundError:
-            return 0
+            return 0, 0
+        return len(found), sum(int(v.get("size") or 0) for v in found.values())
 
     def zarr_store(self, *, read_only: bool):
         """A zarr store on this prefix (zarr's FsspecStore, on its own asynchronous filesystem)."""
@@ -240,6 +232,11 @@ class RemoteIO:
         for k in sorted(items):
             self.write(k, items[k].to_bytes())
         self.write("zarr.json", root.to_bytes())
+
+
+def _if_match(io: RemoteIO, etag: str | None) -> dict:
+    """The compare-and-swap condition of a lease write: S3's ``If-Match`` on the ETag last seen."""
+    return {"IfMatch": etag} if etag and io.scheme.startswith("s3") else {}
 
 
 class Lease:
@@ -289,8 +286,7 @@ class Lease:
                              "wait for it to finish or stop it, then re-run with --resume (a killed writer's lease "
                              f"expires after {held.get('term', LEASE_SECONDS):.0f} s)")
         try:  # expired or its holder is gone: take it over, unless someone else just did
-            io.put(LEASE_NAME, cls._body(owner, term), **({"IfMatch": etag} if etag and io.scheme.startswith("s3")
-                                                              else {}))
+            io.put(LEASE_NAME, cls._body(owner, term), **_if_match(io, etag))
         except FileExistsError:
             raise StoreError(f"{io.url} was just taken over by another writer; re-run with --resume later") from None
         except Exception as e:  # noqa: BLE001
@@ -332,8 +328,7 @@ class Lease:
             if self._lost or self._stop.is_set():
                 return
             try:
-                self.io.put(LEASE_NAME, self._body(self.owner, self.term),
-                            **({"IfMatch": self._etag} if self._etag and self.io.scheme.startswith("s3") else {}))
+                self.io.put(LEASE_NAME, self._body(self.owner, self.term), **_if_match(self.io, self._etag))
                 self._etag = self.io.etag(LEASE_NAME)
             except Exception as e:  # noqa: BLE001 - lost to another writer, or unreachable
                 held = self._read(self.io)

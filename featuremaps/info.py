@@ -96,13 +96,14 @@ def describe_store(path: str | Path, *, storage_options: dict | None = None) -> 
                      "reduction": (meta.get("reductions") or {}).get(name)})
     info = store.info
     missing = missing_chunks(store)  # a file check per chunk: cheap, unlike verify's full read
+    objects, nbytes = store.footprint(check=True)  # one walk (one listing on object storage)
     return {"kind": "store", "path": str(store.path), "images": len(store),
             "counts": store.counts(),  # from the uint8 status codes: no string per row
             "missing_chunks": len(missing),
             "rows_with_missing_chunks": len({r for d in missing for r in range(*d.rows)}),
             "taps": taps, "dtype": store.dtype, "batch_size": store.batch_size, "chunk_rows": store.chunk_rows,
-            "shard_rows": info.get("shard_rows"), "objects": store.count_objects(),
-            "compression": info.get("compression"), "bytes_on_disk": store.nbytes_on_disk(check=True),
+            "shard_rows": info.get("shard_rows"), "objects": objects,
+            "compression": info.get("compression"), "bytes_on_disk": nbytes,
             "model": meta.get("model"), "weights": meta.get("weights") or {},
             "precision": meta.get("precision", "fp32"), "model_path": info.get("model_path"),
             "model_sha256": info.get("model_sha256"),

@@ -284,3 +284,16 @@ def test_the_endpoint_going_away_mid_run_is_one_line_and_resume_completes(s3_ser
     assert (partial.status != "pending").sum() >= 3 and (partial.status == "pending").any()
     assert main(["extract", *args, "-o", url, "--resume"]) == 1  # the session's server: the same buckets
     _same(open_store(url), open_store(tmp_path / "ref.zarr"))
+
+
+def test_a_file_url_is_the_local_store_read_as_inputs_read_it(photos, local_ref, tmp_path, capsys):
+    """``-o file:///...`` is a local store (flock, rename), its path percent-decoded as input URLs are;
+    a file:// URL naming another host is refused in one line."""
+    out = tmp_path / "a b.zarr"
+    assert extract(photos, "file://" + str(out).replace(" ", "%20")) == 1
+    assert out.is_dir() and not open_store(out).remote
+    _same(open_store(f"file://{str(out).replace(' ', '%20')}"), local_ref)
+    capsys.readouterr()
+    assert main(["info", "file://elsewhere/x.zarr"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "file:// URLs name this machine's files" in err and "\n" not in err
