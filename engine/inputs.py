@@ -22,8 +22,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from .preprocess import DecodeBudget, read_file_bytes
-from .sources import (IMAGE_EXTENSIONS, SHARD_CACHE, ShardError, expand_braces, expand_url, has_glob, is_shard_name,
-                      is_url, local_path_of, member_row, printable_path, read_url_text, shard_index, shard_rows)
+from .sources import (IMAGE_EXTENSIONS, SHARD_CACHE, ShardError, expand_braces, expand_url, extension, has_glob,
+                      is_image_name, is_shard_name, is_url, local_path_of, member_row, printable_path, read_url_text,
+                      shard_index, shard_rows)
 from ..errors import InputError
 
 __all__ = ["IMAGE_EXTENSIONS", "InputError", "collect_inputs", "images_in", "path_from_bytes", "path_from_text",
@@ -31,13 +32,9 @@ __all__ = ["IMAGE_EXTENSIONS", "InputError", "collect_inputs", "images_in", "pat
 FIX = "pass image files, folders, .tar shards, URLs or @list.txt"
 
 
-def _is_image_name(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_EXTENSIONS
-
-
 def images_in(folder: str | Path) -> list[Path]:
     """Image files directly in ``folder`` (not recursive), sorted."""
-    return sorted(p for p in Path(folder).iterdir() if p.is_file() and _is_image_name(p))
+    return sorted(p for p in Path(folder).iterdir() if p.is_file() and is_image_name(p.name))
 
 
 def _walk(folder: Path, skipped: Counter) -> list[str]:
@@ -52,10 +49,10 @@ def _walk(folder: Path, skipped: Counter) -> list[str]:
     for root, dirs, files in os.walk(folder, onerror=unlisted, followlinks=False):
         dirs.sort()
         for f in files:
-            if _is_image_name(Path(f)):
+            if is_image_name(f):
                 found.append(os.path.join(root, f))
             else:
-                skipped[Path(f).suffix.lower() or "(no extension)"] += 1
+                skipped[extension(f)] += 1
     return found
 
 
@@ -120,8 +117,8 @@ def _named(item: str, skipped: Counter, *, pattern: bool = False) -> Rows:
     path = os.path.abspath(item)
     if is_shard_name(path) and os.path.isfile(path):
         return shard_rows(path, skipped)
-    if pattern and not _is_image_name(Path(path)):
-        skipped[Path(path).suffix.lower() or "(no extension)"] += 1
+    if pattern and not is_image_name(path):
+        skipped[extension(path)] += 1
         return []
     return _plain(path)
 

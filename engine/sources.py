@@ -42,6 +42,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import PurePosixPath
 
 from ..errors import ImageDecodeError, InputError, terminal_text
 from .preprocess import DecodeBudget, read_file_bytes
@@ -135,12 +136,14 @@ def has_glob(text: str) -> bool:
     return bool(_GLOB.search(text))
 
 
+def extension(name: str) -> str:
+    """The lower-case extension of a file, member or object name (``.jpg``), or ``(no extension)``:
+    how names are told apart and how skipped ones are counted (:func:`.inputs.skipped_note`)."""
+    return PurePosixPath(name).suffix.lower() or "(no extension)"
+
+
 def is_image_name(name: str) -> bool:
-    return posixpath.splitext(name)[1].lower() in IMAGE_EXTENSIONS
-
-
-def _extension(name: str) -> str:
-    return posixpath.splitext(name)[1].lower() or "(no extension)"
+    return extension(name) in IMAGE_EXTENSIONS
 
 
 def _split_candidates(row_id: str) -> list[int]:
@@ -443,14 +446,14 @@ def _url_item(fs, path: str, skipped: Counter, *, named: bool, given: str | None
         out = []
         for p in sorted(fs.find(path)):
             if p.lower().endswith(".tar") or not is_image_name(p):
-                skipped[_extension(p)] += 1
+                skipped[extension(p)] += 1
             else:
                 out.append(((fs.unstrip_protocol(p), -1), fs.unstrip_protocol(p)))
         return out
     if path.lower().endswith(".tar"):
         return shard_rows(url, skipped)
     if not named and not is_image_name(path):
-        skipped[_extension(path)] += 1
+        skipped[extension(path)] += 1
         return []
     return [((url, -1), url)]
 
@@ -467,7 +470,7 @@ def shard_rows(shard: str, skipped: Counter) -> list[tuple[tuple, str]]:
         if is_image_name(m.name):
             out.append(((shard, i), f"{shard}#{m.name}"))
         else:
-            skipped[_extension(m.name)] += 1
+            skipped[extension(m.name)] += 1
     for kind, n in index.skipped:
         skipped[kind] += n
     return out
