@@ -66,13 +66,13 @@ def _batch_paths(location: str, storage_options: dict | None, b: int) -> list[st
     return list(st.paths[slice(*st.batch_rows(b))])
 
 
-def _decode_row(row: dict, pre: dict, decode: str = "full", budget: dict | None = None, store: str | None = None,
+def _decode_row(row: dict, pre: dict, store: str, decode: str = "full", budget: dict | None = None,
                 storage_options: dict | None = None) -> dict:
     """One store batch's images -> inputs of the good ones, their row offsets, error reasons (JSON):
-    :func:`.unit.decode_batch`, each image within ``budget`` (the :class:`DecodeBudget` fields). The
-    row ids are ``row["paths"]`` (JSON) when given, else read from the store at ``store``."""
+    :func:`.unit.decode_batch`, each image within ``budget`` (the :class:`DecodeBudget` fields); the
+    row ids of batch ``row["batch"]`` are read from the store at ``store``."""
     p = dataclasses.replace(Preprocessing.from_dict(pre), decode=decode)
-    paths = json.loads(row["paths"]) if "paths" in row else _batch_paths(store, storage_options, int(row["batch"]))
+    paths = _batch_paths(store, storage_options, int(row["batch"]))
     got = decode_batch(int(row["batch"]), paths, p, DecodeBudget(**(budget or {})))
     # the model's own layout (uint8 NHWC for new exports: 4x fewer bytes through the object store)
     inputs = got.inputs if got.inputs is not None else np.zeros((0, *p.input_shape), p.input_dtype)

@@ -25,15 +25,25 @@ def shard_set(tmp_path_factory, sample_paths):
     return made
 
 
-def test_a_ray_decode_task_reads_each_shards_members_in_one_range_read(shard_set, monkeypatch):
+def _store_of(rows: list[str], folder, batch_size: int) -> str:
+    from featuremaps.engine.store import FeatureStore
+
+    st = FeatureStore.create(folder / "s.zarr", paths=rows, metadata={}, shapes={"t": (2,)}, batch_size=batch_size,
+                             check_memory=False)
+    st.close()
+    return st.location
+
+
+def test_a_ray_decode_task_reads_each_shards_members_in_one_range_read(shard_set, monkeypatch, tmp_path):
     pytest.importorskip("ray")
     from featuremaps.engine.ray_engine import _decode_row
 
     rows = collect_inputs(shard_set["shards"])
+    location = _store_of(rows, tmp_path, batch_size=8)
     spans = []
     real = sources._read_span
     monkeypatch.setattr(sources, "_read_span", lambda idx, a, b: spans.append(idx.shard) or real(idx, a, b))
-    got = _decode_row({"batch": 0, "paths": json.dumps(rows)}, pre=Preprocessing(size=(32, 32)).to_dict())
+    got = _decode_row({"batch": 0}, pre=Preprocessing(size=(32, 32)).to_dict(), store=location)
     assert json.loads(got["ok_rows"]) == list(range(7))
     assert list(json.loads(got["errors"])) == ["7"] and "truncated shard" in json.loads(got["errors"])["7"]
     assert spans == [str(s) for s in shard_set["shards"]]  # the cut member is refused before any read
@@ -80,18 +90,17 @@ def test_ray_store_of_local_and_s3_shards_equals_the_local_engines(local_ray, s3
 def test_a_ray_decode_task_reads_its_batchs_row_ids_from_the_store(shard_set, tmp_path):
     """The driver ships batch numbers; a task reads its rows' ids from the store (a local path or URL)."""
     pytest.importorskip("ray")
+    from featuremaps.engine.preprocess import DecodeBudget
     from featuremaps.engine.ray_engine import _decode_row
-    from featuremaps.engine.store import FeatureStore
+    from featuremaps.engine.unit import decode_batch
 
     rows = collect_inputs(shard_set["shards"])
-    st = FeatureStore.create(tmp_path / "s.zarr", paths=rows, metadata={}, shapes={"t": (2,)}, batch_size=3,
-                             check_memory=False)
-    st.close()
-    pre = Preprocessing(size=(32, 32)).to_dict()
+    location = _store_of(rows, tmp_path, batch_size=3)
+    pre = Preprocessing(size=(32, 32))
     for b, (start, stop) in enumerate([(0, 3), (3, 6), (6, 8)]):
-        by_store = _decode_row({"batch": b}, pre=pre, store=st.location)
-        shipped = _decode_row({"batch": b, "paths": json.dumps(rows[start:stop])}, pre=pre)
-        assert by_store["n"] == stop - start and by_store["ok_rows"] == shipped["ok_rows"]
-        assert by_store["errors"] == shipped["errors"]
-        np.testing.assert_array_equal(by_store["inputs"], shipped["inputs"])
-    assert list(open_store(st.location).paths[2:7]) == rows[2:7]  # a slice reads only its chunks
+        by_store = _decode_row({"batch": b}, pre=pre.to_dict(), store=location)
+        want = decode_batch(b, rows[start:stop], pre, DecodeBudget())  # the rows this batch must be
+        assert by_store["n"] == stop - start and json.loads(by_store["ok_rows"]) == want.ok_rows
+        assert {int(k): v for k, v in json.loads(by_store["errors"]).items()} == want.errors
+        np.testing.assert_array_equal(by_store["inputs"], want.inputs)
+    assert list(open_store(location).paths[2:7]) == rows[2:7]  # a slice reads only its chunks
