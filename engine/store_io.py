@@ -23,7 +23,7 @@ import stat
 from pathlib import Path
 
 from ..errors import StoreError
-from .shard_format import ShardIndexError, inner_chunk, read_index
+from .shard_format import ShardIndexError, index_nbytes, read_index
 
 MAX_METADATA_BYTES = 16 * 2**20
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -215,15 +215,15 @@ def zstd_content_size(frame: bytes) -> int | None:
     return value + 256 if size == 2 else value
 
 
-def _byte_range(data: bytes, byte_range) -> bytes:
-    """``data`` cut to a zarr byte request (None: all of it)."""
+def _span(size: int, byte_range) -> tuple[int, int]:
+    """``(start, end)`` of a zarr byte request (None: all) in an object of ``size`` bytes."""
     if byte_range is None:
-        return data
+        return 0, size
     if hasattr(byte_range, "suffix"):
-        return data[max(0, len(data) - byte_range.suffix):]
+        return max(0, size - byte_range.suffix), size
     if hasattr(byte_range, "offset"):
-        return data[byte_range.offset:]
-    return data[byte_range.start:byte_range.end]
+        return min(byte_range.offset, size), size
+    return min(byte_range.start, size), min(max(byte_range.start, byte_range.end), size)
 
 
 @functools.lru_cache(maxsize=1)
@@ -270,23 +270,32 @@ def _confined_class():
             return (prototype or default_buffer_prototype()).buffer.from_bytes(data)
 
         def _read_shard(self, key: str, name: str, prototype, byte_range):
-            """A shard object, read whole (bounded), its index validated and every inner zstd chunk's
-            declared size checked, then the requested range of it."""
+            """The requested range of a shard object (bounded, confined), once its index is validated
+            and every inner zstd chunk's declared size checked: the index and the chunk headers are
+            read, then only the range (zarr asks for the index, then the inner chunks it needs)."""
             per, limit = self.sharded[name]
             inner_limit, zstd_size = self.limits[name]
-            data = read_key(self.root, key, limit)
-            if data is None:
+            opened = _open_key(self.root, key, limit)
+            if opened is None:
                 return None
+            fd, size = opened
             try:
-                entries = read_index(data, per, len(data), inner_limit)
-            except ShardIndexError as e:
-                raise UnsafeStoreError(f"{self.root / key}: {e}; {_HOSTILE}") from None
-            if zstd_size is not None:
-                for i, entry in enumerate(entries):
-                    if entry is not None and zstd_content_size(bytes(inner_chunk(data, entry)[:18])) != zstd_size:
-                        raise UnsafeStoreError(f"{self.root / key}: inner chunk {i} does not declare the {zstd_size} "
-                                               f"decoded bytes of a chunk in its zstd header; {_HOSTILE}")
-            data = _byte_range(data, byte_range)
+                n = index_nbytes(per)
+                try:
+                    entries = read_index(os.pread(fd, min(n, size), max(0, size - n)), per, size, inner_limit)
+                except ShardIndexError as e:
+                    raise UnsafeStoreError(f"{self.root / key}: {e}; {_HOSTILE}") from None
+                if zstd_size is not None:
+                    for i, entry in enumerate(entries):
+                        if entry is not None and zstd_content_size(os.pread(fd, min(18, entry[1]), entry[0])) \
+                                != zstd_size:
+                            raise UnsafeStoreError(f"{self.root / key}: inner chunk {i} does not declare the "
+                                                   f"{zstd_size} decoded bytes of a chunk in its zstd header; "
+                                                   f"{_HOSTILE}")
+                start, end = _span(size, byte_range)
+                data = os.pread(fd, end - start, start)
+            finally:
+                os.close(fd)
             return (prototype or default_buffer_prototype()).buffer.from_bytes(data)
 
         def get_sync(self, key, *, prototype=None, byte_range=None):

@@ -206,3 +206,6 @@ def test_an_inner_zstd_chunk_declaring_another_size_is_refused_by_verify(photos,
     assert main(["verify", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert "inner chunk 1 does not declare the" in err and "\n" not in err
+    assert main(["show", "--store", str(out), "--index", "3", "-o", str(tmp_path / "figs")]) == 2  # reads refuse it too
+    err = capsys.readouterr().err.strip()
+    assert "inner chunk 1 does not declare the" in err and "\n" not in err
