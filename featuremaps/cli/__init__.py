@@ -83,10 +83,30 @@ class _EscapingFormatter(logging.Formatter):
         return terminal_text(super().formatMessage(record))
 
 
+class _QuietLibraries(logging.Filter):
+    """Without ``-v``, what other libraries log stays one line: a background task of theirs that
+    failed (asyncio's "exception was never retrieved", e.g. aiohttp when an object store goes away)
+    is dropped, since the failure reaches the user as our own one-line error, and any other record
+    of theirs carrying an exception shows it as ``(Type: message)``, not a traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "featuremaps" or record.name.startswith("featuremaps."):
+            return True
+        if record.name == "asyncio" and "never retrieved" in str(record.msg):
+            return False
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            record.msg, record.args = f"{record.getMessage()} ({type(exc).__name__}: {exc})", ()
+            record.exc_info, record.exc_text, record.stack_info = None, None, None
+        return True
+
+
 def _run(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     handler = logging.StreamHandler()
     handler.setFormatter(_EscapingFormatter("%(levelname)s %(name)s: %(message)s"))
+    if not args.verbose:
+        handler.addFilter(_QuietLibraries())
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, handlers=[handler])
     return int(args.func(args) or 0)
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import doctest
+import subprocess
+import sys
+import textwrap
 
 import pytest
 
@@ -39,3 +42,44 @@ def test_cli_prints_one_line_and_exits_2_for_a_missing_model(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2
     assert len(err) == 1 and err[0].startswith("featuremaps: error: ") and "nope.onnx" in err[0]
+
+
+def test_a_library_background_failure_adds_no_traceback_to_the_one_line():
+    """An object store going away mid-run: aiohttp's own write task fails too, and asyncio logs it
+    at garbage collection ("Task exception was never retrieved", with a traceback). Without -v the
+    user sees only our one line; with -v the library's record is kept whole."""
+    code = textwrap.dedent('''
+        import asyncio, gc, logging, sys
+        import featuremaps.cli as cli
+        from featuremaps.errors import FeaturemapsError
+
+        def boom(args):
+            async def write():
+                raise ConnectionResetError("Cannot write to closing transport")
+            loop = asyncio.new_event_loop()
+            task = loop.create_task(write())
+            loop.run_until_complete(asyncio.sleep(0.01))
+            del task
+            gc.collect()
+            try:
+                raise OSError("socket closed")
+            except OSError:
+                logging.getLogger("aiobotocore.x").warning("retrying %s", "PUT", exc_info=True)
+            raise FeaturemapsError("s3://b/s.zarr: committing failed; re-run with --resume")
+
+        build = cli.build_parser
+        def patched():
+            parser = build()
+            parser._subparsers._group_actions[0].choices["cache"].set_defaults(func=boom)
+            return parser
+        cli.build_parser = patched
+        sys.exit(cli.main(sys.argv[1:]))
+    ''')
+    quiet = subprocess.run([sys.executable, "-c", code, "cache"], capture_output=True, text=True, timeout=120)
+    assert quiet.returncode == 2, quiet.stderr
+    assert "Traceback" not in quiet.stderr and "never retrieved" not in quiet.stderr, quiet.stderr
+    assert quiet.stderr.splitlines() == [
+        "WARNING aiobotocore.x: retrying PUT (OSError: socket closed)",
+        "featuremaps: error: s3://b/s.zarr: committing failed; re-run with --resume"], quiet.stderr
+    loud = subprocess.run([sys.executable, "-c", code, "-v", "cache"], capture_output=True, text=True, timeout=120)
+    assert loud.returncode == 2 and "never retrieved" in loud.stderr and "Traceback" in loud.stderr, loud.stderr
