@@ -21,7 +21,7 @@ from pathlib import Path
 from ..contracts import (METADATA_KEY, Preprocessing, Tap, load_proto_metadata,  # noqa: F401
                          metadata_from_session, read_metadata)
 from ..errors import ArgumentError
-from .families import default_taps, family_of
+from ..families import default_taps, family_of
 from .taps import IMAGENET_MEAN, IMAGENET_STD, parse_taps
 from .. import __version__
 from .zoo import build_model

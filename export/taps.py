@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from ..contracts import Tap
 from ..errors import LayerError  # noqa: F401 - re-exported (featuremaps.export.LayerError)
-from .families import all_models, family_layers, family_of
+from ..families import all_models, family_layers, family_of
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

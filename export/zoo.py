@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..engine.hashing import file_sha256
 from ..errors import WeightsError, require
-from .families import family_of
+from ..families import family_of
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Imports go one way: errors <- contracts <- compare <- engine <- export <- bench <- cli, viz beside
+"""Imports go one way: errors <- contracts <- compare, families <- engine <- export <- bench <- cli, viz beside
 the engine (it may use the engine and the contracts, never export, bench or the CLI).
 
 An AST walk over every module of the distribution (relative imports resolved through
@@ -29,6 +29,7 @@ LAYERS: dict[str, tuple[int, str]] = {
     "featuremaps.contracts": (1, "contracts"),
     "featuremaps.samples": (1, "samples"),  # photos shipped inside installed packages; imports nothing
     "featuremaps.compare": (2, "compare"),
+    "featuremaps.families": (2, "families"),  # the pure-Python family records (layers, default taps)
     "featuremaps.engine": (3, "engine"),
     "featuremaps.viz": (4, "viz"),
     "featuremaps.export": (4, "export"),

@@ -24,7 +24,7 @@ from ..export.gate import GateError
 from ..export.taps import parse_taps
 from ..export.variants import build_variant
 from ..export.zoo import build_model
-from ..export.families import default_taps
+from ..families import default_taps
 from . import cache
 from ._args import (DEFAULT_LAYERS, THREADS_MAX, ModelSpec, add_math_args, add_model_args, file_arg, float_in, int_in,
                     refuse_existing, threads_arg, write_new_file)

@@ -28,7 +28,7 @@ from .. import __version__
 from ..engine.cache_home import models_root, tensorrt_root
 from ..engine.hashing import file_sha256
 from ..errors import ArgumentError, ModelFileError
-from ..export.families import default_taps
+from ..families import default_taps
 from ..export.onnx_export import export_model
 from ..export.taps import MODELS, parse_taps
 from ._args import ModelSpec, need_export_extra

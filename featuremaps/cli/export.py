@@ -24,7 +24,7 @@ from ..export.variants import build_variant
 from ..export.verify import verify_export
 from ..export.zoo import build_model
 from ..samples import sample_images
-from ..export.families import default_taps
+from ..families import default_taps
 from ._args import (ModelSpec, add_model_args, check_writable_parent, file_arg, float_in, is_onnx_path,
                     need_export_extra, positive_int, refuse_existing, removed_if_failed)
 

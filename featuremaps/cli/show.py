@@ -28,14 +28,15 @@ from ..engine.inputs import collect_inputs, printable_path
 from ..engine.sources import expand_braces, has_glob, is_shard_name, is_url, locate, member_row, row_name
 from ..engine.preprocess import to_input
 from ..engine.store import open_store
-from ..errors import ArgumentError, FeaturemapsError, InputError, StoreError, one_line, terminal_text
+from ..errors import ArgumentError, InputError, StoreError, one_line, terminal_text
 from ..export.reference import reference_features
-from ..export.taps import model_layers, parse_taps
+from ..export.taps import parse_taps
 from ..bench.parity import load_reference_net
 from ..viz.draw import DPI, ShowOptions, load_photo, provenance, save_figure, show_maps
 from ..viz.figures import Provenance, comparison_figure, nonfinite_note
 from ..viz.mapstats import SCALE_MODES, SELECT_MODES, tap_stats
-from ..export.families import default_taps
+from .. import families
+from ..families import default_taps
 from ._args import (CHANNELS_MAX, DEFAULT_LAYERS, ModelSpec, add_model_args, add_storage_args, check_not_both,
                     folder_arg, int_in, is_onnx_path, provider_choices, removed_if_failed, storage_options)
 from .cache import resolve_model
@@ -133,10 +134,7 @@ def reference_maps(meta: dict, batch: np.ndarray, taps: tuple[Tap, ...]) -> dict
 def layer_count(meta: dict) -> int | None:
     """How many tappable layers the metadata's model has (for depth words); None for a model the
     zoo does not know."""
-    try:
-        return len(model_layers(str(meta["model"]), int(meta["input_size"])))
-    except (FeaturemapsError, KeyError, TypeError, ValueError):
-        return None
+    return families.layer_count(str(meta.get("model")), meta.get("input_size", 224))
 
 
 def figure_provenance(meta: dict, math_mode: str | None) -> Provenance:

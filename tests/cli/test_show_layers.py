@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from featuremaps.cli import main
-from featuremaps.export.families import all_models
+from featuremaps.families import all_models
 
 from conftest import SMALL
 
@@ -137,7 +137,7 @@ def test_resnet_figure_titles_are_generic(resnet_model, sample_paths):
 
 
 def test_show_zoo_resnet_defaults_to_its_stages():
-    from featuremaps.export.families import default_taps as default_layers
+    from featuremaps.families import default_taps as default_layers
 
     assert default_layers("resnet50", SMALL) == "conv1,layer1,layer2,layer3,layer4"
     assert default_layers("vgg16", SMALL) == "0,5,10,17,28"

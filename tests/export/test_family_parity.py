@@ -14,7 +14,7 @@ import pytest
 
 from featuremaps.engine.extractor import Extractor
 from featuremaps.errors import WeightsError
-from featuremaps.export.families import all_models, family_layers, family_of, list_families
+from featuremaps.families import all_models, family_layers, family_of, list_families
 from featuremaps.export.onnx_export import export_model
 from featuremaps.export.zoo import build_model
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from featuremaps.errors import LayerError
-from featuremaps.export.families import all_models, family_layers, family_of
+from featuremaps.families import all_models, family_layers, family_of
 
 # Published multiply-accumulates per 224x224 image (torchvision's model cards list GFLOPS as GMACs).
 PUBLISHED_GMACS = {"vgg16": 15.47, "vgg11_bn": 7.61, "resnet18": 1.81, "resnet50": 4.09, "resnet152": 11.51,

@@ -20,8 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from ..errors import LayerError
-from ..contracts import Tap
+from .errors import LayerError
+from .contracts import Tap
 
 # torchvision's VGG configurations: channel counts, "M" = MaxPool2d(2, 2).
 _VGG_CFGS: dict[str, tuple] = {
@@ -245,3 +245,16 @@ def family_layers(model: str, input_size: int = 224) -> tuple[Tap, ...]:
         raise LayerError(f"input size {input_size} is too small for {model}: its deepest layers would "
                          f"have no pixels left; use >= {fam.min_input}")
     return fam.layers(model.lower(), input_size)
+
+
+def layer_count(model: str, input_size: int = 224) -> int | None:
+    """How many tappable layers ``model`` has at ``input_size`` (figures' depth words: "layer 18 of
+    31"); None for a model no family knows or an unusable size, since a figure can go without.
+
+    >>> layer_count("vgg16"), layer_count("resnet18"), layer_count("my_net")
+    (31, 67, None)
+    """
+    try:
+        return len(family_layers(str(model), int(input_size)))
+    except (LayerError, TypeError, ValueError):
+        return None
