@@ -26,7 +26,7 @@ from ..engine.preprocess import Preprocessing, open_image, preprocess_file
 from ..engine.session import ProviderError, provider_unavailable_reason
 from ..engine.validate import ModelRecord
 from ..errors import InputError, ReferenceWeightsError
-from ..export.families import all_models
+from ..families import all_models
 from ..export.reduce import Reduction, reference_reduced
 from ..export.zoo import build_model, weight_hashes  # torch only when called
 from .reference import reference_features
