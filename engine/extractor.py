@@ -30,9 +30,8 @@ from .layouts import as_model_input
 from .openvino_backend import OpenVINOSession
 from .outputs import OutputRing, Slot
 from .providers import PROVIDER_TABLE, spec_for
-from .preprocess import Preprocessing
 from .decode_pool import load_batch
-from .session import MEMORY_ENV, make_session, ort_reason, provider_unavailable_reason
+from .session import MEMORY_ENV, make_session, ort_reason
 from .store import output_shapes
 from .validate import ModelRecord, read_model_record
 from ..errors import ArgumentError, FeaturemapsError, ModelFileError, ProviderError
@@ -159,14 +158,6 @@ def resolve_device(provider: str, device: int | str | None) -> int | str:
                         "or give a GPU index (--device 0) for cuda/tensorrt")
 
 
-def _profile_dims(provider: str, meta: dict) -> tuple[int, int, int]:
-    """Per-image input shape for TensorRT's shape profile, the one provider that needs it before
-    the session exists: ``(H, W, 3)`` for uint8 NHWC models, ``(3, H, W)`` for float NCHW ones."""
-    if provider not in ("auto", "tensorrt") or provider_unavailable_reason("tensorrt") is not None:
-        return (3, 224, 224)  # unused by the other providers
-    return Preprocessing.from_dict(meta["preprocessing"]).input_shape
-
-
 class _ShapeError(ModelFileError):
     """An output computed with another shape than the model declares."""
 
@@ -214,7 +205,7 @@ class Extractor:
         backend = "onnxruntime" if provider == "auto" else spec_for(provider).backend
         device = resolve_device(provider, device)
         if backend == "openvino":  # the openvino package itself is imported when the session is built
-            self.session = OpenVINOSession(self.model_path, device=device, precision=math_mode, threads=threads,
+            self.session = OpenVINOSession(record, device=device, precision=math_mode, threads=threads,
                                            throughput=throughput)
             self.info = self.session.info
         else:
@@ -222,8 +213,7 @@ class Extractor:
                 raise ArgumentError(f"a math mode ({math_mode}) is OpenVINO's; use --provider openvino, or "
                                     "--no-tf32 for strict fp32 on CUDA")
             self.session, self.info = make_session(
-                record, provider, threads=threads, spin=spin, input_shape=_profile_dims(provider, record.metadata),
-                max_batch=max_batch, device_id=device, tf32=tf32)
+                record, provider, threads=threads, spin=spin, max_batch=max_batch, device_id=device, tf32=tf32)
         self.backend = backend
         self.device: int | str = device  # GPU index (ONNX Runtime) or OpenVINO device name
         self.metadata = record.metadata

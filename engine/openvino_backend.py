@@ -14,20 +14,18 @@ compiled model, never assumed: on a CPU without bf16 units the default is f32.
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from ..errors import DependencyError, ModelFileError, ProviderError
+from .validate import ModelRecord
 
 log = logging.getLogger(__name__)
 
-METADATA_KEY = "featuremaps"  # same key as export/onnx_export.py writes into metadata_props
 INSTALL_HINT = "pip install 'featuremaps[openvino]'"
 MATH_MODES = ("default", "bf16", "fp32")
 # What we ask OpenVINO for (None: leave its default) and how its answer is named here.
@@ -87,17 +85,6 @@ class OutputPort:
     type: str = "tensor(float)"  # ONNX Runtime's spelling: tensor(float16) for fp16 outputs
 
 
-def read_model_metadata(model) -> dict:
-    """The featuremaps JSON metadata of an ``ov.Model`` read from an exported ``.onnx``.
-
-    OpenVINO's ONNX reader keeps the file's ``metadata_props`` under ``rt_info['framework']``,
-    so no second reader (onnx, onnxruntime) is needed.
-    """
-    if not model.has_rt_info(["framework", METADATA_KEY]):
-        raise ModelFileError("the model has no featuremaps metadata; export it with `featuremaps export`")
-    return json.loads(model.get_rt_info(["framework", METADATA_KEY]).astype(str))
-
-
 def _first_line(err: BaseException) -> str:
     return ((str(err).strip().splitlines() or [type(err).__name__])[0])[:160]
 
@@ -147,12 +134,13 @@ class OpenVINOSession:
     ``fp32`` (strict, exact). The mode used is :attr:`info.math_mode`.
     """
 
-    def __init__(self, model_path: str | Path, *, device: str = "CPU", precision: str = "default",
+    def __init__(self, record: ModelRecord, *, device: str = "CPU", precision: str = "default",
                  threads: int | None = None, throughput: bool = False):
         core = _core()
-        self.model_path = Path(model_path)
+        self.record = record  # read and checked once by the caller (read_model_record); OpenVINO reads the graph
+        self.model_path = record.path
         if not self.model_path.is_file():
-            raise ModelFileError(f"model {str(model_path)!r} not found; export one with "
+            raise ModelFileError(f"model {str(self.model_path)!r} not found; export one with "
                                  "`featuremaps export -o PATH.onnx`")
         _check_device(core, device)
         config = _compile_config(device, precision, threads, throughput)
@@ -161,9 +149,9 @@ class OpenVINOSession:
         except RuntimeError as e:
             raise ModelFileError(f"OpenVINO cannot read {self.model_path} ({_first_line(e)}); "
                                  "re-export it with `featuremaps export`") from None
-        self.metadata = read_model_metadata(model)
-        self.input_name = self.metadata["input"]
-        self.output_names = list(self.metadata["outputs"])
+        self.metadata = record.metadata
+        self.input_name = record.input_name
+        self.output_names = list(record.outputs)
         try:
             self._compiled = core.compile_model(model, device, config)
         except RuntimeError as e:
@@ -177,7 +165,7 @@ class OpenVINOSession:
         self._async: list = []  # every request start() made
         self._busy: dict = {}  # id(request) -> the arrays its run reads and writes
         mode = math_mode_of(self._compiled)
-        if self.metadata.get("precision") == "int8":  # QDQ convs run in int8, the rest in ``mode``
+        if record.precision == "int8":  # QDQ convs run in int8, the rest in ``mode``
             mode = f"int8+{mode}"
         note = f"provider openvino ({device}, {mode}" + (f", {self.streams} streams" if throughput else "") + (
             f"; asked for {precision}" if _HINTS[precision] and _MODE_NAMES[_HINTS[precision]] not in mode else "")

@@ -194,12 +194,14 @@ def make_session(model_path: str | Path | ModelRecord, provider: str = "auto", *
     model's metadata records (fp32 when it records none). ``memory_limit`` caps ONNX Runtime's
     CPU tensors in bytes (default :func:`model_memory_limit`); a file ONNX Runtime refuses is one
     :class:`ModelFileError` line. ``model_path`` may be the file's :class:`ModelRecord` (read once
-    by the caller): its precision is then not read again. Returns ``(session, SessionInfo)``.
+    by the caller): its precision is then not read again, and its input shape sizes TensorRT's
+    profile (``input_shape`` is for a bare path). Returns ``(session, SessionInfo)``.
     """
     import onnxruntime as ort
 
     record = model_path if isinstance(model_path, ModelRecord) else None
     model_path = record.path if record else model_path
+    input_shape = record.input_shape if record else input_shape
 
     ort.set_default_logger_severity(_ORT_LOG_ERROR)
     if provider != "auto" and spec_for(provider).backend != "onnxruntime":  # unknown name: one line
