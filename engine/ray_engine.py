@@ -35,13 +35,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import errors
-from ..errors import ClusterError, FeaturemapsError
+from ..errors import ClusterError, FeaturemapsError, ModelFileError
+from .hashing import file_sha256
 from .pipeline import Summary
 from .ray_cluster import ACTOR_START_LIMIT_S, import_ray, actor_cpus, gpu_shortfall
 from .preprocess import DecodeBudget, Preprocessing
 from .store import FeatureStore
 from .unit import Batch, ExtractSettings, commit, decode_batch, finish_counts, strict_failure, write_taps
 from .extractor import Extractor
+from .validate import ModelRecord, read_model_record
 
 log = logging.getLogger(__name__)
 
@@ -80,10 +82,26 @@ def _decode_row(row: dict, pre: dict, store: str, decode: str = "full", budget: 
             "errors": json.dumps(got.errors)}
 
 
-class _ModelWriter:
-    """Ray actor: one Extractor, built once; runs a batch and writes its tap chunks (no commit)."""
+def same_model_here(record: ModelRecord) -> ModelRecord:
+    """``record`` (read and checked once, by the driver) if the file at its path on this node has the
+    driver's bytes; a node holding another file at that path would mix two models' maps in one store,
+    so it is refused in one line. Hashing costs a fraction of a model load and no second parse."""
+    try:
+        here = file_sha256(record.path)
+    except OSError as e:
+        raise ModelFileError(f"cannot read the model {str(record.path)!r} ({e.strerror or e}); "
+                             "every node needs the model at the driver's path (a shared filesystem)") from None
+    if here != record.sha256:
+        raise ModelFileError(f"the model at {str(record.path)!r} is not the driver's (SHA-256 {here[:12]}, "
+                             f"driver's {record.sha256[:12]}); put the same file on every node")
+    return record
 
-    def __init__(self, model_path: str, store_path: str, provider: str, threads: int | None, batch_size: int,
+
+class _ModelWriter:
+    """Ray actor: one Extractor, built once from the driver's model record; runs a batch and writes its
+    tap chunks (no commit)."""
+
+    def __init__(self, record: ModelRecord, store_path: str, provider: str, threads: int | None, batch_size: int,
                  tf32: bool = True, math_mode: str = "default", device: str | None = None, writers: int = 4,
                  storage_options: dict | None = None):
         import ray
@@ -92,8 +110,8 @@ class _ModelWriter:
         try:
             # device: an OpenVINO device name, or None (Ray gives a GPU actor its GPU as device 0);
             # spin=False: decode tasks share the node's CPUs
-            self.extractor = Extractor(model_path, provider=provider, threads=threads, max_batch=batch_size,
-                                       spin=False, device=device, tf32=tf32, math_mode=math_mode)
+            self.extractor = Extractor(same_model_here(record), provider=provider, threads=threads,
+                                       max_batch=batch_size, spin=False, device=device, tf32=tf32, math_mode=math_mode)
         except FeaturemapsError as e:  # say where: the driver's machine may well have what this node lacks
             raise type(e)(f"{node}: {e}") from None
         self.store = FeatureStore.open(store_path, mode="r+", storage_options=storage_options)
@@ -134,7 +152,8 @@ def _maybe_die_for_test(batch: int) -> None:
         os._exit(1)
 
 
-def run_extraction_ray(store: FeatureStore, model_path, settings: ExtractSettings | None = None, *, actors: int = 1,
+def run_extraction_ray(store: FeatureStore, model: str | os.PathLike | ModelRecord,
+                       settings: ExtractSettings | None = None, *, actors: int = 1,
                        gpus_per_actor: float = 0.0, provider: str = "auto", threads: int | None = None,
                        progress=None, tf32: bool = True, math_mode: str = "default",
                        device: str | None = None) -> RaySummary:
@@ -145,9 +164,13 @@ def run_extraction_ray(store: FeatureStore, model_path, settings: ExtractSetting
     its batch stays pending), rows whose maps hold NaN/inf are error rows, Ctrl-C returns
     ``Summary(interrupted=True)`` with finished batches committed. Each image is decoded within
     ``settings.budget``; ``settings.workers`` caps the decode tasks running at once (None: as
-    many as Ray schedules), ``settings.writers`` is each actor's chunk-writing threads.
+    many as Ray schedules), ``settings.writers`` is each actor's chunk-writing threads. ``model``:
+    the model file's :class:`ModelRecord` (read once per run) or its path; actors take the record and
+    check only that their node's file has the same bytes.
     """
     settings = settings or ExtractSettings()
+    record = model if isinstance(model, ModelRecord) else read_model_record(os.path.abspath(model))
+    _ = record.sha256  # hashed here, once: the record travels to each actor with it
     ray = import_ray()
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
@@ -177,7 +200,7 @@ def run_extraction_ray(store: FeatureStore, model_path, settings: ExtractSetting
         ds = ds.map_batches(_ModelWriter, batch_size=1, batch_format="numpy",
                             compute=ray.data.ActorPoolStrategy(size=actors),
                             num_cpus=actor_cpus(cpus, actors), num_gpus=gpus_per_actor or None,
-                            fn_constructor_kwargs={"model_path": str(os.path.abspath(model_path)),
+                            fn_constructor_kwargs={"record": record,
                                                    "store_path": store.location,
                                                    "storage_options": store.storage_options,
                                                    "provider": provider, "threads": threads,
