@@ -11,8 +11,8 @@ import os
 from pathlib import Path
 
 from .engine.store import FeatureStore
-from .engine.store_verify import missing_chunks
-from .engine.store_remote import is_url, local_path
+from .engine.store.verify import missing_chunks
+from .engine.store.remote import is_url, local_path
 from .engine.validate import read_model_record
 from .errors import FeaturemapsError, ModelFileError, StoreError
 

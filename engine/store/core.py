@@ -29,57 +29,30 @@ first one's pid, and only the lock holder removes temporary chunk files.
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import datetime as _dt
-import errno
 import functools
-import json
-import logging
 import math
 import os
-import shutil
-import stat
-import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..contracts import Tap
-from ..errors import FeaturemapsError, StoreError
+from ...contracts import Tap
+from ...errors import FeaturemapsError, StoreError
 from .chunk_writer import ChunkWriter
-from .names import unsafe_name_reason
-from .store_format import ERROR, FIXED_ARRAYS, OK, PENDING, STORE_FORMAT, Damage  # noqa: F401 - re-exported
-from .store_io import (UnsafeStoreError, check_tree, confined_store, open_folder, read_key, read_tail, tree_bytes,
-                       unsafe)
-from .store_remote import RESUME, Lease, RemoteIO, is_url, local_path
-from .shard_format import index_nbytes, shard_rows_for, shard_spec
-from .store_shards import ShardBuffer
-from .store_verify import chunk_file, scan
-from .. import __version__
-
-log = logging.getLogger(__name__)
-
-READABLE_FORMATS = ("featuremaps-store/1", STORE_FORMAT)
-ATTR_KEY = "featuremaps"
-STATUS_NAMES = ("pending", "ok", "error")
-DTYPES = {"fp32": np.float32, "fp16": np.float16}
-COMPRESSIONS = ("zstd", "none")
-# Inside the status array's folder: zarr and xarray list the store's top level for members and
-# warn about any other file there; nothing lists an array's folder outside ``c/``.
-LOCK_NAME = "status/featuremaps.lock"
-ROW_ARRAYS = ("paths", "status", "errors")
-MAX_PADDING = 0.05  # share of the rows the padded last chunk may add
-ROW_CHUNK = 16384  # rows per chunk of paths/status/errors (about: a multiple of chunk_rows); see row_chunk_for
-MAX_ROWS = 2**32
-MAX_SIDE = 4096  # preprocessing size, as for model files (engine.validate)
-MAX_IMAGE_BYTES = 2**31  # stored bytes of one image, all outputs
-MAX_PATH_ROW_BYTES = 20 * 1024  # a stored path (PATH_MAX bytes, escaped) or its base64
-MAX_ERROR_CHARS = 8192  # a stored error message is cut here
-IN_FLIGHT_BATCHES = 5  # decoded-ahead (2) + in the model (1) + waiting for / in the writer (2)
-_TMP_MARK = ".creating-"
+from .create import create_local, create_remote, new_info
+from .format import (ATTR_KEY, DTYPES, ERROR, MAX_ERROR_CHARS, OK, PENDING, READABLE_FORMATS,
+                     STATUS_NAMES, STORE_FORMAT, attrs_problem, chunk_limits, size_text)
+from .io import UnsafeStoreError, check_tree, confined_store, open_folder, read_key, read_tail, tree_bytes
+from .layout import array_specs, layout_problem
+from .lock import StoreLock
+from .paths import StoredPaths, displayable
+from .remote import RESUME, Lease, RemoteIO, is_url, local_path
+from .shard_format import index_nbytes
+from .shards import ShardBuffer
+from .sizing import available_memory
+from .verify import VerifyReport, chunk_file, verify
 
 
 @dataclass(frozen=True)
@@ -87,339 +60,6 @@ class ErrorRow:
     index: int
     path: str
     message: str
-
-
-@dataclass(frozen=True)
-class VerifyReport:
-    """What :meth:`FeatureStore.verify` found: damaged chunks and the batches they spoil."""
-
-    damage: tuple[Damage, ...] = ()
-    batches: tuple[int, ...] = ()
-    checked_chunks: int = 0
-    repaired: bool = False
-    notes: tuple[str, ...] = field(default=())
-
-    @property
-    def ok(self) -> bool:
-        return not self.damage
-
-
-def _is_count(x, lo: int = 0) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool) and x >= lo
-
-
-def attrs_problem(info: dict) -> str | None:
-    """What is wrong with a store's attributes (``zarr.json``), or None: the counts, dtype and
-    compression, and the model metadata every reader relies on (taps, preprocessing size,
-    reductions, weights)."""
-    for key, lo in (("n", 0), ("batch_size", 1), ("chunk_rows", 1), ("row_chunk", 1)):
-        if key in info and not _is_count(info[key], lo):
-            return f"{key} {info[key]!r} is not an integer >= {lo}"
-    problem = _counts_problem(info)
-    if problem:
-        return problem
-    if info.get("dtype") not in DTYPES:
-        return f"dtype {info.get('dtype')!r} is not one of {', '.join(DTYPES)}"
-    if "compression" in info and info["compression"] not in COMPRESSIONS:
-        return f"compression {info['compression']!r} is not one of {', '.join(COMPRESSIONS)}"
-    outputs = info["outputs"]
-    if not all(isinstance(v, list) and all(_is_count(d, 1) for d in v) for v in outputs.values()):
-        return "an output shape is not a list of positive integers"
-    model = info.get("model")
-    if not isinstance(model, dict):
-        return "the model metadata is missing" if model is None else "the model metadata is not an object"
-    taps = model.get("taps", [])  # a store made by the library may carry no model metadata ({})
-    if not isinstance(taps, list) or not all(isinstance(t, dict) and isinstance(t.get("name"), str)
-                                             and isinstance(t.get("shape"), list) for t in taps):
-        return "the model's taps are not a list of {name, shape}"
-    pre = model.get("preprocessing", {"size": [1, 1]})
-    size = pre.get("size") if isinstance(pre, dict) else None
-    if not isinstance(size, list) or len(size) != 2 or not all(_is_count(d, 1) and d <= MAX_SIDE for d in size):
-        return f"the model's preprocessing size is not [H, W] within 1..{MAX_SIDE}"
-    for t in taps:
-        if t["name"] in outputs and list(t["shape"]) != outputs[t["name"]]:
-            return f"output {t['name']!r} has shape {outputs[t['name']]} but the model's tap says {t['shape']}"
-    per_image = np.dtype(DTYPES[info["dtype"]]).itemsize * sum(math.prod(v) for v in outputs.values())
-    if per_image > MAX_IMAGE_BYTES:
-        return f"one image's outputs would be {_size(per_image)}, more than {_size(MAX_IMAGE_BYTES)}"
-    reductions = model.get("reductions")
-    if reductions is not None and not (isinstance(reductions, dict)
-                                       and all(isinstance(v, dict) for v in reductions.values())):
-        return "the model's reductions are not an object of {tap: {op, k, spec}}"
-    if model.get("weights") is not None and not isinstance(model["weights"], dict):
-        return "the model's weights entry is not an object"
-    return None
-
-
-def _counts_problem(info: dict) -> str | None:
-    """Row count, batch size and chunk rows within bounds and consistent with each other."""
-    n, batch, rows = info.get("n", 0), info.get("batch_size", 1), info.get("chunk_rows", info.get("batch_size", 1))
-    if n > MAX_ROWS:
-        return f"n {n} is more rows than a store can hold ({MAX_ROWS})"
-    if batch > max(1, n) or batch % rows:
-        return f"batch_size {batch} and chunk_rows {rows} do not fit {n} rows"
-    row_chunk = info.get("row_chunk", rows)
-    if row_chunk % rows or row_chunk > max(ROW_CHUNK, rows):
-        return f"row_chunk {row_chunk} is not a multiple of chunk_rows {rows} up to {ROW_CHUNK}"
-    return None
-
-
-def output_shapes(metadata: dict, session=None) -> dict[str, tuple[int, ...]]:
-    """Per-image shape of every model output, from the export metadata (reduced taps carry
-    their reduced shape there); outputs that are not taps (``logits``) from the session."""
-    taps = {d["name"]: tuple(d["shape"]) for d in metadata["taps"]}
-    shapes = {}
-    for name in metadata["outputs"]:
-        if name in taps:
-            shapes[name] = taps[name]
-        elif session is not None:
-            out = next(o for o in session.get_outputs() if o.name == name)
-            shapes[name] = tuple(int(d) for d in out.shape[1:])
-        else:
-            raise StoreError(f"no shape for output {name!r} in the model metadata")
-    return shapes
-
-
-# ---------------------------------------------------------------- sizing
-
-
-def chunk_rows_for(n: int, batch_rows: int) -> int:
-    """Rows per chunk: the largest divisor of ``batch_rows`` whose padded last chunk adds at
-    most 5% of ``n`` rows (zarr stores a partial edge chunk at full size).
-
-    >>> chunk_rows_for(64, 8), chunk_rows_for(7, 7), chunk_rows_for(9, 8), chunk_rows_for(1000, 8)
-    (8, 7, 1, 8)
-    """
-    for d in sorted(_divisors(batch_rows), reverse=True):
-        if (-n % d) <= MAX_PADDING * n:
-            return d
-    return 1
-
-
-def row_chunk_for(chunk_rows: int, n: int) -> int:
-    """Rows per chunk of the per-row arrays (paths, path_bytes, status, errors): a multiple of
-    ``chunk_rows`` near ``ROW_CHUNK``, so that reading every status or one path costs a few chunks,
-    not one chunk per batch (500,000 rows in chunks of 8 were 62,500 chunks: a minute to read).
-    Only the one writer commits, so batches sharing a status chunk rewrite it in turn.
-
-    >>> row_chunk_for(8, 10**6), row_chunk_for(7, 10**6), row_chunk_for(100000, 10**6), row_chunk_for(8, 20)
-    (16384, 16380, 100000, 24)
-    """
-    return chunk_rows * max(1, min(ROW_CHUNK // chunk_rows, -(-n // chunk_rows)))
-
-
-def _divisors(b: int) -> set[int]:
-    small = [d for d in range(1, math.isqrt(b) + 1) if b % d == 0]
-    return set(small) | {b // d for d in small}
-
-
-def dimension_names(name: str, shape: tuple[int, ...]) -> tuple[str, ...]:
-    """``image`` plus the tap's own axes (``features.17.channel``, ``.y``, ``.x``): per tap,
-    because xarray needs one size per dimension name and taps differ in channels and size."""
-    axes = {1: ("channel",), 3: ("channel", "y", "x")}.get(len(shape), tuple(f"dim{i}" for i in range(len(shape))))
-    return ("image",) + tuple(f"{name}.{a}" for a in axes)
-
-
-def available_memory() -> int:
-    """Bytes of memory available to a new allocation (``MemAvailable``, else physical memory)."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
-def check_batch_memory(batch_rows: int, per_image_bytes: int, available: int | None = None) -> None:
-    """Refuse a batch whose in-flight data (``IN_FLIGHT_BATCHES`` batches of inputs and outputs,
-    fp32) would not fit in memory, with the largest batch size that would."""
-    available = available_memory() if available is None else available
-    need = batch_rows * per_image_bytes * IN_FLIGHT_BATCHES
-    if need > available:
-        fits = max(1, available // (per_image_bytes * IN_FLIGHT_BATCHES))
-        raise StoreError(f"--batch-size {batch_rows} needs about {_size(need)} ({IN_FLIGHT_BATCHES} batches of "
-                         f"{per_image_bytes / 1e6:.2f} MB per image in flight) but {_size(available)} is available; "
-                         f"use --batch-size {fits} or less")
-
-
-def _size(n: int) -> str:
-    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
-
-
-def per_image_bytes(metadata: dict, shapes: dict[str, tuple[int, ...]]) -> int:
-    """fp32 bytes one image occupies in flight: its model input plus every output."""
-    size = (metadata.get("preprocessing") or {}).get("size") or [224, 224]
-    return 4 * (3 * int(size[0]) * int(size[1]) + sum(math.prod(s) for s in shapes.values()))
-
-
-# ---------------------------------------------------------------- paths
-
-
-def encode_path(p) -> tuple[str, str]:
-    """``(display, base64)`` of a path: the exact bytes (``os.fsencode``) in base64, and a
-    display string with undecodable bytes as ``\\xNN`` (zarr strings must be valid UTF-8)."""
-    raw = os.fsencode(p)
-    return raw.decode("utf-8", "backslashreplace"), base64.b64encode(raw).decode("ascii")
-
-
-def displayable(text: str) -> str:
-    """``text`` as valid UTF-8 for a zarr string: a path's undecodable bytes (surrogate-escaped
-    by ``os.fsdecode``) become ``\\xNN``."""
-    return os.fsencode(text).decode("utf-8", "backslashreplace") if isinstance(text, str) else str(text)
-
-
-def decode_path(b64: str) -> str:
-    """The path as Python's ``os`` functions take it (``os.fsdecode``: surrogate-escaped)."""
-    return os.fsdecode(base64.b64decode(b64))
-
-
-# ---------------------------------------------------------------- lock
-
-
-class StoreLock:
-    """An advisory, non-blocking ``flock`` on ``STORE/status/featuremaps.lock``; the file holds the pid."""
-
-    def __init__(self, fd: int, path: Path):
-        self._fd: int | None = fd
-        self.path = path
-
-    @classmethod
-    def acquire(cls, store_dir: Path) -> "StoreLock":
-        import fcntl
-
-        lock_path = Path(store_dir) / LOCK_NAME
-        try:
-            fd = _open_lock_file(Path(store_dir))
-        except UnsafeStoreError:
-            raise
-        except OSError as e:
-            if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-                raise StoreError(f"{store_dir} is read-only ({e.strerror or e}); writing to it (--resume, verify "
-                                 "--repair) needs write permission: make it writable, or copy it somewhere "
-                                 "writable and use the copy") from None
-            raise StoreError(f"cannot lock {store_dir} ({e.strerror or e}: its status array is missing); "
-                             "a damaged store must be re-created") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            if holder == str(os.getpid()):
-                raise StoreError(f"{store_dir} is already open for writing in this process; close() that "
-                                 "FeatureStore (or use it as a context manager) first") from None
-            raise StoreError(f"{store_dir} is being written by another process (pid {holder}); wait for it to "
-                             "finish or stop it, then re-run with --resume") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        return cls(fd, lock_path)
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # closing the descriptor releases the flock
-            self._fd = None
-
-
-def _open_lock_file(store_dir: Path) -> int:
-    """The lock file's descriptor, opened without following a link (the store may come from someone
-    else: a lock file linked to ``~/.bashrc`` would be truncated), and only if it is a regular file
-    of this user."""
-    folder, name = LOCK_NAME.split("/")
-    dfd = open_folder(store_dir, [folder])
-    try:
-        fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o644, dir_fd=dfd)
-    except OSError as e:
-        if e.errno != errno.ELOOP:
-            raise
-        raise unsafe(store_dir, LOCK_NAME, "a symbolic link (the store's lock file)") from None
-    finally:
-        os.close(dfd)
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
-        os.close(fd)
-        what = "owned by another user (the store's lock file)" if stat.S_ISREG(st.st_mode) else \
-            "not a regular file (the store's lock file)"
-        raise unsafe(store_dir, LOCK_NAME, what)
-    return fd
-
-
-def _clean_stale_temps(path: Path) -> None:
-    """Remove temporary creation folders of ``path`` whose creator process is gone."""
-    for tmp in path.parent.glob(f".{path.name}{_TMP_MARK}*"):
-        try:
-            pid = int(tmp.name[len(f".{path.name}{_TMP_MARK}"):].split("-")[0])
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            shutil.rmtree(tmp, ignore_errors=True)
-        except (ValueError, PermissionError):
-            continue  # not ours, or alive under another user
-
-
-# ---------------------------------------------------------------- the store
-
-
-class StoredPaths(Sequence):
-    """A store's input paths, read lazily: ``paths[i]`` decodes the one chunk holding row ``i``
-    (the last two chunks are kept, so a walk in order reads each chunk once); iterating or
-    comparing reads them all once. A store of millions of rows need not decode millions of
-    strings to show one row."""
-
-    def __init__(self, store: "FeatureStore"):
-        self._store = store
-        self._lossless = "path_bytes" in store._group
-        self._arr = store._group["path_bytes" if self._lossless else "paths"]
-        self._rows = self._arr.chunks[0]
-        self._chunks: dict[int, list[str]] = {}
-        self._all: list[str] | None = None
-
-    def __len__(self) -> int:
-        return len(self._store)
-
-    def _decode(self, values) -> list[str]:
-        return [decode_path(str(s)) for s in values] if self._lossless else [str(p) for p in values]
-
-    def _read(self, sel):
-        try:
-            return self._arr[sel]
-        except FeaturemapsError:
-            raise
-        except Exception as e:  # noqa: BLE001 - checksum or decode failure
-            raise StoreError(f"{self._store.path}: the stored paths are damaged ({type(e).__name__}); "
-                             "re-create the store") from None
-
-    def _list(self) -> list[str]:
-        if self._all is None:
-            self._all = self._decode(self._read(slice(None)))
-        return self._all
-
-    def __getitem__(self, i):
-        if self._all is not None:
-            return self._all[i]
-        if isinstance(i, slice):  # only the chunks holding the slice
-            start, stop, step = i.indices(len(self))
-            return self._decode(self._read(slice(start, max(start, stop))))[::step] if step > 0 else self._list()[i]
-        i = range(len(self))[i]  # IndexError, negative indices
-        ci = i // self._rows
-        if ci not in self._chunks:
-            if len(self._chunks) >= 2:
-                self._chunks.pop(next(iter(self._chunks)))
-            start = ci * self._rows
-            self._chunks[ci] = self._decode(self._read(slice(start, min(start + self._rows, len(self)))))
-        return self._chunks[ci][i - ci * self._rows]
-
-    def __iter__(self):
-        return iter(self._list())
-
-    def __eq__(self, other) -> bool:
-        return isinstance(other, (list, tuple, Sequence)) and not isinstance(other, str) and \
-            len(other) == len(self) and self._list() == list(other)
-
-    __hash__ = None
-
-    def __repr__(self) -> str:
-        return f"StoredPaths({len(self)} paths of {str(self._store.path)!r})"
-
 
 
 class FeatureStore:
@@ -462,7 +102,7 @@ class FeatureStore:
                              "re-create it with `featuremaps extract`")
         for name, spec in array_specs(self.info).items():
             try:
-                problem = _layout_problem(self._group[name], spec)
+                problem = layout_problem(self._group[name], spec)
             except FeaturemapsError:
                 raise
             except Exception as e:  # noqa: BLE001 - KeyError, JSON errors, ... are all damage here
@@ -494,9 +134,9 @@ class FeatureStore:
         itemsize = np.dtype(DTYPES[self.dtype]).itemsize
         largest = max((self.chunk_rows * math.prod(s) * itemsize for s in self.info["outputs"].values()), default=0)
         if largest > available_memory() // 2:
-            raise StoreError(f"{self.path}: one chunk of its outputs is {_size(largest)}, more than half the memory "
-                             f"available ({_size(available_memory())}); read it on a larger machine, or re-create "
-                             "it with a smaller --batch-size")
+            raise StoreError(f"{self.path}: one chunk of its outputs is {size_text(largest)}, more than half the "
+                             f"memory available ({size_text(available_memory())}); read it on a larger machine, or "
+                             "re-create it with a smaller --batch-size")
 
     # ------------------------------------------------------------ create / open
 
@@ -509,88 +149,25 @@ class FeatureStore:
         """Create a new store for ``paths`` (every row pending), locked by this process until
         :meth:`close`. An existing path is a :class:`StoreError`: a store is never overwritten.
         Built in a temporary sibling folder and renamed into place; at a URL (``s3://...``), built in
-        memory, uploaded root last, under a lease (:mod:`.store_remote`). ``shard_rows``: None (one
-        object per chunk), ``"auto"`` (:func:`.shard_format.shard_rows_for`) or a multiple of the
-        batch size: tap arrays sharded (:mod:`.store_shards`)."""
+        memory, uploaded root last, under a lease (:mod:`.create`, :mod:`.remote`). ``shard_rows``:
+        None (one object per chunk), ``"auto"`` (:func:`.shard_format.shard_rows_for`) or a multiple
+        of the batch size: tap arrays sharded (:mod:`.shards`)."""
         io = RemoteIO(path, storage_options) if is_url(path) else None
         path = Path(local_path(path)) if io is None else io.url
         if io is None and path.exists():
             raise StoreError(f"{path} already exists; add --resume to complete it, or choose a new -o path")
-        if dtype not in DTYPES:
-            raise StoreError(f"unknown dtype {dtype!r}; use fp32 or fp16")
-        if compression not in COMPRESSIONS:
-            raise StoreError(f"unknown compression {compression!r}; use {' or '.join(COMPRESSIONS)}")
-        for name in shapes:
-            reason = unsafe_name_reason(name)
-            if reason:
-                raise StoreError(f"cannot store output {reason}; re-export the model with featuremaps export")
-        n, b = len(paths), int(batch_size)
-        if b < 1:
-            raise StoreError("batch size must be >= 1")
-        rows = max(1, min(b, n))
-        if check_memory:
-            check_batch_memory(rows, per_image_bytes(metadata, shapes))
-
-        info = {"format": STORE_FORMAT, "n": n, "batch_size": rows, "requested_batch_size": b,
-                "chunk_rows": chunk_rows_for(n, rows), "dtype": dtype, "compression": compression,
-                "checksum": "crc32c", "path_encoding": "path_bytes: base64 of os.fsencode(path)",
-                "outputs": {k: list(v) for k, v in shapes.items()}, "model": metadata,
-                "model_path": str(model_path) if model_path else None, "model_sha256": model_sha256,
-                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                "featuremaps": __version__}
-        info["row_chunk"] = row_chunk_for(info["chunk_rows"], n)
-        info["shard_rows"] = _shard_rows(shard_rows, n, rows, info["chunk_rows"], shapes, dtype)
-        if io is not None:
-            return cls._create_remote(io, info, paths)
-        return cls._create_atomically(path, info, paths)
-
-    @classmethod
-    def _create_remote(cls, io: RemoteIO, info: dict, paths: list[str]) -> "FeatureStore":
-        import zarr
-
-        lease = Lease.acquire(io)
+        info = new_info(paths=paths, metadata=metadata, shapes=shapes, batch_size=batch_size, dtype=dtype,
+                        compression=compression, model_path=model_path, model_sha256=model_sha256,
+                        check_memory=check_memory, shard_rows_asked=shard_rows)
+        if io is None:
+            group, lock = create_local(path, info, paths)
+            return cls(group, path, lock)
+        group, lease = create_remote(io, info, paths)
         try:
-            try:
-                if io.exists("zarr.json"):
-                    raise StoreError(f"{io.url} already exists; add --resume to complete it, or choose a new -o path")
-                memory = zarr.storage.MemoryStore()
-                _write_layout(zarr.open_group(memory, mode="w-", zarr_format=3), info, paths)
-                io.upload_layout(memory)
-                group = zarr.open_group(io.zarr_store(read_only=False), mode="r+", zarr_format=3)
-            except FeaturemapsError:
-                raise
-            except Exception as e:  # noqa: BLE001 - network, permissions, quota: one line
-                raise io.error("creating the store", e) from None
             return cls(group, io.url, lease, io)
         except BaseException:
             lease.release()
             raise
-
-    @classmethod
-    def _create_atomically(cls, path: Path, info: dict, paths: list[str]) -> "FeatureStore":
-        import zarr
-
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _clean_stale_temps(path)
-        tmp = path.parent / f".{path.name}{_TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        lock = None
-        try:
-            tmp.mkdir()
-            _write_layout(zarr.open_group(confined_store(tmp, read_only=False), mode="w-", zarr_format=3), info,
-                          paths)
-            lock = StoreLock.acquire(tmp)
-            if path.exists():
-                raise StoreError(f"{path} already exists; add --resume to complete it, or choose a new -o path")
-            os.rename(tmp, path)
-        except BaseException as e:
-            if lock is not None:
-                lock.release()
-            shutil.rmtree(tmp, ignore_errors=True)
-            if isinstance(e, OSError):
-                raise StoreError(f"creating {path} failed ({e.strerror or e}); nothing was left behind: "
-                                 "fix that and re-run") from None
-            raise
-        return cls(zarr.open_group(confined_store(path, read_only=False), mode="r+", zarr_format=3), path, lock)
 
     @classmethod
     def open(cls, path: str | Path, mode: str = "r", *, lock: bool = False,
@@ -650,7 +227,7 @@ class FeatureStore:
 
     @property
     def sharded(self) -> bool:
-        """Whether the tap arrays are sharded (several batches per object: :mod:`.store_shards`)."""
+        """Whether the tap arrays are sharded (several batches per object: :mod:`.shards`)."""
         return bool(self.info.get("shard_rows"))
 
     @property
@@ -924,24 +501,8 @@ class FeatureStore:
     def verify(self, *, repair: bool = False) -> VerifyReport:
         """Read every chunk and check its CRC-32C; a done batch whose tap chunk is missing is
         damage too. ``repair=True`` marks the batches that hold damage pending (``--resume``
-        then redoes them); call it only while holding the lock."""
-
-        if self._io is None:
-            check_tree(self.path)  # every chunk is read next: none may be a link or a FIFO
-        damage, checked, notes = scan(self)
-        batches = tuple(sorted({r // self.batch_size for d in damage if d.array not in FIXED_ARRAYS
-                                for r in range(*d.rows)}))
-        if repair and batches:
-            for d in damage:  # a damaged row chunk spans batches: rewrite it whole (a partial write reads it)
-                if d.array in ("status", "errors"):
-                    blank = np.zeros(d.rows[1] - d.rows[0], np.uint8) if d.array == "status" else \
-                        np.full(d.rows[1] - d.rows[0], "", dtype=object).astype(str)
-                    self._group[d.array][d.rows[0]:d.rows[1]] = blank
-            for b in batches:
-                self._group["status"][slice(*self.batch_rows(b))] = np.zeros(np.subtract(*self.batch_rows(b)[::-1]),
-                                                                               np.uint8)
-            log.info("marked %d damaged batch(es) of %s pending", len(batches), self.path)
-        return VerifyReport(tuple(damage), batches, checked, repair and bool(batches), tuple(notes))
+        then redoes them); call it only while holding the lock (:mod:`.verify`)."""
+        return verify(self, repair=repair)
 
     # ------------------------------------------------------------ writing
 
@@ -1000,7 +561,7 @@ class FeatureStore:
         row offsets in ``errors``; row offsets in ``pending`` stay pending: their decoder died, a
         resumed run redoes the batch). Call only after every tap chunk of ``b`` is written
         (:func:`featuremaps.engine.unit.commit` is the one caller). A sharded store records the
-        commit and writes it once the batch's shard is written (:mod:`.store_shards`)."""
+        commit and writes it once the batch's shard is written (:mod:`.shards`)."""
         if self.sharded:
             self._shards.commit(b, errors, pending)
             return
@@ -1064,114 +625,6 @@ class FeatureStore:
         return (f"FeatureStore({str(self.path)!r}, n={len(self)}, ok={int((codes == OK).sum())}, "
                 f"errors={int((codes == ERROR).sum())}, pending={int((codes == PENDING).sum())}, "
                 f"outputs={self.outputs}, dtype={self.dtype})")
-
-
-def array_specs(info: dict) -> dict[str, dict]:
-    """``create_array`` keywords of every array of a store with attributes ``info``: what
-    :func:`_write_layout` creates, and what an opened store's arrays are checked against."""
-    from zarr.codecs import Crc32cCodec, ZstdCodec
-
-    n, c = info["n"], info["chunk_rows"]
-    crc = [Crc32cCodec()]
-    rows = {"shape": (n,), "chunks": (info.get("row_chunk", c),), "dimension_names": ("image",), "compressors": crc}
-    specs = {"paths": dict(rows, dtype=str), "status": dict(rows, dtype="uint8", fill_value=PENDING),
-             "errors": dict(rows, dtype=str)}
-    if info.get("format") == STORE_FORMAT:
-        specs["path_bytes"] = dict(rows, dtype=str)
-    codecs = ([ZstdCodec()] if info.get("compression") == "zstd" else []) + crc
-    for name, shape in info["outputs"].items():
-        if info.get("shard_rows"):
-            specs[name] = dict(shard_spec(c, info["shard_rows"], tuple(shape), DTYPES[info["dtype"]],
-                                          info.get("compression", "zstd")),
-                               shape=(n, *shape), dimension_names=dimension_names(name, tuple(shape)))
-            continue
-        specs[name] = {"shape": (n, *shape), "chunks": (c, *shape), "dtype": DTYPES[info["dtype"]], "fill_value": 0,
-                       "compressors": codecs, "dimension_names": dimension_names(name, tuple(shape))}
-    return specs
-
-
-def _write_layout(group, info: dict, paths: list[str]) -> None:
-    """Create every array of a new store in ``group``, then the attributes (a store is
-    recognisable only once all of its arrays exist)."""
-    specs = array_specs(info)
-    display, b64 = zip(*map(encode_path, paths)) if paths else ((), ())
-    group.create_array("paths", **specs.pop("paths"))[:] = np.asarray(display, dtype=str)
-    group.create_array("path_bytes", **specs.pop("path_bytes"))[:] = np.asarray(b64, dtype=str)
-    group.create_array("status", **specs.pop("status"),
-                       attributes={"flag_values": [PENDING, OK, ERROR], "flag_meanings": " ".join(STATUS_NAMES),
-                                   "long_name": "extraction status per image"})
-    for name, spec in specs.items():
-        group.create_array(name, **spec)
-    group.attrs[ATTR_KEY] = info
-
-
-def _layout_problem(arr, spec: dict) -> str | None:
-    """How ``arr`` differs from what ``create`` writes for it (shape, chunks, data type, codec
-    chain), or None: a store's own metadata is checked before any chunk is read."""
-    import zarr
-
-    wanted = zarr.create_array(zarr.storage.MemoryStore(), **spec)
-    want = wanted.metadata
-    have = arr.metadata
-    if getattr(have, "zarr_format", 3) != 3:
-        return "it is not a Zarr v3 array"
-    for what, a, b in (("shape", have.shape, want.shape), ("chunk shape", arr.chunks, tuple(spec["chunks"])),
-                       ("data type", str(have.data_type), str(want.data_type)),
-                       ("codecs", [c.to_dict()["name"] for c in have.codecs],
-                        [c.to_dict()["name"] for c in want.codecs]),
-                       ("chunk key encoding", have.chunk_key_encoding.to_dict(), want.chunk_key_encoding.to_dict()),
-                       ("shards", arr.shards or (), wanted.shards or ()),
-                       ("inner codecs", _inner_codecs(have), _inner_codecs(want))):
-        if tuple(a) != tuple(b) if isinstance(a, (list, tuple)) else a != b:
-            return f"its {what} {_short(a)} is not the {_short(b)} featuremaps writes"
-    return None
-
-
-def _inner_codecs(metadata) -> list:
-    """The codec chain inside a sharding codec (names and configuration), or [] for an unsharded array."""
-    for codec in metadata.codecs:
-        d = codec.to_dict()
-        if d["name"] == "sharding_indexed":
-            conf = d.get("configuration", {})
-            chain = [*conf.get("codecs", ()), *conf.get("index_codecs", ()), conf.get("index_location")]
-            return [json.dumps(x.to_dict() if hasattr(x, "to_dict") else x, sort_keys=True, default=str)
-                    for x in chain]
-    return []
-
-
-def _shard_rows(asked, n: int, batch: int, chunk_rows: int, shapes: dict, dtype: str) -> int | None:
-    """Rows per shard of a new store: None (unsharded), ``"auto"`` (:func:`.shard_format.shard_rows_for`
-    on the largest tap), or a positive multiple of the batch size."""
-    if asked in (None, "none", 0):
-        return None
-    itemsize = np.dtype(DTYPES[dtype]).itemsize
-    if asked == "auto":
-        largest = max((math.prod(s) for s in shapes.values()), default=1) * itemsize
-        return shard_rows_for(n, batch, chunk_rows, largest)
-    if isinstance(asked, bool) or not isinstance(asked, int) or asked < 1 or asked % batch:
-        raise StoreError(f"--shard-rows {asked} is not a positive multiple of the batch size {batch}; use a "
-                         f"multiple such as {batch * 8}, auto or none")
-    return min(int(asked), batch * max(1, -(-n // batch)))
-
-
-def _short(x) -> str:
-    text = str(list(x) if isinstance(x, tuple) else x)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def chunk_limits(info: dict) -> dict[str, tuple[int, int | None]]:
-    """Per array: the largest chunk file it may hold, and the exact decoded size a zstd chunk
-    must declare (None without zstd). Anything larger is refused before it is read."""
-    c, row_chunk = info["chunk_rows"], info.get("row_chunk", info["chunk_rows"])
-    limits = {"status": (row_chunk + 64, None), "errors": (row_chunk * (4 * MAX_ERROR_CHARS + 8) + 64, None)}
-    for name in ("paths", "path_bytes"):
-        limits[name] = (row_chunk * (MAX_PATH_ROW_BYTES + 8) + 64, None)
-    itemsize = np.dtype(DTYPES[info["dtype"]]).itemsize
-    for name, shape in info["outputs"].items():
-        raw = c * math.prod(shape) * itemsize
-        zstd = info.get("compression") == "zstd"
-        limits[name] = (raw + raw // 128 + 2**17 + 4, raw) if zstd else (raw + 4, None)
-    return limits
 
 
 def open_store(path: str | Path, *, storage_options: dict | None = None) -> FeatureStore:
