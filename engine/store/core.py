@@ -40,10 +40,11 @@ import numpy as np
 
 from ...contracts import Tap
 from ...errors import FeaturemapsError, StoreError
+from ..validate import ModelRecord
 from .chunk_writer import ChunkWriter
 from .create import create_local, create_remote, new_info
 from .format import (ATTR_KEY, DTYPES, ERROR, MAX_ERROR_CHARS, OK, PENDING, READABLE_FORMATS,
-                     STATUS_NAMES, STORE_FORMAT, attrs_problem, chunk_limits, size_text)
+                     STATUS_NAMES, STORE_FORMAT, attrs_problem, chunk_limits, model_record, size_text)
 from .io import UnsafeStoreError, check_tree, confined_store, open_folder, read_key, read_tail, tree_bytes
 from .layout import array_specs, layout_problem
 from .lock import StoreLock
@@ -100,6 +101,7 @@ class FeatureStore:
         if problem:
             raise StoreError(f"{self.path}/zarr.json is damaged ({problem}); the store cannot be used, "
                              "re-create it with `featuremaps extract`")
+        self.record: ModelRecord | None = model_record(self.info, self.path)
         for name, spec in array_specs(self.info).items():
             try:
                 problem = layout_problem(self._group[name], spec)
@@ -315,7 +317,7 @@ class FeatureStore:
         fp32 differ at the 1e-4 level, bf16 or int8 more): one store, one arithmetic. A provider
         change with the same mode (cpu fp32 vs cuda --no-tf32) is allowed. Stores that record no
         mode (older versions) are not checked."""
-        recorded = self.metadata.get("extraction") or {}
+        recorded = self.record.extraction if self.record is not None else {}
         mode = recorded.get("math_mode")
         if mode is None or mode == math_mode:
             return
@@ -343,7 +345,8 @@ class FeatureStore:
 
     @property
     def metadata(self) -> dict:
-        """The exported model's metadata (taps, preprocessing, weights, reductions, ...)."""
+        """The exported model's metadata as stored (written into new stores unchanged); read it
+        through :attr:`record` (typed, checked at open; None where the store keeps no model)."""
         return self.info["model"]
 
     @property
@@ -353,23 +356,19 @@ class FeatureStore:
     @property
     def taps(self) -> tuple[Tap, ...]:
         """The stored taps; ``shape`` is the per-image stored shape (reduced where reduced)."""
-        if "taps" not in self.metadata:
-            raise StoreError(f"{self.path} records no model taps (zarr.json has no model metadata); it was not "
-                             "written by `featuremaps extract`, so it cannot be drawn")
-        try:
-            return tuple(Tap.from_dict(d) for d in self.metadata["taps"])
-        except (TypeError, ValueError, KeyError):
-            raise StoreError(f"{self.path}/zarr.json is damaged (a model tap lacks its name, shape or counts); "
-                             "re-create the store with `featuremaps extract`") from None
+        return self._drawable("taps").taps
 
     @property
     def image_size(self) -> tuple[int, int]:
         """``(H, W)`` the model took its images at (the stored preprocessing size)."""
-        pre = self.metadata.get("preprocessing")
-        if not isinstance(pre, dict):
-            raise StoreError(f"{self.path} records no model preprocessing (zarr.json has no model metadata); it "
-                             "was not written by `featuremaps extract`, so it cannot be drawn")
-        return tuple(pre["size"])
+        return tuple(self._drawable("preprocessing").preprocessing.size)
+
+    def _drawable(self, what: str) -> ModelRecord:
+        """:attr:`record`, or one line saying why a store without model metadata cannot be drawn."""
+        if self.record is None:
+            raise StoreError(f"{self.path} records no model {what} (zarr.json has no model metadata); it was not "
+                             "written by `featuremaps extract`, so it cannot be drawn")
+        return self.record
 
     @property
     def paths(self) -> "StoredPaths":

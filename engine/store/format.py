@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...errors import StoreError
+from ...errors import FeaturemapsError, StoreError
+from ..validate import ModelRecord
 
 STORE_FORMAT = "featuremaps-store/2"
 READABLE_FORMATS = ("featuremaps-store/1", STORE_FORMAT)
@@ -114,6 +115,22 @@ def output_shapes(metadata: dict, session=None) -> dict[str, tuple[int, ...]]:
         else:
             raise StoreError(f"no shape for output {name!r} in the model metadata")
     return shapes
+
+
+def model_record(info: dict, path) -> ModelRecord | None:
+    """The typed record of the model metadata a store keeps (``info["model"]``, after
+    :func:`attrs_problem`), built once at open; None when it records no taps (a store the library
+    made with ``metadata={}``: it opens, but cannot be drawn). Metadata a record cannot be built
+    from is damage: one :class:`StoreError` line."""
+    model = info["model"]
+    if "taps" not in model:
+        return None
+    try:
+        return ModelRecord.from_metadata(model, info.get("model_path") or "model")
+    except (FeaturemapsError, KeyError, TypeError, ValueError):
+        raise StoreError(f"{path}/zarr.json is damaged (its model metadata lacks a tap's name, shape or counts, "
+                         "the input, the outputs or the preprocessing); the store cannot be used, re-create it "
+                         "with `featuremaps extract`") from None
 
 
 def chunk_limits(info: dict) -> dict[str, tuple[int, int | None]]:

@@ -15,7 +15,8 @@ from featuremaps.engine.store import FeatureStore
 from featuremaps.engine.store.io import UnsafeStoreError
 
 SHAPES = {"relu": (4, 16, 16), "conv": (8, 8, 8)}
-TAPS = [{"name": k, "index": i, "kind": "module", "shape": list(s)} for i, (k, s) in enumerate(SHAPES.items())]
+TAPS = [{"name": k, "index": i, "alias": k, "kind": "module", "shape": list(s), "macs": 0, "total_macs": 0}
+        for i, (k, s) in enumerate(SHAPES.items())]
 N, BATCH = 48, 4
 
 

@@ -147,6 +147,10 @@ ATTR_DAMAGE = {
     "taps-str": (_attr(lambda a: a["model"].__setitem__("taps", "xx")), "the model's taps"),
     "size-str": (_attr(lambda a: a["model"]["preprocessing"].__setitem__("size", "big")), "preprocessing size"),
     "weights-list": (_attr(lambda a: a["model"].__setitem__("weights", [1])), "the model's weights"),
+    # the stored model metadata becomes a typed record at open (FeatureStore.record): a tap without its
+    # counts, or no input name, is refused by every command, not only when a figure is drawn
+    "tap-without-counts": (_attr(lambda a: a["model"]["taps"][0].pop("macs")), "its model metadata lacks"),
+    "input-removed": (_attr(lambda a: a["model"].pop("input")), "its model metadata lacks"),
     "chunk-rows-0": (_attr(lambda a: a.__setitem__("chunk_rows", 0)), "chunk_rows 0 is not an integer >= 1"),
     "batch-size-0": (_attr(lambda a: a.__setitem__("batch_size", 0)), "batch_size 0 is not an integer >= 1"),
     "chunk-rows-str": (_attr(lambda a: a.__setitem__("chunk_rows", "2")), "chunk_rows '2' is not an integer"),
