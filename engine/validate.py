@@ -97,6 +97,48 @@ class ModelRecord:
     def weights(self) -> dict:
         return self.metadata.get("weights") or {}
 
+    @property
+    def math_mode(self) -> str | None:
+        """The arithmetic the export was gated in (``fp32``, ``fp16``, ``int8``...), None if unrecorded."""
+        mode = self.metadata.get("math_mode")
+        return mode if isinstance(mode, str) else None
+
+    @property
+    def extraction(self) -> dict:
+        """What a store's maps were computed with (``provider``, ``math_mode``, ``device``): a store
+        adds this to the model's metadata it keeps; {} in a model file or an older store."""
+        extraction = self.metadata.get("extraction")
+        return extraction if isinstance(extraction, dict) else {}
+
+    @property
+    def versions(self) -> dict:
+        """Tool versions at export (``torch``, ``onnx``, ``opset``, ...)."""
+        versions = self.metadata.get("versions")
+        return dict(versions) if isinstance(versions, dict) else {}
+
+    @property
+    def logits(self) -> bool:
+        """Whether the graph also outputs the classifier's logits (not cut after the deepest tap)."""
+        return bool(self.metadata.get("logits"))
+
+    @property
+    def cut_after(self) -> str | None:
+        """The last module the graph keeps (the deepest tap), None where not recorded."""
+        cut = self.metadata.get("cut_after")
+        return None if cut is None else str(cut)
+
+    @property
+    def created(self) -> str | None:
+        """When the file was exported (ISO 8601), where recorded."""
+        created = self.metadata.get("created")
+        return None if created is None else str(created)
+
+    @property
+    def command(self) -> str | None:
+        """The command line that made the file (or the store keeping this copy), where recorded."""
+        command = self.metadata.get("command")
+        return command if isinstance(command, str) else None
+
     @cached_property
     def sha256(self) -> str:
         """SHA-256 of the file's bytes (graph and weights: a model's identity), hashed once, when first

@@ -11,8 +11,8 @@ import os
 from pathlib import Path
 
 from .engine.store import FeatureStore
-from .engine.store_verify import missing_chunks
-from .engine.store_remote import is_url, local_path
+from .engine.store.verify import missing_chunks
+from .engine.store.remote import is_url, local_path
 from .engine.validate import read_model_record
 from .errors import FeaturemapsError, ModelFileError, StoreError
 
@@ -57,23 +57,22 @@ def describe_model(path: str | Path) -> dict:
     """Taps with shapes, precision, math mode, weights, preprocessing, input layout, opset, tools, size."""
     path = Path(path)
     record = read_model_record(path)  # anything unreadable or lying: one ModelFileError line
-    meta = record.metadata
     sess = _session(path)
     inp = sess.get_inputs()[0]
     outputs = {o.name: {"shape": _shape(o.shape), "type": o.type} for o in sess.get_outputs()}
     taps = [{"name": t.name, "alias": t.alias, "channels": t.channels, "shape": list(t.shape),
              "reduction": record.reductions.get(t.name), "output_type": outputs.get(t.name, {}).get("type")}
             for t in record.taps]
-    versions = dict(meta.get("versions") or {})
+    versions = record.versions
     return {"kind": "model", "path": str(path), "size_bytes": path.stat().st_size,
-            "model": record.model, "input_size": meta.get("input_size"),
+            "model": record.model, "input_size": record.input_size,
             "weights": record.weights, "precision": record.precision,
-            "math_mode": meta.get("math_mode"), "output_dtype": meta.get("output_dtype"),
+            "math_mode": record.math_mode, "output_dtype": record.output_dtype,
             "input": {"name": inp.name, "shape": _shape(inp.shape), "type": inp.type,
                       "layout": record.input_layout},
-            "preprocessing": meta.get("preprocessing"), "taps": taps, "outputs": list(outputs),
-            "logits": bool(meta.get("logits")), "cut_after": meta.get("cut_after"),
-            "opset": versions.pop("opset", None), "versions": versions, "created": meta.get("created")}
+            "preprocessing": record.preprocessing.to_dict(), "taps": taps, "outputs": list(outputs),
+            "logits": record.logits, "cut_after": record.cut_after,
+            "opset": versions.pop("opset", None), "versions": versions, "created": record.created}
 
 
 def describe_store(path: str | Path, *, storage_options: dict | None = None) -> dict:
@@ -87,13 +86,14 @@ def describe_store(path: str | Path, *, storage_options: dict | None = None) -> 
     except Exception as e:  # noqa: BLE001 - a broken zarr.json is "not a store", one line
         raise StoreError(f"{path} is not a readable featuremaps store ({type(e).__name__}); "
                          "write one with `featuremaps extract -o PATH.zarr`") from None
-    meta = store.metadata
+    record = store.record  # None: a store the library made without model metadata
+    reductions = record.reductions if record is not None else {}
     taps = []
     for name in store.outputs:
         arr = store[name]
         taps.append({"name": name, "shape": list(arr.shape), "dtype": str(arr.dtype), "chunks": list(arr.chunks),
                      "dimension_names": list(getattr(arr.metadata, "dimension_names", None) or []),
-                     "reduction": (meta.get("reductions") or {}).get(name)})
+                     "reduction": reductions.get(name)})
     info = store.info
     missing = missing_chunks(store)  # a file check per chunk: cheap, unlike verify's full read
     objects, nbytes = store.footprint(check=True)  # one walk (one listing on object storage)
@@ -104,10 +104,10 @@ def describe_store(path: str | Path, *, storage_options: dict | None = None) -> 
             "taps": taps, "dtype": store.dtype, "batch_size": store.batch_size, "chunk_rows": store.chunk_rows,
             "shard_rows": info.get("shard_rows"), "objects": objects,
             "compression": info.get("compression"), "bytes_on_disk": nbytes,
-            "model": meta.get("model"), "weights": meta.get("weights") or {},
-            "precision": meta.get("precision", "fp32"), "model_path": info.get("model_path"),
+            "model": record and record.model, "weights": record.weights if record is not None else {},
+            "precision": record.precision if record is not None else "fp32", "model_path": info.get("model_path"),
             "model_sha256": info.get("model_sha256"),
-            "command": info.get("command") or meta.get("command"), "created": info.get("created"),
+            "command": info.get("command") or (record and record.command), "created": info.get("created"),
             "featuremaps": info.get("featuremaps")}
 
 

@@ -49,7 +49,7 @@ def test_wheel_holds_every_package(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     missing = sorted(p for p in source_packages() if p.replace(".", "/") + "/__init__.py" not in names)
     assert not missing, f"package folders missing from the wheel (add them to [tool.setuptools] packages): {missing}"
-    assert "featuremaps/cli/extract.py" in names and "featuremaps/engine/store.py" in names
+    assert "featuremaps/cli/extract.py" in names and "featuremaps/engine/store/core.py" in names
 
 
 # A meta-path finder that refuses the export extra: what a base install (no torch, no onnx) sees.

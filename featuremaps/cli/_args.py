@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..engine.openvino_backend import MATH_MODES as OV_MATH_MODES
 from ..engine.providers import provider_names
-from ..engine.store_remote import is_url, local_path
+from ..engine.store.remote import is_url, local_path
 from ..errors import ArgumentError, InputError, require
 from ..families import VGG16_DEFAULT_TAPS
 from ..export.taps import MODELS

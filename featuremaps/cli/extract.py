@@ -25,7 +25,7 @@ from ..engine.store import FeatureStore, output_shapes
 from ..engine.unit import ExtractSettings
 from ..engine.validate import ModelRecord, read_model_record
 from ..errors import ArgumentError, ClusterError, ExtractionError, StoreError
-from ..engine.store_remote import RemoteIO, is_url
+from ..engine.store.remote import RemoteIO, is_url
 from ._args import (DEFAULT_TAPS_HELP, ModelSpec, add_math_args, add_model_args, add_storage_args, float_in, int_in,
                     positive_int, provider_choices, redacted_argv, storage_options, store_arg, threads_arg)
 from .cache import resolve_model

@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 
 import featuremaps
-from featuremaps.engine import chunk_writer
+from featuremaps.engine.store import chunk_writer
 from featuremaps.engine.store import FeatureStore
-from featuremaps.engine.store_io import UnsafeStoreError
+from featuremaps.engine.store.io import UnsafeStoreError
 
 SHAPES = {"relu": (4, 16, 16), "conv": (8, 8, 8)}
-TAPS = [{"name": k, "index": i, "kind": "module", "shape": list(s)} for i, (k, s) in enumerate(SHAPES.items())]
+TAPS = [{"name": k, "index": i, "alias": k, "kind": "module", "shape": list(s), "macs": 0, "total_macs": 0}
+        for i, (k, s) in enumerate(SHAPES.items())]
 N, BATCH = 48, 4
 
 
@@ -128,7 +129,7 @@ def test_partial_edge_and_strided_rows_go_through_zarr_and_read_back(tmp_path):
 def test_a_stored_frame_is_zstd_that_zarrs_codec_decodes_and_declares_its_size(n):
     from numcodecs.zstd import Zstd
 
-    from featuremaps.engine.store_io import zstd_content_size
+    from featuremaps.engine.store.io import zstd_content_size
 
     raw = np.random.default_rng(n).integers(0, 256, n, dtype=np.uint8)
     frame = b"".join(p.tobytes() for p in chunk_writer.stored_frame(raw))

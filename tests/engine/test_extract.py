@@ -283,8 +283,11 @@ def test_show_from_store_draws_without_model(extracted, tmp_path, capsys):
 
 
 def test_store_checks_the_math_mode_it_records(tmp_path):
+    model = {"model": "m", "input": "input", "outputs": [], "taps": [],
+             "preprocessing": {"size": [8, 8], "mean": [0, 0, 0], "std": [1, 1, 1]}}
     st = FeatureStore.create(tmp_path / "m.zarr", paths=["a"], shapes={}, batch_size=1,
-                             metadata={"extraction": {"provider": "cuda", "math_mode": "tf32", "device": 0}})
+                             metadata=dict(model, extraction={"provider": "cuda", "math_mode": "tf32", "device": 0}))
+    assert FeatureStore.open(tmp_path / "m.zarr").record.extraction["math_mode"] == "tf32"
     st.check_arithmetic("tensorrt", "tf32")  # another provider, the same arithmetic: allowed
     with pytest.raises(StoreError, match=r"computed in tf32 \(cuda\), but this run computes fp32 \(cpu\).*--no-tf32"):
         st.check_arithmetic("cpu", "fp32")

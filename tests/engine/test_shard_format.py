@@ -10,9 +10,9 @@ import zarr
 from numcodecs.zstd import Zstd
 from zarr.storage import LocalStore, MemoryStore
 
-from featuremaps.engine import chunk_writer
-from featuremaps.engine.chunk_writer import ChunkWriter
-from featuremaps.engine.shard_format import (
+from featuremaps.engine.store import chunk_writer
+from featuremaps.engine.store.chunk_writer import ChunkWriter
+from featuremaps.engine.store.shard_format import (
     EMPTY,
     ShardIndexError,
     encode_shard,

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from featuremaps.cli import main
-from featuremaps.engine import store as store_mod
+from featuremaps.engine.store import lock as lock_mod
 from featuremaps.engine.store import FeatureStore, StoreError, open_store
 from featuremaps.engine.unit import write_batch
 
@@ -147,6 +147,10 @@ ATTR_DAMAGE = {
     "taps-str": (_attr(lambda a: a["model"].__setitem__("taps", "xx")), "the model's taps"),
     "size-str": (_attr(lambda a: a["model"]["preprocessing"].__setitem__("size", "big")), "preprocessing size"),
     "weights-list": (_attr(lambda a: a["model"].__setitem__("weights", [1])), "the model's weights"),
+    # the stored model metadata becomes a typed record at open (FeatureStore.record): a tap without its
+    # counts, or no input name, is refused by every command, not only when a figure is drawn
+    "tap-without-counts": (_attr(lambda a: a["model"]["taps"][0].pop("macs")), "its model metadata lacks"),
+    "input-removed": (_attr(lambda a: a["model"].pop("input")), "its model metadata lacks"),
     "chunk-rows-0": (_attr(lambda a: a.__setitem__("chunk_rows", 0)), "chunk_rows 0 is not an integer >= 1"),
     "batch-size-0": (_attr(lambda a: a.__setitem__("batch_size", 0)), "batch_size 0 is not an integer >= 1"),
     "chunk-rows-str": (_attr(lambda a: a.__setitem__("chunk_rows", "2")), "chunk_rows '2' is not an integer"),
@@ -195,11 +199,11 @@ def test_read_only_store_is_called_read_only_not_damaged(reference, images, tmp_
     real_open = os.open
 
     def refuse_lock(path, flags, *a, **kw):
-        if str(path).endswith(os.path.basename(store_mod.LOCK_NAME)):  # opened relative to status/
+        if str(path).endswith(os.path.basename(lock_mod.LOCK_NAME)):  # opened relative to status/
             raise OSError(code, os.strerror(code), str(path))
         return real_open(path, flags, *a, **kw)
 
-    monkeypatch.setattr(store_mod.os, "open", refuse_lock)
+    monkeypatch.setattr(lock_mod.os, "open", refuse_lock)
     for run in (lambda: main(["verify", "--repair", str(store)]), lambda: extract(images, store, "--resume")):
         assert run() == 2
         line = _one_line(capsys)
@@ -212,4 +216,4 @@ def test_store_missing_its_status_folder_is_still_called_damaged(reference, tmp_
     store = copy_store(reference, tmp_path / "s.zarr")
     shutil.rmtree(store / "status")
     with pytest.raises(StoreError, match=r"its status array is missing\); a damaged store must be re-created"):
-        store_mod.StoreLock.acquire(store)
+        lock_mod.StoreLock.acquire(store)

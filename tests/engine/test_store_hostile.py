@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from featuremaps.cli import main
-from featuremaps.engine import store as store_mod
+from featuremaps.engine.store import lock as lock_mod
 from featuremaps.engine.store import FeatureStore, StoreError, open_store
 from featuremaps.engine.unit import write_batch
 
@@ -55,7 +55,7 @@ def test_symlinked_lock_file_leaves_its_target_untouched(reference, images, tmp_
     sentinel = tmp_path / "bashrc"
     sentinel.write_bytes(b"export IMPORTANT=1\n")
     store = copy_store(reference, tmp_path / "s.zarr")
-    (store / store_mod.LOCK_NAME).symlink_to(sentinel)
+    (store / lock_mod.LOCK_NAME).symlink_to(sentinel)
     for name, run in _writers(images, store).items():
         assert run() == 2, name
         line = _one_line(capsys)
@@ -63,13 +63,13 @@ def test_symlinked_lock_file_leaves_its_target_untouched(reference, images, tmp_
         assert "may be hostile" in line and "re-create it" in line
         assert sentinel.read_bytes() == b"export IMPORTANT=1\n", name
     with pytest.raises(StoreError, match=r"featuremaps.lock is a symbolic link \(the store's lock file\)"):
-        store_mod.StoreLock.acquire(store)  # the lock itself refuses too, whatever checked before
+        lock_mod.StoreLock.acquire(store)  # the lock itself refuses too, whatever checked before
     assert sentinel.read_bytes() == b"export IMPORTANT=1\n"
 
 
 def test_lock_file_that_is_a_fifo_is_refused(reference, images, tmp_path, capsys):
     store = copy_store(reference, tmp_path / "s.zarr")
-    os.mkfifo(store / store_mod.LOCK_NAME)
+    os.mkfifo(store / lock_mod.LOCK_NAME)
     assert extract(images, store, "--resume") == 2
     assert "featuremaps.lock is a FIFO" in _one_line(capsys)
 
@@ -318,7 +318,7 @@ def test_one_row_of_a_large_store_reads_a_few_chunks(tmp_path, monkeypatch):
     the 2,500 chunks per array of the old layout (500,000 rows took 96 s for `info`)."""
     import numpy as np
 
-    from featuremaps.engine import store_io
+    from featuremaps.engine.store import io as store_io
 
     n = 20_000
     st = FeatureStore.create(tmp_path / "s.zarr", paths=[f"/x/{i}.jpg" for i in range(n)], metadata={},

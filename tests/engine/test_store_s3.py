@@ -18,7 +18,7 @@ import pytest
 
 from featuremaps.cli import main
 from featuremaps.engine.store import FeatureStore, open_store
-from featuremaps.engine.store_remote import LEASE_NAME, Lease, RemoteIO, display_url
+from featuremaps.engine.store.remote import LEASE_NAME, Lease, RemoteIO, display_url
 from featuremaps.errors import StoreError
 
 sys.path.insert(0, str(Path(__file__).parent))

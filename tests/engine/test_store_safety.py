@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 from featuremaps.cli import main
-from featuremaps.engine import store as store_mod
-from featuremaps.engine.store import FeatureStore, StoreError, check_batch_memory, open_store
+from featuremaps.engine.store import create as create_mod, sizing as sizing_mod
+from featuremaps.engine.store import LOCK_NAME, FeatureStore, StoreError, check_batch_memory, open_store
 from featuremaps.engine.unit import write_batch
 
 MODEL = Path(__file__).parent.parent / "models" / "vgg16-features0-32.onnx"
@@ -69,7 +69,7 @@ def _copy(src: Path, dst: Path) -> Path:
     import shutil
 
     shutil.copytree(src, dst)
-    (dst / store_mod.LOCK_NAME).unlink(missing_ok=True)
+    (dst / LOCK_NAME).unlink(missing_ok=True)
     return dst
 
 
@@ -121,13 +121,13 @@ def test_second_writer_in_the_same_process_is_told_to_close_the_first(tmp_path):
 @pytest.mark.parametrize("failure", [OSError(errno.ENOSPC, "No space left on device"), RuntimeError("crash")],
                          ids=["disk-full", "crash"])
 def test_failed_creation_leaves_nothing_that_blocks_a_rerun(images, tmp_path, monkeypatch, capsys, failure):
-    real = store_mod._write_layout
+    real = create_mod.write_layout
 
     def half_then_fail(group, info, paths):
         group.create_array("paths", shape=(1,), dtype=str)  # something is on disk already
         raise failure
 
-    monkeypatch.setattr(store_mod, "_write_layout", half_then_fail)
+    monkeypatch.setattr(create_mod, "write_layout", half_then_fail)
     out = tmp_path / "s.zarr"
     if isinstance(failure, OSError):
         assert _extract(images, out) == 2
@@ -136,7 +136,7 @@ def test_failed_creation_leaves_nothing_that_blocks_a_rerun(images, tmp_path, mo
         with pytest.raises(RuntimeError, match="crash"):
             _extract(images, out)
     assert os.listdir(tmp_path) == []
-    monkeypatch.setattr(store_mod, "_write_layout", real)
+    monkeypatch.setattr(create_mod, "write_layout", real)
     assert _extract(images, out) == 0
 
 
@@ -388,7 +388,7 @@ def test_readme_reading_examples_run_against_a_store(reference, tmp_path, monkey
 
 def test_extract_refuses_a_batch_beyond_memory_before_creating_anything(images, tmp_path, monkeypatch, capsys):
     # 3 images of 0.27 MB (input + features.0, fp32) x 5 batches in flight need 4.1 MB
-    monkeypatch.setattr(store_mod, "available_memory", lambda: 3_000_000)
+    monkeypatch.setattr(sizing_mod, "available_memory", lambda: 3_000_000)
     out = tmp_path / "s.zarr"
     assert _extract(images, out) == 2
     # per image 4 B x (3x32x32 input + 64x32x32 features.0) = 274,432 B; 3e6 // (5 x 274,432) = 2

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from featuremaps.cli import main
-from featuremaps.engine.shard_format import index_nbytes
+from featuremaps.engine.store.shard_format import index_nbytes
 from featuremaps.engine.store import FeatureStore, open_store
 
 sys.path.insert(0, str(Path(__file__).parent))

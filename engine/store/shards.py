@@ -25,7 +25,7 @@ import threading
 
 import numpy as np
 
-from ..errors import StoreError
+from ...errors import StoreError
 from .shard_format import ShardIndexError, encode_shard, index_nbytes, inner_chunk, read_index
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ def shard_key(name: str, shard: int, ndim: int) -> str:
 
 
 class ShardBuffer:
-    """The shards being filled by one writer of ``store`` (a :class:`~.store.FeatureStore`)."""
+    """The shards being filled by one writer of ``store`` (a :class:`~.core.FeatureStore`)."""
 
     def __init__(self, store):
         self.store = store

@@ -1,7 +1,7 @@
 """Tap chunks written straight to their files, in the bytes Zarr itself would write.
 
 A featuremaps store's map arrays have one codec chain (``bytes`` little-endian, then ``zstd`` or
-nothing, then ``crc32c``; see :func:`.store.array_specs`) and one chunk per ``chunk_rows`` rows at
+nothing, then ``crc32c``; see :func:`.layout.array_specs`) and one chunk per ``chunk_rows`` rows at
 ``<array>/c/<i>/0/0/0``. Going through ``zarr.Array.__setitem__`` for every (tap, batch) chunk
 costs thread hops through Zarr's event loop and two extra copies of every chunk (the checksum is
 appended to a copy of the compressed bytes); :class:`ChunkWriter` encodes in the calling writer
@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .store_io import open_folder
+from .io import open_folder
 
 STORE_LEVEL = 0  # what array_specs' ZstdCodec() records: zstd's default level (3)
 SAMPLE = 256 << 10  # bytes of a chunk compressed to decide (chunks up to 4x this are just compressed)

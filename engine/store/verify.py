@@ -1,20 +1,61 @@
 """Chunk-by-chunk check of a feature store: every chunk's CRC-32C, and missing tap chunks.
 
-Kept apart from :mod:`.store` because it reads the store in its own order (one chunk at a
+Kept apart from :mod:`.core` because it reads the store in its own order (one chunk at a
 time, so one bad chunk does not hide the others) and knows zarr's chunk-key layout.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from .format import FIXED_ARRAYS, OK, STORE_FORMAT, Damage
+from .io import UnsafeStoreError, check_tree, zstd_content_size
 from .shard_format import ShardIndexError, inner_chunk, read_index
-from .store_format import FIXED_ARRAYS, OK, STORE_FORMAT, Damage
-from .store_io import UnsafeStoreError, zstd_content_size
-from .store_shards import shard_key
+from .shards import shard_key
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """What :meth:`FeatureStore.verify` found: damaged chunks and the batches they spoil."""
+
+    damage: tuple[Damage, ...] = ()
+    batches: tuple[int, ...] = ()
+    checked_chunks: int = 0
+    repaired: bool = False
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        return not self.damage
+
+
+def verify(store, *, repair: bool = False) -> VerifyReport:
+    """:meth:`FeatureStore.verify`: scan every chunk, then (``repair``) mark the batches holding
+    damage pending, rewriting damaged status and error chunks whole first."""
+    if store._io is None:
+        check_tree(store.path)  # every chunk is read next: none may be a link or a FIFO
+    damage, checked, notes = scan(store)
+    batches = tuple(sorted({r // store.batch_size for d in damage if d.array not in FIXED_ARRAYS
+                            for r in range(*d.rows)}))
+    if repair and batches:
+        group = store._group
+        for d in damage:  # a damaged row chunk spans batches: rewrite it whole (a partial write reads it)
+            if d.array in ("status", "errors"):
+                blank = np.zeros(d.rows[1] - d.rows[0], np.uint8) if d.array == "status" else \
+                    np.full(d.rows[1] - d.rows[0], "", dtype=object).astype(str)
+                group[d.array][d.rows[0]:d.rows[1]] = blank
+        for b in batches:
+            start, stop = store.batch_rows(b)
+            group["status"][start:stop] = np.zeros(stop - start, np.uint8)
+        log.info("marked %d damaged batch(es) of %s pending", len(batches), store.path)
+    return VerifyReport(tuple(damage), batches, checked, repair and bool(batches), tuple(notes))
 
 
 def chunk_file(store, name: str, ci: int, ndim: int):
@@ -138,7 +179,7 @@ def _check(store, name: str, ci: int, ndim: int) -> tuple[str | None, bytes | No
 
 
 def scan(store) -> tuple[list[Damage], int, list[str]]:
-    """``(damage, chunks checked, notes)`` for ``store`` (a :class:`~.store.FeatureStore`): every
+    """``(damage, chunks checked, notes)`` for ``store`` (a :class:`~.core.FeatureStore`): every
     chunk file that exists, checked by :func:`_check`; then missing tap chunks of ok rows."""
     group, n = store._group, len(store)
     codes = np.zeros(n, np.uint8)  # a missing or damaged status chunk counts as pending

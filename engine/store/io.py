@@ -6,7 +6,7 @@ make featuremaps read or write outside it. Two checks, both without following an
 * :func:`tree_problem` walks the whole tree once (``os.scandir``: the entry type comes with the
   listing, no ``stat`` per file) before anything writes to a store (``--resume``, ``verify
   --repair``) or reads every chunk (``verify``): the first symlink or non-regular file refuses it.
-* :func:`confined_store` is the zarr store every :class:`~.store.FeatureStore` reads and writes
+* :func:`confined_store` is the zarr store every :class:`~.core.FeatureStore` reads and writes
   through: each key is opened component by component with ``O_NOFOLLOW`` relative to the
   previous folder's descriptor, must be a regular file, and no larger than its array's chunks
   can be (a ``zarr.json`` at most ``MAX_METADATA_BYTES``). A zstd chunk must declare, in its
@@ -22,7 +22,7 @@ import os
 import stat
 from pathlib import Path
 
-from ..errors import StoreError
+from ...errors import StoreError
 from .shard_format import ShardIndexError, index_nbytes, read_index
 
 MAX_METADATA_BYTES = 16 * 2**20

@@ -37,9 +37,9 @@ import time
 import uuid
 from urllib.parse import urlsplit, urlunsplit
 
-from . import sources
-from ..errors import StoreError
-from .store_io import UnsafeStoreError
+from .. import sources
+from ...errors import StoreError
+from .io import UnsafeStoreError
 
 LEASE_NAME = "status/featuremaps.lease"
 RESUME = "re-run with --resume (completed batches are kept)"
