@@ -68,16 +68,15 @@ def _batch_paths(location: str, storage_options: dict | None, b: int) -> list[st
     return list(st.paths[slice(*st.batch_rows(b))])
 
 
-def _decode_row(row: dict, pre: dict, store: str, decode: str = "full", budget: dict | None = None,
+def _decode_row(row: dict, pre: Preprocessing, store: str, budget: dict | None = None,
                 storage_options: dict | None = None) -> dict:
     """One store batch's images -> inputs of the good ones, their row offsets, error reasons (JSON):
     :func:`.unit.decode_batch`, each image within ``budget`` (the :class:`DecodeBudget` fields); the
     row ids of batch ``row["batch"]`` are read from the store at ``store``."""
-    p = dataclasses.replace(Preprocessing.from_dict(pre), decode=decode)
     paths = _batch_paths(store, storage_options, int(row["batch"]))
-    got = decode_batch(int(row["batch"]), paths, p, DecodeBudget(**(budget or {})))
+    got = decode_batch(int(row["batch"]), paths, pre, DecodeBudget(**(budget or {})))
     # the model's own layout (uint8 NHWC for new exports: 4x fewer bytes through the object store)
-    inputs = got.inputs if got.inputs is not None else np.zeros((0, *p.input_shape), p.input_dtype)
+    inputs = got.inputs if got.inputs is not None else np.zeros((0, *pre.input_shape), pre.input_dtype)
     return {"batch": row["batch"], "n": len(paths), "inputs": inputs, "ok_rows": json.dumps(got.ok_rows),
             "errors": json.dumps(got.errors)}
 
@@ -181,7 +180,6 @@ def run_extraction_ray(store: FeatureStore, model: str | os.PathLike | ModelReco
     todo = store.pending_batches()
     paths = store.paths
     summary = RaySummary(batches=len(todo))
-    pre = Preprocessing.from_dict(store.metadata["preprocessing"]).to_dict()
     rows = [{"batch": b} for b in todo]  # each decode task reads its batch's row ids from the store
     t0 = time.perf_counter()
     if rows:
@@ -192,10 +190,11 @@ def run_extraction_ray(store: FeatureStore, model: str | os.PathLike | ModelReco
         if short:  # an autoscaler may still add GPU nodes: say so, then wait (bounded)
             print(f"{short}; waiting up to {ACTOR_START_LIMIT_S} s for GPU nodes to join", file=sys.stderr)
         ds = ray.data.from_items(rows, override_num_blocks=len(rows))
-        decode = store.metadata["preprocessing"].get("decode", "full")  # as recorded by the driver
         limits = dataclasses.asdict(settings.budget)
-        ds = ds.map(_decode_row, fn_kwargs={"pre": pre, "decode": decode, "budget": limits, "store": store.location,
-                                            "storage_options": store.storage_options}, num_cpus=0.5,
+        # the store's preprocessing, with the decode the driver recorded
+        ds = ds.map(_decode_row, fn_kwargs={"pre": store.record.preprocessing, "budget": limits,
+                                            "store": store.location, "storage_options": store.storage_options},
+                    num_cpus=0.5,
                     concurrency=settings.workers or None)
         ds = ds.map_batches(_ModelWriter, batch_size=1, batch_format="numpy",
                             compute=ray.data.ActorPoolStrategy(size=actors),

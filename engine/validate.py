@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from ..contracts import METADATA_KEY, UINT8_NHWC, Preprocessing, Tap, parse_metadata
+from ..contracts import DECODE_MODES, METADATA_KEY, UINT8_NHWC, Preprocessing, Tap, parse_metadata
 from ..errors import ModelFileError
 from .hashing import file_sha256
 from .names import unsafe_name_reason
@@ -298,6 +298,8 @@ def _check_preprocessing(pre, input_size, path) -> None:
             _fail(path, f"preprocessing {key} must be 3 finite numbers, got {v!r}")
     if any(x <= 0 for x in pre["std"]):
         _fail(path, f"preprocessing std {pre['std']} must be > 0")
+    if pre.get("decode", "full") not in DECODE_MODES:  # written by extract into a store's copy
+        _fail(path, f"preprocessing decode {pre.get('decode')!r} must be one of {', '.join(DECODE_MODES)}")
 
 
 def _dims(value_info) -> list:

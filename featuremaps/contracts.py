@@ -109,7 +109,7 @@ class Preprocessing:
         layout = d.get("input_layout") or _LEGACY_LAYOUTS.get(d.get("layout", ""), FLOAT_NCHW)
         return cls(size=tuple(d["size"]), mean=tuple(d["mean"]), std=tuple(d["std"]),
                    colour_order=d.get("colour_order", "RGB"), resize=d.get("resize", RESIZE_METHOD),
-                   input_layout=layout)
+                   input_layout=layout, decode=d.get("decode", "full"))  # a store records its run's decode
 
     @property
     def input_shape(self) -> tuple[int, int, int]:

@@ -377,6 +377,7 @@ def test_decode_mode_is_recorded_and_resume_keeps_it(small_model, image_dir, tmp
     out = tmp_path / "r.zarr"
     assert _extract(image_dir, "--model", small_model.path, "-o", out, "--decode", "reduced") == 1
     assert open_store(out).metadata["preprocessing"]["decode"] == "reduced"
+    assert open_store(out).record.preprocessing.decode == "reduced"  # what Ray's decode tasks are given
     before = open_store(out).status_codes.copy()
     capsys.readouterr()
     assert _extract(image_dir, "--model", small_model.path, "-o", out, "--resume", "--decode", "full") == 2

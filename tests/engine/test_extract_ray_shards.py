@@ -43,7 +43,7 @@ def test_a_ray_decode_task_reads_each_shards_members_in_one_range_read(shard_set
     spans = []
     real = sources._read_span
     monkeypatch.setattr(sources, "_read_span", lambda idx, a, b: spans.append(idx.shard) or real(idx, a, b))
-    got = _decode_row({"batch": 0}, pre=Preprocessing(size=(32, 32)).to_dict(), store=location)
+    got = _decode_row({"batch": 0}, pre=Preprocessing(size=(32, 32)), store=location)
     assert json.loads(got["ok_rows"]) == list(range(7))
     assert list(json.loads(got["errors"])) == ["7"] and "truncated shard" in json.loads(got["errors"])["7"]
     assert spans == [str(s) for s in shard_set["shards"]]  # the cut member is refused before any read
@@ -98,7 +98,7 @@ def test_a_ray_decode_task_reads_its_batchs_row_ids_from_the_store(shard_set, tm
     location = _store_of(rows, tmp_path, batch_size=3)
     pre = Preprocessing(size=(32, 32))
     for b, (start, stop) in enumerate([(0, 3), (3, 6), (6, 8)]):
-        by_store = _decode_row({"batch": b}, pre=pre.to_dict(), store=location)
+        by_store = _decode_row({"batch": b}, pre=pre, store=location)
         want = decode_batch(b, rows[start:stop], pre, DecodeBudget())  # the rows this batch must be
         assert by_store["n"] == stop - start and json.loads(by_store["ok_rows"]) == want.ok_rows
         assert {int(k): v for k, v in json.loads(by_store["errors"]).items()} == want.errors

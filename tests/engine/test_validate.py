@@ -70,6 +70,7 @@ BAD_METADATA = {  # name: (edit of the metadata, expected message)
     "size-not-graph": (lambda m: {**_set("preprocessing.size", [64, 64])(m), "input_size": 64},
                        "the graph input is \\[3, 32, 32\\] per image but the metadata says 64x64"),
     "std-0": (_set("preprocessing.std", [0.2, 0.0, 0.2]), "std .* must be > 0"),
+    "decode-bogus": (_set("preprocessing.decode", "gs"), "decode .gs. must be one of full, reduced"),
     "mean-2": (_set("preprocessing.mean", [0.5, 0.5]), "mean must be 3 finite numbers"),
     "tap-dotdot": (lambda m: {**m, "outputs": ["../x"]}, "output '../x' is not a safe name"),
     "tap-abs": (lambda m: {**m, "outputs": ["/tmp/x"]}, "output '/tmp/x' is not a safe name"),
