@@ -11,7 +11,7 @@ from featuremaps.cli import main
 
 # every way a command reaches a model: exporting a zoo model, building torch weights, reading an .onnx
 MODEL_WORK = ["featuremaps.cli.cache.export_model", "featuremaps.cli.export.export_model",
-              "featuremaps.cli.export.build_model", "featuremaps.cli.bench.build_model",
+              "featuremaps.cli.export.build_model", "featuremaps.cli.bench.build_model", "featuremaps.cli.demo.build_model",
               "featuremaps.cli.parity.resolve_model", "featuremaps.cli.show.resolve_model",
               "featuremaps.cli.report.resolve_model", "featuremaps.cli.extract.resolve_model",
               "featuremaps.cli.bench.read_model_record", "featuremaps.cli.extract.read_model_record"]
@@ -51,12 +51,13 @@ def test_parity_images_folder_without_images_fails_before_the_export(no_model_wo
 @pytest.mark.parametrize("argv", [
     ["parity"], ["bench", "--no-scaling"], ["export"], ["show", "{image}", "-o", "{tmp}/show"],
     ["report", "{image}", "-o", "{tmp}/report"], ["extract", "{image}", "-o", "{tmp}/s.zarr"],
+    ["demo", "-o", "{tmp}/demo"],
 ], ids=lambda a: a[0])
 def test_a_missing_weights_file_fails_before_any_model_work(no_model_work, capsys, tmp_path, sample_paths, argv):
     values = {"image": sample_paths[0], "tmp": tmp_path}
     err = _one_line(capsys, [a.format(**values) for a in argv] + ["--weights", tmp_path / "w.pth"])
     assert f"weights file '{tmp_path / 'w.pth'}' not found" in err
-    assert not any(p.name in ("show", "report", "s.zarr") for p in tmp_path.iterdir())
+    assert not any(p.name in ("show", "report", "s.zarr", "demo") for p in tmp_path.iterdir())
 
 
 def test_weights_that_are_a_folder_are_named_as_such(no_model_work, capsys, tmp_path):
