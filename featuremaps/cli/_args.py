@@ -1,9 +1,15 @@
-"""Options several commands share, each checked at parse time, and the model spec they parse into.
+"""Options several commands share, each checked at parse time, and the option groups they parse into.
 
-``--model/--layers/--weights/--seed/--input-size`` are added by :func:`add_model_args` and read
-once into a frozen :class:`ModelSpec` (:meth:`ModelSpec.from_args`); commands pass its fields as
-keywords into library functions, which never see an ``argparse.Namespace``. Range checks run as
-argparse ``type=`` functions, so a bad value is one line and exit status 2 before any work.
+Each command's ``cmd_X(args)`` reads its ``argparse.Namespace`` once into frozen option objects,
+one per group (Polygraphy's ``BaseArgs`` idea, kept small): ``--model/--layers/--weights/--seed/
+--input-size`` (:func:`add_model_args`) into a :class:`ModelSpec`, a store and its
+``--storage-option`` values into a :class:`StoreRef`, and command-specific groups next to their
+command. Only ``cmd_X`` and the ``from_args`` constructors see the Namespace, and nothing writes
+to it (``tests/cli/test_options_rule.py``); settings that change later (``--resume`` takes the
+store's) become a new object by ``dataclasses.replace``. Range checks run as argparse ``type=``
+functions, so a bad value is one line and exit status 2 before any work; paths whose check is
+cheap (``--weights`` files, image folders, output parents) are checked when the options are read,
+before any model is exported.
 """
 
 from __future__ import annotations
@@ -16,13 +22,13 @@ import os
 import re
 import sys
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..engine.openvino_backend import MATH_MODES as OV_MATH_MODES
 from ..engine.providers import provider_names
 from ..engine.store.remote import is_url, local_path
-from ..errors import ArgumentError, InputError, require
+from ..errors import ArgumentError, InputError, WeightsError, require
 from ..families import VGG16_DEFAULT_TAPS
 from ..export.taps import MODELS
 from ..export.zoo import hub_checkpoint_path
@@ -200,10 +206,24 @@ def add_storage_args(p) -> None:
                         "anon=true); default: the standard AWS_* / GOOGLE_* environment. Never stored or printed")
 
 
-def storage_options(args) -> dict | None:
-    """The ``--storage-option`` values as a dict (None when none was given)."""
-    given = getattr(args, "storage_option", None)
-    return dict(given) if given else None
+@dataclass(frozen=True)
+class StoreRef:
+    """A store named on the command line: ``where`` (a local path or an ``s3://``/``gs://`` URL)
+    and the ``--storage-option`` values for a URL (None: the environment's; kept out of ``repr``,
+    they may hold secrets)."""
+
+    where: str
+    storage_options: dict | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, dest: str = "store") -> "StoreRef":
+        """The store in ``args.<dest>`` with the command's ``--storage-option`` values."""
+        given = getattr(args, "storage_option", None)
+        return cls(getattr(args, dest), dict(given) if given else None)
+
+    @property
+    def is_url(self) -> bool:
+        return is_url(self.where)
 
 
 def redacted_argv(argv: list[str]) -> list[str]:
@@ -251,8 +271,11 @@ class ModelSpec:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "ModelSpec":
+        """The spec ``args`` names; a ``--weights`` file that is not there is one line now, before
+        any export (it used to be found only once torch had loaded)."""
         # zoo names are case-insensitive: `VGG16` is vgg16 (one cache file, one that `cache` lists)
         model = args.model if is_onnx_path(args.model) else args.model.lower()
+        check_weights_file(args.weights)
         return cls(model=model, layers=args.layers, weights=args.weights, seed=args.seed,
                    input_size=args.input_size, logits=bool(getattr(args, "logits", False)))
 
@@ -278,6 +301,18 @@ class ModelSpec:
     @property
     def is_file(self) -> bool:
         return is_onnx_path(self.model)
+
+
+WEIGHTS_NAMES = ("auto", "random", "imagenet")
+
+
+def check_weights_file(weights: str | None) -> None:
+    """``--weights PATH``: a file that is there (the names ``auto|random|imagenet`` and None pass)."""
+    if weights is None or weights in WEIGHTS_NAMES or Path(weights).is_file():
+        return
+    what = "is a folder" if Path(weights).is_dir() else "not found"
+    raise WeightsError(f"weights file {weights!r} {what}; pass an existing .pth/.safetensors file, or "
+                       "--weights random|imagenet")
 
 
 def imagenet_cached(model: str) -> bool:

@@ -9,6 +9,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..bench import backends as B
@@ -153,9 +154,8 @@ def int8_cached(fp32_path: Path) -> Path | str:
     return path
 
 
-def _prepare(args):
+def _prepare(spec: ModelSpec):
     """(model name, taps, input size, net, WeightsInfo, cut model path) for --model."""
-    spec = ModelSpec.from_args(args)
     if spec.is_file:
         path = Path(spec.model)
         if not path.is_file():
@@ -231,9 +231,7 @@ def _build_backends(names, *, model, taps, net, info, input_size, cut_path, full
 
 def _extra_backends(paths, threads, max_batch, input_size):
     out = []
-    for p in paths:
-        if not Path(p).is_file():
-            raise ModelFileError(f"--extra-model {p!r} not found")
+    for p in paths:  # each is a file (BenchOptions.from_args)
         record = read_model_record(p)
         if record.input_size != input_size:
             out.append(Skipped(f"ort-cpu:{Path(p).stem}", f"input size {record.input_size} != {input_size}"))
@@ -243,44 +241,80 @@ def _extra_backends(paths, threads, max_batch, input_size):
     return out
 
 
+@dataclass(frozen=True)
+class BenchOptions:
+    """What ``bench`` times and how, read once from its options (``gpu``: ``--device``)."""
+
+    backends: tuple[str, ...] = BACKENDS
+    batch_sizes: tuple[int, ...] = (1, 8)
+    repeats: int = 5
+    warmup: int = 1
+    threads: int | None = None
+    scaling: bool = True
+    scaling_batch: int = 8
+    scaling_repeats: int | None = None
+    compile_budget: float = 240.0
+    extra_models: tuple[str, ...] = ()
+    torch_device: str = "cpu"
+    gpu: int | str | None = None
+    tf32: bool = True
+    gemm_size: int = 2048
+    output: Path | None = None
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "BenchOptions":
+        """The options, ``--backends`` parsed and each ``--extra-model`` file found now, before any export."""
+        for path in args.extra_model:
+            if not Path(path).is_file():
+                raise ModelFileError(f"--extra-model {path!r} not found")
+        return cls(backends=tuple(_backend_names(args.backends)), batch_sizes=tuple(args.batch_sizes),
+                   repeats=args.repeats, warmup=args.warmup, threads=args.threads, scaling=not args.no_scaling,
+                   scaling_batch=args.scaling_batch, scaling_repeats=args.scaling_repeats,
+                   compile_budget=args.compile_budget, extra_models=tuple(args.extra_model),
+                   torch_device=args.torch_device, gpu=args.device, tf32=not args.no_tf32,
+                   gemm_size=args.gemm_size, output=Path(args.output) if args.output else None)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     """Runs the bench with its exports in a temporary folder removed afterwards: bench leaves
     nothing in the model cache (a full VGG16 with logits is 553 MB)."""
+    require("torch", extra="export", what="featuremaps bench (the PyTorch baselines)")
+    opts, spec = BenchOptions.from_args(args), ModelSpec.from_args(args)
     with tempfile.TemporaryDirectory(prefix="featuremaps-bench-") as tmp:
-        return _run_bench(args, Path(tmp))
+        return _run_bench(spec, opts, Path(tmp))
 
 
-def _run_bench(args: argparse.Namespace, export_dir: Path) -> int:
-    torch = require("torch", extra="export", what="featuremaps bench (the PyTorch baselines)")
-    batch_sizes = tuple(args.batch_sizes)
-    names = _backend_names(args.backends)
-    threads = args.threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
+def _run_bench(spec: ModelSpec, opts: BenchOptions, export_dir: Path) -> int:
+    import torch
+
+    batch_sizes, names = opts.batch_sizes, list(opts.backends)
+    threads = opts.threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
     torch.set_num_threads(threads)
     t_start = time.perf_counter()
-    model, taps, input_size, net, info, cut_path = _prepare(args)
-    check_batch_memory(batch_sizes, args.scaling_batch, input_size)
-    cfg = BenchConfig(batch_sizes=batch_sizes, repeats=args.repeats, warmup=args.warmup, input_size=input_size,
-                      threads=threads, scaling_batch=args.scaling_batch,
-                      scaling_repeats=args.scaling_repeats or args.repeats)
+    model, taps, input_size, net, info, cut_path = _prepare(spec)
+    check_batch_memory(batch_sizes, opts.scaling_batch, input_size)
+    cfg = BenchConfig(batch_sizes=batch_sizes, repeats=opts.repeats, warmup=opts.warmup, input_size=input_size,
+                      threads=threads, scaling_batch=opts.scaling_batch,
+                      scaling_repeats=opts.scaling_repeats or opts.repeats)
     if cut_path is None:
         cut_path = export_cached(net, info, model, taps, input_size, logits=False, folder=export_dir)
-    needs_full = "ort-cpu-full" in names or not args.no_scaling
+    needs_full = "ort-cpu-full" in names or opts.scaling
     full_path = (export_cached(net, info, model, taps, input_size, logits=True, folder=export_dir)
                  if needs_full else None)
-    exports = None if args.no_scaling else _scaling_exports(model, taps, net, info, input_size, full_path,
-                                                            export_dir)
-    cuda = args.torch_device == "cuda"
+    exports = (_scaling_exports(model, taps, net, info, input_size, full_path, export_dir)
+               if opts.scaling else None)
+    cuda = opts.torch_device == "cuda"
     if cuda:  # after every export: the exporter traces on the CPU
         if not torch.cuda.is_available():
             raise ArgumentError("--torch-device cuda needs a CUDA build of torch and a GPU; use --torch-device cpu")
         net = net.to("cuda")
-    _say(f"sgemm {args.gemm_size}² ...")
-    gemm_before = sgemm_gflops(args.gemm_size, torch_threads=threads, cuda=cuda)
+    _say(f"sgemm {opts.gemm_size}² ...")
+    gemm_before = sgemm_gflops(opts.gemm_size, torch_threads=threads, cuda=cuda)
     backends = _build_backends(names, model=model, taps=taps, net=net, info=info, input_size=input_size,
                                cut_path=cut_path, full_path=full_path, threads=threads,
-                               batch_sizes=batch_sizes, compile_budget=args.compile_budget,
-                               device=args.torch_device, tf32=not args.no_tf32, gpu=args.device)
-    backends += _extra_backends(args.extra_model, threads, max(batch_sizes), input_size)
+                               batch_sizes=batch_sizes, compile_budget=opts.compile_budget,
+                               device=opts.torch_device, tf32=opts.tf32, gpu=opts.gpu)
+    backends += _extra_backends(opts.extra_models, threads, max(batch_sizes), input_size)
     for i, b in enumerate(backends):
         if not isinstance(b, Backend):
             continue
@@ -293,15 +327,15 @@ def _run_bench(args: argparse.Namespace, export_dir: Path) -> int:
             _say(f"  skipped {b.name}: {backends[i].reason}")
     ready = [b for b in backends if isinstance(b, Backend)]
     # an sgemm per library joins every interleaved round: the bound sees the same load
-    probes = {lib: gemm_probe(lib, args.gemm_size, threads=threads) for lib in gemm_before.by_library}
-    times = time_backends(ready, batch_sizes, input_size=input_size, warmup=args.warmup, repeats=args.repeats,
+    probes = {lib: gemm_probe(lib, opts.gemm_size, threads=threads) for lib in gemm_before.by_library}
+    times = time_backends(ready, batch_sizes, input_size=input_size, warmup=opts.warmup, repeats=opts.repeats,
                           progress=_say, gemm_probes=probes) if ready else {}
     scaling = None
-    if not args.no_scaling:
-        models = _scaling_models(exports, threads, max(args.scaling_batch, 1))
-        scaling = run_scaling(models, batch=args.scaling_batch, input_size=input_size, warmup=args.warmup,
+    if opts.scaling:
+        models = _scaling_models(exports, threads, max(opts.scaling_batch, 1))
+        scaling = run_scaling(models, batch=opts.scaling_batch, input_size=input_size, warmup=opts.warmup,
                               repeats=cfg.scaling_repeats, gemm=gemm_before, progress=_say, gemm_probes=probes)
-    gemm_after = sgemm_gflops(args.gemm_size, torch_threads=threads, cuda=cuda)
+    gemm_after = sgemm_gflops(opts.gemm_size, torch_threads=threads, cuda=cuda)
     gemm = max(gemm_before, gemm_after, key=lambda g: g.gflops)
     result = assemble(cfg=cfg, model=model, taps=taps, weights=info.to_dict(), env=environment(threads),
                       gemm=gemm, backends=backends, times=times, scaling=scaling)
@@ -310,8 +344,8 @@ def _run_bench(args: argparse.Namespace, export_dir: Path) -> int:
     result["wall_s"] = time.perf_counter() - t_start
     md = format_markdown(result)
     print(md)
-    if args.output:
-        _write(result, md, Path(args.output))
+    if opts.output:
+        _write(result, md, opts.output)
     return 0
 
 

@@ -99,10 +99,8 @@ def export_cached(path: Path, taps, *, model: str, input_size: int, logits: bool
     return path
 
 
-def resolve_model(spec: ModelSpec | argparse.Namespace) -> Path:
+def resolve_model(spec: ModelSpec) -> Path:
     """The .onnx file ``spec.model`` names, exporting a zoo model into the cache first if needed."""
-    if not isinstance(spec, ModelSpec):  # cmd_<name>.py modules written against the old cli.py
-        spec = ModelSpec.from_args(spec)
     if spec.is_file:
         path = Path(spec.model)
         if not path.is_file():

@@ -24,7 +24,8 @@ from ..samples import sample_images
 from ..viz.draw import ShowOptions, draw_figures, load_photo, provenance, save_figure, save_figures
 from ..viz.figures import overview_figure, seed_figure
 from .show import layer_count
-from ._args import DEFAULT_LAYERS, ModelSpec, folder_arg, need_export_extra, removed_if_failed, seed_arg
+from ._args import (DEFAULT_LAYERS, ModelSpec, check_weights_file, folder_arg, need_export_extra, removed_if_failed,
+                    seed_arg)
 
 FP32_REL_L2_TOL = PRECISION_BUDGETS["fp32"].rel_l2
 
@@ -45,6 +46,7 @@ def register(sub) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    check_weights_file(args.weights)  # a missing file is one line before torch loads
     need_export_extra("featuremaps demo")
     with removed_if_failed(args.output):  # bad weights leave no new empty -o folder
         return run_demo(out_dir=Path(args.output), layers=args.layers, weights=args.weights, seed=args.seed)

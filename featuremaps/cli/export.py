@@ -9,12 +9,14 @@ import argparse
 import math
 import os
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..compare import format_parity_table
 from ..engine.preprocess import Preprocessing
 from ..engine.decode_pool import load_batch
 from ..errors import ArgumentError
+from ..export.calib import resolve_images
 from ..export.gate import DEFAULT_MAX_REL_L2, DEFAULT_MIN_COSINE, GateError, GateThresholds, format_gate_table
 from ..export.onnx_export import export_model
 from ..export.quantize import CALIB_METHODS, FORMATS, PRECISIONS, Int8Options
@@ -97,30 +99,72 @@ def output_path(output: str | None, model: str, force: bool, *, fmt: str = "onnx
     return path
 
 
-def check_reduce_args(args: argparse.Namespace, taps) -> dict | None:
+@dataclass(frozen=True)
+class PrecisionStep:
+    """``--precision/--format`` and how the conversion is calibrated (``calib``/``holdout``: a folder
+    or comma-separated photos, None for the defaults) and gated."""
+
+    precision: str = "fp32"
+    fmt: str = "onnx"
+    calib: str | None = None
+    holdout: str | None = None
+    calib_count: int | None = None
+    thresholds: GateThresholds = field(default_factory=GateThresholds)
+    int8: Int8Options = field(default_factory=Int8Options)
+    keep_io_types: bool = True
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "PrecisionStep":
+        """The step, its photo lists checked now (a typo must not wait for the export)."""
+        resolve_images(args.calib, "--calib")
+        resolve_images(args.holdout, "--holdout")
+        return cls(precision=args.precision, fmt=args.model_format, calib=args.calib, holdout=args.holdout,
+                   calib_count=args.calib_count, thresholds=GateThresholds(args.gate_cosine, args.gate_rel_l2),
+                   int8=Int8Options(method=args.calib_method), keep_io_types=not args.fp16_io)
+
+    @property
+    def converts(self) -> bool:
+        return not (self.precision == "fp32" and self.fmt == "onnx")
+
+
+@dataclass(frozen=True)
+class Reduce:
+    """``--reduce TAP=OP,...`` (None: no reduction) and ``--fp16-outputs``."""
+
+    spec: str | None = None
+    fp16_outputs: bool = False
+
+    @property
+    def wanted(self) -> bool:
+        return bool(self.spec or self.fp16_outputs)
+
+
+def check_reduce(reduce: Reduce, step: PrecisionStep, taps, model: str) -> dict | None:
     """Validate ``--reduce/--fp16-outputs`` before any slow work; None when neither is given."""
-    if not (args.reduce or args.fp16_outputs):
+    if not reduce.wanted:
         return None
-    if args.precision != "fp32" or args.model_format != "onnx":
+    if step.converts:
         raise ArgumentError("--reduce/--fp16-outputs work on the fp32 ONNX export; drop --precision/--format "
                             "(use --fp16-outputs to store fp16)")
-    return parse_reductions(args.reduce or "", taps, args.model)
+    return parse_reductions(reduce.spec or "", taps, model)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     spec = ModelSpec.from_args(args)
     if is_onnx_path(spec.model):
         raise ArgumentError("export takes a zoo model name (--model vgg16), not an .onnx file")
-    output = output_path(args.output, spec.model, args.force, fmt=args.model_format,
-                         inputs=(spec.weights, args.calib, args.holdout))
+    step = PrecisionStep.from_args(args)
+    output = output_path(args.output, spec.model, args.force, fmt=step.fmt,
+                         inputs=(spec.weights, step.calib, step.holdout))
+    reduce = Reduce(args.reduce, args.fp16_outputs)
     with removed_if_failed(output.parent):  # a failed or interrupted export leaves no new empty folder
-        return _export(args, spec, output)
+        return _export(spec, output, step, reduce, verify=not args.no_verify)
 
 
-def _export(args: argparse.Namespace, spec: ModelSpec, output: Path) -> int:
+def _export(spec: ModelSpec, output: Path, step: PrecisionStep, reduce: Reduce, *, verify: bool) -> int:
     need_export_extra("featuremaps export")
     taps = parse_taps(spec.layers or default_taps(spec.model, spec.input_size), spec.model, spec.input_size)
-    reductions = check_reduce_args(args, taps)  # before the slow part: a bad spec fails at once
+    reductions = check_reduce(reduce, step, taps, spec.model)  # before the slow part: a bad spec fails at once
     spec = spec.with_weights_chosen()
     net, info = build_model(spec.model, spec.weights, spec.seed, need_classifier=spec.logits)
     res = export_model(taps, output, model=spec.model, seed=spec.seed, input_size=spec.input_size,
@@ -129,20 +173,21 @@ def _export(args: argparse.Namespace, spec: ModelSpec, output: Path) -> int:
     print(f"wrote {res.path} ({res.size_bytes / 1e6:.1f} MB; outputs {', '.join(res.metadata['outputs'])}; "
           f"{cut}; weights {info.source}, sha256 {info.sha256[:12]})")
     if reductions is not None:  # in-graph reductions: verify, reduce, check again
-        return export_reduced(args, res, net, taps, reductions)
-    if args.no_verify:
-        return run_precision_step(args, res)
+        return export_reduced(res, net, taps, reductions, fp16_outputs=reduce.fp16_outputs,
+                              input_size=spec.input_size, verify=verify)
+    if not verify:
+        return run_precision_step(step, res)
     ver = _verify_on_photo(res.path, net, taps, spec.input_size)
     _print_verification(ver)
     if not ver.ok:
         kept = res.path
-        if args.precision != "fp32":  # nothing but the precision asked for may stand under its name
+        if step.precision != "fp32":  # nothing but the precision asked for may stand under its name
             kept = res.path.with_name(f"{res.path.stem}.fp32{res.path.suffix}")
             os.replace(res.path, kept)
         print(f"featuremaps: error: {', '.join(ver.failures)} exceed the fp32 tolerance; "
               f"the fp32 export is kept at {kept} for inspection", file=sys.stderr)
         return 1
-    return run_precision_step(args, res)
+    return run_precision_step(step, res)
 
 
 def _print_verification(ver) -> None:
@@ -161,23 +206,23 @@ def _verify_on_photo(path: Path, net, taps, input_size: int):
 # ---------------------------------------------------------------- --reduce / --fp16-outputs
 
 
-def export_reduced(args: argparse.Namespace, res, net, taps, reductions: dict) -> int:
+def export_reduced(res, net, taps, reductions: dict, *, fp16_outputs: bool, input_size: int, verify: bool) -> int:
     """``featuremaps export --reduce/--fp16-outputs``: verify the plain export, compile the
-    ``reductions`` (from :func:`check_reduce_args`) into it (same path), then check the reduced
+    ``reductions`` (from :func:`check_reduce`) into it (same path), then check the reduced
     outputs against NumPy reductions of the PyTorch reference."""
-    if not args.no_verify:
-        ver = _verify_on_photo(res.path, net, taps, args.input_size)
+    if verify:
+        ver = _verify_on_photo(res.path, net, taps, input_size)
         _print_verification(ver)
         if not ver.ok:
             print(f"featuremaps: error: {', '.join(ver.failures)} exceed the fp32 tolerance", file=sys.stderr)
             return 1
-    meta = reduce_model(res.path, res.path, reductions, args.fp16_outputs)
+    meta = reduce_model(res.path, res.path, reductions, fp16_outputs)
     kept = ", ".join(f"{d['name']} {'x'.join(map(str, d['shape']))}" for d in meta["taps"])
-    per_image = sum(math.prod(d["shape"]) for d in meta["taps"]) * (2 if args.fp16_outputs else 4)
+    per_image = sum(math.prod(d["shape"]) for d in meta["taps"]) * (2 if fp16_outputs else 4)
     print(f"reduced in the graph: {kept} ({meta['output_dtype']}; {per_image / 1e6:.3f} MB per image) -> {res.path}")
-    if args.no_verify:
+    if not verify:
         return 0
-    rows, tol = verify_reduced(res.path, net, taps, _photo_batch(args.input_size), reductions, args.fp16_outputs)
+    rows, tol = verify_reduced(res.path, net, taps, _photo_batch(input_size), reductions, fp16_outputs)
     print(f"reduced outputs vs NumPy reductions of the PyTorch reference (rel L2 <= {tol:g}):")
     print(format_parity_table(rows, tol))
     failed = [r.tap for r in rows if not r.passes(tol)]
@@ -190,18 +235,16 @@ def export_reduced(args: argparse.Namespace, res, net, taps, reductions: dict) -
 # ---------------------------------------------------------------- --precision / --format
 
 
-def run_precision_step(args: argparse.Namespace, res) -> int:
+def run_precision_step(step: PrecisionStep, res) -> int:
     """Convert the verified fp32 export ``res`` in place to ``--precision``/``--format``; print the
     gate table and a size report. Returns the exit status (1 when the gate fails)."""
-    if args.precision == "fp32" and args.model_format == "onnx":
+    if not step.converts:
         return 0
-    fmt = args.model_format
-    print(f"converting to {args.precision}" + (" + ORT format" if fmt == "ort" else "") + " ...", flush=True)
+    print(f"converting to {step.precision}" + (" + ORT format" if step.fmt == "ort" else "") + " ...", flush=True)
     try:
-        out = build_variant(res.path, res.path, precision=args.precision, fmt=fmt, calib=args.calib,
-                            holdout=args.holdout, calib_count=args.calib_count,
-                            thresholds=GateThresholds(args.gate_cosine, args.gate_rel_l2),
-                            int8=Int8Options(method=args.calib_method), keep_io_types=not args.fp16_io)
+        out = build_variant(res.path, res.path, precision=step.precision, fmt=step.fmt, calib=step.calib,
+                            holdout=step.holdout, calib_count=step.calib_count, thresholds=step.thresholds,
+                            int8=step.int8, keep_io_types=step.keep_io_types)
     except GateError as e:
         print(format_gate_table(e.result))
         where = f"moved to {e.fp32_kept}" if e.fp32_kept else f"at {res.path}"

@@ -8,6 +8,7 @@ import shlex
 import sys
 from collections import Counter
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
@@ -25,12 +26,14 @@ from ..engine.store import FeatureStore, output_shapes
 from ..engine.unit import ExtractSettings
 from ..engine.validate import ModelRecord, read_model_record
 from ..errors import ArgumentError, ClusterError, ExtractionError, StoreError
-from ..engine.store.remote import RemoteIO, is_url
-from ._args import (DEFAULT_TAPS_HELP, ModelSpec, add_math_args, add_model_args, add_storage_args, float_in, int_in,
-                    positive_int, provider_choices, redacted_argv, storage_options, store_arg, threads_arg)
+from ..engine.store.remote import RemoteIO
+from ._args import (DEFAULT_TAPS_HELP, ModelSpec, StoreRef, add_math_args, add_model_args, add_storage_args,
+                    check_writable_parent, float_in, int_in, positive_int, provider_choices, redacted_argv, store_arg,
+                    threads_arg)
 from .cache import resolve_model
 
 DEFAULT_BATCH = 8
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -111,169 +114,277 @@ def _shard_rows_arg(text: str):
     return value
 
 
-def _extraction(args, ex, provider: str) -> dict:
-    """How the store's maps are computed (recorded in it; every later run and Ray actor must match).
-    Normally the session's own. Joining a Ray cluster with a GPU provider, the driver plans on its
-    CPU (it may have no GPU) and records what the actors will run: ``math_mode`` follows from the
-    provider, ``--no-tf32`` and the model's precision."""
-    if not _plans_on_cpu(args, provider):
-        # batches_in_flight: OpenVINO's throughput mode runs one batch per stream at once
-        return {"provider": ex.provider, "math_mode": ex.math_mode, "device": ex.device,
-                "batches_in_flight": ex.lanes, "streams": ex.streams}
-    mode = session_math_mode(provider, ex.record.precision, tf32=not args.no_tf32)
-    return {"provider": provider, "math_mode": mode, "device": None}
+# ---------------------------------------------------------------- the option groups, read once
 
 
-def _plans_on_cpu(args, provider: str) -> bool:
-    """The driver of a joined Ray cluster needs the model's shapes, not its GPU provider."""
-    return args.engine == "ray" and bool(args.ray_address) and provider in ("cuda", "tensorrt")
+@dataclass(frozen=True)
+class Output:
+    """``-o`` and the settings a store records. None means "not given": a new store takes the
+    defaults (:meth:`for_new_store`), ``--resume`` the store's own values (:meth:`as_stored`), and
+    an explicit other value is refused there. Either way the run reads a new, complete object."""
+
+    store: StoreRef
+    resume: bool = False
+    batch_size: int | None = None
+    dtype: str | None = None
+    compression: str | None = None
+    shard_rows: int | str | None = None
+    decode: str | None = None
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "Output":
+        return cls(StoreRef.from_args(args, "output"), resume=args.resume, batch_size=args.batch_size,
+                   dtype=args.dtype, compression=args.compression, shard_rows=args.shard_rows, decode=args.decode)
+
+    def for_new_store(self, record: ModelRecord, ray: "RayOptions") -> "Output":
+        """The settings a new store is created with: the defaults where none was given."""
+        return dataclasses.replace(
+            self, batch_size=self.batch_size or DEFAULT_BATCH, dtype=self.dtype or record.output_dtype,
+            compression=self.compression or "none", decode=self.decode or "full",
+            shard_rows=self.shard_rows or ("auto" if self.store.is_url and not ray.on else None))
+
+    def as_stored(self, store: FeatureStore) -> "Output":
+        """The settings ``--resume`` runs with: the store's (given ones were checked to agree). The
+        model runs the store's batch size unless one was given (TensorRT's profile)."""
+        return dataclasses.replace(
+            self, batch_size=self.batch_size or store.batch_size, dtype=store.dtype,
+            compression=store.info.get("compression"), shard_rows=store.info.get("shard_rows") or "none",
+            decode=store.metadata["preprocessing"].get("decode", "full"))
 
 
-def _open_for_resume(args) -> FeatureStore | None:
+@dataclass(frozen=True)
+class RunOptions:
+    """How the model runs: ``provider``/``math_mode`` as given (``auto``/``default``) until
+    :func:`_choose` replaces them with the engine that runs; ``settings`` what every scheduler of
+    the extraction unit honours."""
+
+    provider: str = "auto"
+    math_mode: str = "default"
+    fast: bool = False
+    threads: int | None = None
+    device: int | str | None = None
+    tf32: bool = True
+    progress: bool = True
+    settings: ExtractSettings = field(default_factory=ExtractSettings)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "RunOptions":
+        budget = DecodeBudget(max_pixels=args.max_pixels, max_file_bytes=args.max_file_bytes)
+        return cls(provider=args.provider, math_mode=args.math_mode, fast=args.fast, threads=args.threads,
+                   device=args.device, tf32=not args.no_tf32, progress=not args.no_progress,
+                   settings=ExtractSettings(workers=args.workers, writers=args.writers, strict=args.strict,
+                                            budget=budget))
+
+
+_RAY_ONLY = ("ray_address", "actors", "gpus_per_actor")
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """``--engine`` and the scale-out group, with their defaults (one actor, no GPUs) applied here.
+    Ray's options without ``--engine ray`` are refused in one line (they would be ignored)."""
+
+    engine: str = "local"
+    address: str | None = None
+    actors: int = 1
+    gpus_per_actor: float = 0.0
+    verbose: bool = False
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "RayOptions":
+        given = [f"--{n.replace('_', '-')}" for n in _RAY_ONLY if getattr(args, n) is not None]
+        if args.engine != "ray" and given:
+            raise ArgumentError(f"{' and '.join(given)} apply to --engine ray; add --engine ray, or drop them")
+        return cls(engine=args.engine, address=args.ray_address, actors=args.actors or 1,
+                   gpus_per_actor=args.gpus_per_actor or 0.0, verbose=args.verbose)
+
+    @property
+    def on(self) -> bool:
+        return self.engine == "ray"
+
+
+# ---------------------------------------------------------------- checks before any model is built
+
+
+_ZOO_ONLY = ("layers", "weights", "seed", "input_size")
+
+
+def _model_record(spec: ModelSpec) -> ModelRecord:
+    """The .onnx file to run, read and checked once for the whole run. Options that build a zoo model
+    are refused with a file (they would be ignored: the file fixes its taps, weights and input size);
+    extract leaves them None unless given."""
+    given = [f"--{n.replace('_', '-')}" for n in _ZOO_ONLY if getattr(spec, n) is not None]
+    if spec.is_file and given:
+        raise ArgumentError(f"{' and '.join(given)} build a zoo model, but {spec.model} is an exported model with its "
+                            f"own taps, weights and input size (`featuremaps info {spec.model}`); drop "
+                            f"{' and '.join(given)}, or pass a zoo name (--model vgg16 {given[0]} ...)")
+    return read_model_record(resolve_model(dataclasses.replace(spec, input_size=spec.input_size or 224)))
+
+
+def _check_output(output: Output, ray: RayOptions) -> None:
+    """What ``-o`` and the engine need, checked before the model is exported or opened: a new local
+    store's folder can be made; Ray writes unsharded stores, on a path every node can reach."""
+    where = output.store.where
+    if not output.store.is_url and not Path(where).exists():
+        check_writable_parent(Path(where))
+    if not ray.on:
+        return
+    if output.shard_rows not in (None, "none"):
+        raise ArgumentError("--shard-rows applies to --engine local: a shard is written whole by the one process "
+                            "that fills it, and Ray actors write batch by batch; drop --shard-rows")
+    if ray.address and not output.store.is_url and not Path(where).is_absolute():
+        raise ArgumentError(f"-o {where} is relative; on a Ray cluster pass an absolute path on a filesystem "
+                            "every node mounts (e.g. /shared/out.zarr)")
+    if ray.address:  # first of all: a join that cannot succeed fails in bounded time
+        check_cluster_address(ray.address, verbose=ray.verbose)
+
+
+def _choose(run: RunOptions, ray: RayOptions, record: ModelRecord) -> RunOptions:
+    """``run`` with the provider and OpenVINO math mode that will run: as given, or for ``auto
+    --fast`` the fastest engine here (printed with the reason). Options for another engine are
+    refused in one line."""
+    if run.math_mode != "default" and run.provider not in ("openvino", "auto"):
+        raise ArgumentError(f"--math-mode is OpenVINO's arithmetic; add --provider openvino (provider "
+                            f"{run.provider} runs the model's own precision; --no-tf32 is CUDA's strict fp32)")
+    if ray.on and run.provider in ("cuda", "tensorrt") and not ray.gpus_per_actor:
+        raise ArgumentError(f"--provider {run.provider} on Ray needs --gpus-per-actor (e.g. 1, or 0.5 for two "
+                            "actors per GPU): Ray hands out GPUs only to actors that reserve them, and the others "
+                            "would all share each node's first GPU")
+    if ray.on and isinstance(run.device, int):
+        raise ArgumentError(f"--device {run.device} picks a GPU of this machine; Ray gives each actor its own "
+                            "GPU (--gpus-per-actor), so drop --device with --engine ray")
+    if run.provider != "auto" or not run.fast:
+        if run.provider == "auto" and run.math_mode != "default":
+            raise ArgumentError("--math-mode is OpenVINO's arithmetic; add --provider openvino (or --fast)")
+        return run
+    choice = choose_backend(True, available=available_providers(), cpu=cpu_features(),
+                            model_precision=record.precision)
+    print(f"auto --fast: {choice.reason}", file=sys.stderr)
+    if choice.provider != "openvino" and run.math_mode != "default":
+        raise ArgumentError(f"--math-mode {run.math_mode} is OpenVINO's and auto --fast chose {choice.provider}; "
+                            "drop --math-mode or add --provider openvino")
+    return dataclasses.replace(run, provider=choice.provider,
+                               math_mode=run.math_mode if run.math_mode != "default" else choice.math_mode)
+
+
+# ---------------------------------------------------------------- the store
+
+
+def _open_for_resume(output: Output) -> FeatureStore | None:
     """The existing store at ``-o``, opened once and locked, for ``--resume``; None when there is none
     yet (it is created once the model is open). Anything else at ``-o`` is one line."""
-    if is_url(args.output):
-        io = RemoteIO(args.output, storage_options(args))
+    ref = output.store
+    if ref.is_url:
+        io = RemoteIO(ref.where, ref.storage_options)
         try:
             found = io.exists("zarr.json")
         except Exception as e:  # noqa: BLE001 - unreachable endpoint, no credentials: one line
             raise io.error("looking for the store", e) from None
         if not found:
             return None
-        if not args.resume:
+        if not output.resume:
             raise StoreError(f"{io.url} already exists; add --resume to complete it, or choose a new -o path")
-        return FeatureStore.open(args.output, mode="r+", lock=True, storage_options=storage_options(args))
-    out = Path(args.output)
+        return FeatureStore.open(ref.where, mode="r+", lock=True, storage_options=ref.storage_options)
+    out = Path(ref.where)
     if not out.exists():
         return None
     if out.is_dir() and not (out / "zarr.json").exists():
         what = "an empty folder" if not any(out.iterdir()) else "a folder that is not a featuremaps store"
         raise StoreError(f"{out} is {what}; choose a new -o path (extract creates the store folder itself)")
-    if not args.resume:
+    if not output.resume:
         raise StoreError(f"{out} already exists; add --resume to complete it, or choose a new -o path")
     return FeatureStore.open(out, mode="r+", lock=True)
 
 
-def _create(args, paths: list[str], record: ModelRecord, extractor, extraction: dict):
-    out = args.output if is_url(args.output) else Path(args.output)
-    # The store records how its maps were computed: provider and math mode (tf32 vs strict fp32
-    # changes the values at the 1e-4 level), next to the model's own metadata.
-    # and the command that created it (`featuremaps info` shows it)
-    # (fp32, tf32, bf16, int8+bf16, ...); device: the GPU index, or OpenVINO's device name
+def _create(output: Output, paths: list[str], record: ModelRecord, extractor, extraction: dict):
+    """A new store with ``output``'s settings (from :meth:`Output.for_new_store`)."""
+    ref = output.store
+    # The store records how its maps were computed (provider, math mode: tf32 vs strict fp32 changes
+    # the values at the 1e-4 level; device: the GPU index or OpenVINO's device name) next to the
+    # model's own metadata, and the command that created it (`featuremaps info` shows it).
     # preprocessing.decode: how pixels were made (full, or DCT-reduced JPEG decoding); --resume and
     # the Ray engine read it from the store
-    pre = dict(record.metadata["preprocessing"], decode=args.decode or "full")
+    pre = dict(record.metadata["preprocessing"], decode=output.decode)
     meta = dict(record.metadata, preprocessing=pre, extraction=extraction,
                 command="featuremaps " + " ".join(shlex.quote(a) for a in redacted_argv(sys.argv[1:])))
-    dtype = args.dtype or record.output_dtype
-    return FeatureStore.create(out, paths=paths, metadata=meta, shapes=output_shapes(meta, extractor.session),
-                               batch_size=args.batch_size or DEFAULT_BATCH, dtype=dtype,
-                               compression=args.compression or "none",
+    return FeatureStore.create(ref.where if ref.is_url else Path(ref.where), paths=paths, metadata=meta,
+                               shapes=output_shapes(meta, extractor.session), batch_size=output.batch_size,
+                               dtype=output.dtype, compression=output.compression,
                                model_path=record.path.resolve(), model_sha256=record.sha256,
-                               storage_options=storage_options(args),
-                               shard_rows=args.shard_rows or ("auto" if is_url(args.output) and args.engine != "ray"
-                                                              else None))
+                               storage_options=ref.storage_options, shard_rows=output.shard_rows)
 
 
-def _resume(store: FeatureStore, args, paths: list[str], sha: str, extraction: dict) -> None:
-    """Refuse other settings, inputs or math mode than ``store`` (open and locked) records, drop dead
-    temp files, and mark batches with chunks that fail their checksum pending (the run redoes them).
-    --resume takes dtype, compression and batch size from the store; only an explicit other value is refused."""
+def _plan_resume(store: FeatureStore, output: Output, ray: RayOptions, paths: list[str], sha: str) -> Output:
+    """Refuse other settings or inputs than ``store`` (open and locked) records, before the model is
+    opened; returns the settings the run takes from the store. Only an explicit other value is refused."""
     out = store.path
-    store.check_settings(batch_size=args.batch_size, dtype=args.dtype, compression=args.compression,
+    store.check_settings(batch_size=output.batch_size, dtype=output.dtype, compression=output.compression,
                          model_sha256=sha)
-    store.check_arithmetic(extraction["provider"], extraction["math_mode"])
-    shard_rows = store.info.get("shard_rows") or "none"
-    if args.shard_rows is not None and args.shard_rows != shard_rows and not (args.shard_rows == "auto" and
-                                                                              store.sharded):
-        raise StoreError(f"{out} was written with --shard-rows {shard_rows}, not {args.shard_rows}; resume without "
-                         "--shard-rows, or choose a new -o path")
-    if args.engine == "ray" and store.sharded:
-        raise ArgumentError(f"{out} is sharded (--shard-rows {shard_rows}): resume it with --engine local (Ray "
-                            "actors write batch by batch, a shard is written whole by one process)")
-    stored = store.metadata["preprocessing"].get("decode", "full")
-    if args.decode not in (None, stored):
-        raise StoreError(f"{out} was decoded with --decode {stored}, not {args.decode}; resume with --decode "
-                         f"{stored} (or without --decode), or choose a new -o path")
-    args.decode = stored
+    stored = output.as_stored(store)
+    if output.shard_rows not in (None, stored.shard_rows) and not (output.shard_rows == "auto" and store.sharded):
+        raise StoreError(f"{out} was written with --shard-rows {stored.shard_rows}, not {output.shard_rows}; resume "
+                         "without --shard-rows, or choose a new -o path")
+    if ray.on and store.sharded:
+        raise ArgumentError(f"{out} is sharded (--shard-rows {stored.shard_rows}): resume it with --engine local "
+                            "(Ray actors write batch by batch, a shard is written whole by one process)")
+    if output.decode not in (None, stored.decode):
+        raise StoreError(f"{out} was decoded with --decode {stored.decode}, not {output.decode}; resume with "
+                         f"--decode {stored.decode} (or without --decode), or choose a new -o path")
     if store.paths != paths:
         raise StoreError(f"the inputs differ from the list stored in {out} ({len(paths)} vs {len(store.paths)} "
                          "images); resume with the same inputs, or choose a new -o path")
+    return stored
+
+
+def _resume(store: FeatureStore, extraction: dict) -> None:
+    """Refuse another math mode than ``store`` records, drop dead temp files, and mark batches with
+    chunks that fail their checksum pending (the run redoes them)."""
+    store.check_arithmetic(extraction["provider"], extraction["math_mode"])
     store.clean_partials()
     report = store.verify(repair=True)
     if report.batches:
-        print(f"{out}: {len(report.damage)} damaged chunk(s); redoing batch(es) "
+        print(f"{store.path}: {len(report.damage)} damaged chunk(s); redoing batch(es) "
               f"{', '.join(map(str, report.batches))}", file=sys.stderr)
 
 
-_ZOO_ONLY = ("layers", "weights", "seed", "input_size")
-_RAY_ONLY = ("ray_address", "actors", "gpus_per_actor")
+# ---------------------------------------------------------------- the run
 
 
-def _given(args, names) -> list[str]:
-    return [f"--{n.replace('_', '-')}" for n in names if getattr(args, n) is not None]
+def _plans_on_cpu(ray: RayOptions, provider: str) -> bool:
+    """The driver of a joined Ray cluster needs the model's shapes, not its GPU provider."""
+    return ray.on and bool(ray.address) and provider in ("cuda", "tensorrt")
 
 
-def _model_record(args) -> ModelRecord:
-    """The .onnx file to run, read and checked once for the whole run. Options that build a zoo model
-    are refused with a file (they would be ignored: the file fixes its taps, weights and input size)."""
-    spec = ModelSpec.from_args(args)
-    given = _given(args, _ZOO_ONLY)
-    if spec.is_file and given:
-        raise ArgumentError(f"{' and '.join(given)} build a zoo model, but {args.model} is an exported model with its "
-                            f"own taps, weights and input size (`featuremaps info {args.model}`); drop "
-                            f"{' and '.join(given)}, or pass a zoo name (--model vgg16 {given[0]} ...)")
-    return read_model_record(resolve_model(dataclasses.replace(spec, input_size=spec.input_size or 224)))
-
-
-def _check_ray_args(args) -> None:
-    if args.engine != "ray":
-        given = _given(args, _RAY_ONLY)
-        if given:
-            raise ArgumentError(f"{' and '.join(given)} apply to --engine ray; add --engine ray, or drop them")
-        return
-    if args.shard_rows not in (None, "none"):
-        raise ArgumentError("--shard-rows applies to --engine local: a shard is written whole by the one process "
-                            "that fills it, and Ray actors write batch by batch; drop --shard-rows")
-    args.actors = args.actors or 1
-    args.gpus_per_actor = args.gpus_per_actor or 0.0
-    if args.ray_address and not is_url(args.output) and not Path(args.output).is_absolute():
-        raise ArgumentError(f"-o {args.output} is relative; on a Ray cluster pass an absolute path on a filesystem "
-                       "every node mounts (e.g. /shared/out.zarr)")
-    if args.ray_address:  # first of all: a join that cannot succeed fails in bounded time
-        check_cluster_address(args.ray_address, verbose=args.verbose)
-
-
-def extract_settings(args) -> ExtractSettings:
-    """The options every scheduler of the extraction unit honours, parsed once."""
-    return ExtractSettings(workers=args.workers, writers=args.writers, strict=args.strict,
-                           budget=DecodeBudget(max_pixels=args.max_pixels, max_file_bytes=args.max_file_bytes))
-
-
-def _run_ray(args, store, model_path: Path, bar, provider: str, math_mode: str):
-    # each actor checks that it computes what the store records (provider, math mode)
-    return run_extraction_ray(store, model_path, extract_settings(args), actors=args.actors,
-                              gpus_per_actor=args.gpus_per_actor, provider=provider, threads=args.threads,
-                              progress=bar.update, tf32=not args.no_tf32, math_mode=math_mode, device=args.device)
+def _extraction(ex, run: RunOptions, ray: RayOptions) -> dict:
+    """How the store's maps are computed (recorded in it; every later run and Ray actor must match).
+    Normally the session's own. Joining a Ray cluster with a GPU provider, the driver plans on its
+    CPU (it may have no GPU) and records what the actors will run: ``math_mode`` follows from the
+    provider, ``--no-tf32`` and the model's precision."""
+    if not _plans_on_cpu(ray, run.provider):
+        # batches_in_flight: OpenVINO's throughput mode runs one batch per stream at once
+        return {"provider": ex.provider, "math_mode": ex.math_mode, "device": ex.device,
+                "batches_in_flight": ex.lanes, "streams": ex.streams}
+    mode = session_math_mode(run.provider, ex.record.precision, tf32=run.tf32)
+    return {"provider": run.provider, "math_mode": mode, "device": None}
 
 
 @contextmanager
-def _ray_session(args):
-    """Join the cluster (its address was checked by :func:`_check_ray_args`) or start a local
+def _ray_session(ray_opts: RayOptions):
+    """Join the cluster (its address was checked by :func:`_check_output`) or start a local
     instance (shut down on exit) before any store is made; a local instance too small for the
     actors' GPUs is refused at once (no node will join it)."""
-    if args.engine != "ray":
+    if not ray_opts.on:
         yield
         return
     import ray
 
-    started = init_ray(args.ray_address, verbose=args.verbose, check=False)
+    started = init_ray(ray_opts.address, verbose=ray_opts.verbose, check=False)
     try:
         resources = ray.cluster_resources()
-        too_many = actor_shortfall(args.actors, float(resources.get("CPU", 0)))
+        too_many = actor_shortfall(ray_opts.actors, float(resources.get("CPU", 0)))
         if too_many:  # actors would hold every CPU and the decode tasks would wait forever
             raise ClusterError(too_many)
-        short = gpu_shortfall(args.actors, args.gpus_per_actor, float(resources.get("GPU", 0)))
+        short = gpu_shortfall(ray_opts.actors, ray_opts.gpus_per_actor, float(resources.get("GPU", 0)))
         if started and short:
             raise ClusterError(f"{short} (a local instance on this machine); lower --actors or --gpus-per-actor, "
                                "or join a cluster with GPU nodes (--ray-address)")
@@ -283,50 +394,23 @@ def _ray_session(args):
             ray.shutdown()
 
 
-def _choose(args, record: ModelRecord) -> tuple[str, str]:
-    """``(provider, OpenVINO math mode)``: as given, or for ``auto --fast`` the fastest engine here
-    (printed with the reason). Options for another engine are refused in one line."""
-    if args.math_mode != "default" and args.provider not in ("openvino", "auto"):
-        raise ArgumentError(f"--math-mode is OpenVINO's arithmetic; add --provider openvino (provider "
-                            f"{args.provider} runs the model's own precision; --no-tf32 is CUDA's strict fp32)")
-    if args.engine == "ray" and args.provider in ("cuda", "tensorrt") and not args.gpus_per_actor:
-        raise ArgumentError(f"--provider {args.provider} on Ray needs --gpus-per-actor (e.g. 1, or 0.5 for two "
-                            "actors per GPU): Ray hands out GPUs only to actors that reserve them, and the others "
-                            "would all share each node's first GPU")
-    if args.engine == "ray" and isinstance(args.device, int):
-        raise ArgumentError(f"--device {args.device} picks a GPU of this machine; Ray gives each actor its own "
-                            "GPU (--gpus-per-actor), so drop --device with --engine ray")
-    if args.provider != "auto" or not args.fast:
-        if args.provider == "auto" and args.math_mode != "default":
-            raise ArgumentError("--math-mode is OpenVINO's arithmetic; add --provider openvino (or --fast)")
-        return args.provider, args.math_mode
-    choice = choose_backend(True, available=available_providers(), cpu=cpu_features(),
-                            model_precision=record.precision)
-    print(f"auto --fast: {choice.reason}", file=sys.stderr)
-    if choice.provider != "openvino" and args.math_mode != "default":
-        raise ArgumentError(f"--math-mode {args.math_mode} is OpenVINO's and auto --fast chose {choice.provider}; "
-                            "drop --math-mode or add --provider openvino")
-    return choice.provider, args.math_mode if args.math_mode != "default" else choice.math_mode
-
-
-def _extract(args, paths: list[str], record: ModelRecord, provider: str, math_mode: str):
-    """Open the store (once, for --resume) and the model, run the engine; ``(summary, store)`` (the
-    store closed)."""
-    planned = "cpu" if _plans_on_cpu(args, provider) else provider
-    store = _open_for_resume(args)
+def _extract(paths: list[str], record: ModelRecord, output: Output, run: RunOptions, ray: RayOptions):
+    """Open (once, for --resume) or plan the store, then the model sized by its batch, and run the
+    engine; ``(summary, store)`` (the store closed)."""
+    store = _open_for_resume(output)
     try:
-        # the batch the store will run: --resume without --batch-size runs the store's (TensorRT's profile)
-        batch = args.batch_size or (store.batch_size if store is not None else DEFAULT_BATCH)
+        output = (output.for_new_store(record, ray) if store is None
+                  else _plan_resume(store, output, ray, paths, record.sha256))
+        planned = "cpu" if _plans_on_cpu(ray, run.provider) else run.provider
         # spin=False: idle ONNX Runtime threads must not busy-wait while decode threads need the CPUs
-        with Extractor(record, provider=planned, threads=args.threads,
-                       max_batch=batch, spin=False, device=args.device,
-                       tf32=not args.no_tf32, math_mode=math_mode, throughput=True) as ex:
-            extraction = _extraction(args, ex, provider)
+        with Extractor(record, provider=planned, threads=run.threads, max_batch=output.batch_size, spin=False,
+                       device=run.device, tf32=run.tf32, math_mode=run.math_mode, throughput=True) as ex:
+            extraction = _extraction(ex, run, ray)
             if store is None:
-                store = _create(args, paths, record, ex, extraction)
+                store = _create(output, paths, record, ex, extraction)
             else:
-                _resume(store, args, paths, record.sha256, extraction)
-            summary = _run(args, store, record.path, ex, provider, math_mode, extraction)
+                _resume(store, extraction)
+            summary = _run(store, record.path, ex, output, run, ray, extraction)
     finally:
         if store is not None:
             store.close()  # release the writer's lock
@@ -338,19 +422,22 @@ def _resume_command() -> str:
     return "featuremaps " + " ".join(shlex.quote(a) for a in argv) + " --resume"
 
 
-def _run(args, store, model_path: Path, ex, provider: str, math_mode: str, extraction: dict):
+def _run(store, model_path: Path, ex, output: Output, run: RunOptions, ray: RayOptions, extraction: dict):
     done = len(store) - sum(b - a for a, b in map(store.batch_rows, store.pending_batches()))
-    how = (f"{extraction['provider']}, {extraction['math_mode']} on {args.actors} Ray actor(s)"
-           if args.engine == "ray" else ex.info.note)
+    how = (f"{extraction['provider']}, {extraction['math_mode']} on {ray.actors} Ray actor(s)"
+           if ray.on else ex.info.note)
     print(f"extracting {len(store)} images ({done} already done) with {how} "
           f"-> {store.path} [{store.dtype}, batch {store.batch_size}]", file=sys.stderr)
-    bar = tqdm(total=len(store), initial=done, unit="img", file=sys.stderr, disable=args.no_progress,
+    bar = tqdm(total=len(store), initial=done, unit="img", file=sys.stderr, disable=not run.progress,
                dynamic_ncols=True, smoothing=0.1)
     try:
-        if args.engine == "ray":
-            return _run_ray(args, store, model_path, bar, provider, math_mode)
-        pre = dataclasses.replace(ex.preprocessing, decode=args.decode or "full")
-        return run_extraction(store, ex, pre, extract_settings(args), progress=bar.update)
+        if ray.on:  # each actor checks that it computes what the store records (provider, math mode)
+            return run_extraction_ray(store, model_path, run.settings, actors=ray.actors,
+                                      gpus_per_actor=ray.gpus_per_actor, provider=run.provider, threads=run.threads,
+                                      progress=bar.update, tf32=run.tf32, math_mode=run.math_mode,
+                                      device=run.device)
+        pre = dataclasses.replace(ex.preprocessing, decode=output.decode)
+        return run_extraction(store, ex, pre, run.settings, progress=bar.update)
     except ExtractionError as e:
         raise ExtractionError(f"{e}; completed batches are kept, re-run with --resume") from None
     except OSError as e:  # disk full, store folder removed, ...: the model's work so far is kept
@@ -363,11 +450,13 @@ def _run(args, store, model_path: Path, ex, provider: str, math_mode: str, extra
 def cmd_extract(args: argparse.Namespace) -> int:
     skipped = Counter()
     paths = collect_inputs(args.inputs, skipped)
-    _check_ray_args(args)
-    record = _model_record(args)
-    provider, math_mode = _choose(args, record)
-    with _ray_session(args):
-        summary, store = _extract(args, paths, record, provider, math_mode)
+    ray = RayOptions.from_args(args)
+    output = Output.from_args(args)
+    _check_output(output, ray)
+    record = _model_record(ModelSpec.from_args(args))
+    run = _choose(RunOptions.from_args(args), ray, record)
+    with _ray_session(ray):
+        summary, store = _extract(paths, record, output, run, ray)
     mb = summary.bytes_written / 1e6
     print(f"{summary.ok} ok, {summary.errors} errors, {summary.pending} pending; {summary.images} images this run "
           f"at {summary.images_per_s:.1f} img/s; {mb:.1f} MB of features written "

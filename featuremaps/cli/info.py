@@ -7,7 +7,7 @@ import json
 
 from ..errors import terminal_text
 from ..info import describe, weights_line
-from ._args import add_storage_args, storage_options
+from ._args import StoreRef, add_storage_args
 
 
 def register(sub) -> None:
@@ -84,7 +84,8 @@ def format_store(d: dict) -> list[str]:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    d = describe(args.path, storage_options=storage_options(args))
+    ref = StoreRef.from_args(args, "path")
+    d = describe(ref.where, storage_options=ref.storage_options)
     if args.json:  # ensure_ascii (the default): a control character in metadata prints as \u001b
         print(json.dumps(d, indent=2))
     else:  # every line quotes metadata or store attributes: escaped line by line

@@ -69,10 +69,12 @@ def _limits(b) -> str:
     return f"rel L2 <= {b.rel_l2:g}" + (f", cosine >= {b.cosine:g}" if b.cosine else "")
 
 
-def _image_paths(args) -> list[Path]:
-    if args.images:
-        return list_images(args.images, args.max_images)
-    return sample_images()[: args.max_images]
+def _image_paths(folder: str | None, limit: int) -> list[Path]:
+    """The photos to compare on: ``--images``'s (a folder that is not one is one line here, before any
+    model is exported), else the sample photos."""
+    if folder:
+        return list_images(folder, limit)
+    return sample_images()[:limit]
 
 
 def _reduced_decode_gap(path, paths, pre, net, taps, meta):
@@ -87,13 +89,13 @@ def _reduced_decode_gap(path, paths, pre, net, taps, meta):
 def cmd_parity(args: argparse.Namespace) -> int:
     providers = _providers(args.providers)
     spec = ModelSpec.from_args(args)
+    paths = _image_paths(args.images, args.max_images)  # listed before the export: a typo costs no model
     path = resolve_model(spec)  # a zoo model: exported with the chosen weights (auto: imagenet if cached)
     record = read_model_record(path)  # read and checked once; every provider's Extractor takes the record
     meta, precision, taps, pre = record.metadata, record.precision, record.taps, record.preprocessing
     budget = budget_for_model(meta)
     # only weights the user names are read: a file the model's metadata records is not opened
     net, info = load_reference_net(meta, spec.weights if spec.weights not in (None, "auto") else None)
-    paths = _image_paths(args)
     batch = load_batch(paths, pre.float_input())  # the reference's input; the engine maps it to pixels
     reference = reduce_reference(reference_features(net, batch, taps), meta)
     results, engine_outs = model_parity(record, reference, batch, providers, budget, tf32=not args.no_tf32,

@@ -19,7 +19,8 @@ from ..errors import ArgumentError, FeaturemapsError, StoreError, terminal_text
 from ..export.reference import reference_features
 from ..report import ReportImage, build_report, write_report
 from ..viz.draw import load_image
-from ._args import ModelSpec, add_model_args, add_storage_args, folder_arg, int_in, provider_choices, storage_options
+from ._args import (ModelSpec, StoreRef, add_model_args, add_storage_args, check_writable_parent, folder_arg, int_in,
+                    provider_choices)
 from .cache import resolve_model
 
 CLIError = ArgumentError
@@ -93,9 +94,9 @@ def _image_or_blank(path: str, size) -> np.ndarray:
         return np.full((*size, 3), 200, np.uint8)
 
 
-def _from_store(args) -> tuple[list, tuple, dict, str]:
-    store = open_store(args.store, storage_options=storage_options(args))
-    rows = parse_rows(args.rows, store)
+def _from_store(ref: StoreRef, rows_spec: str | None) -> tuple[list, tuple, dict, str]:
+    store = open_store(ref.where, storage_options=ref.storage_options)
+    rows = parse_rows(rows_spec, store)
     _check_count(len(rows))
     status = np.asarray(store.status)
     not_ok = [r for r in rows if status[r] != "ok"]
@@ -119,31 +120,39 @@ def _reference(meta: dict, batch: np.ndarray, taps) -> tuple[dict | None, str | 
         return None, str(e).splitlines()[0][:200] if str(e) else type(e).__name__
 
 
-def _from_model(args) -> tuple[list, tuple, dict, str | None]:
-    if not args.images:
-        raise CLIError("give IMAGE files/folders, or --store S.zarr")
-    paths = collect_inputs(args.images)
-    _check_count(len(paths))
-    with Extractor(resolve_model(ModelSpec.from_args(args)), provider=args.provider) as ex:
+def _from_model(paths: list[str], spec: ModelSpec, *, provider: str,
+                parity: bool) -> tuple[list, tuple, dict, str | None]:
+    with Extractor(resolve_model(spec), provider=provider) as ex:
         meta, taps, pre = ex.metadata, ex.taps, ex.preprocessing
         pictures = [load_image(p, pre.size) for p in paths]
         batch = np.stack([to_input(im, pre.float_input()) for im in pictures])  # the reference's input too
         out = ex.run(batch)
-    ref, note = (None, "--no-parity") if args.no_parity else _reference(meta, batch, taps)
+    ref, note = _reference(meta, batch, taps) if parity else (None, "--no-parity")
     images = [ReportImage(name=row_name(p), image=pictures[i], maps={t.name: out[t.name][i] for t in taps},
                           reference=None if ref is None else {t.name: ref[t.name][i] for t in taps})
               for i, p in enumerate(paths)]
     return images, taps, meta, note
 
 
+def _image_list(items: list[str]) -> list[str]:
+    """The IMAGE arguments' files, listed and counted before any model is exported."""
+    if not items:
+        raise CLIError("give IMAGE files/folders, or --store S.zarr")
+    paths = collect_inputs(items)
+    _check_count(len(paths))
+    return paths
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if out.exists() and any(out.iterdir()):
         raise CLIError(f"{out} exists and is not empty; choose a new -o folder")
+    check_writable_parent(out / "index.html")  # before any model run, not when the report is written
     if args.store:
-        images, taps, meta, note = _from_store(args)
+        images, taps, meta, note = _from_store(StoreRef.from_args(args), args.rows)
     else:  # a zoo model is exported with --layers; an .onnx file reports all of its taps
-        images, taps, meta, note = _from_model(args)
+        paths, spec = _image_list(args.images), ModelSpec.from_args(args)
+        images, taps, meta, note = _from_model(paths, spec, provider=args.provider, parity=not args.no_parity)
     budget = budget_for_model(meta).to_dict()
     title = f"featuremaps report: {meta.get('model')}, {len(images)} images, {len(taps)} taps"
     manifest, sprites = build_report(images, taps, meta=meta, title=title, tile_px=args.tile_px,

@@ -37,8 +37,8 @@ from ..viz.figures import Provenance, comparison_figure, nonfinite_note
 from ..viz.mapstats import SCALE_MODES, SELECT_MODES, tap_stats
 from .. import families
 from ..families import default_taps
-from ._args import (CHANNELS_MAX, DEFAULT_LAYERS, ModelSpec, add_model_args, add_storage_args, check_not_both,
-                    folder_arg, int_in, is_onnx_path, provider_choices, removed_if_failed, storage_options)
+from ._args import (CHANNELS_MAX, DEFAULT_LAYERS, ModelSpec, StoreRef, add_model_args, add_storage_args,
+                    check_not_both, folder_arg, int_in, is_onnx_path, provider_choices, removed_if_failed)
 from .cache import resolve_model
 
 
@@ -216,41 +216,68 @@ def sub_folders(paths: list, out_dir: Path) -> list[Path]:
     return folders
 
 
-def _resolve(args, spec: ModelSpec) -> tuple[Path, str | None]:
+@dataclasses.dataclass(frozen=True)
+class Drawing:
+    """How ``show`` draws, read once from its options: ``channels`` per row, which (``select``),
+    colour ``scale``, ``montage`` taps to tile whole (a spec, parsed against the model), ``diff``
+    against the PyTorch reference, PNG ``dpi``."""
+
+    channels: int = 8
+    select: str = "first"
+    scale: str = "channel"
+    montage: str | None = None
+    diff: bool = False
+    dpi: int = DPI
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "Drawing":
+        return cls(channels=args.channels, select=args.select, scale=args.scale, montage=args.montage,
+                   diff=args.diff, dpi=args.dpi)
+
+    def options(self, tiled: tuple[Tap, ...]) -> ShowOptions:
+        """The figure options, once the montage taps are known."""
+        return ShowOptions(channels=self.channels, select=self.select, scale=self.scale, montage=tiled)
+
+
+def _resolve(spec: ModelSpec, montage: str | None) -> tuple[Path, str | None]:
     """The .onnx to run and the ``--layers`` to draw; a zoo model is exported with exactly the
     taps asked for (montage taps included)."""
-    layers = args.layers
+    layers = spec.layers
     if is_onnx_path(spec.model):
         return resolve_model(spec), layers
     drawn = parse_taps(layers or default_taps(spec.model, spec.input_size), spec.model, spec.input_size)
-    tiled = parse_taps(args.montage, spec.model, spec.input_size) if args.montage else ()
+    tiled = parse_taps(montage, spec.model, spec.input_size) if montage else ()
     spec = dataclasses.replace(spec, layers=",".join(dict.fromkeys(t.name for t in drawn + tiled)))
     return resolve_model(spec), ",".join(t.name for t in drawn)
 
 
 def cmd_show(args: argparse.Namespace) -> int:
     check_not_both(" ".join(args.image) if args.image else None, args.store)
-    with removed_if_failed(args.output):  # a bad layer or model leaves no new empty -o folder
-        return _show(args, prepare_out_dir(args.output))
-
-
-def _show(args: argparse.Namespace, out_dir: Path) -> int:
+    drawing = Drawing.from_args(args)
     if args.store:  # maps from a bulk store: no model run
-        return show_from_store(args, out_dir)
-    paths, several = image_paths(args.image)
-    model_path, layers = _resolve(args, ModelSpec.from_args(args))
+        store = StoreRef.from_args(args)
+        with removed_if_failed(args.output):  # a bad layer or row leaves no new empty -o folder
+            return show_from_store(store, args.index, args.layers, drawing, prepare_out_dir(args.output))
+    spec = ModelSpec.from_args(args)
+    with removed_if_failed(args.output):  # a bad layer or model leaves no new empty -o folder
+        return _show(args.image, spec, drawing, args.provider, prepare_out_dir(args.output))
+
+
+def _show(images: list[str], spec: ModelSpec, drawing: Drawing, provider: str, out_dir: Path) -> int:
+    paths, several = image_paths(images)
+    model_path, layers = _resolve(spec, drawing.montage)
     samples, taps, tiled, meta, math_mode = extract_samples(model_path, paths, layers=layers,
-                                                            montage=args.montage, provider=args.provider)
-    check_channels(args.channels, taps)
+                                                            montage=drawing.montage, provider=provider)
+    check_channels(drawing.channels, taps)
     prov = figure_provenance(meta, math_mode)
     print(terminal_text(prov.line()))
-    options = ShowOptions(channels=args.channels, select=args.select, scale=args.scale, montage=tiled)
+    options = drawing.options(tiled)
     folders = sub_folders(paths, out_dir) if several else [out_dir]
     for sample, folder in zip(samples, folders):
         folder.mkdir(exist_ok=True)
-        _show_sample(sample, taps, meta, prov, options, folder, diff=args.diff, dpi=args.dpi)
+        _show_sample(sample, taps, meta, prov, options, folder, diff=drawing.diff, dpi=drawing.dpi)
     if len(samples) > 1:
-        _save_comparison(samples, taps, prov, args, out_dir)
+        _save_comparison(samples, taps, prov, drawing, out_dir)
     return 0
 
 
@@ -273,14 +300,14 @@ def _show_sample(sample: Sample, taps, meta: dict, prov: Provenance, options: Sh
         print(printable_path(path))
 
 
-def _save_comparison(samples: list[Sample], taps, prov: Provenance, args, out_dir: Path) -> None:
+def _save_comparison(samples: list[Sample], taps, prov: Provenance, drawing: Drawing, out_dir: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     names = [printable_path(p.name) for p in sub_folders([s.path for s in samples], out_dir)]
-    fig = comparison_figure([s.maps for s in samples], names, taps, channels=min(args.channels, 8),
-                            select=args.select, provenance=prov)
-    print(printable_path(save_figure(fig, out_dir / f"compare-{args.select}.png", args.dpi)))
+    fig = comparison_figure([s.maps for s in samples], names, taps, channels=min(drawing.channels, 8),
+                            select=drawing.select, provenance=prov)
+    print(printable_path(save_figure(fig, out_dir / f"compare-{drawing.select}.png", drawing.dpi)))
 
 
 def register(subparsers) -> None:
@@ -338,23 +365,23 @@ def _blank(size) -> np.ndarray:
     return np.full((*size, 3), 128, np.uint8)
 
 
-def show_from_store(args: argparse.Namespace, out_dir: Path) -> int:
+def show_from_store(store: StoreRef, index: int, layers: str | None, drawing: Drawing, out_dir: Path) -> int:
     """``featuremaps show --store OUT.zarr --index I``: draw one stored image's maps without a model."""
-    if args.diff:
+    if drawing.diff:
         raise ArgumentError("--diff runs the model on the image; use it with IMAGE, not --store")
-    st = open_store(args.store, storage_options=storage_options(args))
+    st = open_store(store.where, storage_options=store.storage_options)
     n = len(st)
-    if not 0 <= args.index < n:
-        raise ArgumentError(f"--index {args.index} is outside the store (0..{n - 1})")
-    status, path = st.status[args.index], st.paths[args.index]
+    if not 0 <= index < n:
+        raise ArgumentError(f"--index {index} is outside the store (0..{n - 1})")
+    status, path = st.status[index], st.paths[index]
     if status != "ok":
-        why = next((e.message for e in st.errors if e.index == args.index), "not extracted yet; run --resume")
-        raise StoreError(f"row {args.index} ({printable_path(path)}) is {status}: {terminal_text(why)}")
+        why = next((e.message for e in st.errors if e.index == index), "not extracted yet; run --resume")
+        raise StoreError(f"row {index} ({printable_path(path)}) is {status}: {terminal_text(why)}")
     meta = st.metadata
-    taps = _pick_stored(st, args.layers, "layer") if args.layers else st.taps
-    tiled = _pick_stored(st, args.montage, "montage layer") if args.montage else ()
-    check_channels(args.channels, taps)
-    maps = {t.name: np.asarray(st.read_row(t.name, args.index), np.float32) for t in dict.fromkeys(taps + tiled)}
+    taps = _pick_stored(st, layers, "layer") if layers else st.taps
+    tiled = _pick_stored(st, drawing.montage, "montage layer") if drawing.montage else ()
+    check_channels(drawing.channels, taps)
+    maps = {t.name: np.asarray(st.read_row(t.name, index), np.float32) for t in dict.fromkeys(taps + tiled)}
     size = st.image_size
     try:
         image, note = load_photo(path, size)
@@ -362,12 +389,11 @@ def show_from_store(args: argparse.Namespace, out_dir: Path) -> int:
         print(f"featuremaps: warning: {one_line(e)}; the overview shows a blank input", file=sys.stderr)
         image, note = _blank(size), "image file unreadable now: blank"
     prov = figure_provenance(meta, meta.get("math_mode"))
-    print(f"{printable_path(Path(path).name)} (row {args.index} of {printable_path(args.store)}), stored {st.dtype}: "
+    print(f"{printable_path(Path(path).name)} (row {index} of {printable_path(store.where)}), stored {st.dtype}: "
           f"{terminal_text(prov.line())}")
     print(format_stats(maps, taps, prov))
     warn_nonfinite(maps, tuple(dict.fromkeys(taps + tiled)))
-    options = ShowOptions(channels=args.channels, select=args.select, scale=args.scale, montage=tiled)
-    for p in show_maps(maps, taps, image, name=Path(path).name, weights=prov.weights, options=options,
-                       out_dir=out_dir, provenance=prov, image_note=note, dpi=args.dpi):
+    for p in show_maps(maps, taps, image, name=Path(path).name, weights=prov.weights, options=drawing.options(tiled),
+                       out_dir=out_dir, provenance=prov, image_note=note, dpi=drawing.dpi):
         print(printable_path(p))
     return 0

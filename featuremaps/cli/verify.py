@@ -13,7 +13,7 @@ import sys
 from ..engine.store import FeatureStore
 from ..engine.inputs import printable_path
 from ..errors import one_line, terminal_text
-from ._args import add_storage_args, storage_options
+from ._args import StoreRef, add_storage_args
 
 
 def register(sub) -> None:
@@ -28,8 +28,9 @@ def register(sub) -> None:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    with FeatureStore.open(args.store, mode="r+" if args.repair else "r", lock=args.repair,
-                           storage_options=storage_options(args)) as store:
+    ref = StoreRef.from_args(args)
+    with FeatureStore.open(ref.where, mode="r+" if args.repair else "r", lock=args.repair,
+                           storage_options=ref.storage_options) as store:
         report = store.verify(repair=args.repair)
     for d in report.damage:
         print(terminal_text(f"damaged: {d.array} chunk {d.chunk} (rows {d.rows[0]}-{d.rows[1] - 1}): {d.reason}"))
