@@ -5,6 +5,7 @@ built where no reader can see them half made: a temporary sibling folder renamed
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import os
 import shutil
 import uuid
@@ -13,12 +14,15 @@ from pathlib import Path
 from ... import __version__
 from ...errors import FeaturemapsError, StoreError
 from ..names import unsafe_name_reason
-from .format import COMPRESSIONS, DTYPES, STORE_FORMAT
+from .format import COMPRESSIONS, DTYPES, LOCK_NAME, STORE_FORMAT
 from .io import confined_store
 from .layout import write_layout
 from .lock import TMP_MARK, StoreLock, clean_stale_temps
 from .remote import Lease, RemoteIO
 from .sizing import check_batch_memory, chunk_rows_for, per_image_bytes, row_chunk_for, shard_rows
+
+
+_ROOT_META_LIMIT = 16 << 20  # bytes of a folder's zarr.json read to tell whether it is a store's root
 
 
 def new_info(*, paths: list[str], metadata: dict, shapes: dict[str, tuple[int, ...]], batch_size: int,
@@ -74,11 +78,33 @@ def create_remote(io: RemoteIO, info: dict, paths: list[str]):
         raise
 
 
+def store_around(path: Path) -> Path | None:
+    """The featuremaps store that ``path`` would sit inside (a folder above it whose ``zarr.json``
+    names the store format, its lock file or not: a copied store may lack it), or None."""
+    for parent in Path(os.path.abspath(path)).parents:
+        if (parent / LOCK_NAME).is_file() or _names_our_format(parent / "zarr.json"):
+            return parent
+    return None
+
+
+def _names_our_format(meta: Path) -> bool:
+    try:
+        with open(meta, "rb") as f:
+            attrs = json.loads(f.read(_ROOT_META_LIMIT)).get("attributes")
+    except (OSError, ValueError, AttributeError):  # absent, not JSON, cut by the limit, not an object
+        return False
+    ours = attrs.get("featuremaps") if isinstance(attrs, dict) else None
+    return isinstance(ours, dict) and str(ours.get("format", "")).startswith("featuremaps-store/")
+
+
 def create_local(path: Path, info: dict, paths: list[str]):
     """``(group, lock)`` of a new store at ``path``: built in a temporary sibling folder, locked,
     then renamed into place; a failure leaves nothing behind."""
     import zarr
 
+    around = store_around(path)
+    if around is not None:  # its files would be counted, listed and walked as the outer store's
+        raise StoreError(f"{path} is inside the store {around}; choose an -o path outside any store")
     path.parent.mkdir(parents=True, exist_ok=True)
     clean_stale_temps(path)
     tmp = path.parent / f".{path.name}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"

@@ -395,3 +395,17 @@ def test_extract_refuses_a_batch_beyond_memory_before_creating_anything(images, 
     assert "--batch-size 3 needs about 4 MiB" in (line := _one_line(capsys)) and "use --batch-size 2 or less" in line
     assert os.listdir(tmp_path) == []
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("inside", ["x.zarr", "status/y.zarr", "features.0/c/z.zarr"])
+def test_a_new_store_inside_an_existing_one_is_refused_and_the_store_is_unchanged(reference, images, tmp_path,
+                                                                                  capsys, inside):
+    """A careless -o (a path under an existing store) would nest a store in another one's arrays: its
+    files then count as the outer store's (info's bytes and objects, verify's walk)."""
+    outer = _copy(Path(reference.location), tmp_path / "outer.zarr")
+    before = sorted(p.relative_to(outer) for p in outer.rglob("*"))
+    assert _extract(images, outer / inside) == 2
+    line = _one_line(capsys)
+    assert f"is inside the store {outer}; choose an -o path outside any store" in line, line
+    assert sorted(p.relative_to(outer) for p in outer.rglob("*")) == before
+    assert main(["verify", str(outer)]) == 0
