@@ -75,6 +75,19 @@ def redact(text: str) -> str:
     return re.sub(r"(?i)(\b[a-z][a-z0-9+.-]*://[^\s?#'\"]*)\?[^\s#'\"]*", r"\1", text)
 
 
+SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID")
+
+
+def blank_secrets(text: str) -> str:
+    """``text`` with the values of the AWS credential variables of this environment replaced by
+    ``***``: a client library's error may quote what it was given."""
+    for name in SECRET_ENV:
+        value = os.environ.get(name)
+        if value and len(value) >= 4:
+            text = text.replace(value, "***")
+    return text
+
+
 def printable_path(path) -> str:
     """A path or row id for one output line: control characters, non-UTF-8 bytes and other
     unprintable characters escaped (a file name with a newline cannot forge a line), URL
@@ -373,7 +386,7 @@ def _storage_reason(e: BaseException) -> str:
         return "not found"
     if isinstance(e, PermissionError):
         return "access denied; check the credentials (AWS_*/GOOGLE_* environment)"
-    text = " ".join(str(e).split())[:200]
+    text = " ".join(blank_secrets(str(e)).split())[:200]
     return redact(f"{type(e).__name__}: {text}" if text else type(e).__name__)
 
 

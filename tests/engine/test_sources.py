@@ -227,6 +227,16 @@ def test_redact_removes_credentials_from_urls():
     assert printable_path("/local/a?b@c.jpg") == "/local/a?b@c.jpg"  # local names are not URLs
 
 
+def test_an_input_error_quoting_the_environments_credentials_shows_stars(monkeypatch):
+    """A client library's error may quote the key it was given: the reason printed for an input
+    (an error row or a one-line refusal) blanks the AWS_* values, as the store's messages do."""
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE")
+    reason = sources._storage_reason(OSError("signature mismatch for AKIAIOSFODNN7EXAMPLE / wJalrXUtnFEMI/K7MDENG"))
+    assert "AKIAIOSFODNN7EXAMPLE" not in reason and "wJalrXUtnFEMI" not in reason
+    assert reason == "OSError: signature mismatch for *** / ***"
+
+
 # ---------------------------------------------------------------- S3 (moto on 127.0.0.1)
 
 
