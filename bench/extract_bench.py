@@ -120,7 +120,7 @@ def bench_config(label: str, model_path: Path, paths: list[str], tmp: Path, *, b
 
     with Extractor(model_path, provider=provider, threads=threads, max_batch=batch_size, spin=False,
                    device=device, tf32=tf32) as ex:
-        shapes = output_shapes(ex.metadata, ex.session)
+        shapes = output_shapes(ex.record, ex.session)
         out_dtype = ex.record.output_dtype
         batches = _decoded_batches(paths, ex.preprocessing, batch_size)
         ring = ex.output_ring(batch_size, slots=2)
@@ -171,7 +171,7 @@ def bench_ray(model_path: Path, paths: list[str], tmp: Path, *, batch_size: int,
 
     def fresh(name):
         return FeatureStore.create(tmp / name, paths=paths, metadata=ex.metadata, batch_size=batch_size,
-                                   shapes=output_shapes(ex.metadata, ex.session), dtype="fp16")
+                                   shapes=output_shapes(ex.record, ex.session), dtype="fp16")
 
     with Extractor(model_path, provider="cpu", max_batch=batch_size, spin=False) as ex:
         run_extraction(fresh("warm-local.zarr"), ex, ex.preprocessing)

@@ -74,12 +74,12 @@ def parity_rows(extractors: dict, batch: np.ndarray, reference: dict) -> dict[st
     """Per engine: math mode, the budget it is judged by, and per-tap rel L2 / cosine vs PyTorch."""
     out = {}
     for name, ex in extractors.items():
-        model_budget = budget_for_model(ex.metadata)
+        model_budget = budget_for_model(ex.record)
         budget = looser(budget_for(ex.math_mode), model_budget)
         rows = compare({k: v.astype(np.float32) for k, v in ex.run(batch).items() if k in reference}, reference)
         out[name] = {"math_mode": ex.math_mode, "note": ex.info.note,
                      "budget": dict(budget.to_dict(), name=ex.math_mode if budget is not model_budget
-                                    else ex.metadata.get("precision", "fp32")),
+                                    else ex.record.precision),
                      "ok": all(budget.passes(r) for r in rows), "taps": [r.to_dict() for r in rows]}
     return out
 

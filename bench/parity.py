@@ -38,11 +38,12 @@ _ZOO_WEIGHTS = ("random", "imagenet")  # rebuilt from the seed or torchvision's 
 # ---------------------------------------------------------------- reference weights
 
 
-def load_reference_net(meta: dict, weights: str | None = None):
+def load_reference_net(record: ModelRecord, weights: str | None = None):
     """The torchvision network an exported model came from, with its weights verified.
 
-    ``weights`` (a ``.pth``/``.safetensors`` path, ``imagenet`` or ``random``) overrides what the
-    metadata records; by default the metadata's source is used: seeded random weights are
+    ``record``: the exported model's (:func:`~featuremaps.engine.validate.read_model_record`,
+    ``Extractor.record``). ``weights`` (a ``.pth``/``.safetensors`` path, ``imagenet`` or ``random``)
+    overrides what the record names; by default the recorded source is used: seeded random weights are
     rebuilt from the recorded seed, ImageNet weights come from the torch hub cache. A weights
     *file* is opened only when the caller names it: a model whose metadata records a file is a
     :class:`ReferenceWeightsError` that names it (escaped) and asks for ``--weights PATH`` (the
@@ -51,11 +52,11 @@ def load_reference_net(meta: dict, weights: str | None = None):
     raised: a reference with other weights proves nothing. Returns ``(net, WeightsInfo)``.
     """
 
-    if str(meta.get("model", "")).lower() not in all_models():
+    if str(record.model).lower() not in all_models():
         raise ReferenceWeightsError(
-            f"the model's metadata names {meta.get('model')!r}, which this version cannot rebuild as the PyTorch "
+            f"the model's metadata names {record.model!r}, which this version cannot rebuild as the PyTorch "
             f"reference (the zoo has {', '.join(all_models())}); re-export it with `featuremaps export`")
-    rec = meta.get("weights") or {}
+    rec = record.weights
     recorded = rec.get("source") or "random"
     if weights is None and recorded not in _ZOO_WEIGHTS:
         raise ReferenceWeightsError(
@@ -66,8 +67,8 @@ def load_reference_net(meta: dict, weights: str | None = None):
     if source not in _ZOO_WEIGHTS and not Path(source).is_file():
         raise ReferenceWeightsError(f"weights file {source!r} not found; pass the file the model was exported "
                                     "from with --weights PATH")
-    net, info = build_model(meta["model"], source, seed, need_classifier=bool(meta.get("logits")))
-    if rec.get("sha256") and rec["sha256"] not in weight_hashes(net, meta["model"]) | {info.sha256}:
+    net, info = build_model(record.model, source, seed, need_classifier=record.logits)
+    if rec.get("sha256") and rec["sha256"] not in weight_hashes(net, record.model) | {info.sha256}:
         raise ReferenceWeightsError(
             f"weights {source!r} (sha256 {info.sha256[:12]}) are not the ones the model was exported "
             f"from (sha256 {rec['sha256'][:12]}); pass the right file with --weights PATH")
@@ -157,12 +158,12 @@ def model_parity(model_path: str | Path | ModelRecord, reference: dict[str, np.n
     return results, first_outs or {}
 
 
-def reduce_reference(reference: dict[str, np.ndarray], meta: dict) -> dict[str, np.ndarray]:
+def reduce_reference(reference: dict[str, np.ndarray], record: ModelRecord) -> dict[str, np.ndarray]:
     """The reference as a model exported with ``--reduce`` returns it: each reduced tap's
     NumPy reduction (float32; not rounded to fp16, so an ``--fp16-outputs`` model's own
     rounding shows in its error). Unreduced models get ``reference`` back unchanged."""
 
-    reductions = {k: Reduction(v["op"], v.get("k")) for k, v in (meta.get("reductions") or {}).items()}
+    reductions = {k: Reduction(v["op"], v.get("k")) for k, v in record.reductions.items()}
     if not reductions:
         return reference
     return reference_reduced(reference, reductions)
@@ -173,11 +174,11 @@ def looser(a: Budget, b: Budget | None) -> Budget:
     return a if b is None or a.rel_l2 >= b.rel_l2 else b
 
 
-def budget_for_model(meta: dict) -> Budget:
+def budget_for_model(record: ModelRecord) -> Budget:
     """The budget for an exported model: its precision's, or fp16's when an fp32 model casts its
     outputs to float16 in the graph (``--fp16-outputs``)."""
-    precision = meta.get("precision", "fp32")
-    if precision == "fp32" and meta.get("output_dtype") == "fp16":
+    precision = record.precision
+    if precision == "fp32" and record.output_dtype == "fp16":
         precision = "fp16"
     return budget_for(precision)
 
@@ -235,14 +236,16 @@ def engine_pixels(paths, size: tuple[int, int], decode: str = "full") -> list[np
 
 
 def pipeline_gap(paths, pre, engine_batch: np.ndarray, engine_outputs: dict[str, np.ndarray],
-                 net, taps: tuple[Tap, ...], meta: dict | None = None) -> PipelineGap:
+                 net, taps: tuple[Tap, ...], record: ModelRecord | None = None) -> PipelineGap:
     """Measure the preprocessing gap (see :class:`PipelineGap`). ``engine_batch`` and
-    ``engine_outputs`` are the engine's input tensor and ONNX Runtime outputs for ``paths``."""
+    ``engine_outputs`` are the engine's input tensor and ONNX Runtime outputs for ``paths``;
+    ``record``: the model's, whose reductions the reference gets (None: taps unreduced)."""
 
     seed_batch, seed_px = seed_pipeline(paths, pre.size, pre.mean, pre.std)
     eng_px = engine_pixels(paths, pre.size, getattr(pre, "decode", "full"))
     diffs = [np.abs(a.astype(np.int16) - b.astype(np.int16)) for a, b in zip(eng_px, seed_px)]
-    seed_ref = reduce_reference(reference_features(net, seed_batch, taps), meta or {})
+    seed_ref = reference_features(net, seed_batch, taps)
+    seed_ref = seed_ref if record is None else reduce_reference(seed_ref, record)
     rows = compare({k: engine_outputs[k] for k in seed_ref}, seed_ref)
     return PipelineGap(pixel_max_abs=int(max(int(d.max()) for d in diffs)),
                        pixel_mean_abs=float(np.mean([d.mean() for d in diffs])),

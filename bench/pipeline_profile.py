@@ -74,7 +74,7 @@ def profile(taps: str, paths: list[str], tmp: Path, *, batch_size: int, repeats:
     with Extractor(model, provider=provider, max_batch=batch_size, spin=False, throughput=True) as ex:
         pixels = load_batch(paths, ex.preprocessing)
         batches = [pixels[i:i + batch_size] for i in range(0, len(pixels), batch_size)]
-        shapes = output_shapes(ex.metadata, getattr(ex, "session", None))
+        shapes = output_shapes(ex.record, getattr(ex, "session", None))
         _model_only(ex, batches[:max(1, ex.lanes)])  # warm-up
         order = ["ceiling", "model_only", "end_to_end"]
         for r in range(repeats):

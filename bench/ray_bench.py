@@ -55,7 +55,7 @@ def _images(root: Path, n: int) -> list[str]:
 def _fresh_store(path: Path, model_path: Path, paths: list[str], batch_size: int):
     with Extractor(model_path, provider="cpu") as ex:
         return FeatureStore.create(path, paths=paths, metadata=ex.metadata, batch_size=batch_size,
-                                   shapes=output_shapes(ex.metadata, ex.session))
+                                   shapes=output_shapes(ex.record, ex.session))
 
 
 class _Clock:

@@ -331,7 +331,7 @@ class Extractor:
 
         types = {o.name: o.type for o in self.session.get_outputs()}
         dtypes = {k: np.dtype(np.float16 if types[k] == "tensor(float16)" else np.float32) for k in self.output_names}
-        return OutputRing(shapes=output_shapes(self.metadata, self.session), dtypes=dtypes, max_batch=max_batch,
+        return OutputRing(shapes=output_shapes(self.record, self.session), dtypes=dtypes, max_batch=max_batch,
                           slots=slots, pinned=PROVIDER_TABLE[self.provider].gpu)
 
     def run_into(self, batch: np.ndarray, slot: Slot) -> dict[str, np.ndarray]:

@@ -71,6 +71,17 @@ _RSS_AFTER_COLLECT = pytest.StashKey[int]()
 
 SMALL = 64  # input size for most tests: every VGG stage still has >= 2x2 pixels
 ALL_TAPS = tuple(range(31))
+TINY_MODEL = os.path.join(os.path.dirname(__file__), "models", "vgg16-features0-32.onnx")
+
+
+def tiny_record(**meta):
+    """The record of the checked-in tiny model (VGG16 features.0 at 32x32, seeded random weights),
+    with ``meta`` replacing keys of its metadata (model, weights, reductions...): a real record
+    for code that takes one, without an export."""
+    from featuremaps.engine.validate import ModelRecord, read_model_record
+
+    record = read_model_record(TINY_MODEL)
+    return ModelRecord.from_metadata(dict(record.metadata, **meta), record.path) if meta else record
 
 
 @pytest.fixture(scope="session")

@@ -101,12 +101,12 @@ def _counts_problem(info: dict) -> str | None:
     return None
 
 
-def output_shapes(metadata: dict, session=None) -> dict[str, tuple[int, ...]]:
-    """Per-image shape of every model output, from the export metadata (reduced taps carry
-    their reduced shape there); outputs that are not taps (``logits``) from the session."""
-    taps = {d["name"]: tuple(d["shape"]) for d in metadata["taps"]}
+def output_shapes(record: ModelRecord, session=None) -> dict[str, tuple[int, ...]]:
+    """Per-image shape of every output of the model ``record`` describes, from its taps (reduced
+    taps carry their reduced shape there); outputs that are not taps (``logits``) from the session."""
+    taps = {t.name: tuple(t.shape) for t in record.taps}
     shapes = {}
-    for name in metadata["outputs"]:
+    for name in record.outputs:
         if name in taps:
             shapes[name] = taps[name]
         elif session is not None:

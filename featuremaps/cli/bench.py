@@ -161,7 +161,7 @@ def _prepare(spec: ModelSpec):
         if not path.is_file():
             raise ModelFileError(f"model file {spec.model!r} not found; pass a zoo name (vgg16) or an exported .onnx")
         record = read_model_record(path)
-        net, info = load_reference_net(record.metadata, spec.weights)
+        net, info = load_reference_net(record, spec.weights)
         return record.model, record.taps, record.input_size, net, info, path
     taps = parse_taps(spec.layers or default_taps(spec.model, spec.input_size), spec.model, spec.input_size)
     spec = spec.with_weights_chosen()

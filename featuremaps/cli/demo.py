@@ -23,7 +23,6 @@ from ..export.zoo import build_model
 from ..samples import sample_images
 from ..viz.draw import ShowOptions, draw_figures, load_photo, provenance, save_figure, save_figures
 from ..viz.figures import overview_figure, seed_figure
-from .show import layer_count
 from ._args import (DEFAULT_LAYERS, ModelSpec, check_weights_file, folder_arg, need_export_extra, removed_if_failed,
                     seed_arg)
 
@@ -91,7 +90,7 @@ def run_demo(out_dir: Path, layers: str = "0,5,10,17,28", weights: str = "auto",
     images = sample_images()
     with Extractor(res.path) as ex:
         print(f"engine: {ex.info.note}")
-        prov = provenance(ex.metadata, math_mode=ex.math_mode, layer_count=layer_count(ex.metadata))
+        prov = provenance(ex.record, math_mode=ex.math_mode)
         pixels = load_batch(images, ex.preprocessing)  # what the model takes: uint8 (N, H, W, 3)
         batch = load_batch(images, ex.preprocessing.float_input())  # the same pixels, normalized
         maps = ex.run(pixels)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..compare import format_parity_table
 from ..engine.preprocess import Preprocessing
+from ..engine.validate import ModelRecord
 from ..engine.decode_pool import load_batch
 from ..errors import ArgumentError
 from ..export.calib import resolve_images
@@ -170,7 +171,8 @@ def _export(spec: ModelSpec, output: Path, step: PrecisionStep, reduce: Reduce, 
     res = export_model(taps, output, model=spec.model, seed=spec.seed, input_size=spec.input_size,
                        logits=spec.logits, net=net, weights_info=info)
     cut = "full network with logits" if spec.logits else f"cut after {max(taps, key=lambda t: t.index).name}"
-    print(f"wrote {res.path} ({res.size_bytes / 1e6:.1f} MB; outputs {', '.join(res.metadata['outputs'])}; "
+    outputs = ModelRecord.from_metadata(res.metadata, res.path).outputs
+    print(f"wrote {res.path} ({res.size_bytes / 1e6:.1f} MB; outputs {', '.join(outputs)}; "
           f"{cut}; weights {info.source}, sha256 {info.sha256[:12]})")
     if reductions is not None:  # in-graph reductions: verify, reduce, check again
         return export_reduced(res, net, taps, reductions, fp16_outputs=reduce.fp16_outputs,
@@ -216,10 +218,10 @@ def export_reduced(res, net, taps, reductions: dict, *, fp16_outputs: bool, inpu
         if not ver.ok:
             print(f"featuremaps: error: {', '.join(ver.failures)} exceed the fp32 tolerance", file=sys.stderr)
             return 1
-    meta = reduce_model(res.path, res.path, reductions, fp16_outputs)
-    kept = ", ".join(f"{d['name']} {'x'.join(map(str, d['shape']))}" for d in meta["taps"])
-    per_image = sum(math.prod(d["shape"]) for d in meta["taps"]) * (2 if fp16_outputs else 4)
-    print(f"reduced in the graph: {kept} ({meta['output_dtype']}; {per_image / 1e6:.3f} MB per image) -> {res.path}")
+    record = ModelRecord.from_metadata(reduce_model(res.path, res.path, reductions, fp16_outputs), res.path)
+    kept = ", ".join(f"{t.name} {'x'.join(map(str, t.shape))}" for t in record.taps)
+    per_image = sum(math.prod(t.shape) for t in record.taps) * (2 if fp16_outputs else 4)
+    print(f"reduced in the graph: {kept} ({record.output_dtype}; {per_image / 1e6:.3f} MB per image) -> {res.path}")
     if not verify:
         return 0
     rows, tol = verify_reduced(res.path, net, taps, _photo_batch(input_size), reductions, fp16_outputs)

@@ -149,7 +149,17 @@ class Output:
         return dataclasses.replace(
             self, batch_size=self.batch_size or store.batch_size, dtype=store.dtype,
             compression=store.info.get("compression"), shard_rows=store.info.get("shard_rows") or "none",
-            decode=store.metadata["preprocessing"].get("decode", "full"))
+            decode=_stored_record(store).preprocessing.decode)
+
+
+
+def _stored_record(store: FeatureStore) -> ModelRecord:
+    """The model record ``store`` keeps, or one line: a store the library made without model
+    metadata (``metadata={}``) cannot be resumed by `featuremaps extract`."""
+    if store.record is None:
+        raise StoreError(f"{store.path} records no model metadata (it was not written by `featuremaps extract`); "
+                         "it cannot be resumed, choose a new -o path")
+    return store.record
 
 
 @dataclass(frozen=True)
@@ -308,7 +318,7 @@ def _create(output: Output, paths: list[str], record: ModelRecord, extractor, ex
     meta = dict(record.metadata, preprocessing=pre, extraction=extraction,
                 command="featuremaps " + " ".join(shlex.quote(a) for a in redacted_argv(sys.argv[1:])))
     return FeatureStore.create(ref.where if ref.is_url else Path(ref.where), paths=paths, metadata=meta,
-                               shapes=output_shapes(meta, extractor.session), batch_size=output.batch_size,
+                               shapes=output_shapes(record, extractor.session), batch_size=output.batch_size,
                                dtype=output.dtype, compression=output.compression,
                                model_path=record.path.resolve(), model_sha256=record.sha256,
                                storage_options=ref.storage_options, shard_rows=output.shard_rows)

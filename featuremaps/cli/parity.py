@@ -77,13 +77,13 @@ def _image_paths(folder: str | None, limit: int) -> list[Path]:
     return sample_images()[:limit]
 
 
-def _reduced_decode_gap(path, paths, pre, net, taps, meta):
+def _reduced_decode_gap(path, paths, pre, net, taps, record):
     """The seed-pipeline gap of ``--decode reduced`` (pixels and taps; ONNX Runtime on the CPU)."""
     pre_r = dataclasses.replace(pre.float_input(), decode="reduced")
     batch = load_batch(paths, pre_r)
     with Extractor(path, provider="cpu") as ex:
         outs = ex.run(batch)
-    return pipeline_gap(paths, pre_r, batch, outs, net, taps, meta)
+    return pipeline_gap(paths, pre_r, batch, outs, net, taps, record)
 
 
 def cmd_parity(args: argparse.Namespace) -> int:
@@ -92,12 +92,12 @@ def cmd_parity(args: argparse.Namespace) -> int:
     paths = _image_paths(args.images, args.max_images)  # listed before the export: a typo costs no model
     path = resolve_model(spec)  # a zoo model: exported with the chosen weights (auto: imagenet if cached)
     record = read_model_record(path)  # read and checked once; every provider's Extractor takes the record
-    meta, precision, taps, pre = record.metadata, record.precision, record.taps, record.preprocessing
-    budget = budget_for_model(meta)
+    precision, taps, pre = record.precision, record.taps, record.preprocessing
+    budget = budget_for_model(record)
     # only weights the user names are read: a file the model's metadata records is not opened
-    net, info = load_reference_net(meta, spec.weights if spec.weights not in (None, "auto") else None)
+    net, info = load_reference_net(record, spec.weights if spec.weights not in (None, "auto") else None)
     batch = load_batch(paths, pre.float_input())  # the reference's input; the engine maps it to pixels
-    reference = reduce_reference(reference_features(net, batch, taps), meta)
+    reference = reduce_reference(reference_features(net, batch, taps), record)
     results, engine_outs = model_parity(record, reference, batch, providers, budget, tf32=not args.no_tf32,
                                         device=args.device)
 
@@ -120,12 +120,12 @@ def cmd_parity(args: argparse.Namespace) -> int:
     if args.pipeline:
         if not engine_outs:
             raise ArgumentError("--pipeline needs at least one provider that ran; add cpu to --providers")
-        gap = pipeline_gap(paths, pre, batch, engine_outs, net, taps, meta)
+        gap = pipeline_gap(paths, pre, batch, engine_outs, net, taps, record)
         print(f"\npipeline gap (engine decode + Pillow resize vs PIL + torchvision, "
               f"informational): pixels max |diff| {gap.pixel_max_abs} levels, mean {gap.pixel_mean_abs:.4f}, "
               f"{gap.pixels_differing:.2%} of values differ; input tensor max |diff| {gap.input_max_abs:.3g}")
         print(format_parity_table(gap.rows))
-        gap_reduced = _reduced_decode_gap(path, paths, pre, net, taps, meta)
+        gap_reduced = _reduced_decode_gap(path, paths, pre, net, taps, record)
         print(f"\nextract --decode reduced (JPEGs decoded at 1/2-1/8 scale) vs the seed, informational: pixels "
               f"max |diff| {gap_reduced.pixel_max_abs} levels, mean {gap_reduced.pixel_mean_abs:.4f}")
         print(format_parity_table(gap_reduced.rows))
@@ -133,7 +133,7 @@ def cmd_parity(args: argparse.Namespace) -> int:
     ran = [r for r in results if r.status != "skipped"]
     ok = bool(ran) and all(r.status == "ok" for r in ran)
     if args.json:
-        report = {"format": "featuremaps-parity/1", "model": str(path), "model_name": meta["model"],
+        report = {"format": "featuremaps-parity/1", "model": str(path), "model_name": record.model,
                   "precision": precision, "budget": budget.to_dict(), "ok": ok, "tf32": not args.no_tf32,
                   "weights": dict(info.to_dict(), verified=True),
                   "input_size": list(pre.size), "images": [str(p) for p in paths],

@@ -15,6 +15,7 @@ from ..engine.inputs import collect_inputs, printable_path
 from ..engine.preprocess import to_input
 from ..engine.sources import row_name
 from ..engine.store import open_store
+from ..engine.validate import ModelRecord
 from ..errors import ArgumentError, FeaturemapsError, StoreError, terminal_text
 from ..export.reference import reference_features
 from ..report import ReportImage, build_report, write_report
@@ -94,7 +95,7 @@ def _image_or_blank(path: str, size) -> np.ndarray:
         return np.full((*size, 3), 200, np.uint8)
 
 
-def _from_store(ref: StoreRef, rows_spec: str | None) -> tuple[list, tuple, dict, str]:
+def _from_store(ref: StoreRef, rows_spec: str | None) -> tuple[list, tuple, ModelRecord, str]:
     store = open_store(ref.where, storage_options=ref.storage_options)
     rows = parse_rows(rows_spec, store)
     _check_count(len(rows))
@@ -102,17 +103,17 @@ def _from_store(ref: StoreRef, rows_spec: str | None) -> tuple[list, tuple, dict
     not_ok = [r for r in rows if status[r] != "ok"]
     if not_ok:
         raise StoreError(f"rows {', '.join(map(str, not_ok))} of {store.path} are not ok (error or pending)")
-    size = store.image_size
+    size = store.image_size  # a store without a model record fails here, in one line
     taps = store.taps
     images = [ReportImage(name=f"{row_name(store.paths[r])} (row {r})", image=_image_or_blank(store.paths[r], size),
                           maps={t.name: store.read_row(t.name, r) for t in taps}) for r in rows]
-    return images, taps, store.metadata, "maps read from a store; run `featuremaps parity` on its model"
+    return images, taps, store.record, "maps read from a store; run `featuremaps parity` on its model"
 
 
-def _reference(meta: dict, batch: np.ndarray, taps) -> tuple[dict | None, str | None]:
+def _reference(record: ModelRecord, batch: np.ndarray, taps) -> tuple[dict | None, str | None]:
     """The PyTorch clone-hook maps of ``batch``, or the reason they cannot be computed."""
     try:
-        net, _ = load_reference_net(meta)
+        net, _ = load_reference_net(record)
         return reference_features(net, batch, taps), None
     except ImportError as e:
         return None, f"PyTorch is not installed ({e.name})"
@@ -121,17 +122,17 @@ def _reference(meta: dict, batch: np.ndarray, taps) -> tuple[dict | None, str | 
 
 
 def _from_model(paths: list[str], spec: ModelSpec, *, provider: str,
-                parity: bool) -> tuple[list, tuple, dict, str | None]:
+                parity: bool) -> tuple[list, tuple, ModelRecord, str | None]:
     with Extractor(resolve_model(spec), provider=provider) as ex:
-        meta, taps, pre = ex.metadata, ex.taps, ex.preprocessing
+        record, taps, pre = ex.record, ex.taps, ex.preprocessing
         pictures = [load_image(p, pre.size) for p in paths]
         batch = np.stack([to_input(im, pre.float_input()) for im in pictures])  # the reference's input too
         out = ex.run(batch)
-    ref, note = _reference(meta, batch, taps) if parity else (None, "--no-parity")
+    ref, note = _reference(record, batch, taps) if parity else (None, "--no-parity")
     images = [ReportImage(name=row_name(p), image=pictures[i], maps={t.name: out[t.name][i] for t in taps},
                           reference=None if ref is None else {t.name: ref[t.name][i] for t in taps})
               for i, p in enumerate(paths)]
-    return images, taps, meta, note
+    return images, taps, record, note
 
 
 def _image_list(items: list[str]) -> list[str]:
@@ -149,13 +150,13 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise CLIError(f"{out} exists and is not empty; choose a new -o folder")
     check_writable_parent(out / "index.html")  # before any model run, not when the report is written
     if args.store:
-        images, taps, meta, note = _from_store(StoreRef.from_args(args), args.rows)
+        images, taps, record, note = _from_store(StoreRef.from_args(args), args.rows)
     else:  # a zoo model is exported with --layers; an .onnx file reports all of its taps
         paths, spec = _image_list(args.images), ModelSpec.from_args(args)
-        images, taps, meta, note = _from_model(paths, spec, provider=args.provider, parity=not args.no_parity)
-    budget = budget_for_model(meta).to_dict()
-    title = f"featuremaps report: {meta.get('model')}, {len(images)} images, {len(taps)} taps"
-    manifest, sprites = build_report(images, taps, meta=meta, title=title, tile_px=args.tile_px,
+        images, taps, record, note = _from_model(paths, spec, provider=args.provider, parity=not args.no_parity)
+    budget = budget_for_model(record).to_dict()
+    title = f"featuremaps report: {record.model}, {len(images)} images, {len(taps)} taps"
+    manifest, sprites = build_report(images, taps, record=record, title=title, tile_px=args.tile_px,
                                      parity_note=note, budget=budget, pixel_values=args.pixel_values)
     res = write_report(manifest, sprites, out)
     if note:

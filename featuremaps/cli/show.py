@@ -28,6 +28,7 @@ from ..engine.inputs import collect_inputs, printable_path
 from ..engine.sources import expand_braces, has_glob, is_shard_name, is_url, locate, member_row, row_name
 from ..engine.preprocess import to_input
 from ..engine.store import open_store
+from ..engine.validate import ModelRecord
 from ..errors import ArgumentError, InputError, StoreError, one_line, terminal_text
 from ..export.reference import reference_features
 from ..export.taps import parse_taps
@@ -35,7 +36,6 @@ from ..bench.parity import load_reference_net
 from ..viz.draw import DPI, ShowOptions, load_photo, provenance, save_figure, show_maps
 from ..viz.figures import Provenance, comparison_figure, nonfinite_note
 from ..viz.mapstats import SCALE_MODES, SELECT_MODES, tap_stats
-from .. import families
 from ..families import default_taps
 from ._args import (CHANNELS_MAX, DEFAULT_LAYERS, ModelSpec, StoreRef, add_model_args, add_storage_args,
                     check_not_both, folder_arg, int_in, is_onnx_path, provider_choices, removed_if_failed)
@@ -73,7 +73,7 @@ def _pick(taps: tuple[Tap, ...], spec: str, model: str, input_size: int, model_p
 def _pick_stored(st, spec: str, what: str) -> tuple[Tap, ...]:
     """:func:`_pick` for a store (its taps first: a store without model metadata is one line)."""
     taps = st.taps
-    return _pick(taps, spec, st.metadata["model"], int(st.metadata["input_size"]), Path(st.path), what)
+    return _pick(taps, spec, st.record.model, st.record.input_size, Path(st.path), what)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,11 +93,10 @@ def extract_samples(model_path: Path, image_paths: list[Path], *, layers: str | 
                     provider: str = "cpu"):
     """Run the exported model on each image, one session for all.
 
-    Returns ``(samples, drawn taps, montage taps, metadata, math mode)``.
+    Returns ``(samples, drawn taps, montage taps, model record, math mode)``.
     """
     samples = []
     with Extractor(model_path, provider=provider) as ex:
-        meta = ex.metadata
         rec = ex.record
         drawn = _pick(rec.taps, layers, rec.model, rec.input_size, rec.path, "layer") if layers else ex.taps
         tiled = _pick(rec.taps, montage, rec.model, rec.input_size, rec.path, "montage layer") if montage else ()
@@ -108,7 +107,7 @@ def extract_samples(model_path: Path, image_paths: list[Path], *, layers: str | 
             maps = {t.name: out[t.name][0] for t in ex.taps}
             samples.append(Sample(Path(row_name(os.fspath(path))), maps, image, note, batch))
         math_mode = ex.math_mode
-    return samples, drawn, tiled, meta, math_mode
+    return samples, drawn, tiled, rec, math_mode
 
 
 def extract_maps(model_path: Path, image_path: Path, *, layers: str | None, montage: str | None,
@@ -116,29 +115,19 @@ def extract_maps(model_path: Path, image_path: Path, *, layers: str | None, mont
     """Run the exported model on one image.
 
     Returns ``(maps {tap: (C, H, W)}, drawn taps, montage taps, image (H, W, 3) uint8 at model size,
-    batch (1, 3, H, W) float32, metadata)``.
+    batch (1, 3, H, W) float32, model record)``.
     """
-    samples, drawn, tiled, meta, _ = extract_samples(model_path, [image_path], layers=layers, montage=montage,
-                                                     provider=provider)
-    return samples[0].maps, drawn, tiled, samples[0].image, samples[0].batch, meta
+    samples, drawn, tiled, record, _ = extract_samples(model_path, [image_path], layers=layers, montage=montage,
+                                                       provider=provider)
+    return samples[0].maps, drawn, tiled, samples[0].image, samples[0].batch, record
 
 
-def reference_maps(meta: dict, batch: np.ndarray, taps: tuple[Tap, ...]) -> dict[str, np.ndarray]:
-    """The PyTorch clone-hook reference for ``batch``, rebuilding the net from the metadata's
+def reference_maps(record: ModelRecord, batch: np.ndarray, taps: tuple[Tap, ...]) -> dict[str, np.ndarray]:
+    """The PyTorch clone-hook reference for ``batch``, rebuilding the net from the record's
     weights (its SHA-256 must match, so the reference is the exported network)."""
-    net, _ = load_reference_net(meta)  # rebuilt from the metadata; its SHA-256 must match
+    net, _ = load_reference_net(record)  # rebuilt from the record; its SHA-256 must match
     ref = reference_features(net, batch, taps)
     return {t.name: ref[t.name][0] for t in taps}
-
-
-def layer_count(meta: dict) -> int | None:
-    """How many tappable layers the metadata's model has (for depth words); None for a model the
-    zoo does not know."""
-    return families.layer_count(str(meta.get("model")), meta.get("input_size", 224))
-
-
-def figure_provenance(meta: dict, math_mode: str | None) -> Provenance:
-    return provenance(meta, math_mode=math_mode, layer_count=layer_count(meta))
 
 
 
@@ -266,31 +255,31 @@ def cmd_show(args: argparse.Namespace) -> int:
 def _show(images: list[str], spec: ModelSpec, drawing: Drawing, provider: str, out_dir: Path) -> int:
     paths, several = image_paths(images)
     model_path, layers = _resolve(spec, drawing.montage)
-    samples, taps, tiled, meta, math_mode = extract_samples(model_path, paths, layers=layers,
-                                                            montage=drawing.montage, provider=provider)
+    samples, taps, tiled, record, math_mode = extract_samples(model_path, paths, layers=layers,
+                                                              montage=drawing.montage, provider=provider)
     check_channels(drawing.channels, taps)
-    prov = figure_provenance(meta, math_mode)
+    prov = provenance(record, math_mode=math_mode)
     print(terminal_text(prov.line()))
     options = drawing.options(tiled)
     folders = sub_folders(paths, out_dir) if several else [out_dir]
     for sample, folder in zip(samples, folders):
         folder.mkdir(exist_ok=True)
-        _show_sample(sample, taps, meta, prov, options, folder, diff=drawing.diff, dpi=drawing.dpi)
+        _show_sample(sample, taps, record, prov, options, folder, diff=drawing.diff, dpi=drawing.dpi)
     if len(samples) > 1:
         _save_comparison(samples, taps, prov, drawing, out_dir)
     return 0
 
 
-def _show_sample(sample: Sample, taps, meta: dict, prov: Provenance, options: ShowOptions, folder: Path, *,
-                 diff: bool, dpi: int) -> None:
+def _show_sample(sample: Sample, taps, record: ModelRecord, prov: Provenance, options: ShowOptions,
+                 folder: Path, *, diff: bool, dpi: int) -> None:
     """Print one image's statistics (and parity with --diff), then draw and save its figures."""
-    print(f"{printable_path(sample.path.name)}: {terminal_text(meta['model'])} input {sample.note}")
+    print(f"{printable_path(sample.path.name)}: {terminal_text(record.model)} input {sample.note}")
     print(format_stats(sample.maps, taps, prov))
     warn_nonfinite(sample.maps, taps)
     reference = None
     if diff:
         spatial = tuple(t for t in taps if np.ndim(sample.maps[t.name]) == 3 and not prov.reduction(t.name))
-        reference = reference_maps(meta, sample.batch, spatial)
+        reference = reference_maps(record, sample.batch, spatial)
         for t in spatial:
             err = float(np.abs(sample.maps[t.name] - reference[t.name]).max())
             print(f"parity {t.name}: max |ONNX Runtime - PyTorch| = {err:.3g}")
@@ -377,8 +366,7 @@ def show_from_store(store: StoreRef, index: int, layers: str | None, drawing: Dr
     if status != "ok":
         why = next((e.message for e in st.errors if e.index == index), "not extracted yet; run --resume")
         raise StoreError(f"row {index} ({printable_path(path)}) is {status}: {terminal_text(why)}")
-    meta = st.metadata
-    taps = _pick_stored(st, layers, "layer") if layers else st.taps
+    taps = _pick_stored(st, layers, "layer") if layers else st.taps  # a store without a record fails here
     tiled = _pick_stored(st, drawing.montage, "montage layer") if drawing.montage else ()
     check_channels(drawing.channels, taps)
     maps = {t.name: np.asarray(st.read_row(t.name, index), np.float32) for t in dict.fromkeys(taps + tiled)}
@@ -388,7 +376,7 @@ def show_from_store(store: StoreRef, index: int, layers: str | None, drawing: Dr
     except InputError as e:
         print(f"featuremaps: warning: {one_line(e)}; the overview shows a blank input", file=sys.stderr)
         image, note = _blank(size), "image file unreadable now: blank"
-    prov = figure_provenance(meta, meta.get("math_mode"))
+    prov = provenance(st.record, math_mode=st.record.math_mode)
     print(f"{printable_path(Path(path).name)} (row {index} of {printable_path(store.where)}), stored {st.dtype}: "
           f"{terminal_text(prov.line())}")
     print(format_stats(maps, taps, prov))

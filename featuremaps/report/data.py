@@ -16,6 +16,7 @@ from typing import Mapping
 import numpy as np
 
 from ..compare import cosine_similarity, max_abs_error, rel_l2_error
+from ..engine.validate import ModelRecord
 
 STAT_NAMES = ("energy", "mean", "std", "min", "max", "active", "nonfinite")
 NONFINITE_RGB = (255, 0, 255)  # magenta: not in viridis
@@ -174,14 +175,14 @@ def _tap_entry(tap, m: np.ndarray, tile: int, reduction) -> dict:
             "tile": tile, "rows": rows, "cols": cols, "reduction": reduction}
 
 
-def build_report(images: list[ReportImage], taps, *, meta: dict, title: str, tile_px: int = 64,
+def build_report(images: list[ReportImage], taps, *, record: ModelRecord, title: str, tile_px: int = 64,
                  parity_note: str | None = None, budget: dict | None = None,
                  pixel_values: bool = False) -> tuple[dict, dict]:
     """``(manifest, sprites)``: the JSON-ready manifest and ``{relative PNG path: (H, W, 3) uint8}``.
 
-    ``taps``: :class:`Tap` objects in display order; ``meta``: the export metadata (model,
-    weights, precision, reductions); ``parity_note``: why parity was not computed (shown
-    instead of numbers); ``budget``: the precision's parity budget, shown next to the numbers;
+    ``taps``: :class:`Tap` objects in display order; ``record``: the exported model's (or a
+    store's) record (model, weights, precision, reductions); ``parity_note``: why parity was not
+    computed (shown instead of numbers); ``budget``: the precision's parity budget, shown next to the numbers;
     ``pixel_values``: also a grey value sheet per image and tap (``values/...js``, loaded by the page
     only when a channel is inspected) so hovering the enlarged channel shows the value under the
     cursor (8-bit: within (max - min) / 510 of the tile's value).
@@ -190,7 +191,7 @@ def build_report(images: list[ReportImage], taps, *, meta: dict, title: str, til
         raise ValueError("a report needs at least one image")
     lut = colormap_lut()
     sprites, per_image, tap_entries = {}, [], {}
-    reductions = meta.get("reductions") or {}
+    reductions = record.reductions
     for i, im in enumerate(images):
         entry = {"name": im.name, "file": f"images/img{i}.png", "taps": {}, "parity": None}
         sprites[entry["file"]] = np.asarray(im.image, np.uint8)
@@ -211,9 +212,9 @@ def build_report(images: list[ReportImage], taps, *, meta: dict, title: str, til
             entry["parity"] = parity_rows({t.name: im.maps[t.name] for t in taps},
                                           {t.name: im.reference[t.name] for t in taps})
         per_image.append(entry)
-    manifest = {"format": "featuremaps-report/1", "title": title, "model": meta.get("model"),
-                "weights": meta.get("weights") or {}, "precision": meta.get("precision", "fp32"),
-                "math_mode": meta.get("math_mode"), "input_size": meta.get("input_size"),
+    manifest = {"format": "featuremaps-report/1", "title": title, "model": record.model,
+                "weights": record.weights, "precision": record.precision,
+                "math_mode": record.math_mode, "input_size": record.input_size,
                 "tile_px": tile_px, "stats": list(STAT_NAMES), "taps": [tap_entries[t.name] for t in taps],
                 "images": per_image, "parity_note": parity_note, "parity_budget": budget,
                 "pixel_values": pixel_values, "nonfinite_colour": "#%02x%02x%02x" % NONFINITE_RGB}

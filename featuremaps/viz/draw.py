@@ -14,11 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
+from .. import __version__, families
 from ..contracts import Tap
 from ..engine.inputs import printable_path
 from ..engine.preprocess import FORMATS_TEXT, decode_pil
 from ..engine.sources import read_input_bytes
+from ..engine.validate import ModelRecord
 from ..errors import ArgumentError, ImageDecodeError
 from .figures import LITERAL_TEXT, Provenance, channel_figure, diff_figure, montage_figure, overview_figure
 from .mapstats import is_vector, select_channels
@@ -87,18 +88,18 @@ def is_trained(weights: dict) -> bool:
     return weights.get("source", "random") not in ("random", "unknown", "")
 
 
-def provenance(meta: dict, *, math_mode: str | None = None, layer_count: int | None = None) -> Provenance:
-    """What a figure states, from an exported model's (or a store's) metadata ``meta``.
+def provenance(record: ModelRecord, *, math_mode: str | None = None) -> Provenance:
+    """What a figure states, from an exported model's (or a store's) record.
 
     ``math_mode``: the run's (``Extractor.math_mode``), or None when unknown (maps from a store
-    that did not record it); ``layer_count``: the family's number of tappable layers, for depth
-    words (the CLI knows the families; viz does not import export).
+    that did not record it). The depth words count the family's tappable layers at the record's
+    input size (none for a model no family knows).
     """
-    weights = meta.get("weights") or {}
-    reductions = tuple((k, str(v.get("spec") or v.get("op"))) for k, v in (meta.get("reductions") or {}).items())
-    return Provenance(model=str(meta.get("model", "model")), weights=weights_label(weights, meta.get("model", "model")),
-                      trained=is_trained(weights), precision=str(meta.get("precision", "fp32")),
-                      math_mode=math_mode, reductions=reductions, layer_count=layer_count)
+    weights = record.weights
+    reductions = tuple((k, str(v.get("spec") or v.get("op"))) for k, v in record.reductions.items())
+    return Provenance(model=str(record.model), weights=weights_label(weights, record.model),
+                      trained=is_trained(weights), precision=str(record.precision), math_mode=math_mode,
+                      reductions=reductions, layer_count=families.layer_count(record.model, record.input_size))
 
 
 def _check_maps(maps: dict[str, np.ndarray], taps: tuple[Tap, ...]) -> None:

@@ -14,6 +14,8 @@ from featuremaps.compare import TapError
 from featuremaps.errors import InputError
 from featuremaps.cli import main
 
+from conftest import tiny_record
+
 
 def _row(rel_l2: float, cosine: float) -> TapError:
     return TapError(tap="features.0", shape=(1, 2), max_abs=0.0, rel_l2=rel_l2, cosine=cosine, ref_max_abs=1.0)
@@ -104,10 +106,10 @@ def test_parity_refuses_other_weights(small_model, tmp_path, capsys):
     assert "not the ones the model was exported from" in capsys.readouterr().err
 
 
-def test_reference_net_needs_the_recorded_file(small_model):
-    meta = dict(small_model.metadata, weights={"source": "/nowhere/w.pth", "sha256": "ab" * 32, "seed": None})
+def test_reference_net_needs_the_recorded_file():
+    record = tiny_record(weights={"source": "/nowhere/w.pth", "sha256": "ab" * 32, "seed": None})
     with pytest.raises(ReferenceWeightsError, match="--weights PATH"):
-        load_reference_net(meta)
+        load_reference_net(record)
 
 
 def test_list_images(tmp_path, sample_paths):

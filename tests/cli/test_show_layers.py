@@ -122,12 +122,13 @@ def test_show_on_a_resnet18_export_labels_taps_by_name(tmp_path, resnet_model, s
 
 
 def test_resnet_figure_titles_are_generic(resnet_model, sample_paths):
-    from featuremaps.cli.show import extract_samples, figure_provenance
+    from featuremaps.cli.show import extract_samples
+    from featuremaps.viz.draw import provenance
     from featuremaps.viz.figures import channel_figure
 
-    samples, taps, _, meta, math_mode = extract_samples(resnet_model.path, [sample_paths[1]], layers=None,
-                                                        montage=None)
-    prov = figure_provenance(meta, math_mode)
+    samples, taps, _, record, math_mode = extract_samples(resnet_model.path, [sample_paths[1]], layers=None,
+                                                          montage=None)
+    prov = provenance(record, math_mode=math_mode)
     fig = channel_figure(samples[0].maps, taps, channels=2, provenance=prov)
     rows = [sub._suptitle.get_text() for sub in fig.subfigs]
     # resnet18 at 64: 67 tappable layers; layer1.1.relu_1 is the 18th, layer3.1.relu_1 the 50th

@@ -305,7 +305,7 @@ def test_resume_in_another_math_mode_is_refused(small_model, image_dir, tmp_path
     with Extractor(small_model.path, provider="cpu") as ex:
         meta = dict(ex.metadata, extraction={"provider": "cuda", "math_mode": "tf32", "device": 0})
         FeatureStore.create(out, paths=collect_inputs([image_dir]), metadata=meta, batch_size=3,
-                            shapes=output_shapes(ex.metadata, ex.session), model_path=small_model.path.resolve(),
+                            shapes=output_shapes(ex.record, ex.session), model_path=small_model.path.resolve(),
                             model_sha256=file_sha256(small_model.path)).close()
     rc = _extract(image_dir, "--model", small_model.path, "-o", out, "--batch-size", "3", "--resume",
                   "--provider", "cpu")

@@ -73,7 +73,7 @@ def test_ray_resume_completes_a_partial_store(local_ray, small_model, images, tm
     out = tmp_path / "partial.zarr"
     with Extractor(small_model.path, provider="cpu") as ex:
         st = FeatureStore.create(out, paths=collect_inputs([images]), metadata=ex.metadata,
-                                 shapes=output_shapes(ex.metadata, ex.session), batch_size=3,
+                                 shapes=output_shapes(ex.record, ex.session), batch_size=3,
                                  model_path=small_model.path.resolve(),
                                  model_sha256=file_sha256(small_model.path))
         calls = []
@@ -170,7 +170,7 @@ def test_actor_that_would_compute_another_math_mode_writes_nothing(local_ray, sm
     with Extractor(small_model.path, provider="cpu") as ex:
         meta = dict(ex.metadata, extraction={"provider": "cuda", "math_mode": "tf32", "device": 0})
         st = FeatureStore.create(out, paths=collect_inputs([images]), metadata=meta, batch_size=3,
-                                 shapes=output_shapes(ex.metadata, ex.session), model_path=small_model.path.resolve(),
+                                 shapes=output_shapes(ex.record, ex.session), model_path=small_model.path.resolve(),
                                  model_sha256=file_sha256(small_model.path))
     with pytest.raises(FeaturemapsError) as err:
         run_extraction_ray(st, small_model.path, provider="cpu", actors=1)

@@ -189,6 +189,20 @@ def test_store_without_model_metadata_cannot_be_drawn_in_one_line(tmp_path, caps
     assert "records no model" in _one_line(capsys)
 
 
+def test_store_without_model_metadata_cannot_be_resumed_in_one_line(tmp_path, images, capsys):
+    """``extract --resume`` reads the decode from the store's model record: a library store without
+    one is refused in one line (it raised KeyError before), and left as it was."""
+    from featuremaps.engine.inputs import collect_inputs
+
+    out = tmp_path / "s.zarr"
+    FeatureStore.create(out, paths=collect_inputs([str(images)]), metadata={}, shapes={"t": (2, 2, 2)},
+                        batch_size=2).close()
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != "featuremaps.lock"}
+    assert extract(images, out, "--resume") == 2
+    assert "records no model metadata" in _one_line(capsys)
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != "featuremaps.lock"} == before
+
+
 # ---------------------------------------------------------------- read-only store
 
 

@@ -38,7 +38,7 @@ def tiny(tmp_path_factory, vgg_net):
 
 
 def _store(ex, path, paths, dtype="fp32"):
-    return FeatureStore.create(path, paths=paths, metadata=ex.metadata, shapes=output_shapes(ex.metadata, ex.session),
+    return FeatureStore.create(path, paths=paths, metadata=ex.metadata, shapes=output_shapes(ex.record, ex.session),
                                batch_size=2, dtype=dtype, compression="none")
 
 
@@ -124,7 +124,7 @@ def test_error_rows_chunks_land_on_disk_so_verify_finds_no_damage(tiny, tmp_path
     bad.write_bytes(b"not an image")
     with Extractor(model, provider="cpu") as ex:
         st = FeatureStore.create(tmp_path / "e.zarr", paths=[*paths[:2], str(bad)], metadata=ex.metadata,
-                                 shapes=output_shapes(ex.metadata, ex.session), batch_size=1, dtype="fp32",
+                                 shapes=output_shapes(ex.record, ex.session), batch_size=1, dtype="fp32",
                                  compression="none")
         summary = run_extraction(st, ex, ex.preprocessing, ExtractSettings(writers=2, workers=0))
         st.close()

@@ -7,6 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import tiny_record
+
 pytestmark = pytest.mark.slow
 
 
@@ -28,8 +30,8 @@ def report_dir(tmp_path_factory):
     images = [ReportImage(name=f"photo{i}.jpg", image=rng.randint(0, 255, (32, 32, 3), dtype=np.uint8),
                           maps={t.name: _maps(t.shape[0], t.shape[1], seed=i + 10 * j) for j, t in enumerate(taps)})
               for i in range(2)]
-    meta = {"model": "vgg16", "input_size": 32, "precision": "fp32", "weights": {"source": "random", "seed": 0}}
-    manifest, sprites = build_report(images, taps, meta=meta, title="browser test", tile_px=32,
+    record = tiny_record()  # vgg16 at 32x32, fp32, random weights (seed 0)
+    manifest, sprites = build_report(images, taps, record=record, title="browser test", tile_px=32,
                                      parity_note="test: no reference", pixel_values=True)
     out = tmp_path_factory.mktemp("report")
     write_report(manifest, sprites, out)

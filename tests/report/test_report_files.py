@@ -11,6 +11,8 @@ import pytest
 
 from featuremaps.errors import FeaturemapsError
 
+from conftest import tiny_record
+
 
 def _taps():
     from featuremaps.export.taps import parse_taps
@@ -28,7 +30,7 @@ def _images(n=2, seed=0):
             for i in range(n)]
 
 
-META = {"model": "vgg16", "input_size": 32, "precision": "fp32", "weights": {"source": "random", "seed": 0}}
+RECORD = tiny_record()  # vgg16 at 32x32, fp32, random weights (seed 0)
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +38,7 @@ def written(tmp_path_factory):
     from featuremaps.report import build_report, write_report
 
     images = _images()
-    manifest, sprites = build_report(images, _taps(), meta=META, title="t", tile_px=16, parity_note="none here")
+    manifest, sprites = build_report(images, _taps(), record=RECORD, title="t", tile_px=16, parity_note="none here")
     out = tmp_path_factory.mktemp("rep")
     return write_report(manifest, sprites, out), images
 
@@ -104,7 +106,7 @@ def test_build_report_needs_images():
     from featuremaps.report import build_report
 
     with pytest.raises(ValueError, match="at least one image"):
-        build_report([], _taps(), meta=META, title="t")
+        build_report([], _taps(), record=RECORD, title="t")
 
 
 # ---------------------------------------------------------------- the CLI
@@ -170,8 +172,8 @@ def test_reduced_vector_tap_is_drawn_as_one_pixel_tiles():
     tap = _taps()[1]  # 512 channels, here a mean-reduced (C,) vector as a reduced store holds it
     vec = np.linspace(-1, 1, 512).astype(np.float16)
     im = ReportImage(name="a", image=np.zeros((32, 32, 3), np.uint8), maps={tap.name: vec})
-    meta = dict(META, reductions={tap.name: "mean"})
-    manifest, sprites = build_report([im], (tap,), meta=meta, title="t")
+    record = tiny_record(reductions={tap.name: "mean"})
+    manifest, sprites = build_report([im], (tap,), record=record, title="t")
     entry = manifest["taps"][0]
     assert (entry["height"], entry["width"], entry["tile"], entry["reduction"]) == (1, 1, 1, "mean")
     assert sprites["tiles/img0/t0.png"].shape == (entry["rows"], entry["cols"], 3)
@@ -188,7 +190,7 @@ def test_pixel_values_ship_as_data_uri_scripts(tmp_path):
     from featuremaps.report import build_report, write_report
 
     images = _images(1)
-    manifest, sprites = build_report(images, _taps(), meta=META, title="t", tile_px=32, pixel_values=True)
+    manifest, sprites = build_report(images, _taps(), record=RECORD, title="t", tile_px=32, pixel_values=True)
     write_report(manifest, sprites, tmp_path)
     rel = manifest["images"][0]["taps"]["features.0"]["values"]
     text = (tmp_path / rel).read_text()

@@ -17,6 +17,8 @@ import pytest
 
 from featuremaps.errors import terminal_text
 
+from conftest import tiny_record
+
 pytestmark = pytest.mark.slow
 
 GOOD = Path(__file__).parent.parent / "models" / "vgg16-features0-32.onnx"
@@ -68,8 +70,8 @@ def model_name_report(tmp_path_factory):
     m = np.random.RandomState(0).randn(*taps[0].shape).astype(np.float32)
     im = ReportImage(name=NAMES[1], image=np.zeros((32, 32, 3), np.uint8), maps={taps[0].name: m},
                      reference={taps[0].name: m})
-    meta = {"model": MODEL, "input_size": 32, "precision": "fp32", "weights": {"source": MODEL}}
-    manifest, sprites = build_report([im], taps, meta=meta, title=f"report of {MODEL}",
+    record = tiny_record(model=MODEL, weights={"source": MODEL})
+    manifest, sprites = build_report([im], taps, record=record, title=f"report of {MODEL}",
                                      budget={"rel_l2": 1e-5, "cosine": None})
     out = tmp_path_factory.mktemp("title-report")
     write_report(manifest, sprites, out)

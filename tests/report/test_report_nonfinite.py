@@ -8,6 +8,8 @@ import json
 import numpy as np
 import pytest
 
+from conftest import tiny_record
+
 
 def _tap():
     from featuremaps.export.taps import parse_taps
@@ -27,7 +29,7 @@ def test_nonfinite_maps_are_counted_marked_and_left_out(tmp_path):
     m[2] = np.nan              # all of channel 2
     ref = m.copy()
     im = ReportImage(name="a.png", image=np.zeros((32, 32, 3), np.uint8), maps={tap.name: m}, reference={tap.name: ref})
-    manifest, sprites = build_report([im], (tap,), meta={"model": "vgg16"}, title="t", tile_px=32, pixel_values=True)
+    manifest, sprites = build_report([im], (tap,), record=tiny_record(), title="t", tile_px=32, pixel_values=True)
     write_report(manifest, sprites, tmp_path)  # JSON with allow_nan=False: this raised before
 
     entry = json.loads((tmp_path / "report.json").read_text())["images"][0]["taps"][tap.name]
@@ -55,7 +57,7 @@ def test_the_page_says_so(tmp_path, driver):
     m = np.random.RandomState(0).randn(*tap.shape).astype(np.float32)
     m[3, 0, :5] = np.inf
     im = ReportImage(name="a.png", image=np.zeros((32, 32, 3), np.uint8), maps={tap.name: m})
-    write_report(*build_report([im], (tap,), meta={"model": "vgg16"}, title="t"), tmp_path)
+    write_report(*build_report([im], (tap,), record=tiny_record(), title="t"), tmp_path)
     driver.get((tmp_path / "index.html").as_uri())
     WebDriverWait(driver, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#grid-a .tile"))
     assert "WARNING: 5 values of a.png here are NaN or ±inf (#ff00ff pixels)" in driver.find_element(By.ID, "tap-info").text

@@ -8,6 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 
+from featuremaps.engine.validate import ModelRecord
 from featuremaps.export.taps import model_layers, parse_taps
 from featuremaps.viz.draw import ShowOptions, draw_figures, load_image, load_photo, provenance, save_figure
 from featuremaps.viz.figures import (channel_figure, comparison_figure, depth_words, montage_figure,
@@ -21,14 +22,14 @@ DEPTH_WORDS = ("low-level", "transitioning", "mid-level", "more abstract", "high
 
 @pytest.fixture(scope="module")
 def run(small_model, sample_paths):
-    """chelsea.png (451x300) through the small VGG16 export: (maps {tap: (C, H, W)}, taps, image, metadata)."""
+    """chelsea.png (451x300) through the small VGG16 export: (maps {tap: (C, H, W)}, taps, image, model record)."""
     from featuremaps.engine.extractor import Extractor
     from featuremaps.engine.preprocess import to_input
 
     image = load_image(sample_paths[1], (SMALL, SMALL))
     with Extractor(small_model.path, provider="cpu") as ex:
         out = ex.run(to_input(image, ex.preprocessing)[None])
-        return {k: v[0] for k, v in out.items()}, ex.taps, image, ex.metadata
+        return {k: v[0] for k, v in out.items()}, ex.taps, image, ex.record
 
 
 def _texts(fig) -> str:
@@ -37,9 +38,14 @@ def _texts(fig) -> str:
     return "\n".join(p for p in parts if isinstance(p, str))
 
 
-def _trained(meta: dict) -> dict:
-    """``meta`` as if it had been exported with ImageNet weights (recorded, not downloaded)."""
-    return dict(meta, weights={"source": "imagenet", "sha256": "0" * 64, "seed": None})
+def _recorded(record: ModelRecord, **meta) -> ModelRecord:
+    """``record`` as if its model's metadata also said ``meta`` (weights, reductions...)."""
+    return ModelRecord.from_metadata(dict(record.metadata, **meta), record.path)
+
+
+def _trained(record: ModelRecord) -> ModelRecord:
+    """``record`` as if it had been exported with ImageNet weights (recorded, not downloaded)."""
+    return _recorded(record, weights={"source": "imagenet", "sha256": "0" * 64, "seed": None})
 
 
 # ---------------------------------------------------------------- provenance on every figure
@@ -54,7 +60,8 @@ def test_every_figure_names_precision_math_mode_weights_and_resize(run, sample_p
     assert (w0, h0) != (SMALL, SMALL) and w0 != h0
     assert note == f"stretched to {SMALL}\u00d7{SMALL} from {w0}\u00d7{h0}"
     np.testing.assert_array_equal(image, load_image(sample_paths[1], (SMALL, SMALL)))  # same pixels as the engine's
-    prov = provenance(meta, math_mode="tf32", layer_count=31)
+    prov = provenance(meta, math_mode="tf32")
+    assert prov.layer_count == 31  # the family's layers at the record's input size
     opts = ShowOptions(channels=2, montage=(taps[1],))
     figs = draw_figures(maps, taps, image, name="chelsea.png", weights=prov.weights, options=opts,
                         provenance=prov, image_note=note, reference=maps)
@@ -71,7 +78,7 @@ def test_every_figure_names_precision_math_mode_weights_and_resize(run, sample_p
 
 def test_math_mode_unknown_is_said_not_guessed(run):
     maps, taps, _, meta = run
-    fig = channel_figure(maps, taps[:1], channels=2, provenance=provenance(dict(meta, precision="int8")))
+    fig = channel_figure(maps, taps[:1], channels=2, provenance=provenance(dataclasses.replace(meta, precision="int8")))
     assert "precision int8, math mode not recorded" in fig._suptitle.get_text()
 
 
@@ -91,7 +98,8 @@ def test_resize_note(original, size, want):
 
 def test_depth_words_absent_with_random_weights(run):
     maps, taps, image, meta = run
-    prov = provenance(meta, layer_count=len(model_layers("vgg16", SMALL)))
+    prov = provenance(meta)
+    assert prov.layer_count == len(model_layers("vgg16", SMALL))
     assert not prov.trained
     text = _texts(channel_figure(maps, taps, channels=2, provenance=prov))
     text += _texts(overview_figure(maps, taps, image, weights=prov.weights, provenance=prov))
@@ -100,7 +108,7 @@ def test_depth_words_absent_with_random_weights(run):
 
 def test_depth_words_present_with_recorded_imagenet_weights(run):
     maps, taps, _, meta = run
-    prov = provenance(_trained(meta), layer_count=len(model_layers("vgg16", SMALL)))
+    prov = provenance(_trained(meta))
     assert prov.trained and prov.weights.startswith("ImageNet")
     fig = channel_figure(maps, taps, channels=2, provenance=prov)
     rows = [sub._suptitle.get_text() for sub in fig.subfigs]
@@ -119,8 +127,8 @@ def test_depth_words_follow_the_family_layer_count(model):
 
 
 def test_weights_file_counts_as_trained(run):
-    meta = dict(run[3], weights={"source": "/w/finetuned.pth", "sha256": "ab" * 32})
-    prov = provenance(meta, layer_count=31)
+    meta = _recorded(run[3], weights={"source": "/w/finetuned.pth", "sha256": "ab" * 32})
+    prov = provenance(meta)
     assert prov.trained and prov.weights == "finetuned.pth (sha256 abababababab)"
 
 
@@ -136,9 +144,9 @@ def reduced(run):
     c, h, w = maps["features.10"].shape
     red["features.10"] = maps["features.10"].reshape(c, h // 4, 4, w // 4, 4).mean(axis=(2, 4))
     rtaps = tuple(dataclasses.replace(t, shape=red[t.name].shape) for t in taps)
-    prov = provenance(dict(meta, reductions={"features.5": {"op": "mean", "k": None, "spec": "mean"},
-                                             "features.10": {"op": "avgpool", "k": 4, "spec": "avgpool:4"}}),
-                      math_mode="fp32", layer_count=31)
+    prov = provenance(_recorded(meta, reductions={"features.5": {"op": "mean", "k": None, "spec": "mean"},
+                                                  "features.10": {"op": "avgpool", "k": 4, "spec": "avgpool:4"}}),
+                      math_mode="fp32")
     return red, rtaps, image, prov
 
 
