@@ -167,8 +167,7 @@ def _open_key(root: Path, key: str, limit: int) -> tuple[int, int] | None:
         if not stat.S_ISREG(st.st_mode):
             raise unsafe(root, key, _kind(st.st_mode))
         if st.st_size > limit:
-            raise UnsafeStoreError(f"{Path(root) / key} is {st.st_size} bytes, more than its array's chunks can be "
-                                   f"({limit} bytes); {_HOSTILE}")
+            raise too_large(Path(root) / key, st.st_size, limit)
     except BaseException:
         os.close(fd)
         raise
@@ -213,6 +212,44 @@ def zstd_content_size(frame: bytes) -> int | None:
         return None
     value = int.from_bytes(frame[pos:pos + size], "little")
     return value + 256 if size == 2 else value
+
+
+def too_large(where, size: int | None, limit: int) -> UnsafeStoreError:
+    """An object of ``size`` bytes (None: more than ``limit``, read no further) where at most ``limit`` may be."""
+    what = "larger" if size is None else f"{size} bytes, more"
+    return UnsafeStoreError(f"{where} is {what} than its array's chunks can be ({limit} bytes); {_HOSTILE}")
+
+
+def check_zstd(where, frame, zstd_size: int | None) -> None:
+    """Refuse a zstd chunk whose frame header does not declare exactly ``zstd_size`` decoded bytes
+    (numcodecs allocates what the header says); nothing to check when ``zstd_size`` is None."""
+    if zstd_size is not None and zstd_content_size(bytes(frame[:18])) != zstd_size:
+        raise UnsafeStoreError(f"{where} does not declare the {zstd_size} decoded bytes of a chunk in its zstd "
+                               f"header; {_HOSTILE}")
+
+
+def refuse_partial(where) -> UnsafeStoreError:
+    return UnsafeStoreError(f"{where}: partial reads (sharding) are not part of a featuremaps store; {_HOSTILE}")
+
+
+def shard_entries(where, tail, per: int, size: int, inner_limit: int) -> list[tuple[int, int] | None]:
+    """:func:`.shard_format.read_index`, its refusal as one :class:`UnsafeStoreError` line."""
+    try:
+        return read_index(tail, per, size, inner_limit)
+    except ShardIndexError as e:
+        raise UnsafeStoreError(f"{where}: {e}; {_HOSTILE}") from None
+
+
+def check_inner_headers(where, entries, header_at, zstd_size: int | None) -> None:
+    """Every stored inner chunk of a shard whose first bytes ``header_at(offset, nbytes)`` gives
+    (None: not at hand, skipped) must declare exactly ``zstd_size`` decoded bytes."""
+    if zstd_size is None:
+        return
+    for i, entry in enumerate(entries):
+        head = None if entry is None else header_at(*entry)
+        if head is not None and zstd_content_size(bytes(head)) != zstd_size:
+            raise UnsafeStoreError(f"{where}: inner chunk {i} does not declare the {zstd_size} decoded bytes of a "
+                                   f"chunk in its zstd header; {_HOSTILE}")
 
 
 def _span(size: int, byte_range) -> tuple[int, int]:
@@ -261,12 +298,9 @@ def _confined_class():
             data = read_key(self.root, key, limit)
             if data is None:
                 return None
-            if zstd_size is not None and zstd_content_size(data) != zstd_size:
-                raise UnsafeStoreError(f"{self.root / key} does not declare the {zstd_size} decoded bytes of a "
-                                       f"chunk in its zstd header; {_HOSTILE}")
+            check_zstd(self.root / key, data, zstd_size)
             if byte_range is not None:
-                raise UnsafeStoreError(f"{self.root / key}: partial reads (sharding) are not part of a "
-                                       f"featuremaps store; {_HOSTILE}")
+                raise refuse_partial(self.root / key)
             return (prototype or default_buffer_prototype()).buffer.from_bytes(data)
 
         def _read_shard(self, key: str, name: str, prototype, byte_range):
@@ -281,17 +315,9 @@ def _confined_class():
             fd, size = opened
             try:
                 n = index_nbytes(per)
-                try:
-                    entries = read_index(os.pread(fd, min(n, size), max(0, size - n)), per, size, inner_limit)
-                except ShardIndexError as e:
-                    raise UnsafeStoreError(f"{self.root / key}: {e}; {_HOSTILE}") from None
-                if zstd_size is not None:
-                    for i, entry in enumerate(entries):
-                        if entry is not None and zstd_content_size(os.pread(fd, min(18, entry[1]), entry[0])) \
-                                != zstd_size:
-                            raise UnsafeStoreError(f"{self.root / key}: inner chunk {i} does not declare the "
-                                                   f"{zstd_size} decoded bytes of a chunk in its zstd header; "
-                                                   f"{_HOSTILE}")
+                where = self.root / key
+                entries = shard_entries(where, os.pread(fd, min(n, size), max(0, size - n)), per, size, inner_limit)
+                check_inner_headers(where, entries, lambda off, nb: os.pread(fd, min(18, nb), off), zstd_size)
                 start, end = _span(size, byte_range)
                 data = os.pread(fd, end - start, start)
             finally:

@@ -29,6 +29,8 @@ bucket and path (:func:`display_url`).
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import os
 import socket
@@ -39,7 +41,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 from .. import sources
 from ...errors import StoreError
-from .io import UnsafeStoreError
+from .io import (MAX_METADATA_BYTES, UnsafeStoreError, check_inner_headers, check_zstd, refuse_partial,
+                 shard_entries, too_large)
+from .shard_format import index_nbytes
 
 LEASE_NAME = "status/featuremaps.lease"
 RESUME = "re-run with --resume (completed batches are kept)"
@@ -137,8 +141,7 @@ class RemoteIO:
         except FileNotFoundError:
             return None
         if size is None or size > limit:
-            raise UnsafeStoreError(f"{self.url}/{k} is {size} bytes, more than its array's chunks can be ({limit} "
-                                   "bytes); the store may be hostile, re-create it with `featuremaps extract`")
+            raise too_large(f"{self.url}/{k}", size, limit)
         try:
             return self.fs.cat_file(self.key(k))
         except FileNotFoundError:
@@ -215,10 +218,11 @@ class RemoteIO:
         return len(found), sum(int(v.get("size") or 0) for v in found.values())
 
     def zarr_store(self, *, read_only: bool):
-        """A zarr store on this prefix (zarr's FsspecStore, on its own asynchronous filesystem)."""
-        from zarr.storage import FsspecStore
-
-        return FsspecStore.from_url(self._url, storage_options=self.options or None, read_only=read_only)
+        """A zarr store on this prefix: zarr's FsspecStore (on its own asynchronous filesystem) whose
+        reads are bounded as a local store's are (:func:`_bounded_class`)."""
+        st = _bounded_class().from_url(self._url, storage_options=self.options or None, read_only=read_only)
+        st.limits, st.sharded, st.url, st.shard_sizes = {}, {}, self.url, {}
+        return st
 
     def upload_layout(self, memory_store) -> None:
         """Copy every key of a zarr MemoryStore (a store's layout built in memory) here, the root
@@ -228,6 +232,148 @@ class RemoteIO:
         for k in sorted(items):
             self.write(k, items[k].to_bytes())
         self.write("zarr.json", root.to_bytes())
+
+
+MAX_CACHED_SHARDS = 4096  # shard objects whose size (and last index) a store remembers
+
+
+@functools.lru_cache(maxsize=1)
+def _bounded_class():
+    """The zarr FsspecStore subclass (defined on first use: zarr is imported lazily).
+
+    zarr reads a whole object per chunk (one GET), or for a sharded tap the index (a suffix
+    range) and then one range per inner chunk. A store at a URL may be hostile as a received folder
+    may, so every read is held to what :class:`~.io.confined_store` allows, at no extra request for
+    a chunk and one (the object's size, once per shard object) for a shard:
+
+    * a chunk or ``zarr.json``: one GET of at most ``limit + 1`` bytes (a range request): more is
+      refused unread past that; a zstd chunk must declare its exact decoded size; a partial read
+      of an unsharded array is refused;
+    * a shard, whole: the same bound (the whole shard's), its index validated and every inner
+      chunk's header checked;
+    * a shard's index: the object's size (once per key, kept), then the index, validated by
+      :func:`.shard_format.read_index` and kept, so zarr's ranges can be checked;
+    * a range of a shard: inside the object, no longer than an inner chunk may be; the bytes it
+      returns must begin with a zstd header declaring the chunk's size (zarr decodes them as one
+      inner chunk), as must every indexed inner chunk starting inside it.
+    """
+    from zarr.abc.store import OffsetByteRequest, RangeByteRequest, SuffixByteRequest
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.storage import FsspecStore
+
+    class BoundedFsspecStore(FsspecStore):
+        """FsspecStore whose reads never fetch or decode more than the store's arrays can hold."""
+
+        # array name -> (largest chunk object, exact decoded zstd size or None); set by FeatureStore
+        limits: dict
+        # array name -> (inner chunks per shard, largest shard object): sharded tap arrays
+        sharded: dict
+        url: str  # printable (display_url)
+        # shard key -> (object size, validated index entries, the index bytes)
+        shard_sizes: dict
+
+        def with_read_only(self, read_only: bool = False):
+            other = super().with_read_only(read_only)
+            other.limits, other.sharded, other.url, other.shard_sizes = \
+                self.limits, self.sharded, self.url, self.shard_sizes
+            return other
+
+        def _where(self, key: str) -> str:
+            return f"{self.url}/{key}"
+
+        def _limit(self, key: str) -> tuple[int, int | None]:
+            if key.endswith("zarr.json"):
+                return MAX_METADATA_BYTES, None
+            return self.limits.get(key.split("/", 1)[0], (MAX_METADATA_BYTES, None))
+
+        async def _bounded(self, key: str, prototype, limit: int):
+            """The whole object ``key`` (None if missing) in one GET of at most ``limit + 1`` bytes."""
+            data = await super().get(key, prototype, RangeByteRequest(0, limit + 1))
+            if data is not None and len(data) > limit:
+                raise too_large(self._where(key), None, limit)
+            return data
+
+        async def get(self, key, prototype=None, byte_range=None):
+            prototype = prototype or default_buffer_prototype()
+            name = key.split("/", 1)[0]
+            if name in self.sharded and not key.endswith("zarr.json"):
+                return await self._get_shard(key, name, prototype, byte_range)
+            limit, zstd_size = self._limit(key)
+            if byte_range is not None:
+                raise refuse_partial(self._where(key))
+            data = await self._bounded(key, prototype, limit)
+            if data is not None:
+                check_zstd(self._where(key), data.as_numpy_array(), zstd_size)
+            return data
+
+        async def _get_shard(self, key: str, name: str, prototype, byte_range):
+            per, limit = self.sharded[name]
+            inner_limit, zstd_size = self.limits[name]
+            where = self._where(key)
+            if byte_range is None:  # the whole shard (zarr reads every inner chunk of it)
+                data = await self._bounded(key, prototype, limit)
+                if data is not None:
+                    blob = data.as_numpy_array()
+                    entries = shard_entries(where, blob, per, len(blob), inner_limit)
+                    check_inner_headers(where, entries, lambda off, nb: blob[off:off + min(18, nb)], zstd_size)
+                return data
+            n = index_nbytes(per)
+            if isinstance(byte_range, SuffixByteRequest) and byte_range.suffix <= n:  # zarr asks for the index
+                found = await self._index(key, per, limit, inner_limit)
+                return None if found is None else prototype.buffer.from_bytes(found[2][n - byte_range.suffix:])
+            if not isinstance(byte_range, (RangeByteRequest, OffsetByteRequest)) or key not in self.shard_sizes:
+                found = await self._index(key, per, limit, inner_limit)  # a range before the index: read it first
+                if found is None:
+                    return None
+            size, entries, _ = self.shard_sizes[key]
+            start = getattr(byte_range, "start", getattr(byte_range, "offset", None))
+            end = getattr(byte_range, "end", size)
+            if start is None or not 0 <= start < end <= size or end - start > inner_limit:
+                raise UnsafeStoreError(f"{where}: a read of bytes {start} to {end} is not an inner chunk of this "
+                                       f"{size}-byte shard (at most {inner_limit} bytes each); the store may be "
+                                       "hostile, re-create it with `featuremaps extract`")
+            data = await super().get(key, prototype, RangeByteRequest(start, end))
+            if data is None:
+                return None
+            if len(data) > end - start:
+                raise too_large(where, None, end - start)
+            blob = data.as_numpy_array()
+            check_zstd(where, blob, zstd_size)
+            check_inner_headers(where, entries, lambda off, nb: blob[off - start:off - start + min(18, nb)]
+                                if start <= off < start + len(blob) else None, zstd_size)
+            return data
+
+        async def _index(self, key: str, per: int, limit: int, inner_limit: int):
+            """``(size, entries, index bytes)`` of shard ``key``, validated (None if missing): the size
+            once per key (kept), the index each time zarr asks for it (a shard may be rewritten)."""
+            known = self.shard_sizes.get(key)
+            try:
+                size = known[0] if known else await self.getsize(key)
+            except self.allowed_exceptions:
+                return None
+            if size > limit:
+                raise too_large(self._where(key), size, limit)
+            n = index_nbytes(per)
+            tail = await super().get(key, default_buffer_prototype(), SuffixByteRequest(n)) if size >= n else b""
+            if tail is None:
+                return None
+            tail = bytes(tail.to_bytes() if hasattr(tail, "to_bytes") else tail)
+            try:
+                entries = shard_entries(self._where(key), tail, per, size, inner_limit)
+            except UnsafeStoreError:
+                if not known:
+                    raise
+                self.shard_sizes.pop(key, None)  # the size kept may be stale (a rewritten shard): ask once more
+                return await self._index(key, per, limit, inner_limit)
+            if len(self.shard_sizes) >= MAX_CACHED_SHARDS:
+                self.shard_sizes.clear()
+            self.shard_sizes[key] = size, entries, tail
+            return self.shard_sizes[key]
+
+        async def get_partial_values(self, prototype, key_ranges):
+            return list(await asyncio.gather(*(self.get(k, prototype, r) for k, r in key_ranges)))
+
+    return BoundedFsspecStore
 
 
 def _if_match(io: RemoteIO, etag: str | None) -> dict:
