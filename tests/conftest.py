@@ -23,6 +23,13 @@ def pytest_configure(config) -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """Modules marked ``long_module`` (minutes each: every docs block, a simulated cluster) run
+    first. Under pytest-xdist's ``--dist loadfile`` a module is one unit of work handed out in
+    collection order; one that starts last stretches the whole run by its length."""
+    items.sort(key=lambda item: item.get_closest_marker("long_module") is None)  # stable: order kept
+
+
 def _exit_unless_installed() -> None:
     """Without the package installed, ``python -m pytest`` imports the bare ``featuremaps/`` folder
     from the current directory, whose ``engine``/``export``/``bench`` live in other top-level folders

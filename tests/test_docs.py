@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.long_module  # minutes: scheduled first (tests/conftest.py)
+
 ROOT = Path(__file__).parents[1]
 DOCS = ROOT / "docs"
 RUN = ("bash", "python")  # fence languages that are executed

@@ -25,6 +25,8 @@ pytest.importorskip("ray")
 from featuremaps.cli import main  # noqa: E402
 from featuremaps.engine.store import open_store  # noqa: E402
 
+pytestmark = pytest.mark.long_module  # minutes: scheduled first (tests/conftest.py)
+
 SCRIPT = Path(__file__).with_name("ray_cluster_scenarios.py")
 BATCH = 1
 JOIN_LIMIT_S = 30
