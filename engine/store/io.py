@@ -27,7 +27,7 @@ from .shard_format import ShardIndexError, index_nbytes, read_index
 
 MAX_METADATA_BYTES = 16 * 2**20
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-_HOSTILE = "the store may be hostile (or was copied with links); re-create it with `featuremaps extract`"
+_HOSTILE = "the store may be hostile or damaged; re-create it with `featuremaps extract`"
 
 
 class UnsafeStoreError(StoreError):
@@ -48,7 +48,7 @@ def _kind(mode: int) -> str:
 
 def unsafe(root: Path, rel: str, what: str) -> UnsafeStoreError:
     return UnsafeStoreError(f"{Path(root) / rel} is {what}; featuremaps reads and writes only regular files and "
-                            f"folders inside a store: {_HOSTILE}")
+                            f"folders inside a store (was it copied with links?): {_HOSTILE}")
 
 
 # ---------------------------------------------------------------- the walk
