@@ -58,7 +58,7 @@ class _Payload:
         return (os.system, ("touch PWNED_MARKER",))
 
 
-def test_malicious_pth_is_refused_and_nothing_runs(tmp_path, monkeypatch):
+def test_malicious_pth_is_refused_and_nothing_runs(tmp_path, monkeypatch, recwarn):
     monkeypatch.chdir(tmp_path)
     path = tmp_path / "evil.pth"
     with open(path, "wb") as f:
@@ -66,6 +66,7 @@ def test_malicious_pth_is_refused_and_nothing_runs(tmp_path, monkeypatch):
     with pytest.raises(WeightsError, match=r"refusing to load evil\.pth.*re-save it"):
         load_state_file(path)
     assert not (tmp_path / "PWNED_MARKER").exists()
+    assert not [w for w in recwarn if "pickle" in str(w.message)], "torch's warning reached the user"
 
 
 def test_weights_that_do_not_fit_are_named(tmp_path, other_net):
