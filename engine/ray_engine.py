@@ -169,6 +169,8 @@ def run_extraction_ray(store: FeatureStore, model: str | os.PathLike | ModelReco
     """
     settings = settings or ExtractSettings()
     record = model if isinstance(model, ModelRecord) else read_model_record(os.path.abspath(model))
+    if not record.path.is_absolute():  # actors run in other folders, on other nodes
+        record = dataclasses.replace(record, path=record.path.absolute())
     _ = record.sha256  # hashed here, once: the record travels to each actor with it
     ray = import_ray()
     ctx = ray.data.DataContext.get_current()

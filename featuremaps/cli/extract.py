@@ -420,7 +420,7 @@ def _extract(paths: list[str], record: ModelRecord, output: Output, run: RunOpti
                 store = _create(output, paths, record, ex, extraction)
             else:
                 _resume(store, extraction)
-            summary = _run(store, record.path, ex, output, run, ray, extraction)
+            summary = _run(store, ex, output, run, ray, extraction)
     finally:
         if store is not None:
             store.close()  # release the writer's lock
@@ -432,7 +432,7 @@ def _resume_command() -> str:
     return "featuremaps " + " ".join(shlex.quote(a) for a in argv) + " --resume"
 
 
-def _run(store, model_path: Path, ex, output: Output, run: RunOptions, ray: RayOptions, extraction: dict):
+def _run(store, ex, output: Output, run: RunOptions, ray: RayOptions, extraction: dict):
     done = len(store) - sum(b - a for a, b in map(store.batch_rows, store.pending_batches()))
     how = (f"{extraction['provider']}, {extraction['math_mode']} on {ray.actors} Ray actor(s)"
            if ray.on else ex.info.note)
@@ -442,7 +442,7 @@ def _run(store, model_path: Path, ex, output: Output, run: RunOptions, ray: RayO
                dynamic_ncols=True, smoothing=0.1)
     try:
         if ray.on:  # each actor checks that it computes what the store records (provider, math mode)
-            return run_extraction_ray(store, model_path, run.settings, actors=ray.actors,
+            return run_extraction_ray(store, ex.record, run.settings, actors=ray.actors,
                                       gpus_per_actor=ray.gpus_per_actor, provider=run.provider, threads=run.threads,
                                       progress=bar.update, tf32=run.tf32, math_mode=run.math_mode,
                                       device=run.device)
