@@ -356,18 +356,19 @@ class FeatureStore:
     @property
     def taps(self) -> tuple[Tap, ...]:
         """The stored taps; ``shape`` is the per-image stored shape (reduced where reduced)."""
-        return self._drawable("taps").taps
+        return self.required_record("taps").taps
 
     @property
     def image_size(self) -> tuple[int, int]:
         """``(H, W)`` the model took its images at (the stored preprocessing size)."""
-        return tuple(self._drawable("preprocessing").preprocessing.size)
+        return tuple(self.required_record("preprocessing").preprocessing.size)
 
-    def _drawable(self, what: str) -> ModelRecord:
-        """:attr:`record`, or one line saying why a store without model metadata cannot be drawn."""
+    def required_record(self, what: str, then: str = "it cannot be drawn") -> ModelRecord:
+        """:attr:`record`, or one line saying that a store without model metadata (one the library
+        made with ``metadata={}``) lacks ``what``, and so ``then``."""
         if self.record is None:
             raise StoreError(f"{self.path} records no model {what} (zarr.json has no model metadata); it was not "
-                             "written by `featuremaps extract`, so it cannot be drawn")
+                             f"written by `featuremaps extract`, so {then}")
         return self.record
 
     @property

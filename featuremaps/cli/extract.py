@@ -146,20 +146,11 @@ class Output:
     def as_stored(self, store: FeatureStore) -> "Output":
         """The settings ``--resume`` runs with: the store's (given ones were checked to agree). The
         model runs the store's batch size unless one was given (TensorRT's profile)."""
+        record = store.required_record("metadata", "it cannot be resumed; choose a new -o path")
         return dataclasses.replace(
             self, batch_size=self.batch_size or store.batch_size, dtype=store.dtype,
             compression=store.info.get("compression"), shard_rows=store.info.get("shard_rows") or "none",
-            decode=_stored_record(store).preprocessing.decode)
-
-
-
-def _stored_record(store: FeatureStore) -> ModelRecord:
-    """The model record ``store`` keeps, or one line: a store the library made without model
-    metadata (``metadata={}``) cannot be resumed by `featuremaps extract`."""
-    if store.record is None:
-        raise StoreError(f"{store.path} records no model metadata (it was not written by `featuremaps extract`); "
-                         "it cannot be resumed, choose a new -o path")
-    return store.record
+            decode=record.preprocessing.decode)
 
 
 @dataclass(frozen=True)
