@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .format import chunk_key
 from .io import open_folder
 
 STORE_LEVEL = 0  # what array_specs' ZstdCodec() records: zstd's default level (3)
@@ -87,7 +88,7 @@ class ChunkWriter:
         """Write chunk ``index`` of array ``name`` (``tail_dims`` dimensions after the row axis)
         from ``data`` (exactly the chunk's rows); returns the raw bytes written."""
         pieces, crc = self.encode(data)
-        self.write_object("/".join([name, "c", str(int(index)), *(["0"] * tail_dims)]), [*pieces, crc])
+        self.write_object(chunk_key(name, index, tail_dims + 1), [*pieces, crc])
         return data.nbytes
 
     def write_object(self, key: str, pieces: list) -> None:

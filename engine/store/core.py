@@ -43,8 +43,8 @@ from ...errors import FeaturemapsError, StoreError
 from ..validate import ModelRecord
 from .chunk_writer import ChunkWriter
 from .create import create_local, create_remote, new_info
-from .format import (ATTR_KEY, DTYPES, ERROR, MAX_ERROR_CHARS, OK, PENDING, READABLE_FORMATS,
-                     STATUS_NAMES, STORE_FORMAT, attrs_problem, chunk_limits, model_record, size_text)
+from .format import (ATTR_KEY, DTYPES, ERROR, MAX_ERROR_CHARS, OK, PENDING, READABLE_FORMATS, STATUS_NAMES,
+                     STORE_FORMAT, attrs_problem, chunk_key, chunk_limits, model_record, size_text)
 from .io import UnsafeStoreError, check_tree, confined_store, open_folder, read_key, read_tail, tree_bytes
 from .layout import array_specs, layout_problem
 from .lock import StoreLock
@@ -461,7 +461,7 @@ class FeatureStore:
             per = self.chunks_per_shard
             return self._shards.stored(name, ci // per, strict=True)[ci % per]
         if self._io is not None:
-            return self._io.exists("/".join([name, "c", str(ci), *(["0"] * (ndim - 1))]))
+            return self._io.exists(chunk_key(name, ci, ndim))
         return chunk_file(self, name, ci, ndim).is_file()
 
     def n_batches(self) -> int:
@@ -539,12 +539,13 @@ class FeatureStore:
     def _drop_chunks(self, name: str, b: int) -> None:
         """Remove batch ``b``'s chunk files of output ``name`` (no link is followed)."""
         start, stop = self.batch_rows(b)
-        tail = ["0"] * len(self.info["outputs"][name])
+        ndim = len(self.info["outputs"][name]) + 1
         for ci in range(start // self.chunk_rows, -(-stop // self.chunk_rows)):
-            parts = [name, "c", str(ci), *tail]
+            key = chunk_key(name, ci, ndim)
             if self._io is not None:
-                self._io.delete("/".join(parts))
+                self._io.delete(key)
                 continue
+            parts = key.split("/")
             try:
                 dfd = open_folder(self.path, parts[:-1])
             except FileNotFoundError:

@@ -31,6 +31,12 @@ MAX_PATH_ROW_BYTES = 20 * 1024  # a stored path (PATH_MAX bytes, escaped) or its
 MAX_ERROR_CHARS = 8192  # a stored error message is cut here
 
 
+def chunk_key(name: str, index: int, ndim: int) -> str:
+    """The key of object ``index`` along the rows of array ``name`` (``ndim`` dimensions), a chunk or,
+    in a sharded tap, a shard: zarr v3's default chunk key, ``name/c/<index>/0/0/0``."""
+    return "/".join([name, "c", str(int(index)), *(["0"] * (ndim - 1))])
+
+
 @dataclass(frozen=True)
 class Damage:
     """One chunk that fails its checksum or is missing: array, chunk index, rows it covers."""

@@ -26,14 +26,10 @@ import threading
 import numpy as np
 
 from ...errors import StoreError
+from .format import chunk_key
 from .shard_format import ShardIndexError, encode_shard, index_nbytes, inner_chunk, read_index
 
 log = logging.getLogger(__name__)
-
-
-def shard_key(name: str, shard: int, ndim: int) -> str:
-    """The key of shard ``shard`` of array ``name`` (``ndim`` dimensions): ``name/c/<shard>/0/0/0``."""
-    return "/".join([name, "c", str(int(shard)), *(["0"] * (ndim - 1))])
 
 
 class ShardBuffer:
@@ -55,7 +51,7 @@ class ShardBuffer:
         return self.store.batch_rows(b)[0] // self.shard_rows
 
     def _key(self, name: str, shard: int) -> str:
-        return shard_key(name, shard, len(self.store.info["outputs"][name]) + 1)
+        return chunk_key(name, shard, len(self.store.info["outputs"][name]) + 1)
 
     def _batches_to_do(self) -> dict[int, set[int]]:
         """Per shard, the batches pending when this writer started: the commit of a shard waits for them."""

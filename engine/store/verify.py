@@ -13,10 +13,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .format import FIXED_ARRAYS, OK, STORE_FORMAT, Damage
+from .format import FIXED_ARRAYS, OK, STORE_FORMAT, Damage, chunk_key
 from .io import UnsafeStoreError, check_tree, zstd_content_size
 from .shard_format import ShardIndexError, inner_chunk, read_index
-from .shards import shard_key
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +59,7 @@ def verify(store, *, repair: bool = False) -> VerifyReport:
 
 def chunk_file(store, name: str, ci: int, ndim: int):
     """The file of chunk ``ci`` along ``image`` (zarr v3 default keys: ``c/i/0/0/0``)."""
-    return store.path / name / "c" / "/".join([str(ci)] + ["0"] * (ndim - 1))
+    return store.path / chunk_key(name, ci, ndim)
 
 
 def _spans(n: int, c: int) -> list[tuple[int, tuple[int, int]]]:
@@ -147,7 +146,7 @@ def _check_shard(store, name: str, shard: int, ndim: int) -> tuple[list[Damage],
     def rows(ci: int) -> tuple[int, int]:
         return ci * c, min(ci * c + c, n)
 
-    key = shard_key(name, shard, ndim)
+    key = chunk_key(name, shard, ndim)
     blob = store._read_object(key, name)
     if blob is None:
         return [], 0
@@ -171,7 +170,7 @@ def _check(store, name: str, ci: int, ndim: int) -> tuple[str | None, bytes | No
     """``(reason or None, the chunk's bytes without its checksum)``: the file read confined and
     bounded, then :func:`_check_body`. No decoding: reading a million small chunks through zarr
     took a millisecond each."""
-    key = f"{name}/c/{ci}" + "/0" * (ndim - 1)
+    key = chunk_key(name, ci, ndim)
     data = store._read_object(key, name)
     if data is None:
         return None, None
