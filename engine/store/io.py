@@ -27,7 +27,7 @@ from .shard_format import ShardIndexError, index_nbytes, read_index
 
 MAX_METADATA_BYTES = 16 * 2**20
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-_HOSTILE = "the store may be hostile or damaged; re-create it with `featuremaps extract`"
+HOSTILE = "the store may be hostile or damaged; re-create it with `featuremaps extract`"
 
 
 class UnsafeStoreError(StoreError):
@@ -48,7 +48,7 @@ def _kind(mode: int) -> str:
 
 def unsafe(root: Path, rel: str, what: str) -> UnsafeStoreError:
     return UnsafeStoreError(f"{Path(root) / rel} is {what}; featuremaps reads and writes only regular files and "
-                            f"folders inside a store (was it copied with links?): {_HOSTILE}")
+                            f"folders inside a store (was it copied with links?): {HOSTILE}")
 
 
 # ---------------------------------------------------------------- the walk
@@ -217,7 +217,7 @@ def zstd_content_size(frame: bytes) -> int | None:
 def too_large(where, size: int | None, limit: int) -> UnsafeStoreError:
     """An object of ``size`` bytes (None: more than ``limit``, read no further) where at most ``limit`` may be."""
     what = "larger" if size is None else f"{size} bytes, more"
-    return UnsafeStoreError(f"{where} is {what} than its array's chunks can be ({limit} bytes); {_HOSTILE}")
+    return UnsafeStoreError(f"{where} is {what} than its array's chunks can be ({limit} bytes); {HOSTILE}")
 
 
 def check_zstd(where, frame, zstd_size: int | None) -> None:
@@ -225,11 +225,11 @@ def check_zstd(where, frame, zstd_size: int | None) -> None:
     (numcodecs allocates what the header says); nothing to check when ``zstd_size`` is None."""
     if zstd_size is not None and zstd_content_size(bytes(frame[:18])) != zstd_size:
         raise UnsafeStoreError(f"{where} does not declare the {zstd_size} decoded bytes of a chunk in its zstd "
-                               f"header; {_HOSTILE}")
+                               f"header; {HOSTILE}")
 
 
 def refuse_partial(where) -> UnsafeStoreError:
-    return UnsafeStoreError(f"{where}: partial reads (sharding) are not part of a featuremaps store; {_HOSTILE}")
+    return UnsafeStoreError(f"{where}: partial reads (sharding) are not part of a featuremaps store; {HOSTILE}")
 
 
 def shard_entries(where, tail, per: int, size: int, inner_limit: int) -> list[tuple[int, int] | None]:
@@ -237,7 +237,7 @@ def shard_entries(where, tail, per: int, size: int, inner_limit: int) -> list[tu
     try:
         return read_index(tail, per, size, inner_limit)
     except ShardIndexError as e:
-        raise UnsafeStoreError(f"{where}: {e}; {_HOSTILE}") from None
+        raise UnsafeStoreError(f"{where}: {e}; {HOSTILE}") from None
 
 
 def check_inner_headers(where, entries, header_at, zstd_size: int | None) -> None:
@@ -249,7 +249,15 @@ def check_inner_headers(where, entries, header_at, zstd_size: int | None) -> Non
         head = None if entry is None else header_at(*entry)
         if head is not None and zstd_content_size(bytes(head)) != zstd_size:
             raise UnsafeStoreError(f"{where}: inner chunk {i} does not declare the {zstd_size} decoded bytes of a "
-                                   f"chunk in its zstd header; {_HOSTILE}")
+                                   f"chunk in its zstd header; {HOSTILE}")
+
+
+def key_limit(limits: dict, key: str) -> tuple[int, int | None]:
+    """``(largest object, exact decoded zstd size or None)`` a store may hold at ``key``: its array's
+    limits (``limits``: array name -> the pair), or a ``zarr.json``'s."""
+    if key.endswith("zarr.json"):
+        return MAX_METADATA_BYTES, None
+    return limits.get(key.split("/", 1)[0], (MAX_METADATA_BYTES, None))
 
 
 def _span(size: int, byte_range) -> tuple[int, int]:
@@ -285,16 +293,11 @@ def _confined_class():
             other.limits, other.sharded = self.limits, self.sharded
             return other
 
-        def _limit(self, key: str) -> tuple[int, int | None]:
-            if key.endswith("zarr.json"):
-                return MAX_METADATA_BYTES, None
-            return self.limits.get(key.split("/", 1)[0], (MAX_METADATA_BYTES, None))
-
         def _read(self, key: str, prototype, byte_range):
             name = key.split("/", 1)[0]
             if name in self.sharded and not key.endswith("zarr.json"):
                 return self._read_shard(key, name, prototype, byte_range)
-            limit, zstd_size = self._limit(key)
+            limit, zstd_size = key_limit(self.limits, key)
             data = read_key(self.root, key, limit)
             if data is None:
                 return None

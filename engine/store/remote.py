@@ -41,7 +41,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from .. import sources
 from ...errors import StoreError
-from .io import (MAX_METADATA_BYTES, UnsafeStoreError, check_inner_headers, check_zstd, refuse_partial,
+from .io import (HOSTILE, UnsafeStoreError, check_inner_headers, check_zstd, key_limit, refuse_partial,
                  shard_entries, too_large)
 from .shard_format import index_nbytes
 
@@ -281,11 +281,6 @@ def _bounded_class():
         def _where(self, key: str) -> str:
             return f"{self.url}/{key}"
 
-        def _limit(self, key: str) -> tuple[int, int | None]:
-            if key.endswith("zarr.json"):
-                return MAX_METADATA_BYTES, None
-            return self.limits.get(key.split("/", 1)[0], (MAX_METADATA_BYTES, None))
-
         async def _bounded(self, key: str, prototype, limit: int):
             """The whole object ``key`` (None if missing) in one GET of at most ``limit + 1`` bytes."""
             data = await super().get(key, prototype, RangeByteRequest(0, limit + 1))
@@ -298,7 +293,7 @@ def _bounded_class():
             name = key.split("/", 1)[0]
             if name in self.sharded and not key.endswith("zarr.json"):
                 return await self._get_shard(key, name, prototype, byte_range)
-            limit, zstd_size = self._limit(key)
+            limit, zstd_size = key_limit(self.limits, key)
             if byte_range is not None:
                 raise refuse_partial(self._where(key))
             data = await self._bounded(key, prototype, limit)
@@ -330,8 +325,7 @@ def _bounded_class():
             end = getattr(byte_range, "end", size)
             if start is None or not 0 <= start < end <= size or end - start > inner_limit:
                 raise UnsafeStoreError(f"{where}: a read of bytes {start} to {end} is not an inner chunk of this "
-                                       f"{size}-byte shard (at most {inner_limit} bytes each); the store may be "
-                                       "hostile, re-create it with `featuremaps extract`")
+                                       f"{size}-byte shard (at most {inner_limit} bytes each); {HOSTILE}")
             data = await super().get(key, prototype, RangeByteRequest(start, end))
             if data is None:
                 return None

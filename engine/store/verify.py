@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .format import FIXED_ARRAYS, OK, STORE_FORMAT, Damage, chunk_key
-from .io import UnsafeStoreError, check_tree, zstd_content_size
+from .io import check_tree, check_zstd
 from .shard_format import ShardIndexError, inner_chunk, read_index
 
 log = logging.getLogger(__name__)
@@ -128,9 +128,7 @@ def _check_body(store, name: str, data: bytes, where: str) -> tuple[str | None, 
     body, crc = data[:-4], data[-4:]
     if len(data) < 4 or np.uint32(google_crc32c.value(body)).tobytes() != crc:
         return "checksum mismatch", None
-    if zstd_size is not None and zstd_content_size(body) != zstd_size:
-        raise UnsafeStoreError(f"{where} does not declare the {zstd_size} decoded bytes of a chunk in its zstd "
-                               "header; the store may be hostile, re-create it with `featuremaps extract`")
+    check_zstd(where, body, zstd_size)
     fixed = store.fixed_chunk_bytes(name)
     if fixed is not None and len(body) != fixed:
         return f"unreadable ({len(body)} bytes, a chunk is {fixed})", None
